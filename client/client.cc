@@ -1,0 +1,143 @@
+#include "warden/client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <utility>
+
+#include "proto/socket_path.h"
+
+namespace warden {
+namespace {
+
+// Replies can be larger than requests (status of many jobs); the client accepts up to this.
+constexpr std::size_t kMaxReplyBytes = 256 << 20;
+
+[[noreturn]] void unavailable(const std::string& what) {
+  throw Error(ErrorCode::unavailable, what);
+}
+
+}  // namespace
+
+Client::Client(std::string socket_path)
+    : socket_path_(socket_path.empty() ? client_socket_path() : std::move(socket_path)),
+      decoder_(kMaxReplyBytes) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path_.size() >= sizeof(addr.sun_path)) {
+    throw Error(ErrorCode::bad_request, "socket path too long: " + socket_path_);
+  }
+  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) unavailable(std::string("socket: ") + std::strerror(errno));
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    unavailable("cannot connect to " + socket_path_ + ": " + std::strerror(err) +
+                " (is wardend running? set WARDEN_SOCKET or --socket)");
+  }
+  hello_ = parse_hello_reply(call(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
+}
+
+Client::Client(Client&& other) noexcept
+    : socket_path_(std::move(other.socket_path_)),
+      fd_(std::exchange(other.fd_, -1)),
+      next_id_(other.next_id_),
+      decoder_(std::move(other.decoder_)),
+      hello_(std::move(other.hello_)) {}
+
+Client::~Client() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Client::send_line(const std::string& line) {
+  std::size_t sent = 0;
+  while (sent < line.size()) {
+    ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) unavailable("send to " + socket_path_ + ": " + std::strerror(errno));
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+std::string Client::read_line() {
+  for (;;) {
+    if (auto line = decoder_.next()) return std::string(*line);
+    if (decoder_.overflowed()) unavailable("reply from wardend exceeds the client's limit");
+    auto space = decoder_.prepare(64 * 1024);
+    ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) unavailable("receive from " + socket_path_ + ": " + std::strerror(errno));
+    if (n == 0) unavailable("wardend closed the connection on " + socket_path_);
+    decoder_.commit(static_cast<std::size_t>(n));
+  }
+}
+
+json Client::call(json request) {
+  if (fd_ < 0) unavailable("not connected");
+  std::uint64_t id = next_id_++;
+  request["id"] = id;
+  send_line(request.dump() + "\n");
+  for (;;) {
+    json reply = json::parse(read_line(), nullptr, /*allow_exceptions=*/false);
+    if (!reply.is_object()) unavailable("wardend sent a reply that is not a JSON object");
+    // Replies come in request order; one without our id answers something we never sent.
+    if (reply.value("id", json()) != json(id)) {
+      unavailable("wardend answered out of order (expected id " + std::to_string(id) + ")");
+    }
+    if (reply.value("ok", false)) return reply;
+    const json error = reply.value("error", json::object());
+    auto code = error_code_from_string(error.value("code", "internal")).value_or(ErrorCode::internal);
+    throw Error(code, error.value("message", "wardend refused the request"));
+  }
+}
+
+JobId Client::register_job(const RegisterJobRequest& request) {
+  return call(to_json(request)).at("job").get<JobId>();
+}
+
+std::uint64_t Client::add_process(JobId job, pid_t pid) {
+  return call(to_json(AddProcessRequest{.job = job, .pid = pid})).value("start_time", std::uint64_t{0});
+}
+
+std::optional<double> Client::heartbeat(JobId job) {
+  json reply = call(to_json(HeartbeatRequest{.job = job}));
+  if (!reply.contains("deadline_in_s")) return std::nullopt;
+  return reply["deadline_in_s"].get<double>();
+}
+
+void Client::end_job(JobId job, bool ok) { call(to_json(EndJobRequest{.job = job, .ok = ok})); }
+
+std::vector<JobStatus> Client::status(std::optional<JobId> job) {
+  json reply = call(to_json(StatusRequest{.job = job}));
+  std::vector<JobStatus> out;
+  for (const auto& j : reply.value("jobs", json::array())) out.push_back(parse_job_status(j));
+  return out;
+}
+
+Job::Job(Client& client, const RegisterJobRequest& request)
+    : client_(client),
+      id_(client.register_job(request)),
+      uncaught_at_start_(std::uncaught_exceptions()) {}
+
+Job::~Job() {
+  if (ended_) return;
+  try {
+    end(std::uncaught_exceptions() == uncaught_at_start_);
+  } catch (const std::exception&) {
+    // Nothing useful to do in a destructor; wardend cleans the job when its main process exits.
+  }
+}
+
+void Job::end(bool ok) {
+  ended_ = true;
+  client_.end_job(id_, ok);
+}
+
+}  // namespace warden

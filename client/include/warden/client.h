@@ -1,0 +1,84 @@
+// The warden C++ client: talks to wardend over its Unix socket (protocol in proto/PROTOCOL.md).
+//
+//   warden::Client client;                                   // $WARDEN_SOCKET or the default path
+//   warden::Job job(client, {.name = "train", .pid = getpid(), .heartbeat_s = 30});
+//   job.add_process(worker_pid);
+//   for (...) { train_step(); job.beat(); }
+//   // leaving scope normally ends the job ok; leaving by an exception ends it failed
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/errors.h"
+#include "proto/framing.h"
+#include "proto/messages.h"
+
+namespace warden {
+
+// One connection to wardend. Blocking; not thread-safe (use one Client per thread).
+// Every call throws warden::Error: the daemon's error code for a refused request, or
+// ErrorCode::unavailable when the daemon cannot be reached or the connection breaks.
+class Client {
+ public:
+  // Connects to `socket_path` (default: client_socket_path()) and exchanges hello.
+  explicit Client(std::string socket_path = {});
+  Client(Client&& other) noexcept;
+  Client& operator=(Client&&) = delete;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  ~Client();
+
+  JobId register_job(const RegisterJobRequest& request);
+  // Returns the start time wardend recorded for the process.
+  std::uint64_t add_process(JobId job, pid_t pid);
+  // Returns the seconds left until the new heartbeat deadline (nullopt: the job has none).
+  std::optional<double> heartbeat(JobId job);
+  void end_job(JobId job, bool ok);
+  std::vector<JobStatus> status(std::optional<JobId> job = std::nullopt);
+
+  // Sends one request (an object with "op"; "id" is added) and returns the successful reply.
+  json call(json request);
+
+  const HelloReply& server() const { return hello_; }
+  const std::string& socket_path() const { return socket_path_; }
+
+ private:
+  void send_line(const std::string& line);
+  std::string read_line();
+
+  std::string socket_path_;
+  int fd_ = -1;
+  std::uint64_t next_id_ = 1;
+  FrameDecoder decoder_;
+  HelloReply hello_;
+};
+
+// A job registered for the lifetime of this object. Its destructor ends the job: ok when the scope
+// is left normally, failed when an exception is propagating. Destructor errors are swallowed (the
+// daemon cleans a job whose main process exits anyway).
+class Job {
+ public:
+  Job(Client& client, const RegisterJobRequest& request);
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+  ~Job();
+
+  JobId id() const { return id_; }
+  void add_process(pid_t pid) { client_.add_process(id_, pid); }
+  void beat() { client_.heartbeat(id_); }
+  // Ends the job now; the destructor then does nothing.
+  void end(bool ok);
+
+ private:
+  Client& client_;
+  JobId id_;
+  int uncaught_at_start_;
+  bool ended_ = false;
+};
+
+}  // namespace warden

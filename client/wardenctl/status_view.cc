@@ -1,0 +1,92 @@
+#include "wardenctl/status_view.h"
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+#include <pwd.h>
+
+#include <chrono>
+
+namespace warden {
+namespace {
+
+std::string user_name(uid_t uid) {
+  passwd pw{};
+  passwd* found = nullptr;
+  char buf[1024];
+  if (::getpwuid_r(uid, &pw, buf, sizeof(buf), &found) == 0 && found != nullptr) return pw.pw_name;
+  return std::to_string(uid);
+}
+
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "4s", "3m12s", "2h05m", "3d04h": short enough for a table column.
+std::string age(std::int64_t since_unix_ms) {
+  std::int64_t s = std::max<std::int64_t>(0, (now_unix_ms() - since_unix_ms) / 1000);
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  return fmt::format("{}d{:02}h", s / 86400, (s % 86400) / 3600);
+}
+
+std::string state_text(const JobStatus& job) {
+  std::string s(to_string(job.state));
+  if (job.reason && job.state != *job.reason) s += fmt::format(" ({})", to_string(*job.reason));
+  return s;
+}
+
+std::size_t live_workers(const JobStatus& job) {
+  std::size_t n = 0;
+  for (const auto& w : job.workers) n += w.exited ? 0 : 1;
+  return n;
+}
+
+}  // namespace
+
+void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
+  if (jobs.empty()) {
+    out << "no jobs\n";
+    return;
+  }
+  fmt::print(out, "{:>6}  {:<20}  {:<10}  {:<20}  {:>7}  {:>9}  {:>7}\n", "JOB", "NAME", "USER",
+             "STATE", "AGE", "LAST BEAT", "WORKERS");
+  for (const auto& job : jobs) {
+    std::string beat = job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "-";
+    fmt::print(out, "{:>6}  {:<20.20}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>7}\n", job.id, job.name,
+               user_name(job.uid), state_text(job), age(job.created_unix_ms), beat,
+               live_workers(job));
+  }
+}
+
+void print_job_detail(std::ostream& out, const JobStatus& job) {
+  fmt::print(out, "job {}  {}\n", job.id, job.name);
+  fmt::print(out, "  user       {} (uid {})\n", user_name(job.uid), job.uid);
+  fmt::print(out, "  state      {}\n", state_text(job));
+  if (job.reason) fmt::print(out, "  why        {}\n", job.reason_detail);
+  fmt::print(out, "  main       pid {}\n", job.main_pid);
+  fmt::print(out, "  age        {}\n", age(job.created_unix_ms));
+  if (job.heartbeat_s > 0) {
+    fmt::print(out, "  heartbeat  every {:g} s, last {}\n", job.heartbeat_s,
+               job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "never");
+  }
+  fmt::print(out, "  grace      {:g} s\n", job.grace_s);
+  if (!job.report) {
+    fmt::print(out, "  workers    {} tracked, {} exited on their own\n", live_workers(job),
+               job.workers.size() - live_workers(job));
+    for (const auto& w : job.workers) {
+      fmt::print(out, "    pid {:<8} {}\n", w.pid, w.exited ? "exited" : "running");
+    }
+    return;
+  }
+  const auto& r = *job.report;
+  fmt::print(out, "cleanup ({}), {:.1f} ms\n", to_string(r.reason), r.duration_ms);
+  for (const auto& p : r.processes) {
+    fmt::print(out, "    pid {:<8} {:<7} {:<13}{}{}\n", p.pid, p.role, to_string(p.outcome),
+               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
+  }
+}
+
+}  // namespace warden

@@ -1,0 +1,14 @@
+// Renders job status for people: a table of jobs, or one job in detail with its cleanup report.
+#pragma once
+
+#include <ostream>
+#include <vector>
+
+#include "proto/messages.h"
+
+namespace warden {
+
+void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs);
+void print_job_detail(std::ostream& out, const JobStatus& job);
+
+}  // namespace warden

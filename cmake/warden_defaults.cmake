@@ -1,0 +1,11 @@
+# warden_target_defaults(target): the warnings and sanitizer flags every warden target shares.
+function(warden_target_defaults target)
+  # Designated initializers that leave members to their defaults are the point of aggregate structs
+  # with default member initializers; g++ would warn about each of them.
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-missing-field-initializers)
+  if(WARDEN_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer
+                                             -fno-sanitize-recover=undefined)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+endfunction()

@@ -1,0 +1,117 @@
+#include "daemon/commands.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <chrono>
+
+namespace warden {
+namespace {
+
+json hello(const RequestContext& context, const json& request);
+
+json register_job(const RequestContext& c, const json& request) {
+  return {{"job", c.service.register_job(c.caller, parse_register_job(request))}};
+}
+
+json add_process(const RequestContext& c, const json& request) {
+  auto identity = c.service.add_process(c.caller, parse_add_process(request));
+  return {{"pid", identity.pid}, {"start_time", identity.start_time}};
+}
+
+json heartbeat(const RequestContext& c, const json& request) {
+  auto left = c.service.heartbeat(c.caller, parse_heartbeat(request));
+  if (!left) return json::object();
+  return {{"deadline_in_s", std::chrono::duration<double>(*left).count()}};
+}
+
+json end_job(const RequestContext& c, const json& request) {
+  c.service.end_job(c.caller, parse_end_job(request));
+  return json::object();
+}
+
+json status(const RequestContext& c, const json& request) {
+  json jobs = json::array();
+  for (const auto& s : c.service.status(c.caller, parse_status(request))) jobs.push_back(to_json(s));
+  return {{"jobs", std::move(jobs)}};
+}
+
+constexpr std::array<Command, 6> kCommands{{
+    {"hello", "exchange protocol version, capabilities and limits", hello},
+    {"register_job", "start supervising a job: its main process, heartbeat and grace period",
+     register_job},
+    {"add_process", "track a worker process of a job", add_process},
+    {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
+    {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},
+    {"status", "show all jobs the caller may see, or one", status},
+}};
+
+json hello(const RequestContext& c, const json& request) {
+  auto r = parse_hello(request);
+  if (r.protocol != kProtocolVersion) {
+    throw Error(ErrorCode::unsupported_protocol,
+                "this wardend speaks protocol " + std::to_string(kProtocolVersion) + ", not " +
+                    std::to_string(r.protocol) + "; upgrade the older side");
+  }
+  HelloReply reply{.server = "wardend/" WARDEN_VERSION};
+  for (const auto& c : kCommands) reply.capabilities.push_back("cmd-" + std::string(c.name));
+  reply.max_frame = c.max_frame;
+  return to_json(reply);
+}
+
+const Command* find_command(std::string_view op) {
+  for (const auto& c : kCommands) {
+    if (c.name == op) return &c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::span<const Command> commands() { return kCommands; }
+
+std::string error_reply(const json& id, ErrorCode code, std::string_view message) {
+  json reply{{"id", id},
+             {"ok", false},
+             {"error", {{"code", to_string(code)}, {"message", message}}}};
+  return reply.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string dispatch(const RequestContext& context, std::string_view line) {
+  json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) {
+    return error_reply(nullptr, ErrorCode::bad_request, "request is not valid JSON");
+  }
+  if (!request.is_object()) {
+    return error_reply(nullptr, ErrorCode::bad_request, "request must be a JSON object");
+  }
+  json id = request.contains("id") ? request["id"] : json(nullptr);
+  if (!id.is_null() && !id.is_number() && !id.is_string()) {
+    return error_reply(nullptr, ErrorCode::bad_request, "field 'id' must be a number or a string");
+  }
+  auto op = request.find("op");
+  if (op == request.end() || !op->is_string()) {
+    return error_reply(id, ErrorCode::bad_request, "field 'op' is required and must be a string");
+  }
+  const Command* command = find_command(op->get_ref<const std::string&>());
+  if (command == nullptr) {
+    return error_reply(id, ErrorCode::unknown_op,
+                       "unknown op '" + op->get<std::string>() + "'; hello lists the supported ones");
+  }
+
+  try {
+    json reply = command->handler(context, request);
+    reply["id"] = std::move(id);
+    reply["ok"] = true;
+    return reply.dump(-1, ' ', false, json::error_handler_t::replace);
+  } catch (const Error& e) {
+    spdlog::debug("op={} uid={} refused code={} message={:?}", command->name, context.caller.uid,
+                  to_string(e.code()), e.what());
+    return error_reply(id, e.code(), e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("op={} uid={} internal error: {}", command->name, context.caller.uid, e.what());
+    return error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what());
+  }
+}
+
+}  // namespace warden

@@ -1,0 +1,36 @@
+// The command table and the one dispatch point that turns a request line into a reply line.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "daemon/service.h"
+
+namespace warden {
+
+// What a handler may use besides the request itself.
+struct RequestContext {
+  Service& service;
+  const Caller& caller;        // from the connection's peer credentials
+  std::size_t max_frame = kDefaultMaxFrame;
+};
+
+struct Command {
+  std::string_view name;
+  std::string_view help;
+  json (*handler)(const RequestContext& context, const json& request);
+};
+
+// Every operation wardend serves, in the order PROTOCOL.md lists them. `hello` advertises
+// "cmd-<name>" for each entry, so the capability list cannot drift from what is served.
+std::span<const Command> commands();
+
+// Handles one request line and returns its reply line (without the trailing newline). Never throws:
+// a refusal becomes an error reply with its code, anything unexpected becomes `internal` and is logged.
+std::string dispatch(const RequestContext& context, std::string_view line);
+
+// An error reply for a request that could not be dispatched at all (framing errors).
+std::string error_reply(const json& id, ErrorCode code, std::string_view message);
+
+}  // namespace warden

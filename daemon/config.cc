@@ -1,0 +1,73 @@
+#include "daemon/config.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "proto/socket_path.h"
+
+namespace warden {
+namespace {
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+}
+
+}  // namespace
+
+std::string default_state_dir() {
+  if (::geteuid() == 0) return "/var/lib/warden";
+  return env_or("XDG_STATE_HOME", env_or("HOME", "/tmp") + "/.local/state") + "/warden";
+}
+
+std::optional<Config> parse_config(int argc, char** argv) {
+  Config c;
+  c.socket = daemon_socket_path();
+  c.state_dir = default_state_dir();
+  double kill_timeout_s = std::chrono::duration<double>(c.cleanup.kill_timeout).count();
+
+  CLI::App app{"wardend: supervises the workers, files and shared memory of training jobs and cleans "
+               "up after them however they end.",
+               "wardend"};
+  app.set_config("--config", "", "Read settings from this file (keys are the long flag names)");
+  app.add_option("--socket", c.socket, "Unix socket to listen on")->capture_default_str();
+  app.add_option("--state-dir", c.state_dir, "Directory for wardend's state")->capture_default_str();
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--max-frame", c.max_frame, "Largest request line in bytes")
+      ->check(CLI::Range(std::size_t{256}, std::size_t{16} << 20))
+      ->capture_default_str();
+  app.add_option("--max-jobs-per-user", c.limits.max_jobs_per_user,
+                 "Jobs one user may have at once (running or being cleaned)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-processes-per-job", c.limits.max_processes_per_job,
+                 "Processes one job may register")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--finished-jobs-kept", c.limits.finished_jobs_kept,
+                 "Cleaned jobs kept for status, oldest dropped first")
+      ->capture_default_str();
+  app.add_option("--kill-timeout", kill_timeout_s,
+                 "Seconds a process may survive SIGKILL before it is reported unkillable")
+      ->check(CLI::Range(0.1, 600.0))
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    app.exit(e);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    throw std::runtime_error(e.what() + std::string("; see wardend --help"));
+  }
+  c.cleanup.kill_timeout =
+      std::chrono::duration_cast<Duration>(std::chrono::duration<double>(kill_timeout_s));
+  return c;
+}
+
+}  // namespace warden

@@ -1,0 +1,30 @@
+// wardend's configuration: every setting is both a command-line flag and a key of the config file.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/cleanup.h"
+#include "daemon/supervisor.h"
+
+namespace warden {
+
+struct Config {
+  std::string socket;     // where to listen
+  std::string state_dir;  // where wardend keeps its state (and its lock)
+  std::string log_level = "info";
+  std::size_t max_frame = kDefaultMaxFrame;
+  SupervisorLimits limits;
+  CleanupOptions cleanup;
+};
+
+// The state directory when none is given: /var/lib/warden for root, else under XDG_STATE_HOME.
+std::string default_state_dir();
+
+// Parses wardend's command line (and the file named by --config, whose keys are the long flag
+// names: `max-frame = 65536`). Returns nullopt after printing --help; throws std::runtime_error
+// with a message for the user on a bad flag, value or file.
+std::optional<Config> parse_config(int argc, char** argv);
+
+}  // namespace warden

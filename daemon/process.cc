@@ -1,0 +1,103 @@
+#include "daemon/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+#include "proto/errors.h"
+
+namespace warden {
+namespace {
+
+std::optional<std::string> read_small_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return ss.str();
+}
+
+}  // namespace
+
+std::optional<ProcStat> parse_proc_stat(const std::string& text) {
+  auto close = text.rfind(')');
+  if (close == std::string::npos || close + 2 >= text.size()) return std::nullopt;
+  std::istringstream in(text.substr(close + 2));
+  // Fields after the command name start with field 3 (state); start time is field 22.
+  ProcStat st;
+  std::string skip;
+  if (!(in >> st.state >> st.ppid >> st.pgrp >> st.session)) return std::nullopt;
+  for (int field = 7; field < 22; ++field) {
+    if (!(in >> skip)) return std::nullopt;
+  }
+  if (!(in >> st.start_time)) return std::nullopt;
+  return st;
+}
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  auto text = read_small_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!text) return std::nullopt;
+  return parse_proc_stat(*text);
+}
+
+std::optional<uid_t> read_proc_real_uid(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Uid:", 0) == 0) {
+      std::istringstream fields(line.substr(4));
+      uid_t real = 0;
+      if (fields >> real) return real;
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+ProcessHandle open_process(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) {
+    int err = errno;
+    if (err == ESRCH) {
+      throw Error(ErrorCode::no_such_process, "no process with pid " + std::to_string(pid));
+    }
+    throw Error(ErrorCode::internal, "pidfd_open " + std::to_string(pid) + ": " + std::strerror(err));
+  }
+  ProcessHandle handle{.identity = {.pid = pid}, .pidfd = UniqueFd(fd)};
+  auto stat = read_proc_stat(pid);
+  auto uid = read_proc_real_uid(pid);
+  // Only if the pidfd's process is still alive now do the /proc reads above describe it.
+  if (!stat || !uid || pidfd_exited(fd) || stat->state == 'Z') {
+    throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
+  }
+  handle.identity.start_time = stat->start_time;
+  handle.identity.uid = *uid;
+  return handle;
+}
+
+int pidfd_signal(int pidfd, int sig) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0) return 0;
+  return errno;
+}
+
+bool pidfd_exited(int pidfd) {
+  pollfd p{.fd = pidfd, .events = POLLIN, .revents = 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP)) != 0;
+}
+
+UniqueFd dup_fd(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) throw std::system_error(errno, std::generic_category(), "dup pidfd");
+  return UniqueFd(copy);
+}
+
+}  // namespace warden

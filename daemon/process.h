@@ -1,0 +1,59 @@
+// Processes as warden sees them: identity from /proc (pid + start time), pidfds, and signalling
+// that can never reach a recycled pid.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "daemon/unique_fd.h"
+
+namespace warden {
+
+// A process is its pid plus its start time (clock ticks after boot, /proc/PID/stat field 22): a pid
+// that was recycled has a different start time.
+struct ProcessIdentity {
+  pid_t pid = 0;
+  std::uint64_t start_time = 0;
+  uid_t uid = 0;  // real uid, from /proc/PID/status
+  bool operator==(const ProcessIdentity&) const = default;
+};
+
+// The fields of /proc/PID/stat that warden uses.
+struct ProcStat {
+  char state = '?';  // R, S, D, Z, T, ...
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+  pid_t session = 0;
+  std::uint64_t start_time = 0;
+};
+
+// Parses the text of /proc/PID/stat. The command name may hold spaces and parentheses, so fields
+// are counted from the last ')'. Returns nullopt on malformed text.
+std::optional<ProcStat> parse_proc_stat(const std::string& text);
+// Reads /proc/PID/stat; nullopt if the process does not exist (any more).
+std::optional<ProcStat> read_proc_stat(pid_t pid);
+// The real uid from /proc/PID/status; nullopt if the process does not exist.
+std::optional<uid_t> read_proc_real_uid(pid_t pid);
+
+// A process held by pidfd, so that signals reach exactly the process that was identified.
+struct ProcessHandle {
+  ProcessIdentity identity;
+  UniqueFd pidfd;
+};
+
+// Opens a pidfd for `pid` and reads its identity. Because the identity is read after the pidfd is
+// opened and the pidfd is then checked to be still alive, both refer to the same process.
+// Throws Error{no_such_process} if it does not exist or has exited.
+ProcessHandle open_process(pid_t pid);
+
+// Signals through a pidfd. Returns 0 or an errno value (ESRCH: the process is gone).
+int pidfd_signal(int pidfd, int sig);
+// True once the process behind the pidfd has exited (the pidfd is readable).
+bool pidfd_exited(int pidfd);
+// Duplicates a file descriptor with close-on-exec; throws std::system_error on failure.
+UniqueFd dup_fd(int fd);
+
+}  // namespace warden

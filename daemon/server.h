@@ -1,0 +1,56 @@
+// Server: the listening Unix socket and one session per connection, speaking NDJSON.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "daemon/service.h"
+
+namespace warden {
+
+struct ServerOptions {
+  std::string socket_path;
+  std::size_t max_frame = kDefaultMaxFrame;
+};
+
+// Accepts connections and runs their sessions on the io_context's one thread. Each connection's
+// caller is fixed at accept time from SO_PEERCRED. Requests on a connection are answered in order;
+// replies to a batch of pipelined requests go out in one write.
+class Server {
+ public:
+  // Binds the socket (creating its directory, replacing a stale socket file, refusing to steal one
+  // a live daemon listens on) and makes it connectable by every local user: authorisation is per
+  // request, from peer credentials. Throws std::runtime_error with a message for the operator.
+  Server(boost::asio::io_context& io, Service& service, ServerOptions options);
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server();
+
+  void start();
+  // Stops accepting and closes every connection; removes the socket file.
+  void stop();
+
+ private:
+  using Socket = boost::asio::local::stream_protocol::socket;
+
+  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> session(Socket socket);
+
+  // Constant after construction.
+  boost::asio::io_context& io_;
+  Service& service_;
+  const ServerOptions options_;
+
+  // Mutable state.
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  // Open connections, so stop() can close them. Shared with the sessions because their coroutine
+  // frames may be destroyed after the server (when the io_context is).
+  std::shared_ptr<std::list<Socket*>> sessions_ = std::make_shared<std::list<Socket*>>();
+  bool stopped_ = false;
+};
+
+}  // namespace warden

@@ -1,0 +1,61 @@
+// Service: wardend's state and the actions requests and world events take, on one io_context.
+//
+// It joins the supervisor core (decisions) to the world: it opens pidfds, watches them, arms the
+// heartbeat deadline timer and runs cleanups. The command table (commands.h) calls it with parsed
+// requests; it throws Error for anything it refuses.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <optional>
+#include <vector>
+
+#include "daemon/cleanup.h"
+#include "daemon/supervisor.h"
+#include "daemon/watch.h"
+#include "proto/messages.h"
+
+namespace warden {
+
+struct ServiceOptions {
+  SupervisorLimits limits;
+  CleanupOptions cleanup;
+};
+
+// Single-threaded: every call runs on the io_context's thread.
+class Service {
+ public:
+  Service(boost::asio::io_context& io, ServiceOptions options);
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  JobId register_job(const Caller& caller, const RegisterJobRequest& request);
+  ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request);
+  // Returns the time left until the new deadline (nullopt for a job without heartbeat).
+  std::optional<Duration> heartbeat(const Caller& caller, const HeartbeatRequest& request);
+  void end_job(const Caller& caller, const EndJobRequest& request);
+  std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
+
+  std::size_t tracked_processes() const { return watch_.size(); }
+  std::size_t cleanups_running() const { return cleanups_running_; }
+
+ private:
+  void on_process_exit(JobId job, pid_t pid);
+  void on_deadline(boost::system::error_code ec);
+  void rearm_deadline();
+  void start_cleanup(CleanupPlan plan);
+  JobStatus to_status(const Job& job) const;
+
+  // Constant after construction.
+  boost::asio::io_context& io_;
+  const CleanupOptions cleanup_options_;
+
+  // Mutable state.
+  Supervisor core_;
+  ProcessWatch watch_;
+  boost::asio::steady_timer deadline_timer_;
+  std::optional<TimePoint> armed_deadline_;
+  std::size_t cleanups_running_ = 0;
+};
+
+}  // namespace warden

@@ -1,0 +1,205 @@
+#include "daemon/supervisor.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace warden {
+namespace {
+
+std::string job_str(JobId id) { return "job " + std::to_string(id); }
+
+}  // namespace
+
+std::size_t Job::live_workers() const {
+  return std::count_if(workers.begin(), workers.end(),
+                       [](const TrackedProcess& p) { return !p.exited_at; });
+}
+
+Supervisor::Supervisor(SupervisorLimits limits) : limits_(limits) {}
+
+JobId Supervisor::register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main,
+                               TimePoint now) {
+  if (!caller.is_admin() && main.uid != caller.uid) {
+    throw Error(ErrorCode::permission_denied,
+                "process " + std::to_string(main.pid) + " belongs to uid " +
+                    std::to_string(main.uid) + "; you may register only your own processes");
+  }
+  std::size_t& active = active_jobs_per_user_[caller.uid];
+  if (active >= limits_.max_jobs_per_user) {
+    throw Error(ErrorCode::limit_exceeded,
+                "uid " + std::to_string(caller.uid) + " already has " + std::to_string(active) +
+                    " jobs (the limit); end some first");
+  }
+  JobId id = next_id_++;
+  Job& job = jobs_[id];
+  job.id = id;
+  job.uid = caller.uid;
+  job.gid = caller.gid;
+  job.spec = std::move(spec);
+  job.main = main;
+  job.created = now;
+  ++active;
+  if (job.spec.heartbeat > Duration::zero()) set_deadline(job, now + job.spec.heartbeat);
+  return id;
+}
+
+void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdentity& process) {
+  Job& job = running_job(caller, id);
+  if (!caller.is_admin() && process.uid != caller.uid) {
+    throw Error(ErrorCode::permission_denied,
+                "process " + std::to_string(process.pid) + " belongs to uid " +
+                    std::to_string(process.uid) + "; you may register only your own processes");
+  }
+  // Registering the same process twice is harmless (a client retrying after a reconnect).
+  if (process == job.main) return;
+  for (const auto& w : job.workers) {
+    if (w.identity == process && !w.exited_at) return;
+  }
+  if (job.workers.size() >= limits_.max_processes_per_job) {
+    // Records of workers that already exited are only history; make room by dropping the oldest.
+    auto oldest_exited = std::find_if(job.workers.begin(), job.workers.end(),
+                                      [](const TrackedProcess& p) { return p.exited_at.has_value(); });
+    if (oldest_exited == job.workers.end()) {
+      throw Error(ErrorCode::limit_exceeded,
+                  job_str(id) + " already tracks " + std::to_string(job.workers.size()) +
+                      " processes (the limit)");
+    }
+    job.workers.erase(oldest_exited);
+  }
+  job.workers.push_back({.identity = process});
+}
+
+std::optional<TimePoint> Supervisor::heartbeat(const Caller& caller, JobId id, TimePoint now) {
+  Job& job = running_job(caller, id);
+  job.last_beat = now;
+  if (job.spec.heartbeat == Duration::zero()) return std::nullopt;
+  set_deadline(job, now + job.spec.heartbeat);
+  return job.deadline;
+}
+
+CleanupPlan Supervisor::end_job(const Caller& caller, JobId id, bool ok) {
+  Job& job = running_job(caller, id);
+  if (ok) return begin_cleanup(job, JobState::ended, "the job ended cleanly", false);
+  return begin_cleanup(job, JobState::failed, "the job reported failure", false);
+}
+
+std::vector<const Job*> Supervisor::visible_jobs(const Caller& caller) const {
+  std::vector<const Job*> out;
+  for (const auto& [id, job] : jobs_) {
+    if (caller.is_admin() || job.uid == caller.uid) out.push_back(&job);
+  }
+  return out;
+}
+
+const Job& Supervisor::visible_job(const Caller& caller, JobId id) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || (!caller.is_admin() && it->second.uid != caller.uid)) {
+    throw Error(ErrorCode::not_found, job_str(id) + " not found among your jobs");
+  }
+  return it->second;
+}
+
+ExitEffect Supervisor::process_exited(JobId id, pid_t pid, TimePoint now) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return {.untrack = true};
+  Job& job = it->second;
+  // Once cleanup has begun, the cleanup engine follows exits itself; handles go when it is done.
+  if (job.state != JobState::running) return {};
+  if (pid == job.main.pid) {
+    return {.cleanup = begin_cleanup(job, JobState::failed,
+                                     "main process " + std::to_string(pid) + " exited without end_job",
+                                     true)};
+  }
+  for (auto& w : job.workers) {
+    if (w.identity.pid == pid && !w.exited_at) {
+      w.exited_at = now;
+      return {.untrack = true};
+    }
+  }
+  return {.untrack = true};
+}
+
+std::vector<CleanupPlan> Supervisor::expire(TimePoint now) {
+  std::vector<CleanupPlan> plans;
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    Job& job = jobs_.at(deadlines_.begin()->second);
+    auto silent = std::chrono::duration<double>(now - job.last_beat.value_or(job.created)).count();
+    plans.push_back(begin_cleanup(job, JobState::stalled,
+                                  fmt::format("no heartbeat for {:.1f} s", silent),
+                                  job.spec.kill_main_on_stall));
+  }
+  return plans;
+}
+
+std::optional<TimePoint> Supervisor::next_deadline() const {
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.begin()->first;
+}
+
+void Supervisor::cleanup_finished(JobId id, CleanupReport report, TimePoint now) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.state != JobState::cleaning) return;
+  Job& job = it->second;
+  job.state = JobState::cleaned;
+  job.report = std::move(report);
+  job.finished = now;
+  if (--active_jobs_per_user_[job.uid] == 0) active_jobs_per_user_.erase(job.uid);
+  finished_order_.push_back(id);
+  retire_finished();
+}
+
+const Job* Supervisor::find(JobId id) const {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+Job& Supervisor::owned_job(const Caller& caller, JobId id) {
+  return const_cast<Job&>(visible_job(caller, id));
+}
+
+Job& Supervisor::running_job(const Caller& caller, JobId id) {
+  Job& job = owned_job(caller, id);
+  if (job.state != JobState::running) {
+    throw Error(ErrorCode::invalid_state,
+                job_str(id) + " has already ended (" + std::string(to_string(*job.reason)) +
+                    ") and is " + std::string(to_string(job.state)) + "; register a new job");
+  }
+  return job;
+}
+
+CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string detail,
+                                      bool include_main) {
+  set_deadline(job, std::nullopt);
+  job.reason = reason;
+  job.reason_detail = std::move(detail);
+  job.state = JobState::cleaning;
+
+  CleanupPlan plan{.job = job.id, .reason = reason, .grace = job.spec.grace};
+  if (include_main) {
+    plan.targets.push_back({.identity = job.main, .role = "main",
+                            .exited = reason == JobState::failed});
+  }
+  for (const auto& w : job.workers) {
+    plan.targets.push_back({.identity = w.identity,
+                            .role = "worker",
+                            .leftover = reason == JobState::ended && !w.exited_at,
+                            .exited = w.exited_at.has_value()});
+  }
+  return plan;
+}
+
+void Supervisor::set_deadline(Job& job, std::optional<TimePoint> deadline) {
+  if (job.deadline) deadlines_.erase({*job.deadline, job.id});
+  job.deadline = deadline;
+  if (deadline) deadlines_.insert({*deadline, job.id});
+}
+
+void Supervisor::retire_finished() {
+  while (finished_order_.size() > limits_.finished_jobs_kept) {
+    jobs_.erase(finished_order_.front());
+    finished_order_.pop_front();
+  }
+}
+
+}  // namespace warden

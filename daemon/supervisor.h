@@ -1,0 +1,144 @@
+// The supervisor core: jobs, their processes, heartbeat deadlines and the job state machine.
+//
+// Plain C++ with no sockets, no timers and no system calls: every call gets the current time as an
+// argument, and the core answers with what should happen (a cleanup plan, a new deadline). The
+// service (service.h) feeds it requests and world events and carries out its answers, so the core is
+// tested with a fake clock and made-up process identities.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/process.h"
+#include "proto/messages.h"
+
+namespace warden {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using Duration = Clock::duration;
+
+// Who is asking, from the connection's SO_PEERCRED; never from the request body.
+struct Caller {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool is_admin() const { return uid == 0; }
+};
+
+struct JobSpec {
+  std::string name;
+  Duration heartbeat{};  // zero: no heartbeat deadline
+  Duration grace{};      // SIGTERM -> SIGKILL
+  bool kill_main_on_stall = false;
+};
+
+struct TrackedProcess {
+  ProcessIdentity identity;
+  std::optional<TimePoint> exited_at;  // exited on its own while the job ran: no longer tracked
+};
+
+struct Job {
+  JobId id = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  JobSpec spec;
+  ProcessIdentity main;
+  std::vector<TrackedProcess> workers;  // in registration order
+  JobState state = JobState::running;
+  std::optional<JobState> reason;  // ended | failed | stalled, once the job has ended
+  std::string reason_detail;
+  TimePoint created{};
+  std::optional<TimePoint> last_beat;
+  std::optional<TimePoint> deadline;
+  std::optional<CleanupReport> report;
+  TimePoint finished{};  // when it became cleaned
+
+  std::size_t live_workers() const;
+};
+
+struct CleanupTarget {
+  ProcessIdentity identity;
+  std::string role;  // "main" | "worker"
+  bool leftover = false;
+  bool exited = false;  // known to have exited before cleanup began
+};
+
+// What the service must do to clean a job, then report back through cleanup_finished().
+struct CleanupPlan {
+  JobId job = 0;
+  JobState reason = JobState::failed;
+  Duration grace{};
+  std::vector<CleanupTarget> targets;
+};
+
+struct SupervisorLimits {
+  std::size_t max_jobs_per_user = 1024;
+  std::size_t max_processes_per_job = 4096;
+  std::size_t finished_jobs_kept = 1000;  // cleaned jobs kept for `status`, oldest dropped first
+};
+
+// What a process exit means for the job it belonged to.
+struct ExitEffect {
+  bool untrack = false;  // the process is no longer tracked: release its pidfd
+  std::optional<CleanupPlan> cleanup;
+};
+
+// Not thread-safe: the service calls it from its one event-loop thread. Requests throw Error with a
+// protocol code; world events never throw for unknown jobs or pids (they may race with cleanup).
+class Supervisor {
+ public:
+  explicit Supervisor(SupervisorLimits limits = {});
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // --- requests ---
+  // `main` is the identity the service read for the requested pid.
+  JobId register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main, TimePoint now);
+  void add_process(const Caller& caller, JobId id, const ProcessIdentity& process);
+  // Returns the new deadline (nullopt for a job without heartbeat).
+  std::optional<TimePoint> heartbeat(const Caller& caller, JobId id, TimePoint now);
+  // Ends the job and returns the plan that sweeps (ok) or removes (failed) what it registered.
+  CleanupPlan end_job(const Caller& caller, JobId id, bool ok);
+  // Every job the caller may see (its own; all for an admin), by id.
+  std::vector<const Job*> visible_jobs(const Caller& caller) const;
+  const Job& visible_job(const Caller& caller, JobId id) const;
+
+  // --- world events ---
+  ExitEffect process_exited(JobId id, pid_t pid, TimePoint now);
+  // Marks every job whose deadline is at or before `now` stalled and returns their plans.
+  std::vector<CleanupPlan> expire(TimePoint now);
+  std::optional<TimePoint> next_deadline() const;
+  void cleanup_finished(JobId id, CleanupReport report, TimePoint now);
+
+  // Any job, whoever owns it; nullptr if unknown. For the service's own bookkeeping.
+  const Job* find(JobId id) const;
+  std::size_t job_count() const { return jobs_.size(); }
+
+ private:
+  Job& owned_job(const Caller& caller, JobId id);
+  Job& running_job(const Caller& caller, JobId id);
+  CleanupPlan begin_cleanup(Job& job, JobState reason, std::string detail, bool include_main);
+  void set_deadline(Job& job, std::optional<TimePoint> deadline);
+  void retire_finished();
+
+  // Constant after construction.
+  const SupervisorLimits limits_;
+
+  // Mutable state.
+  JobId next_id_ = 1;
+  std::map<JobId, Job> jobs_;
+  std::map<uid_t, std::size_t> active_jobs_per_user_;  // jobs not yet cleaned
+  std::set<std::pair<TimePoint, JobId>> deadlines_;    // running jobs with a heartbeat
+  std::deque<JobId> finished_order_;                   // cleaned jobs, oldest first
+};
+
+}  // namespace warden

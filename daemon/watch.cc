@@ -1,0 +1,31 @@
+#include "daemon/watch.h"
+
+namespace warden {
+
+ProcessWatch::ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit)
+    : executor_(std::move(executor)), on_exit_(std::move(on_exit)) {}
+
+void ProcessWatch::watch(JobId job, ProcessHandle process) {
+  Key key{job, process.identity.pid};
+  if (entries_.contains(key)) return;
+  auto fd = std::make_unique<Descriptor>(executor_, process.pidfd.release());
+  // A pidfd turns readable when its process exits; the wait completes exactly once.
+  fd->async_wait(Descriptor::wait_read, [this, key](boost::system::error_code ec) {
+    if (ec) return;  // cancelled: the entry was forgotten or the watch destroyed
+    on_exit_(key.first, key.second);
+  });
+  entries_.emplace(key, std::move(fd));
+}
+
+void ProcessWatch::forget(JobId job, pid_t pid) { entries_.erase({job, pid}); }
+
+void ProcessWatch::forget_job(JobId job) {
+  entries_.erase(entries_.lower_bound({job, 0}), entries_.upper_bound({job, std::numeric_limits<pid_t>::max()}));
+}
+
+int ProcessWatch::pidfd(JobId job, pid_t pid) const {
+  auto it = entries_.find({job, pid});
+  return it == entries_.end() ? -1 : it->second->native_handle();
+}
+
+}  // namespace warden
