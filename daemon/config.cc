@@ -33,6 +33,8 @@ std::optional<Config> parse_config(int argc, char** argv) {
                "up after them however they end.",
                "wardend"};
   app.set_config("--config", "", "Read settings from this file (keys are the long flag names)");
+  // A misspelt key must not silently fall back to a default.
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--socket", c.socket, "Unix socket to listen on")->capture_default_str();
   app.add_option("--state-dir", c.state_dir, "Directory for wardend's state")->capture_default_str();
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error or off")
@@ -62,6 +64,9 @@ std::optional<Config> parse_config(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     app.exit(e);
     return std::nullopt;
+  } catch (const CLI::ConfigError& e) {
+    throw std::runtime_error("config file: " + std::string(e.what()) +
+                             " (keys are wardend's long flag names; see wardend --help)");
   } catch (const CLI::ParseError& e) {
     throw std::runtime_error(e.what() + std::string("; see wardend --help"));
   }

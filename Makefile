@@ -1,0 +1,31 @@
+# The README's two commands: `make run` and `make test`. Everything else is CMake.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps test-deps configure build run test clean
+
+all: build
+
+deps:
+	scripts/install-deps build
+
+test-deps:
+	scripts/install-deps test
+
+configure:
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Starts wardend in the foreground with the default configuration (Ctrl-C stops it; running jobs
+# are left alone).
+run: deps build
+	$(BUILD)/bin/wardend --config daemon/wardend.conf
+
+test: test-deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,159 @@
+// Bad input against a real wardend: every kind gets an error reply or a closed connection, and the
+// daemon goes on serving the next client.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/unique_fd.h"
+#include "tests/support/daemon_fixture.h"
+#include "warden/client.h"
+
+namespace warden {
+namespace {
+
+// A raw connection that sends arbitrary bytes and reads reply lines.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& path) {
+    fd_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{.sun_family = AF_UNIX};
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+    if (::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+    // Generous: a reply that never comes must fail the test, not hang it.
+    timeval tv{.tv_sec = 10, .tv_usec = 0};
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+
+  void send(std::string_view bytes) {
+    ASSERT_EQ(::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+  }
+  void shutdown_write() { ::shutdown(fd_.get(), SHUT_WR); }
+
+  // The next reply line, or nullopt at end of stream.
+  std::optional<json> reply() {
+    for (;;) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return json::parse(line);
+      }
+      char chunk[4096];
+      ssize_t n = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
+      if (n <= 0) return std::nullopt;
+      buf_.append(chunk, n);
+    }
+  }
+
+ private:
+  UniqueFd fd_;
+  std::string buf_;
+};
+
+std::string code(const json& reply) { return reply.at("error").at("code").get<std::string>(); }
+
+class BadInput : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    // Whatever came before, the daemon is alive and serves a new client.
+    Client after(daemon.socket());
+    EXPECT_NO_THROW(after.status());
+  }
+  testing::Daemon daemon{{"--max-frame", "1024"}};
+};
+
+TEST_F(BadInput, GarbageGetsBadRequestAndTheConnectionStaysUsable) {
+  RawConnection c(daemon.socket());
+  c.send("this is not json\n");
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->at("ok").get<bool>());
+  EXPECT_EQ(code(*r), "bad_request");
+  EXPECT_TRUE(r->at("id").is_null());
+
+  c.send(R"({"id":7,"op":"hello"})" "\n");
+  r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->at("ok").get<bool>());
+  EXPECT_EQ(r->at("id"), 7);
+}
+
+TEST_F(BadInput, UnknownOpEchoesTheId) {
+  RawConnection c(daemon.socket());
+  c.send(R"({"id":"abc","op":"format_disk"})" "\n");
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(code(*r), "unknown_op");
+  EXPECT_EQ(r->at("id"), "abc");
+}
+
+TEST_F(BadInput, MalformedRequestsEachGetTheirOwnErrorInOrder) {
+  RawConnection c(daemon.socket());
+  c.send("[1,2,3]\n"
+         R"({"id":1})" "\n"
+         R"({"id":2,"op":7})" "\n"
+         R"({"id":{"x":1},"op":"hello"})" "\n"
+         R"({"id":3,"op":"register_job","name":"x"})" "\n"
+         R"({"id":4,"op":"register_job","name":"x","pid":"1"})" "\n"
+         R"({"id":5,"op":"heartbeat","job":-1})" "\n"
+         R"({"id":6,"op":"heartbeat","job":424242})" "\n"
+         R"({"id":7,"op":"hello","protocol":99})" "\n"
+         R"({"id":8,"op":"status","job":1e400})" "\n");
+  std::vector<std::pair<json, std::string>> expected{
+      {nullptr, "bad_request"}, {1, "bad_request"}, {2, "bad_request"},
+      {nullptr, "bad_request"}, {3, "bad_request"}, {4, "bad_request"},
+      {5, "bad_request"},       {6, "not_found"},   {7, "unsupported_protocol"},
+      {nullptr, "bad_request"}};
+  for (const auto& [id, expected_code] : expected) {
+    auto r = c.reply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->at("id"), id) << r->dump();
+    EXPECT_EQ(code(*r), expected_code) << r->dump();
+    EXPECT_FALSE(r->at("error").at("message").get<std::string>().empty());
+  }
+}
+
+TEST_F(BadInput, FrameOverTheLimitIsAnsweredThenClosed) {
+  RawConnection c(daemon.socket());
+  c.send(std::string(4000, 'x'));
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(code(*r), "frame_too_large");
+  EXPECT_FALSE(c.reply()) << "the connection is closed after a frame error";
+}
+
+TEST_F(BadInput, HalfSentLineThenShutdownGetsAnError) {
+  RawConnection c(daemon.socket());
+  c.send(R"({"id":1,"op":"sta)");
+  c.shutdown_write();
+  auto r = c.reply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(code(*r), "bad_request");
+  EXPECT_FALSE(c.reply());
+}
+
+TEST_F(BadInput, HalfSentLineThenCloseLeavesTheDaemonServing) {
+  {
+    RawConnection c(daemon.socket());
+    c.send(R"({"id":1,"op":"register_jo)");
+  }
+  Client next(daemon.socket());
+  EXPECT_EQ(next.server().protocol, kProtocolVersion);
+}
+
+TEST_F(BadInput, HelloAdvertisesEveryCommandAndTheFrameLimit) {
+  Client c(daemon.socket());
+  const auto& caps = c.server().capabilities;
+  for (const char* op : {"hello", "register_job", "add_process", "heartbeat", "end_job", "status"}) {
+    EXPECT_NE(std::find(caps.begin(), caps.end(), std::string("cmd-") + op), caps.end()) << op;
+  }
+  EXPECT_EQ(c.server().max_frame, 1024u);
+}
+
+}  // namespace
+}  // namespace warden

@@ -1,0 +1,209 @@
+// The job lifecycle against a real wardend: real process trees killed, stalled and ended.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/expect_error.h"
+#include "tests/support/processes.h"
+#include "warden/client.h"
+
+namespace warden {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Behaviour;
+
+class Lifecycle : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    testing::kill_and_reap(spawned);
+  }
+
+  testing::ProcessTree tree(const std::vector<Behaviour>& workers) {
+    auto t = testing::spawn_tree(workers);
+    spawned.push_back(t.main);
+    spawned.insert(spawned.end(), t.workers.begin(), t.workers.end());
+    return t;
+  }
+
+  std::vector<UniqueFd> pidfds(const std::vector<pid_t>& pids) {
+    std::vector<UniqueFd> fds;
+    for (pid_t p : pids) fds.push_back(testing::open_pidfd(p));
+    return fds;
+  }
+
+  static std::vector<int> raw(const std::vector<UniqueFd>& fds) {
+    std::vector<int> out;
+    for (const auto& f : fds) out.push_back(f.get());
+    return out;
+  }
+
+  // wardend has no event subscription yet, so wait for a state by asking; the deadline is generous
+  // because CI machines are shared and slow.
+  JobStatus wait_for_state(JobId id, JobState state, std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto s = client.status(id).at(0);
+      if (s.state == state || std::chrono::steady_clock::now() > deadline) return s;
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+
+  testing::Daemon daemon;
+  Client client{daemon.socket()};
+  std::vector<pid_t> spawned;
+};
+
+std::map<ProcessOutcome, int> count_outcomes(const CleanupReport& report, const std::string& role) {
+  std::map<ProcessOutcome, int> counts;
+  for (const auto& p : report.processes) {
+    if (p.role == role) ++counts[p.outcome];
+  }
+  return counts;
+}
+
+TEST_F(Lifecycle, KilledJobsWorkersAllDieWithinGracePlusOneSecond) {
+  std::vector<Behaviour> behaviours(7, Behaviour::sleep);
+  behaviours.push_back(Behaviour::ignore_term);
+  auto t = tree(behaviours);
+  constexpr double kGraceS = 1.0;
+  JobId id = client.register_job({.name = "killed", .pid = t.main, .grace_s = kGraceS});
+  for (pid_t w : t.workers) client.add_process(id, w);
+  auto worker_fds = pidfds(t.workers);
+  std::vector<pid_t> obedient(t.workers.begin(), t.workers.end() - 1);
+  auto obedient_fds = pidfds(obedient);
+
+  auto killed_at = std::chrono::steady_clock::now();
+  ::kill(t.main, SIGKILL);
+
+  // The obedient seven go at SIGTERM; the job is then failed and still cleaning, waiting out the
+  // grace period for the one that ignores SIGTERM.
+  ASSERT_TRUE(testing::wait_exited(raw(obedient_fds), 1000ms));
+  auto during = client.status(id).at(0);
+  EXPECT_EQ(during.reason, JobState::failed);
+  EXPECT_EQ(during.state, JobState::cleaning);
+
+  ASSERT_TRUE(testing::wait_exited(raw(worker_fds), 2000ms)) << "grace + 1 s";
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 2000ms);
+
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(done.state, JobState::cleaned);
+  EXPECT_EQ(done.reason, JobState::failed);
+  ASSERT_TRUE(done.report);
+  EXPECT_EQ(done.report->processes.size(), 9u);
+  auto workers = count_outcomes(*done.report, "worker");
+  EXPECT_EQ(workers[ProcessOutcome::terminated], 7);
+  EXPECT_EQ(workers[ProcessOutcome::killed], 1);
+  EXPECT_EQ(count_outcomes(*done.report, "main")[ProcessOutcome::already_gone], 1);
+}
+
+TEST_F(Lifecycle, JobThatStopsBeatingIsStalledAndItsWorkersTerminated) {
+  auto t = tree({Behaviour::sleep, Behaviour::sleep});
+  JobId id = client.register_job(
+      {.name = "hangs", .pid = t.main, .heartbeat_s = 0.5, .grace_s = 0.2});
+  for (pid_t w : t.workers) client.add_process(id, w);
+  auto worker_fds = pidfds(t.workers);
+  for (int i = 0; i < 3; ++i) {
+    auto left = client.heartbeat(id);
+    ASSERT_TRUE(left);
+    EXPECT_GT(*left, 0.4);
+    std::this_thread::sleep_for(200ms);  // beating more often than the deadline keeps it alive
+  }
+  EXPECT_EQ(client.status(id).at(0).state, JobState::running);
+
+  ASSERT_TRUE(testing::wait_exited(raw(worker_fds), 5000ms));
+  auto done = wait_for_state(id, JobState::cleaned);
+  EXPECT_EQ(done.reason, JobState::stalled);
+  EXPECT_EQ(count_outcomes(*done.report, "worker")[ProcessOutcome::terminated], 2);
+  EXPECT_FALSE(testing::is_gone(t.main)) << "the main process is spared unless the job asks";
+}
+
+TEST_F(Lifecycle, CleanEndWithExitedWorkersKillsNothing) {
+  auto t = tree({Behaviour::sleep, Behaviour::sleep});
+  JobId id = client.register_job({.name = "clean", .pid = t.main});
+  for (pid_t w : t.workers) client.add_process(id, w);
+  // The workers finish before the job ends, as DataLoader workers do at the end of an epoch.
+  for (pid_t w : t.workers) {
+    ::kill(w, SIGTERM);
+    ASSERT_TRUE(testing::wait_exited(w, 5000ms));
+  }
+
+  client.end_job(id, true);
+  auto done = wait_for_state(id, JobState::cleaned);
+  EXPECT_EQ(done.reason, JobState::ended);
+  ASSERT_EQ(done.report->processes.size(), 2u);
+  for (const auto& p : done.report->processes) {
+    EXPECT_EQ(p.outcome, ProcessOutcome::already_gone) << p.pid;
+    EXPECT_FALSE(p.leftover);
+  }
+  EXPECT_FALSE(testing::is_gone(t.main)) << "a clean end never touches the main process";
+}
+
+TEST_F(Lifecycle, CleanEndSweepsWorkersStillRunningAsLeftovers) {
+  auto t = tree({Behaviour::sleep});
+  JobId id = client.register_job({.name = "forgetful", .pid = t.main, .grace_s = 1});
+  client.add_process(id, t.workers[0]);
+  client.end_job(id, true);
+  ASSERT_TRUE(testing::wait_exited(t.workers[0], 5000ms));
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(done.report->processes.size(), 1u);
+  EXPECT_EQ(done.report->processes[0].outcome, ProcessOutcome::terminated);
+  EXPECT_TRUE(done.report->processes[0].leftover);
+}
+
+TEST_F(Lifecycle, WorkerThatExitedIsReportedAlreadyGoneNotAnError) {
+  auto t = tree({Behaviour::sleep, Behaviour::sleep});
+  JobId id = client.register_job({.name = "one-gone", .pid = t.main, .grace_s = 1});
+  for (pid_t w : t.workers) client.add_process(id, w);
+  ::kill(t.workers[0], SIGKILL);
+  ASSERT_TRUE(testing::wait_exited(t.workers[0], 5000ms));
+  ::kill(t.main, SIGKILL);
+
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  std::map<pid_t, ProcessOutcome> outcome;
+  for (const auto& p : done.report->processes) outcome[p.pid] = p.outcome;
+  EXPECT_EQ(outcome.at(t.workers[0]), ProcessOutcome::already_gone);
+  EXPECT_EQ(outcome.at(t.workers[1]), ProcessOutcome::terminated);
+}
+
+TEST_F(Lifecycle, EndedJobCannotBeEndedTwice) {
+  auto t = tree({});
+  JobId id = client.register_job({.name = "twice", .pid = t.main});
+  client.end_job(id, false);
+  EXPECT_EQ(testing::code_of([&] { client.end_job(id, true); }), ErrorCode::invalid_state);
+}
+
+TEST_F(Lifecycle, RegisteringAMissingProcessIsRefused) {
+  pid_t gone = testing::spawn(Behaviour::exit_now);
+  testing::kill_and_reap({gone});
+  EXPECT_EQ(testing::code_of([&] { client.register_job({.name = "ghost", .pid = gone}); }),
+            ErrorCode::no_such_process);
+}
+
+TEST_F(Lifecycle, UnprivilegedClientCannotRegisterAProcessItDoesNotOwn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user";
+  ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
+  auto result = testing::run_command_as(
+      65534, {WARDENCTL_PATH, "--socket", daemon.socket(), "register", "--pid", "1", "--name", "x"});
+  EXPECT_EQ(result.status, 1);
+  EXPECT_NE(result.err.find("permission_denied"), std::string::npos) << result.err;
+  EXPECT_TRUE(client.status().empty()) << "nothing was registered";
+}
+
+TEST_F(Lifecycle, StoppingWardendLeavesRunningJobsAlone) {
+  auto t = tree({Behaviour::sleep});
+  JobId id = client.register_job({.name = "survivor", .pid = t.main});
+  client.add_process(id, t.workers[0]);
+  ::kill(daemon.pid(), SIGTERM);
+  ASSERT_TRUE(testing::wait_exited(daemon.pid(), 10000ms));
+  EXPECT_FALSE(testing::is_gone(t.main));
+  EXPECT_FALSE(testing::is_gone(t.workers[0]));
+}
+
+}  // namespace
+}  // namespace warden

@@ -1,0 +1,130 @@
+#include "tests/support/daemon_fixture.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "warden/client.h"
+
+namespace warden::testing {
+namespace {
+
+[[noreturn]] void exec_argv(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+Daemon::Daemon(std::vector<std::string> extra_args) {
+  char tmpl[] = "/tmp/warden-test-XXXXXX";
+  dir_ = ::mkdtemp(tmpl);
+  socket_ = dir_ + "/warden.sock";
+  std::vector<std::string> argv{WARDEND_PATH, "--socket", socket_, "--state-dir",
+                                dir_ + "/state", "--log-level", "debug"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  std::string log = dir_ + "/wardend.log";
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    exec_argv(argv);
+  }
+  // Generous: a loaded CI machine may take a while to start the process.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    try {
+      Client probe(socket_);
+      return;
+    } catch (const Error&) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("wardend exited at start:\n" + this->log());
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error("wardend did not answer within 10 s:\n" + this->log());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+Daemon::~Daemon() {
+  print_log_if_failed();
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string Daemon::log() const { return slurp(dir_ + "/wardend.log"); }
+
+void Daemon::print_log_if_failed() const {
+  if (::testing::Test::HasFailure()) std::cerr << "---- wardend log ----\n" << log() << "----\n";
+}
+
+namespace {
+
+CommandResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                  std::optional<uid_t> uid) {
+  char tmpl[] = "/tmp/warden-cmd-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string out = dir + "/out", err = dir + "/err";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    for (const auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
+    if (uid && (::setgroups(0, nullptr) != 0 || ::setgid(*uid) != 0 || ::setuid(*uid) != 0)) {
+      ::_exit(126);
+    }
+    exec_argv(argv);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CommandResult r{.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                  .out = slurp(out),
+                  .err = slurp(err)};
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return r;
+}
+
+}  // namespace
+
+CommandResult run_command(const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env) {
+  return run(argv, env, std::nullopt);
+}
+
+CommandResult run_command_as(uid_t uid, const std::vector<std::string>& argv) {
+  return run(argv, {}, uid);
+}
+
+}  // namespace warden::testing

@@ -1,0 +1,44 @@
+// A real wardend for integration tests: started on a temporary socket and state directory, stopped
+// and removed afterwards; its log is printed when the test failed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace warden::testing {
+
+class Daemon {
+ public:
+  // Starts build/bin/wardend with `extra_args` and waits (up to 10 s) until it answers hello.
+  explicit Daemon(std::vector<std::string> extra_args = {});
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+  // Stops it with SIGTERM and removes its directory.
+  ~Daemon();
+
+  const std::string& socket() const { return socket_; }
+  const std::string& dir() const { return dir_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const;
+  void print_log_if_failed() const;
+
+ private:
+  std::string dir_;
+  std::string socket_;
+  pid_t pid_ = -1;
+};
+
+// Runs a command (argv, no shell) and returns its exit status and standard output.
+struct CommandResult {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+CommandResult run_command(const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env = {});
+// The same, as another user (the caller must be root).
+CommandResult run_command_as(uid_t uid, const std::vector<std::string>& argv);
+
+}  // namespace warden::testing

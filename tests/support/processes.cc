@@ -1,0 +1,108 @@
+#include "tests/support/processes.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "daemon/process.h"
+
+namespace warden::testing {
+namespace {
+
+[[noreturn]] void behave(Behaviour behaviour) {
+  if (behaviour == Behaviour::exit_now) ::_exit(0);
+  if (behaviour == Behaviour::ignore_term) ::signal(SIGTERM, SIG_IGN);
+  for (;;) ::pause();
+}
+
+}  // namespace
+
+pid_t spawn(Behaviour behaviour) {
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) behave(behaviour);
+  return pid;
+}
+
+ProcessTree spawn_tree(const std::vector<Behaviour>& workers) {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  pid_t main = ::fork();
+  if (main < 0) throw std::runtime_error("fork failed");
+  if (main == 0) {
+    ::close(fds[0]);
+    for (auto b : workers) {
+      pid_t w = ::fork();
+      if (w == 0) behave(b);
+      if (::write(fds[1], &w, sizeof(w)) != sizeof(w)) ::_exit(1);
+    }
+    ::close(fds[1]);
+    behave(Behaviour::sleep);
+  }
+  ::close(fds[1]);
+  ProcessTree tree{.main = main};
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    pid_t w = 0;
+    if (::read(fds[0], &w, sizeof(w)) != sizeof(w)) throw std::runtime_error("tree spawn failed");
+    tree.workers.push_back(w);
+  }
+  ::close(fds[0]);
+  return tree;
+}
+
+UniqueFd open_pidfd(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) throw std::runtime_error("pidfd_open " + std::to_string(pid) + " failed");
+  return UniqueFd(fd);
+}
+
+bool wait_exited(const std::vector<int>& pidfds, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<int> pending = pidfds;
+  while (!pending.empty()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    std::vector<pollfd> polls;
+    for (int fd : pending) polls.push_back({.fd = fd, .events = POLLIN, .revents = 0});
+    int n = ::poll(polls.data(), polls.size(), static_cast<int>(left.count()));
+    if (n < 0 && errno != EINTR) return false;
+    pending.clear();
+    for (const auto& p : polls) {
+      if ((p.revents & POLLIN) == 0) pending.push_back(p.fd);
+    }
+  }
+  return true;
+}
+
+bool wait_exited(pid_t pid, std::chrono::milliseconds timeout) {
+  if (is_gone(pid)) return true;
+  UniqueFd fd = open_pidfd(pid);
+  return wait_exited(std::vector<int>{fd.get()}, timeout);
+}
+
+bool is_gone(pid_t pid) {
+  auto stat = read_proc_stat(pid);
+  return !stat || stat->state == 'Z' || stat->state == 'X';
+}
+
+void kill_and_reap(const std::vector<pid_t>& pids) {
+  for (pid_t p : pids) {
+    if (p > 0) ::kill(p, SIGKILL);
+  }
+  // Blocking waits are safe: each pid was just SIGKILLed. ECHILD (not ours) is fine.
+  for (pid_t p : pids) {
+    if (p > 0) ::waitpid(p, nullptr, 0);
+  }
+}
+
+}  // namespace warden::testing

@@ -1,0 +1,46 @@
+// Test helpers for real processes: spawning workers, process trees, and waiting for exits by pidfd.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <vector>
+
+#include "daemon/unique_fd.h"
+
+namespace warden::testing {
+
+// How a spawned test process behaves.
+enum class Behaviour {
+  sleep,        // waits forever; SIGTERM ends it
+  ignore_term,  // waits forever with SIGTERM ignored; only SIGKILL ends it
+  exit_now,     // exits at once with status 0
+};
+
+// Forks a child of the calling process that behaves as asked. Never returns in the child.
+pid_t spawn(Behaviour behaviour);
+
+// A job's main process that forked its own workers (as a DataLoader does). Created with the calling
+// process as child subreaper, so that workers orphaned by the main's death are reparented to it
+// and can be reaped by reap_all().
+struct ProcessTree {
+  pid_t main = 0;
+  std::vector<pid_t> workers;
+};
+ProcessTree spawn_tree(const std::vector<Behaviour>& workers);
+
+// A pidfd for `pid`; aborts the test on failure.
+UniqueFd open_pidfd(pid_t pid);
+
+// Waits until every pidfd is readable (its process exited) or `timeout` passes. Returns true if
+// all exited.
+bool wait_exited(const std::vector<int>& pidfds, std::chrono::milliseconds timeout);
+bool wait_exited(pid_t pid, std::chrono::milliseconds timeout);
+
+// True if the process has exited (a zombie counts as exited) or no longer exists.
+bool is_gone(pid_t pid);
+
+// SIGKILLs the processes and reaps those that are children (or adopted orphans) of the caller.
+void kill_and_reap(const std::vector<pid_t>& pids);
+
+}  // namespace warden::testing

@@ -1,0 +1,58 @@
+#include "daemon/process.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/expect_error.h"
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/support/processes.h"
+
+namespace warden {
+namespace {
+
+using testing::code_of;
+
+TEST(ProcStat, ParsesFieldsAfterACommandNameWithParenthesesAndSpaces) {
+  std::string text =
+      "4312 (evil) (name) S 1 4312 4300 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 12345 67 "
+      "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+  auto st = parse_proc_stat(text);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->state, 'S');
+  EXPECT_EQ(st->ppid, 1);
+  EXPECT_EQ(st->pgrp, 4312);
+  EXPECT_EQ(st->session, 4300);
+  EXPECT_EQ(st->start_time, 987654u);
+}
+
+TEST(ProcStat, RejectsTruncatedText) {
+  EXPECT_FALSE(parse_proc_stat("12 (x) S 1 2"));
+  EXPECT_FALSE(parse_proc_stat("garbage"));
+  EXPECT_FALSE(parse_proc_stat(""));
+}
+
+TEST(OpenProcess, IdentifiesALiveProcess) {
+  pid_t child = testing::spawn(testing::Behaviour::sleep);
+  auto handle = open_process(child);
+  EXPECT_EQ(handle.identity.pid, child);
+  EXPECT_EQ(handle.identity.uid, ::getuid());
+  EXPECT_EQ(handle.identity.start_time, read_proc_stat(child)->start_time);
+  EXPECT_FALSE(pidfd_exited(handle.pidfd.get()));
+  testing::kill_and_reap({child});
+  EXPECT_TRUE(pidfd_exited(handle.pidfd.get()));
+  EXPECT_EQ(pidfd_signal(handle.pidfd.get(), SIGTERM), ESRCH)
+      << "a pidfd never signals whatever reuses the pid";
+}
+
+TEST(OpenProcess, RefusesAZombieAndAMissingPid) {
+  pid_t child = testing::spawn(testing::Behaviour::exit_now);
+  ASSERT_TRUE(testing::wait_exited(child, std::chrono::seconds(10)));
+  EXPECT_EQ(code_of([&] { open_process(child); }), ErrorCode::no_such_process);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(code_of([&] { open_process(child); }), ErrorCode::no_such_process);
+}
+
+}  // namespace
+}  // namespace warden

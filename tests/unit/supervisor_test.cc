@@ -1,0 +1,220 @@
+#include "daemon/supervisor.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/expect_error.h"
+
+namespace warden {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr Caller kAlice{.pid = 100, .uid = 1000, .gid = 1000};
+constexpr Caller kBob{.pid = 200, .uid = 1001, .gid = 1001};
+constexpr Caller kRoot{.pid = 1, .uid = 0, .gid = 0};
+
+ProcessIdentity proc(pid_t pid, uid_t uid = 1000) {
+  return {.pid = pid, .start_time = static_cast<std::uint64_t>(pid) * 10, .uid = uid};
+}
+
+JobSpec spec(Duration heartbeat = {}, Duration grace = seconds(2)) {
+  return {.name = "train", .heartbeat = heartbeat, .grace = grace};
+}
+
+using testing::code_of;
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  TimePoint t0 = TimePoint{} + seconds(1000);
+  Supervisor core;
+};
+
+TEST_F(SupervisorTest, RegisteredJobRunsAndIsVisibleToItsOwner) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  const Job& job = core.visible_job(kAlice, id);
+  EXPECT_EQ(job.state, JobState::running);
+  EXPECT_EQ(job.uid, 1000u);
+  EXPECT_EQ(job.main, proc(10));
+  EXPECT_EQ(core.visible_jobs(kAlice).size(), 1u);
+}
+
+TEST_F(SupervisorTest, NonRootCannotRegisterAnotherUsersProcess) {
+  EXPECT_EQ(code_of([&] { core.register_job(kAlice, spec(), proc(10, 0), t0); }),
+            ErrorCode::permission_denied);
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  EXPECT_EQ(code_of([&] { core.add_process(kAlice, id, proc(11, 1001)); }),
+            ErrorCode::permission_denied);
+  EXPECT_NO_THROW(core.register_job(kRoot, spec(), proc(20, 1001), t0));
+}
+
+TEST_F(SupervisorTest, UsersSeeOnlyTheirOwnJobsAndRootSeesAll) {
+  JobId a = core.register_job(kAlice, spec(), proc(10), t0);
+  JobId b = core.register_job(kBob, spec(), proc(20, 1001), t0);
+  EXPECT_EQ(core.visible_jobs(kAlice).size(), 1u);
+  EXPECT_EQ(code_of([&] { core.visible_job(kAlice, b); }), ErrorCode::not_found);
+  EXPECT_EQ(code_of([&] { core.heartbeat(kBob, a, t0); }), ErrorCode::not_found);
+  EXPECT_EQ(code_of([&] { core.end_job(kBob, a, false); }), ErrorCode::not_found);
+  EXPECT_EQ(core.visible_jobs(kRoot).size(), 2u);
+}
+
+TEST_F(SupervisorTest, StalledJobIsCleanedAtItsDeadlineAndNotBefore) {
+  JobId id = core.register_job(kAlice, spec(seconds(5)), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  EXPECT_EQ(core.next_deadline(), t0 + seconds(5));
+
+  EXPECT_TRUE(core.expire(t0 + seconds(5) - milliseconds(1)).empty());
+  auto plans = core.expire(t0 + seconds(5));
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].reason, JobState::stalled);
+  ASSERT_EQ(plans[0].targets.size(), 1u) << "the main process is spared by default";
+  EXPECT_EQ(plans[0].targets[0].identity, proc(11));
+  EXPECT_EQ(core.visible_job(kAlice, id).state, JobState::cleaning);
+  EXPECT_EQ(core.visible_job(kAlice, id).reason, JobState::stalled);
+  EXPECT_FALSE(core.next_deadline());
+}
+
+TEST_F(SupervisorTest, HeartbeatPushesTheDeadline) {
+  JobId id = core.register_job(kAlice, spec(seconds(5)), proc(10), t0);
+  EXPECT_EQ(core.heartbeat(kAlice, id, t0 + seconds(4)), t0 + seconds(9));
+  EXPECT_TRUE(core.expire(t0 + seconds(8)).empty());
+  EXPECT_EQ(core.expire(t0 + seconds(9)).size(), 1u);
+}
+
+TEST_F(SupervisorTest, StallPolicyMayIncludeTheMainProcess) {
+  auto s = spec(seconds(1));
+  s.kill_main_on_stall = true;
+  core.register_job(kAlice, s, proc(10), t0);
+  auto plans = core.expire(t0 + seconds(1));
+  ASSERT_EQ(plans.size(), 1u);
+  ASSERT_EQ(plans[0].targets.size(), 1u);
+  EXPECT_EQ(plans[0].targets[0].role, "main");
+  EXPECT_FALSE(plans[0].targets[0].exited);
+}
+
+TEST_F(SupervisorTest, JobWithoutHeartbeatNeverStalls) {
+  core.register_job(kAlice, spec(), proc(10), t0);
+  EXPECT_FALSE(core.next_deadline());
+  EXPECT_TRUE(core.expire(t0 + std::chrono::hours(1000)).empty());
+}
+
+TEST_F(SupervisorTest, MainExitWithoutEndFailsTheJob) {
+  JobId id = core.register_job(kAlice, spec(seconds(5)), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  core.add_process(kAlice, id, proc(12));
+  auto effect = core.process_exited(id, 10, t0 + seconds(1));
+  ASSERT_TRUE(effect.cleanup);
+  EXPECT_EQ(effect.cleanup->reason, JobState::failed);
+  EXPECT_EQ(effect.cleanup->grace, seconds(2));
+  ASSERT_EQ(effect.cleanup->targets.size(), 3u);
+  EXPECT_EQ(effect.cleanup->targets[0].role, "main");
+  EXPECT_TRUE(effect.cleanup->targets[0].exited);
+  EXPECT_FALSE(effect.cleanup->targets[1].exited);
+  EXPECT_EQ(core.visible_job(kAlice, id).reason, JobState::failed);
+  EXPECT_FALSE(core.next_deadline()) << "a failed job no longer has a heartbeat deadline";
+}
+
+TEST_F(SupervisorTest, WorkerExitingOnItsOwnIsDroppedButRemembered) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  auto effect = core.process_exited(id, 11, t0 + seconds(1));
+  EXPECT_TRUE(effect.untrack);
+  EXPECT_FALSE(effect.cleanup);
+  EXPECT_EQ(core.visible_job(kAlice, id).state, JobState::running);
+  EXPECT_EQ(core.visible_job(kAlice, id).live_workers(), 0u);
+
+  auto plan = core.end_job(kAlice, id, true);
+  ASSERT_EQ(plan.targets.size(), 1u);
+  EXPECT_TRUE(plan.targets[0].exited);
+  EXPECT_FALSE(plan.targets[0].leftover);
+}
+
+TEST_F(SupervisorTest, CleanEndSweepsLiveWorkersAsLeftovers) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  auto plan = core.end_job(kAlice, id, true);
+  EXPECT_EQ(plan.reason, JobState::ended);
+  ASSERT_EQ(plan.targets.size(), 1u);
+  EXPECT_TRUE(plan.targets[0].leftover);
+  EXPECT_EQ(core.visible_job(kAlice, id).reason, JobState::ended);
+}
+
+TEST_F(SupervisorTest, EndedJobRefusesFurtherRequests) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.end_job(kAlice, id, false);
+  EXPECT_EQ(code_of([&] { core.end_job(kAlice, id, true); }), ErrorCode::invalid_state);
+  EXPECT_EQ(code_of([&] { core.heartbeat(kAlice, id, t0); }), ErrorCode::invalid_state);
+  EXPECT_EQ(code_of([&] { core.add_process(kAlice, id, proc(11)); }), ErrorCode::invalid_state);
+  EXPECT_EQ(code_of([&] { core.heartbeat(kAlice, 999, t0); }), ErrorCode::not_found);
+}
+
+TEST_F(SupervisorTest, ExitsDuringCleanupAreLeftToTheEngine) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  core.end_job(kAlice, id, false);
+  auto effect = core.process_exited(id, 11, t0);
+  EXPECT_FALSE(effect.untrack);
+  EXPECT_FALSE(effect.cleanup);
+  EXPECT_FALSE(core.process_exited(id, 10, t0).cleanup);
+}
+
+TEST_F(SupervisorTest, FinishedCleanupRecordsTheReport) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.end_job(kAlice, id, false);
+  CleanupReport report{.reason = JobState::failed, .duration_ms = 3};
+  core.cleanup_finished(id, report, t0 + seconds(1));
+  const Job& job = core.visible_job(kAlice, id);
+  EXPECT_EQ(job.state, JobState::cleaned);
+  EXPECT_EQ(job.reason, JobState::failed);
+  ASSERT_TRUE(job.report);
+  EXPECT_EQ(job.report->duration_ms, 3);
+}
+
+TEST_F(SupervisorTest, DuplicateRegistrationOfAProcessIsHarmless) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  core.add_process(kAlice, id, proc(11));
+  core.add_process(kAlice, id, proc(10));
+  EXPECT_EQ(core.visible_job(kAlice, id).workers.size(), 1u);
+}
+
+TEST(Supervisor, JobsPerUserAreLimitedUntilOneIsCleaned) {
+  Supervisor core({.max_jobs_per_user = 2});
+  TimePoint t0{};
+  JobId first = core.register_job(kAlice, spec(), proc(10), t0);
+  core.register_job(kAlice, spec(), proc(11), t0);
+  EXPECT_EQ(code_of([&] { core.register_job(kAlice, spec(), proc(12), t0); }),
+            ErrorCode::limit_exceeded);
+  EXPECT_NO_THROW(core.register_job(kBob, spec(), proc(20, 1001), t0));
+  core.end_job(kAlice, first, true);
+  core.cleanup_finished(first, {}, t0);
+  EXPECT_NO_THROW(core.register_job(kAlice, spec(), proc(12), t0));
+}
+
+TEST(Supervisor, ProcessesPerJobAreLimitedButExitedRecordsMakeRoom) {
+  Supervisor core({.max_processes_per_job = 2});
+  TimePoint t0{};
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  core.add_process(kAlice, id, proc(11));
+  core.add_process(kAlice, id, proc(12));
+  EXPECT_EQ(code_of([&] { core.add_process(kAlice, id, proc(13)); }), ErrorCode::limit_exceeded);
+  core.process_exited(id, 11, t0);
+  EXPECT_NO_THROW(core.add_process(kAlice, id, proc(13)));
+  EXPECT_EQ(core.visible_job(kAlice, id).workers.size(), 2u);
+}
+
+TEST(Supervisor, OldestFinishedJobsAreRetired) {
+  Supervisor core({.finished_jobs_kept = 1});
+  TimePoint t0{};
+  JobId a = core.register_job(kAlice, spec(), proc(10), t0);
+  JobId b = core.register_job(kAlice, spec(), proc(11), t0);
+  core.end_job(kAlice, a, true);
+  core.cleanup_finished(a, {}, t0);
+  core.end_job(kAlice, b, true);
+  core.cleanup_finished(b, {}, t0);
+  EXPECT_EQ(core.find(a), nullptr);
+  EXPECT_NE(core.find(b), nullptr);
+}
+
+}  // namespace
+}  // namespace warden
