@@ -1,9 +1,11 @@
 // The cleanup engine: carries out a CleanupPlan on the event loop and reports each step's outcome.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <vector>
 
+#include "daemon/files.h"
 #include "daemon/supervisor.h"
 #include "daemon/unique_fd.h"
 
@@ -13,25 +15,21 @@ struct CleanupOptions {
   // How long a process may survive SIGKILL before it is reported unkillable (D state, a stuck
   // NFS or GPU driver call). Waiting longer would hold the job's cleanup hostage.
   Duration kill_timeout = std::chrono::seconds(5);
+  PathRules paths;
 };
 
-// A process to end, with a pidfd of its own: the engine waits on and signals through it
-// independently of the watch, which keeps its own descriptor. An empty pidfd means the process is
-// no longer held (it exited and its handle was released).
-struct ProcessToEnd {
-  CleanupTarget target;
-  UniqueFd pidfd;
+// Where a cleanup runs: the event loop it is spawned on, plus an executor for blocking work
+// (/proc scans, removing large trees) so the loop keeps answering heartbeats meanwhile.
+struct CleanupContext {
+  CleanupOptions options;
+  boost::asio::any_io_executor blocking;
+  pid_t self = 0;  // wardend, never a candidate
 };
 
-// Ends the processes: SIGTERM, up to `grace` for them to exit, SIGKILL to the rest, up to
-// `kill_timeout` more. With zero grace it sends SIGKILL at once. Never blocks the event loop:
-// exits are pidfd readiness, the waits are timers. Signals go only through pidfds, so a recycled
-// pid is never hit. Returns one report per process, in the order given.
-boost::asio::awaitable<std::vector<ProcessReport>> terminate_processes(
-    std::vector<ProcessToEnd> processes, Duration grace, Duration kill_timeout);
-
-// Runs a whole plan. `pidfds` is aligned with plan.targets.
+// Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.
+// `pidfds` is aligned with plan.targets; an empty one means the process is no longer held (it
+// exited and its handle was released). Never throws for a step that fails: the report says so.
 boost::asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,
-                                                  CleanupOptions options);
+                                                  CleanupContext context);
 
 }  // namespace warden

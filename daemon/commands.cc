@@ -19,6 +19,29 @@ json add_process(const RequestContext& c, const json& request) {
   return {{"pid", identity.pid}, {"start_time", identity.start_time}};
 }
 
+json add_file(const RequestContext& c, const json& request) {
+  return {{"path", c.service.add_path(c.caller, parse_add_path(request, PathKind::file))}};
+}
+
+json add_dir(const RequestContext& c, const json& request) {
+  return {{"path", c.service.add_path(c.caller, parse_add_path(request, PathKind::dir))}};
+}
+
+json add_shm(const RequestContext& c, const json& request) {
+  return {{"path", c.service.add_path(c.caller, parse_add_path(request, PathKind::shm))}};
+}
+
+json add_shm_glob(const RequestContext& c, const json& request) {
+  auto r = parse_add_shm_glob(request);
+  return {{"pattern", c.service.add_path(c.caller, {.job = r.job, .kind = PathKind::shm_glob,
+                                                    .path = r.pattern, .policy = r.policy})}};
+}
+
+json add_hook(const RequestContext& c, const json& request) {
+  c.service.add_hook(c.caller, parse_add_hook(request));
+  return json::object();
+}
+
 json heartbeat(const RequestContext& c, const json& request) {
   auto left = c.service.heartbeat(c.caller, parse_heartbeat(request));
   if (!left) return json::object();
@@ -36,11 +59,17 @@ json status(const RequestContext& c, const json& request) {
   return {{"jobs", std::move(jobs)}};
 }
 
-constexpr std::array<Command, 6> kCommands{{
+constexpr std::array<Command, 11> kCommands{{
     {"hello", "exchange protocol version, capabilities and limits", hello},
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
-    {"add_process", "track a worker process of a job", add_process},
+    {"add_process", "track a worker process (and its descendants) of a job", add_process},
+    {"add_file", "remove a file at cleanup", add_file},
+    {"add_dir", "remove a directory tree at cleanup", add_dir},
+    {"add_shm", "unlink a POSIX shm segment or named semaphore at cleanup", add_shm},
+    {"add_shm_glob", "unlink the job user's shm segments matching a pattern at cleanup",
+     add_shm_glob},
+    {"add_hook", "run a command as the job's user at cleanup", add_hook},
     {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
     {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},
     {"status", "show all jobs the caller may see, or one", status},

@@ -54,6 +54,15 @@ std::optional<Config> parse_config(int argc, char** argv) {
   app.add_option("--finished-jobs-kept", c.limits.finished_jobs_kept,
                  "Cleaned jobs kept for status, oldest dropped first")
       ->capture_default_str();
+  app.add_option("--allowed-roots", c.cleanup.paths.allowed_roots,
+                 "Directories beneath which jobs may register files and directories")
+      ->delimiter(',')
+      ->check([](const std::string& root) {
+        return root.size() > 1 && root[0] == '/' ? std::string() : root + " is not an absolute path";
+      })
+      ->capture_default_str();
+  app.add_option("--shm-dir", c.cleanup.paths.shm_dir, "Where POSIX shm segments live")
+      ->capture_default_str();
   app.add_option("--kill-timeout", kill_timeout_s,
                  "Seconds a process may survive SIGKILL before it is reported unkillable")
       ->check(CLI::Range(0.1, 600.0))

@@ -1,6 +1,7 @@
 #include "daemon/service.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 
@@ -34,7 +35,8 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
   JobSpec spec{.name = request.name,
                .heartbeat = seconds(request.heartbeat_s),
                .grace = seconds(request.grace_s),
-               .kill_main_on_stall = request.kill_main_on_stall};
+               .kill_main_on_stall = request.kill_main_on_stall,
+               .diagnose = request.diagnose};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
   spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={}", id,
                request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s);
@@ -45,11 +47,28 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
 
 ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request) {
   ProcessHandle process = open_process(request.pid);
-  core_.add_process(caller, request.job, process.identity);
+  core_.add_process(caller, request.job, process.identity, request.policy);
   ProcessIdentity identity = process.identity;
   spdlog::debug("job={} added pid={} start_time={}", request.job, identity.pid, identity.start_time);
   watch_.watch(request.job, std::move(process));
   return identity;
+}
+
+std::string Service::add_path(const Caller& caller, const AddPathRequest& request) {
+  // Checking the job first spares a stranger's request the file-system work.
+  core_.visible_job(caller, request.job);
+  TrackedPath path = resolve_path(cleanup_options_.paths, request.kind, request.path);
+  path.policy = request.policy;
+  std::string canonical = path.path;
+  core_.add_path(caller, request.job, std::move(path));
+  spdlog::debug("job={} added {}={:?} policy={}", request.job, to_string(request.kind), canonical,
+                to_string(request.policy));
+  return canonical;
+}
+
+void Service::add_hook(const Caller& caller, const AddHookRequest& request) {
+  core_.add_hook(caller, request.job, {.command = request.hook, .policy = request.policy});
+  spdlog::debug("job={} added hook={:?}", request.job, request.hook.argv[0]);
 }
 
 std::optional<Duration> Service::heartbeat(const Caller& caller, const HeartbeatRequest& request) {
@@ -122,7 +141,10 @@ void Service::start_cleanup(CleanupPlan plan) {
   JobId id = plan.job;
   ++cleanups_running_;
   boost::asio::co_spawn(
-      io_, run_cleanup(std::move(plan), std::move(pidfds), cleanup_options_),
+      io_,
+      run_cleanup(std::move(plan), std::move(pidfds),
+                  {.options = cleanup_options_, .blocking = blocking_.get_executor(),
+                   .self = ::getpid()}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -135,9 +157,17 @@ void Service::start_cleanup(CleanupPlan plan) {
           }
         }
         for (const auto& p : report.processes) {
-          spdlog::info("job={} pid={} role={} outcome={}{}{}", id, p.pid, p.role,
-                       to_string(p.outcome), p.leftover ? " leftover=true" : "",
-                       p.detail.empty() ? "" : " detail=\"" + p.detail + "\"");
+          spdlog::info("job={} pid={} role={} outcome={}{} detail={:?}", id, p.pid, p.role,
+                       to_string(p.outcome), p.leftover ? " leftover=true" : "", p.detail);
+        }
+        for (const auto& h : report.hooks) {
+          spdlog::info("job={} hook={:?} outcome={} detail={:?}", id, h.argv.at(0),
+                       to_string(h.outcome), h.detail);
+        }
+        for (const auto& p : report.paths) {
+          spdlog::info("job={} {}={:?} outcome={} removed={}{} detail={:?}", id, to_string(p.kind),
+                       p.path, to_string(p.outcome), p.removed, p.leftover ? " leftover=true" : "",
+                       p.detail);
         }
         spdlog::info("job={} state=cleaned duration_ms={:.1f}", id, report.duration_ms);
         core_.cleanup_finished(id, std::move(report), Clock::now());
@@ -163,8 +193,13 @@ JobStatus Service::to_status(const Job& job) const {
   for (const auto& w : job.workers) {
     s.workers.push_back({.pid = w.identity.pid,
                          .start_time = w.identity.start_time,
-                         .exited = w.exited_at.has_value()});
+                         .exited = w.exited_at.has_value(),
+                         .policy = w.policy});
   }
+  for (const auto& p : job.paths) {
+    s.paths.push_back({.kind = p.kind, .path = p.path, .policy = p.policy});
+  }
+  s.hooks = job.hooks.size();
   return s;
 }
 

@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <optional>
 #include <vector>
 
@@ -31,6 +32,9 @@ class Service {
 
   JobId register_job(const Caller& caller, const RegisterJobRequest& request);
   ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request);
+  // add_file, add_dir, add_shm and add_shm_glob; returns the canonical path (or the pattern).
+  std::string add_path(const Caller& caller, const AddPathRequest& request);
+  void add_hook(const Caller& caller, const AddHookRequest& request);
   // Returns the time left until the new deadline (nullopt for a job without heartbeat).
   std::optional<Duration> heartbeat(const Caller& caller, const HeartbeatRequest& request);
   void end_job(const Caller& caller, const EndJobRequest& request);
@@ -49,6 +53,8 @@ class Service {
   // Constant after construction.
   boost::asio::io_context& io_;
   const CleanupOptions cleanup_options_;
+  // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
+  boost::asio::thread_pool blocking_{1};
 
   // Mutable state.
   Supervisor core_;

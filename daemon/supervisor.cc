@@ -44,7 +44,8 @@ JobId Supervisor::register_job(const Caller& caller, JobSpec spec, const Process
   return id;
 }
 
-void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdentity& process) {
+void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
+                             Policy policy) {
   Job& job = running_job(caller, id);
   if (!caller.is_admin() && process.uid != caller.uid) {
     throw Error(ErrorCode::permission_denied,
@@ -67,7 +68,38 @@ void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
     }
     job.workers.erase(oldest_exited);
   }
-  job.workers.push_back({.identity = process});
+  job.workers.push_back({.identity = process, .policy = policy});
+}
+
+void Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
+  Job& job = running_job(caller, id);
+  if (path.kind != PathKind::shm_glob && !caller.is_admin() && path.identity.uid != caller.uid) {
+    throw Error(ErrorCode::permission_denied,
+                path.path + " belongs to uid " + std::to_string(path.identity.uid) +
+                    "; you may register only your own files");
+  }
+  for (auto& p : job.paths) {
+    if (p.kind == path.kind && p.path == path.path) {
+      p = std::move(path);  // re-registration after the job re-created it: track the new one
+      return;
+    }
+  }
+  if (job.paths.size() >= limits_.max_paths_per_job) {
+    throw Error(ErrorCode::limit_exceeded, job_str(id) + " already tracks " +
+                                               std::to_string(job.paths.size()) +
+                                               " paths (the limit); register a directory instead");
+  }
+  job.paths.push_back(std::move(path));
+}
+
+void Supervisor::add_hook(const Caller& caller, JobId id, TrackedHook hook) {
+  Job& job = running_job(caller, id);
+  if (job.hooks.size() >= limits_.max_hooks_per_job) {
+    throw Error(ErrorCode::limit_exceeded,
+                job_str(id) + " already has " + std::to_string(job.hooks.size()) +
+                    " hooks (the limit)");
+  }
+  job.hooks.push_back(std::move(hook));
 }
 
 std::optional<TimePoint> Supervisor::heartbeat(const Caller& caller, JobId id, TimePoint now) {
@@ -107,6 +139,7 @@ ExitEffect Supervisor::process_exited(JobId id, pid_t pid, TimePoint now) {
   // Once cleanup has begun, the cleanup engine follows exits itself; handles go when it is done.
   if (job.state != JobState::running) return {};
   if (pid == job.main.pid) {
+    // The main process is dead: it and everything it led are the job's to clean.
     return {.cleanup = begin_cleanup(job, JobState::failed,
                                      "main process " + std::to_string(pid) + " exited without end_job",
                                      true)};
@@ -175,7 +208,18 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
   job.reason_detail = std::move(detail);
   job.state = JobState::cleaning;
 
-  CleanupPlan plan{.job = job.id, .reason = reason, .grace = job.spec.grace};
+  const bool clean = reason == JobState::ended;
+  // On a clean end, `failure`-only resources are kept; everything else still there is a leftover.
+  auto keep = [clean](Policy p) { return clean && p == Policy::failure; };
+  CleanupPlan plan{.job = job.id,
+                   .reason = reason,
+                   .uid = job.uid,
+                   .gid = job.gid,
+                   .grace = job.spec.grace,
+                   .main = job.main,
+                   .main_spared = !include_main,
+                   .diagnose = reason == JobState::stalled,
+                   .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt};
   if (include_main) {
     plan.targets.push_back({.identity = job.main, .role = "main",
                             .exited = reason == JobState::failed});
@@ -183,8 +227,13 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
   for (const auto& w : job.workers) {
     plan.targets.push_back({.identity = w.identity,
                             .role = "worker",
-                            .leftover = reason == JobState::ended && !w.exited_at,
-                            .exited = w.exited_at.has_value()});
+                            .leftover = clean && !w.exited_at && !keep(w.policy),
+                            .exited = w.exited_at.has_value(),
+                            .keep = keep(w.policy)});
+  }
+  for (const auto& h : job.hooks) plan.hooks.push_back({.command = h.command, .keep = keep(h.policy)});
+  for (const auto& p : job.paths) {
+    plan.paths.push_back({.path = p, .keep = keep(p.policy), .leftover = clean && !keep(p.policy)});
   }
   return plan;
 }

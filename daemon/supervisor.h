@@ -39,11 +39,35 @@ struct JobSpec {
   Duration heartbeat{};  // zero: no heartbeat deadline
   Duration grace{};      // SIGTERM -> SIGKILL
   bool kill_main_on_stall = false;
+  std::optional<CommandSpec> diagnose;
 };
 
 struct TrackedProcess {
   ProcessIdentity identity;
+  Policy policy = Policy::always;
   std::optional<TimePoint> exited_at;  // exited on its own while the job ran: no longer tracked
+};
+
+// What a path was when it was registered; removal re-checks it and refuses anything else.
+struct PathIdentity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  uid_t uid = 0;
+  mode_t type = 0;  // the S_IFMT bits
+  bool operator==(const PathIdentity&) const = default;
+};
+
+// A file, directory or shm segment (identity known), or an shm glob (path holds the pattern).
+struct TrackedPath {
+  PathKind kind = PathKind::file;
+  std::string path;
+  PathIdentity identity;
+  Policy policy = Policy::always;
+};
+
+struct TrackedHook {
+  CommandSpec command;
+  Policy policy = Policy::always;
 };
 
 struct Job {
@@ -53,6 +77,8 @@ struct Job {
   JobSpec spec;
   ProcessIdentity main;
   std::vector<TrackedProcess> workers;  // in registration order
+  std::vector<TrackedPath> paths;
+  std::vector<TrackedHook> hooks;
   JobState state = JobState::running;
   std::optional<JobState> reason;  // ended | failed | stalled, once the job has ended
   std::string reason_detail;
@@ -70,19 +96,42 @@ struct CleanupTarget {
   std::string role;  // "main" | "worker"
   bool leftover = false;
   bool exited = false;  // known to have exited before cleanup began
+  bool keep = false;    // left alone by policy
 };
 
-// What the service must do to clean a job, then report back through cleanup_finished().
+struct PathStep {
+  TrackedPath path;
+  bool keep = false;      // left alone by policy
+  bool leftover = false;  // a clean end: whatever is still there, the job forgot
+};
+
+struct HookStep {
+  CommandSpec command;
+  bool keep = false;
+};
+
+// What the service must do to clean a job, then report back through cleanup_finished(). Steps run
+// in this order: diagnostics (a stall), processes with their descendants, hooks, paths.
 struct CleanupPlan {
   JobId job = 0;
   JobState reason = JobState::failed;
+  uid_t uid = 0;  // the job's owner: hooks run as it, discovered processes must belong to it
+  gid_t gid = 0;
   Duration grace{};
+  ProcessIdentity main;
+  bool main_spared = true;  // the main process is alive and not to be touched
   std::vector<CleanupTarget> targets;
+  std::vector<HookStep> hooks;
+  std::vector<PathStep> paths;
+  bool diagnose = false;  // capture diagnostics first (a stall)
+  std::optional<CommandSpec> diagnose_command;
 };
 
 struct SupervisorLimits {
   std::size_t max_jobs_per_user = 1024;
   std::size_t max_processes_per_job = 4096;
+  std::size_t max_paths_per_job = 4096;  // files, directories, shm segments and globs
+  std::size_t max_hooks_per_job = 16;
   std::size_t finished_jobs_kept = 1000;  // cleaned jobs kept for `status`, oldest dropped first
 };
 
@@ -103,7 +152,11 @@ class Supervisor {
   // --- requests ---
   // `main` is the identity the service read for the requested pid.
   JobId register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main, TimePoint now);
-  void add_process(const Caller& caller, JobId id, const ProcessIdentity& process);
+  void add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
+                   Policy policy = Policy::always);
+  // `path.identity` is what the service found at the (validated) path.
+  void add_path(const Caller& caller, JobId id, TrackedPath path);
+  void add_hook(const Caller& caller, JobId id, TrackedHook hook);
   // Returns the new deadline (nullopt for a job without heartbeat).
   std::optional<TimePoint> heartbeat(const Caller& caller, JobId id, TimePoint now);
   // Ends the job and returns the plan that sweeps (ok) or removes (failed) what it registered.

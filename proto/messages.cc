@@ -8,7 +8,10 @@
 namespace warden {
 namespace {
 
-constexpr std::array<std::pair<JobState, std::string_view>, 6> kJobStates{{
+template <class E, std::size_t N>
+using NameTable = std::array<std::pair<E, std::string_view>, N>;
+
+constexpr NameTable<JobState, 6> kJobStates{{
     {JobState::running, "running"},
     {JobState::ended, "ended"},
     {JobState::failed, "failed"},
@@ -17,16 +20,30 @@ constexpr std::array<std::pair<JobState, std::string_view>, 6> kJobStates{{
     {JobState::cleaned, "cleaned"},
 }};
 
-constexpr std::array<std::pair<ProcessOutcome, std::string_view>, 5> kOutcomes{{
-    {ProcessOutcome::already_gone, "already_gone"},
-    {ProcessOutcome::terminated, "terminated"},
-    {ProcessOutcome::killed, "killed"},
-    {ProcessOutcome::unkillable, "unkillable"},
-    {ProcessOutcome::failed, "failed"},
+constexpr NameTable<Policy, 2> kPolicies{{{Policy::always, "always"}, {Policy::failure, "failure"}}};
+
+constexpr NameTable<PathKind, 4> kPathKinds{{
+    {PathKind::file, "file"},
+    {PathKind::dir, "dir"},
+    {PathKind::shm, "shm"},
+    {PathKind::shm_glob, "shm_glob"},
+}};
+
+constexpr NameTable<Outcome, 10> kOutcomes{{
+    {Outcome::already_gone, "already_gone"},
+    {Outcome::terminated, "terminated"},
+    {Outcome::killed, "killed"},
+    {Outcome::unkillable, "unkillable"},
+    {Outcome::removed, "removed"},
+    {Outcome::refused, "refused"},
+    {Outcome::succeeded, "succeeded"},
+    {Outcome::timed_out, "timed_out"},
+    {Outcome::failed, "failed"},
+    {Outcome::kept, "kept"},
 }};
 
 template <class E, std::size_t N>
-std::string_view name_of(const std::array<std::pair<E, std::string_view>, N>& table, E value) {
+std::string_view name_of(const NameTable<E, N>& table, E value) {
   for (const auto& [v, name] : table) {
     if (v == value) return name;
   }
@@ -34,8 +51,7 @@ std::string_view name_of(const std::array<std::pair<E, std::string_view>, N>& ta
 }
 
 template <class E, std::size_t N>
-std::optional<E> value_of(const std::array<std::pair<E, std::string_view>, N>& table,
-                          std::string_view name) {
+std::optional<E> value_of(const NameTable<E, N>& table, std::string_view name) {
   for (const auto& [v, n] : table) {
     if (n == name) return v;
   }
@@ -51,14 +67,26 @@ const json* find(const json& j, std::string_view field) {
   return it == j.end() ? nullptr : &*it;
 }
 
+constexpr std::size_t kMaxNameBytes = 256;
+constexpr std::size_t kMaxPathBytes = 4096;
+constexpr std::size_t kMaxArgs = 256;
+constexpr double kMaxHeartbeatS = 7 * 24 * 3600.0;
+constexpr double kMaxGraceS = 3600.0;
+constexpr double kMaxCommandS = 3600.0;
+
+void check_string(const json& v, std::string_view field, std::size_t max_len) {
+  if (!v.is_string()) bad_field(field, "must be a string");
+  const auto& s = v.get_ref<const std::string&>();
+  if (s.empty()) bad_field(field, "must not be empty");
+  if (s.size() > max_len) bad_field(field, "must be at most " + std::to_string(max_len) + " bytes");
+  if (s.find('\0') != std::string::npos) bad_field(field, "must not contain NUL");
+}
+
 std::string string_field(const json& j, std::string_view field, std::size_t max_len) {
   const json* v = find(j, field);
   if (v == nullptr) bad_field(field, "is required");
-  if (!v->is_string()) bad_field(field, "must be a string");
-  const auto& s = v->get_ref<const std::string&>();
-  if (s.empty()) bad_field(field, "must not be empty");
-  if (s.size() > max_len) bad_field(field, "must be at most " + std::to_string(max_len) + " bytes");
-  return s;
+  check_string(*v, field, max_len);
+  return v->get<std::string>();
 }
 
 pid_t pid_field(const json& j, std::string_view field) {
@@ -66,6 +94,7 @@ pid_t pid_field(const json& j, std::string_view field) {
   if (v == nullptr) bad_field(field, "is required");
   if (!v->is_number_integer()) bad_field(field, "must be an integer pid");
   auto pid = v->get<std::int64_t>();
+  if (v->is_number_unsigned() && v->get<std::uint64_t>() > INT_MAX) pid = -1;
   if (pid <= 0 || pid > INT_MAX) bad_field(field, "must be a positive pid");
   return static_cast<pid_t>(pid);
 }
@@ -73,13 +102,11 @@ pid_t pid_field(const json& j, std::string_view field) {
 JobId job_field(const json& j, std::string_view field) {
   const json* v = find(j, field);
   if (v == nullptr) bad_field(field, "is required");
-  if (!v->is_number_integer() || (v->is_number_integer() && !v->is_number_unsigned() &&
-                                  v->get<std::int64_t>() < 0)) {
+  bool negative = v->is_number_integer() && !v->is_number_unsigned() && v->get<std::int64_t>() < 0;
+  if (!v->is_number_integer() || negative || v->get<std::uint64_t>() == 0) {
     bad_field(field, "must be a job id (a positive integer)");
   }
-  auto id = v->get<std::uint64_t>();
-  if (id == 0) bad_field(field, "must be a job id (a positive integer)");
-  return id;
+  return v->get<std::uint64_t>();
 }
 
 // A duration in seconds: finite, within [0, max].
@@ -101,18 +128,72 @@ bool bool_field(const json& j, std::string_view field, bool fallback) {
   return v->get<bool>();
 }
 
-constexpr std::size_t kMaxNameBytes = 256;
-constexpr double kMaxHeartbeatS = 7 * 24 * 3600.0;
-constexpr double kMaxGraceS = 3600.0;
+Policy policy_field(const json& j) {
+  const json* v = find(j, "policy");
+  if (v == nullptr) return Policy::always;
+  if (v->is_string()) {
+    if (auto p = value_of(kPolicies, v->get_ref<const std::string&>())) return *p;
+  }
+  bad_field("policy", "must be \"always\" or \"failure\"");
+}
+
+CommandSpec command_field(const json& j, std::string_view field) {
+  const json* v = find(j, field);
+  if (v == nullptr) bad_field(field, "is required");
+  const json* argv = v;
+  CommandSpec spec;
+  // Either an argv array, or an object with argv, env, cwd and timeout_s.
+  if (v->is_object()) {
+    argv = find(*v, "argv");
+    if (argv == nullptr) bad_field(std::string(field) + ".argv", "is required");
+    if (const json* env = find(*v, "env")) {
+      if (!env->is_object()) bad_field(std::string(field) + ".env", "must be an object of strings");
+      for (const auto& [k, val] : env->items()) {
+        if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
+          bad_field(std::string(field) + ".env", "has an invalid variable name");
+        }
+        check_string(val, std::string(field) + ".env." + k, kMaxPathBytes);
+        spec.env.emplace_back(k, val.get<std::string>());
+      }
+    }
+    if (const json* cwd = find(*v, "cwd")) {
+      check_string(*cwd, std::string(field) + ".cwd", kMaxPathBytes);
+      spec.cwd = cwd->get<std::string>();
+      if (spec.cwd[0] != '/') bad_field(std::string(field) + ".cwd", "must be an absolute path");
+    }
+    spec.timeout_s = seconds_field(*v, "timeout_s", spec.timeout_s, kMaxCommandS);
+  }
+  if (!argv->is_array() || argv->empty() || argv->size() > kMaxArgs) {
+    bad_field(field, "must be a non-empty array of at most " + std::to_string(kMaxArgs) + " strings");
+  }
+  for (const auto& a : *argv) {
+    if (!a.is_string() || a.get_ref<const std::string&>().find('\0') != std::string::npos ||
+        a.get_ref<const std::string&>().size() > kMaxPathBytes) {
+      bad_field(field, "arguments must be strings without NUL");
+    }
+    spec.argv.push_back(a.get<std::string>());
+  }
+  if (spec.argv[0].empty()) bad_field(field, "must name a program");
+  return spec;
+}
+
+json to_json(const CommandSpec& c) {
+  json env = json::object();
+  for (const auto& [k, v] : c.env) env[k] = v;
+  json j{{"argv", c.argv}, {"timeout_s", c.timeout_s}};
+  if (!c.env.empty()) j["env"] = std::move(env);
+  if (!c.cwd.empty()) j["cwd"] = c.cwd;
+  return j;
+}
 
 }  // namespace
 
 std::string_view to_string(JobState s) { return name_of(kJobStates, s); }
-std::string_view to_string(ProcessOutcome o) { return name_of(kOutcomes, o); }
+std::string_view to_string(Policy p) { return name_of(kPolicies, p); }
+std::string_view to_string(PathKind k) { return name_of(kPathKinds, k); }
+std::string_view to_string(Outcome o) { return name_of(kOutcomes, o); }
 std::optional<JobState> job_state_from_string(std::string_view s) { return value_of(kJobStates, s); }
-std::optional<ProcessOutcome> process_outcome_from_string(std::string_view s) {
-  return value_of(kOutcomes, s);
-}
+std::optional<Outcome> outcome_from_string(std::string_view s) { return value_of(kOutcomes, s); }
 
 // --- requests ------------------------------------------------------------------------------------
 
@@ -135,11 +216,29 @@ RegisterJobRequest parse_register_job(const json& j) {
   r.heartbeat_s = seconds_field(j, "heartbeat_s", 0, kMaxHeartbeatS);
   r.grace_s = seconds_field(j, "grace_s", r.grace_s, kMaxGraceS);
   r.kill_main_on_stall = bool_field(j, "kill_main_on_stall", false);
+  if (find(j, "diagnose") != nullptr) r.diagnose = command_field(j, "diagnose");
   return r;
 }
 
 AddProcessRequest parse_add_process(const json& j) {
-  return {.job = job_field(j, "job"), .pid = pid_field(j, "pid")};
+  return {.job = job_field(j, "job"), .pid = pid_field(j, "pid"), .policy = policy_field(j)};
+}
+
+AddPathRequest parse_add_path(const json& j, PathKind kind) {
+  return {.job = job_field(j, "job"),
+          .kind = kind,
+          .path = string_field(j, kind == PathKind::shm ? "name" : "path", kMaxPathBytes),
+          .policy = policy_field(j)};
+}
+
+AddShmGlobRequest parse_add_shm_glob(const json& j) {
+  return {.job = job_field(j, "job"),
+          .pattern = string_field(j, "pattern", kMaxNameBytes),
+          .policy = policy_field(j)};
+}
+
+AddHookRequest parse_add_hook(const json& j) {
+  return {.job = job_field(j, "job"), .hook = command_field(j, "hook"), .policy = policy_field(j)};
 }
 
 HeartbeatRequest parse_heartbeat(const json& j) { return {.job = job_field(j, "job")}; }
@@ -169,13 +268,33 @@ json to_json(const HelloRequest& r) {
 }
 
 json to_json(const RegisterJobRequest& r) {
-  return {{"op", "register_job"},     {"name", r.name},
-          {"pid", r.pid},             {"heartbeat_s", r.heartbeat_s},
-          {"grace_s", r.grace_s},     {"kill_main_on_stall", r.kill_main_on_stall}};
+  json j{{"op", "register_job"},     {"name", r.name},
+         {"pid", r.pid},             {"heartbeat_s", r.heartbeat_s},
+         {"grace_s", r.grace_s},     {"kill_main_on_stall", r.kill_main_on_stall}};
+  if (r.diagnose) j["diagnose"] = to_json(*r.diagnose);
+  return j;
 }
 
 json to_json(const AddProcessRequest& r) {
-  return {{"op", "add_process"}, {"job", r.job}, {"pid", r.pid}};
+  return {{"op", "add_process"}, {"job", r.job}, {"pid", r.pid}, {"policy", to_string(r.policy)}};
+}
+
+json to_json(const AddPathRequest& r) {
+  bool shm = r.kind == PathKind::shm;
+  return {{"op", "add_" + std::string(to_string(r.kind))},
+          {"job", r.job},
+          {shm ? "name" : "path", r.path},
+          {"policy", to_string(r.policy)}};
+}
+
+json to_json(const AddShmGlobRequest& r) {
+  return {{"op", "add_shm_glob"}, {"job", r.job}, {"pattern", r.pattern},
+          {"policy", to_string(r.policy)}};
+}
+
+json to_json(const AddHookRequest& r) {
+  return {{"op", "add_hook"}, {"job", r.job}, {"hook", to_json(r.hook)},
+          {"policy", to_string(r.policy)}};
 }
 
 json to_json(const HeartbeatRequest& r) { return {{"op", "heartbeat"}, {"job", r.job}}; }
@@ -210,35 +329,111 @@ HelloReply parse_hello_reply(const json& j) {
 
 namespace {
 
+Outcome outcome_of(const json& j) {
+  return outcome_from_string(j.value("outcome", "")).value_or(Outcome::failed);
+}
+
 json to_json(const ProcessReport& p) {
-  json j{{"pid", p.pid},
-         {"role", p.role},
-         {"outcome", to_string(p.outcome)},
+  json j{{"pid", p.pid}, {"role", p.role}, {"outcome", to_string(p.outcome)},
          {"elapsed_ms", p.elapsed_ms}};
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
   return j;
 }
 
-json to_json(const CleanupReport& r) {
-  json procs = json::array();
-  for (const auto& p : r.processes) procs.push_back(to_json(p));
-  return {{"reason", to_string(r.reason)},
-          {"started_unix_ms", r.started_unix_ms},
-          {"duration_ms", r.duration_ms},
-          {"processes", std::move(procs)}};
+ProcessReport parse_process_report(const json& j) {
+  return {.pid = j.value("pid", 0),
+          .role = j.value("role", ""),
+          .outcome = outcome_of(j),
+          .leftover = j.value("leftover", false),
+          .detail = j.value("detail", ""),
+          .elapsed_ms = j.value("elapsed_ms", 0.0)};
 }
 
-ProcessReport parse_process_report(const json& j) {
-  ProcessReport p;
-  p.pid = j.value("pid", 0);
-  p.role = j.value("role", "");
-  p.outcome = process_outcome_from_string(j.value("outcome", ""))
-                  .value_or(ProcessOutcome::failed);
-  p.leftover = j.value("leftover", false);
-  p.detail = j.value("detail", "");
-  p.elapsed_ms = j.value("elapsed_ms", 0.0);
-  return p;
+json to_json(const PathReport& p) {
+  json j{{"kind", to_string(p.kind)}, {"path", p.path}, {"outcome", to_string(p.outcome)},
+         {"removed", p.removed}, {"elapsed_ms", p.elapsed_ms}};
+  if (p.leftover) j["leftover"] = true;
+  if (!p.detail.empty()) j["detail"] = p.detail;
+  return j;
+}
+
+PathReport parse_path_report(const json& j) {
+  return {.kind = value_of(kPathKinds, j.value("kind", "")).value_or(PathKind::file),
+          .path = j.value("path", ""),
+          .outcome = outcome_of(j),
+          .leftover = j.value("leftover", false),
+          .removed = j.value("removed", std::size_t{0}),
+          .detail = j.value("detail", ""),
+          .elapsed_ms = j.value("elapsed_ms", 0.0)};
+}
+
+json to_json(const CommandReport& c) {
+  json j{{"argv", c.argv}, {"outcome", to_string(c.outcome)}, {"output", c.output},
+         {"elapsed_ms", c.elapsed_ms}};
+  if (c.exit_code) j["exit_code"] = *c.exit_code;
+  if (c.signal) j["signal"] = *c.signal;
+  if (c.truncated) j["truncated"] = true;
+  if (!c.detail.empty()) j["detail"] = c.detail;
+  return j;
+}
+
+CommandReport parse_command_report(const json& j) {
+  CommandReport c{.argv = j.value("argv", std::vector<std::string>{}),
+                  .outcome = outcome_of(j),
+                  .output = j.value("output", ""),
+                  .truncated = j.value("truncated", false),
+                  .detail = j.value("detail", ""),
+                  .elapsed_ms = j.value("elapsed_ms", 0.0)};
+  if (j.contains("exit_code")) c.exit_code = j.value("exit_code", 0);
+  if (j.contains("signal")) c.signal = j.value("signal", 0);
+  return c;
+}
+
+json to_json(const Diagnostics& d) {
+  json procs = json::array();
+  for (const auto& p : d.processes) {
+    json e{{"pid", p.pid}, {"role", p.role}, {"state", std::string(1, p.state)},
+           {"wchan", p.wchan}, {"stack", p.stack}};
+    if (!p.detail.empty()) e["detail"] = p.detail;
+    procs.push_back(std::move(e));
+  }
+  json j{{"processes", std::move(procs)}};
+  if (d.command) j["command"] = to_json(*d.command);
+  return j;
+}
+
+Diagnostics parse_diagnostics(const json& j) {
+  Diagnostics d;
+  for (const auto& p : j.value("processes", json::array())) {
+    std::string state = p.value("state", "?");
+    d.processes.push_back({.pid = p.value("pid", 0),
+                           .role = p.value("role", ""),
+                           .state = state.empty() ? '?' : state[0],
+                           .wchan = p.value("wchan", ""),
+                           .stack = p.value("stack", ""),
+                           .detail = p.value("detail", "")});
+  }
+  if (j.contains("command")) d.command = parse_command_report(j["command"]);
+  return d;
+}
+
+template <class T, class Fn>
+json array_of(const std::vector<T>& items, Fn&& fn) {
+  json a = json::array();
+  for (const auto& i : items) a.push_back(fn(i));
+  return a;
+}
+
+json to_json(const CleanupReport& r) {
+  json j{{"reason", to_string(r.reason)},
+         {"started_unix_ms", r.started_unix_ms},
+         {"duration_ms", r.duration_ms},
+         {"processes", array_of(r.processes, [](const auto& p) { return to_json(p); })},
+         {"hooks", array_of(r.hooks, [](const auto& h) { return to_json(h); })},
+         {"paths", array_of(r.paths, [](const auto& p) { return to_json(p); })}};
+  if (r.diagnostics) j["diagnostics"] = to_json(*r.diagnostics);
+  return j;
 }
 
 CleanupReport parse_cleanup_report(const json& j) {
@@ -246,19 +441,16 @@ CleanupReport parse_cleanup_report(const json& j) {
   r.reason = job_state_from_string(j.value("reason", "")).value_or(JobState::failed);
   r.started_unix_ms = j.value("started_unix_ms", std::int64_t{0});
   r.duration_ms = j.value("duration_ms", 0.0);
-  for (const auto& p : j.value("processes", json::array())) {
-    r.processes.push_back(parse_process_report(p));
-  }
+  for (const auto& p : j.value("processes", json::array())) r.processes.push_back(parse_process_report(p));
+  for (const auto& h : j.value("hooks", json::array())) r.hooks.push_back(parse_command_report(h));
+  for (const auto& p : j.value("paths", json::array())) r.paths.push_back(parse_path_report(p));
+  if (j.contains("diagnostics")) r.diagnostics = parse_diagnostics(j["diagnostics"]);
   return r;
 }
 
 }  // namespace
 
 json to_json(const JobStatus& s) {
-  json workers = json::array();
-  for (const auto& w : s.workers) {
-    workers.push_back({{"pid", w.pid}, {"start_time", w.start_time}, {"exited", w.exited}});
-  }
   json j{{"id", s.id},
          {"name", s.name},
          {"uid", s.uid},
@@ -267,7 +459,18 @@ json to_json(const JobStatus& s) {
          {"heartbeat_s", s.heartbeat_s},
          {"grace_s", s.grace_s},
          {"created_unix_ms", s.created_unix_ms},
-         {"workers", std::move(workers)}};
+         {"workers", array_of(s.workers,
+                              [](const ProcessStatus& w) {
+                                return json{{"pid", w.pid}, {"start_time", w.start_time},
+                                            {"exited", w.exited},
+                                            {"policy", to_string(w.policy)}};
+                              })},
+         {"paths", array_of(s.paths,
+                            [](const PathStatus& p) {
+                              return json{{"kind", to_string(p.kind)}, {"path", p.path},
+                                          {"policy", to_string(p.policy)}};
+                            })},
+         {"hooks", s.hooks}};
   if (s.reason) {
     j["reason"] = to_string(*s.reason);
     j["reason_detail"] = s.reason_detail;
@@ -293,12 +496,21 @@ JobStatus parse_job_status(const json& j) {
   s.heartbeat_s = j.value("heartbeat_s", 0.0);
   s.grace_s = j.value("grace_s", 0.0);
   s.created_unix_ms = j.value("created_unix_ms", std::int64_t{0});
-  if (j.contains("last_beat_unix_ms")) s.last_beat_unix_ms = j.value("last_beat_unix_ms", std::int64_t{0});
+  if (j.contains("last_beat_unix_ms")) {
+    s.last_beat_unix_ms = j.value("last_beat_unix_ms", std::int64_t{0});
+  }
   for (const auto& w : j.value("workers", json::array())) {
     s.workers.push_back({.pid = w.value("pid", 0),
                          .start_time = w.value("start_time", std::uint64_t{0}),
-                         .exited = w.value("exited", false)});
+                         .exited = w.value("exited", false),
+                         .policy = value_of(kPolicies, w.value("policy", "")).value_or(Policy::always)});
   }
+  for (const auto& p : j.value("paths", json::array())) {
+    s.paths.push_back({.kind = value_of(kPathKinds, p.value("kind", "")).value_or(PathKind::file),
+                       .path = p.value("path", ""),
+                       .policy = value_of(kPolicies, p.value("policy", "")).value_or(Policy::always)});
+  }
+  s.hooks = j.value("hooks", std::size_t{0});
   if (j.contains("report")) s.report = parse_cleanup_report(j["report"]);
   return s;
 }

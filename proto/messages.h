@@ -30,19 +30,32 @@ inline constexpr std::size_t kDefaultMaxFrame = 64 * 1024;
 // ended; that name is kept as the job's `reason` once it moves on to cleaning and cleaned.
 enum class JobState { running, ended, failed, stalled, cleaning, cleaned };
 
-// What cleanup did to one registered process.
-enum class ProcessOutcome {
-  already_gone,  // it had exited before cleanup reached it
-  terminated,    // it exited after SIGTERM, within the grace period
-  killed,        // it needed SIGKILL
-  unkillable,    // it survived SIGKILL past the bound (usually stuck in uninterruptible sleep)
-  failed,        // signalling it failed; `detail` has the errno text
+// When a resource is cleaned: always (default), or only when the job did not end cleanly (outputs
+// a job wants to keep after success).
+enum class Policy { always, failure };
+
+enum class PathKind { file, dir, shm, shm_glob };
+
+// What cleanup did to one resource. Each kind uses the values that fit it (PROTOCOL.md).
+enum class Outcome {
+  already_gone,  // it was gone before cleanup reached it
+  terminated,    // a process that exited after SIGTERM, within the grace period
+  killed,        // a process that needed SIGKILL
+  unkillable,    // a process that survived SIGKILL past the bound (uninterruptible sleep)
+  removed,       // a path that was removed
+  refused,       // not touched because it is no longer what was registered (identity changed)
+  succeeded,     // a hook that exited 0
+  timed_out,     // a hook killed at its timeout
+  failed,        // the step failed; `detail` says why
+  kept,          // left alone by policy (a `failure`-only resource after a clean end)
 };
 
 std::string_view to_string(JobState s);
-std::string_view to_string(ProcessOutcome o);
+std::string_view to_string(Policy p);
+std::string_view to_string(PathKind k);
+std::string_view to_string(Outcome o);
 std::optional<JobState> job_state_from_string(std::string_view s);
-std::optional<ProcessOutcome> process_outcome_from_string(std::string_view s);
+std::optional<Outcome> outcome_from_string(std::string_view s);
 
 // --- requests (client -> daemon) ---------------------------------------------------------------------
 
@@ -51,17 +64,49 @@ struct HelloRequest {
   std::string client;  // free text, e.g. "wardenctl/0.1.0", for the daemon's log
 };
 
+// A command run at cleanup (a hook) or at a stall (the diagnose command), as the job's user.
+struct CommandSpec {
+  std::vector<std::string> argv;  // argv[0] is an absolute path or found in the default PATH
+  std::vector<std::pair<std::string, std::string>> env;  // added to a minimal clean environment
+  std::string cwd;                                       // empty: the user's home, else "/"
+  double timeout_s = 30;
+};
+
 struct RegisterJobRequest {
   std::string name;
   pid_t pid = 0;                    // the job's main process
   double heartbeat_s = 0;           // 0: no heartbeat deadline
   double grace_s = 5;               // SIGTERM -> SIGKILL
   bool kill_main_on_stall = false;  // on a stall, also terminate the main process
+  // Run at a stall before cleanup, e.g. {"py-spy", "dump", "--pid", "{pid}"}; "{pid}" in any
+  // argument becomes the main process's pid. Empty: none.
+  std::optional<CommandSpec> diagnose;
 };
 
 struct AddProcessRequest {
   JobId job = 0;
   pid_t pid = 0;
+  Policy policy = Policy::always;
+};
+
+// add_file, add_dir and add_shm ("name": a segment of /dev/shm, or "sem.NAME" for a semaphore).
+struct AddPathRequest {
+  JobId job = 0;
+  PathKind kind = PathKind::file;
+  std::string path;  // for shm: the segment name as given to shm_open, with or without a leading '/'
+  Policy policy = Policy::always;
+};
+
+struct AddShmGlobRequest {
+  JobId job = 0;
+  std::string pattern;  // fnmatch(3) pattern over names in /dev/shm, e.g. "torch_4312_*"
+  Policy policy = Policy::always;
+};
+
+struct AddHookRequest {
+  JobId job = 0;
+  CommandSpec hook;
+  Policy policy = Policy::always;
 };
 
 struct HeartbeatRequest {
@@ -81,6 +126,9 @@ struct StatusRequest {
 HelloRequest parse_hello(const json& j);
 RegisterJobRequest parse_register_job(const json& j);
 AddProcessRequest parse_add_process(const json& j);
+AddPathRequest parse_add_path(const json& j, PathKind kind);  // kind: file, dir or shm
+AddShmGlobRequest parse_add_shm_glob(const json& j);
+AddHookRequest parse_add_hook(const json& j);
 HeartbeatRequest parse_heartbeat(const json& j);
 EndJobRequest parse_end_job(const json& j);
 StatusRequest parse_status(const json& j);
@@ -89,6 +137,9 @@ StatusRequest parse_status(const json& j);
 json to_json(const HelloRequest& r);
 json to_json(const RegisterJobRequest& r);
 json to_json(const AddProcessRequest& r);
+json to_json(const AddPathRequest& r);
+json to_json(const AddShmGlobRequest& r);
+json to_json(const AddHookRequest& r);
 json to_json(const HeartbeatRequest& r);
 json to_json(const EndJobRequest& r);
 json to_json(const StatusRequest& r);
@@ -106,22 +157,70 @@ struct ProcessStatus {
   pid_t pid = 0;
   std::uint64_t start_time = 0;  // clock ticks after boot, from /proc/PID/stat field 22
   bool exited = false;           // exited on its own while the job ran; no longer tracked
+  Policy policy = Policy::always;
+};
+
+struct PathStatus {
+  PathKind kind = PathKind::file;
+  std::string path;  // for shm_glob: the pattern
+  Policy policy = Policy::always;
 };
 
 struct ProcessReport {
   pid_t pid = 0;
-  std::string role;  // "main" | "worker"
-  ProcessOutcome outcome = ProcessOutcome::already_gone;
+  std::string role;  // "main" | "worker" | "descendant" (found at cleanup, see `detail`)
+  Outcome outcome = Outcome::already_gone;
   bool leftover = false;  // still running after a clean end: the job forgot it
   std::string detail;
   double elapsed_ms = 0;  // from cleanup start until the process was seen gone
+};
+
+struct PathReport {
+  PathKind kind = PathKind::file;
+  std::string path;  // for shm_glob: the pattern
+  Outcome outcome = Outcome::removed;
+  bool leftover = false;     // still present after a clean end
+  std::size_t removed = 0;   // entries removed (a directory's tree, a glob's matches)
+  std::string detail;
+  double elapsed_ms = 0;
+};
+
+struct CommandReport {
+  std::vector<std::string> argv;
+  Outcome outcome = Outcome::succeeded;  // succeeded | failed | timed_out | kept
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::string output;  // stdout and stderr interleaved, at most kMaxCommandOutput bytes
+  bool truncated = false;
+  std::string detail;
+  double elapsed_ms = 0;
+};
+
+inline constexpr std::size_t kMaxCommandOutput = 64 * 1024;
+
+// What a stalled job's processes were doing, captured before cleanup.
+struct ProcessSnapshot {
+  pid_t pid = 0;
+  std::string role;
+  char state = '?';    // from /proc/PID/stat: R, S, D, Z, T, ...
+  std::string wchan;   // the kernel function it waits in, if any
+  std::string stack;   // /proc/PID/stack where readable (root)
+  std::string detail;  // why something could not be read
+};
+
+struct Diagnostics {
+  std::vector<ProcessSnapshot> processes;
+  std::optional<CommandReport> command;
 };
 
 struct CleanupReport {
   JobState reason = JobState::failed;  // ended | failed | stalled
   std::int64_t started_unix_ms = 0;
   double duration_ms = 0;
+  std::optional<Diagnostics> diagnostics;  // for a stalled job
   std::vector<ProcessReport> processes;
+  std::vector<CommandReport> hooks;
+  std::vector<PathReport> paths;
 };
 
 struct JobStatus {
@@ -138,6 +237,8 @@ struct JobStatus {
   std::int64_t created_unix_ms = 0;
   std::optional<std::int64_t> last_beat_unix_ms;
   std::vector<ProcessStatus> workers;
+  std::vector<PathStatus> paths;
+  std::size_t hooks = 0;
   std::optional<CleanupReport> report;
 };
 

@@ -58,8 +58,8 @@ class Lifecycle : public ::testing::Test {
   std::vector<pid_t> spawned;
 };
 
-std::map<ProcessOutcome, int> count_outcomes(const CleanupReport& report, const std::string& role) {
-  std::map<ProcessOutcome, int> counts;
+std::map<Outcome, int> count_outcomes(const CleanupReport& report, const std::string& role) {
+  std::map<Outcome, int> counts;
   for (const auto& p : report.processes) {
     if (p.role == role) ++counts[p.outcome];
   }
@@ -96,9 +96,9 @@ TEST_F(Lifecycle, KilledJobsWorkersAllDieWithinGracePlusOneSecond) {
   ASSERT_TRUE(done.report);
   EXPECT_EQ(done.report->processes.size(), 9u);
   auto workers = count_outcomes(*done.report, "worker");
-  EXPECT_EQ(workers[ProcessOutcome::terminated], 7);
-  EXPECT_EQ(workers[ProcessOutcome::killed], 1);
-  EXPECT_EQ(count_outcomes(*done.report, "main")[ProcessOutcome::already_gone], 1);
+  EXPECT_EQ(workers[Outcome::terminated], 7);
+  EXPECT_EQ(workers[Outcome::killed], 1);
+  EXPECT_EQ(count_outcomes(*done.report, "main")[Outcome::already_gone], 1);
 }
 
 TEST_F(Lifecycle, JobThatStopsBeatingIsStalledAndItsWorkersTerminated) {
@@ -118,7 +118,7 @@ TEST_F(Lifecycle, JobThatStopsBeatingIsStalledAndItsWorkersTerminated) {
   ASSERT_TRUE(testing::wait_exited(raw(worker_fds), 5000ms));
   auto done = wait_for_state(id, JobState::cleaned);
   EXPECT_EQ(done.reason, JobState::stalled);
-  EXPECT_EQ(count_outcomes(*done.report, "worker")[ProcessOutcome::terminated], 2);
+  EXPECT_EQ(count_outcomes(*done.report, "worker")[Outcome::terminated], 2);
   EXPECT_FALSE(testing::is_gone(t.main)) << "the main process is spared unless the job asks";
 }
 
@@ -137,7 +137,7 @@ TEST_F(Lifecycle, CleanEndWithExitedWorkersKillsNothing) {
   EXPECT_EQ(done.reason, JobState::ended);
   ASSERT_EQ(done.report->processes.size(), 2u);
   for (const auto& p : done.report->processes) {
-    EXPECT_EQ(p.outcome, ProcessOutcome::already_gone) << p.pid;
+    EXPECT_EQ(p.outcome, Outcome::already_gone) << p.pid;
     EXPECT_FALSE(p.leftover);
   }
   EXPECT_FALSE(testing::is_gone(t.main)) << "a clean end never touches the main process";
@@ -151,7 +151,7 @@ TEST_F(Lifecycle, CleanEndSweepsWorkersStillRunningAsLeftovers) {
   ASSERT_TRUE(testing::wait_exited(t.workers[0], 5000ms));
   auto done = wait_for_state(id, JobState::cleaned);
   ASSERT_EQ(done.report->processes.size(), 1u);
-  EXPECT_EQ(done.report->processes[0].outcome, ProcessOutcome::terminated);
+  EXPECT_EQ(done.report->processes[0].outcome, Outcome::terminated);
   EXPECT_TRUE(done.report->processes[0].leftover);
 }
 
@@ -165,10 +165,10 @@ TEST_F(Lifecycle, WorkerThatExitedIsReportedAlreadyGoneNotAnError) {
 
   auto done = wait_for_state(id, JobState::cleaned);
   ASSERT_TRUE(done.report);
-  std::map<pid_t, ProcessOutcome> outcome;
+  std::map<pid_t, Outcome> outcome;
   for (const auto& p : done.report->processes) outcome[p.pid] = p.outcome;
-  EXPECT_EQ(outcome.at(t.workers[0]), ProcessOutcome::already_gone);
-  EXPECT_EQ(outcome.at(t.workers[1]), ProcessOutcome::terminated);
+  EXPECT_EQ(outcome.at(t.workers[0]), Outcome::already_gone);
+  EXPECT_EQ(outcome.at(t.workers[1]), Outcome::terminated);
 }
 
 TEST_F(Lifecycle, EndedJobCannotBeEndedTwice) {

@@ -77,7 +77,7 @@ TEST(Messages, JobStatusRoundTrips) {
               .last_beat_unix_ms = 88};
   s.workers.push_back({.pid = 11, .start_time = 124, .exited = true});
   s.report = CleanupReport{.reason = JobState::stalled, .started_unix_ms = 99, .duration_ms = 1.5};
-  s.report->processes.push_back({.pid = 11, .role = "worker", .outcome = ProcessOutcome::killed,
+  s.report->processes.push_back({.pid = 11, .role = "worker", .outcome = Outcome::killed,
                                  .leftover = true, .detail = "d", .elapsed_ms = 3});
   auto back = parse_job_status(to_json(s));
   EXPECT_EQ(to_json(back), to_json(s));

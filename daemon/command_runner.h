@@ -1,0 +1,31 @@
+// Runs a job's command (a cleanup hook, a stall's diagnose command) as the job's user, with a
+// clean environment, a timeout and bounded output. The one place that includes Boost.Process.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "proto/messages.h"
+
+namespace warden {
+
+struct RunAs {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Starts the command in its own process group as `user` (never gaining privileges: a daemon that
+// is not root runs commands only for its own uid) with only a minimal environment (PATH, HOME,
+// USER, LOGNAME) plus `extra_env` and the command's own variables. Output (stdout and stderr
+// interleaved) is kept up to kMaxCommandOutput bytes. At the timeout the whole process group is
+// SIGKILLed; when the command exits, whatever it left in its group is SIGKILLed too.
+// The caller keeps the arguments alive while it awaits the result.
+boost::asio::awaitable<CommandReport> run_command(
+    const CommandSpec& spec, RunAs user,
+    const std::vector<std::pair<std::string, std::string>>& extra_env);
+
+}  // namespace warden

@@ -1,0 +1,164 @@
+#include "daemon/process_tree.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdlib>
+#include <deque>
+#include <string_view>
+
+namespace warden {
+namespace {
+
+std::optional<std::string> read_file(const std::string& path, std::size_t limit) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while (out.size() < limit && (n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  ::close(fd);
+  return out;
+}
+
+bool has_entry(std::string_view environ, std::string_view entry) {
+  std::size_t pos = 0;
+  while (pos < environ.size()) {
+    std::size_t end = environ.find('\0', pos);
+    if (end == std::string_view::npos) end = environ.size();
+    if (environ.substr(pos, end - pos) == entry) return true;
+    pos = end + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<ProcEntry> scan_processes() {
+  std::vector<ProcEntry> out;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return out;
+  while (dirent* e = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    auto stat = read_proc_stat(static_cast<pid_t>(pid));
+    if (!stat || stat->ppid == 2 || pid == 2) continue;  // gone, or a kernel thread
+    auto uid = read_proc_real_uid(static_cast<pid_t>(pid));
+    if (!uid) continue;
+    out.push_back({.pid = static_cast<pid_t>(pid), .stat = *stat, .uid = *uid});
+  }
+  ::closedir(proc);
+  return out;
+}
+
+std::optional<std::string> read_environ(pid_t pid) {
+  return read_file("/proc/" + std::to_string(pid) + "/environ", 1 << 20);
+}
+
+std::string job_cookie(std::uint64_t job) { return "WARDEN_JOB=" + std::to_string(job); }
+
+std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
+                                 const std::function<std::optional<std::string>(pid_t)>& environ_of) {
+  std::map<pid_t, const ProcEntry*> by_pid;
+  std::multimap<pid_t, const ProcEntry*> children;
+  for (const auto& e : scan) {
+    by_pid[e.pid] = &e;
+    children.emplace(e.stat.ppid, &e);
+  }
+
+  ProcessSet members = query.members;
+  std::vector<Discovered> found;
+
+  // True if the scan shows this very process (same start time) alive.
+  auto alive_as = [&](pid_t pid, std::uint64_t start_time) {
+    auto it = by_pid.find(pid);
+    return it != by_pid.end() && it->second->stat.start_time == start_time;
+  };
+  // A group or session is the job's when a member or a given leader leads it. A leader that has
+  // exited still names its group while members remain (the kernel does not recycle the id then);
+  // one whose pid now belongs to a younger process does not.
+  auto leads = [&](pid_t id) {
+    for (const ProcessSet* set : std::array<const ProcessSet*, 2>{&members, &query.leaders}) {
+      auto it = set->find(id);
+      if (it != set->end() && (alive_as(id, it->second) || !by_pid.contains(id))) return true;
+    }
+    return false;
+  };
+  std::map<pid_t, bool> cookie_cache;
+  auto carries_cookie = [&](pid_t pid) {
+    auto [it, fresh] = cookie_cache.try_emplace(pid, false);
+    if (fresh) {
+      auto env = environ_of(pid);
+      it->second = env && has_entry(*env, query.cookie);
+    }
+    return it->second;
+  };
+  // Whether `e` may be taken at all: never init, wardend, a spared main process or anything
+  // running as another user (unless the job is root's).
+  auto eligible = [&](const ProcEntry& e) {
+    return e.pid != 1 && e.pid != query.self && e.pid != query.spared &&
+           (query.owner == 0 || e.uid == query.owner);
+  };
+  // A process reached by group, session or cookie whose ancestry reaches the spared main process
+  // before any member belongs to the main process, not to what is being cleaned.
+  auto under_spared_main = [&](const ProcEntry& e) {
+    if (query.spared == 0) return false;
+    pid_t p = e.stat.ppid;
+    for (int hops = 0; p > 1 && hops < 4096; ++hops) {
+      if (members.contains(p)) return false;
+      if (p == query.spared) return true;
+      auto it = by_pid.find(p);
+      if (it == by_pid.end()) return false;
+      p = it->second->stat.ppid;
+    }
+    return false;
+  };
+
+  std::deque<pid_t> frontier;
+  for (const auto& [pid, start_time] : members) {
+    if (alive_as(pid, start_time)) frontier.push_back(pid);
+  }
+  auto take = [&](const ProcEntry& e, std::string why) {
+    members[e.pid] = e.stat.start_time;
+    found.push_back({.pid = e.pid, .start_time = e.stat.start_time, .found_by = std::move(why)});
+    frontier.push_back(e.pid);
+  };
+  auto take_descendants = [&] {
+    while (!frontier.empty()) {
+      pid_t parent = frontier.front();
+      frontier.pop_front();
+      auto [lo, hi] = children.equal_range(parent);
+      for (auto it = lo; it != hi; ++it) {
+        const ProcEntry& child = *it->second;
+        if (members.contains(child.pid) || !eligible(child)) continue;
+        take(child, "child of " + std::to_string(parent));
+      }
+    }
+  };
+
+  take_descendants();
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (const auto& e : scan) {
+      if (members.contains(e.pid) || !eligible(e) || under_spared_main(e)) continue;
+      std::string why;
+      if (leads(e.stat.pgrp)) {
+        why = "in process group of " + std::to_string(e.stat.pgrp);
+      } else if (leads(e.stat.session)) {
+        why = "in session of " + std::to_string(e.stat.session);
+      } else if (carries_cookie(e.pid)) {
+        why = "carries " + query.cookie;
+      }
+      if (why.empty()) continue;
+      take(e, std::move(why));
+      grew = true;
+    }
+    take_descendants();
+  }
+  return found;
+}
+
+}  // namespace warden

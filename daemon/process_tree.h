@@ -1,0 +1,58 @@
+// Finding all of a job's processes at cleanup: descendants of its processes, members of process
+// groups and sessions they lead, and anything carrying the job's environment cookie.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/process.h"
+
+namespace warden {
+
+// One process in a scan of /proc.
+struct ProcEntry {
+  pid_t pid = 0;
+  ProcStat stat;
+  uid_t uid = 0;  // real uid
+};
+
+// Every process now on the machine (kernel threads excluded).
+std::vector<ProcEntry> scan_processes();
+// The environment a process started with, as "K=V\0K=V\0..."; nullopt if unreadable.
+std::optional<std::string> read_environ(pid_t pid);
+
+// The environment variable that marks a job's processes: clients export WARDEN_JOB=<id> and every
+// descendant inherits it, even one that double-forked and called setsid().
+std::string job_cookie(std::uint64_t job);
+
+// Processes are named by pid and start time throughout: a pid whose process in the scan started at
+// another time was recycled and means nothing to the job.
+using ProcessSet = std::map<pid_t, std::uint64_t>;
+
+struct DiscoveryQuery {
+  ProcessSet members;  // the job's processes: their children, groups and sessions are the job's
+  ProcessSet leaders;  // besides members': processes whose groups and sessions are the job's
+  uid_t owner = 0;          // found processes must run as this (real) uid, unless owner is root
+  std::string cookie;       // "WARDEN_JOB=<id>"
+  pid_t spared = 0;         // the living main process on a clean end: it and what it alone led stay
+  pid_t self = 0;           // wardend
+};
+
+struct Discovered {
+  pid_t pid = 0;
+  std::uint64_t start_time = 0;
+  std::string found_by;  // "child of 4312", "in session of 4313", "carries WARDEN_JOB=7"
+};
+
+// Pure: the processes in `scan` that belong to the job and are not yet members, to a fixpoint
+// (a child of a found process is found too). `environ_of` reads a process's environment.
+std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
+                                 const std::function<std::optional<std::string>(pid_t)>& environ_of);
+
+}  // namespace warden
