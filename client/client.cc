@@ -1,6 +1,7 @@
 #include "warden/client.h"
 
 #include <poll.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -102,9 +103,17 @@ JobId Client::register_job(const RegisterJobRequest& request) {
   return call(to_json(request)).at("job").get<JobId>();
 }
 
-std::uint64_t Client::add_process(JobId job, pid_t pid) {
-  return call(to_json(AddProcessRequest{.job = job, .pid = pid})).value("start_time", std::uint64_t{0});
+std::uint64_t Client::add_process(JobId job, pid_t pid, Policy policy) {
+  return call(to_json(AddProcessRequest{.job = job, .pid = pid, .policy = policy}))
+      .value("start_time", std::uint64_t{0});
 }
+
+std::string Client::add_path(const AddPathRequest& request) {
+  json reply = call(to_json(request));
+  return reply.value(request.kind == PathKind::shm_glob ? "pattern" : "path", request.path);
+}
+
+void Client::add_hook(const AddHookRequest& request) { call(to_json(request)); }
 
 std::optional<double> Client::heartbeat(JobId job) {
   json reply = call(to_json(HeartbeatRequest{.job = job}));
@@ -124,7 +133,30 @@ std::vector<JobStatus> Client::status(std::optional<JobId> job) {
 Job::Job(Client& client, const RegisterJobRequest& request)
     : client_(client),
       id_(client.register_job(request)),
-      uncaught_at_start_(std::uncaught_exceptions()) {}
+      uncaught_at_start_(std::uncaught_exceptions()) {
+  ::setenv("WARDEN_JOB", std::to_string(id_).c_str(), 1);
+  ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
+}
+
+std::string Job::add_file(const std::string& path, Policy policy) {
+  return client_.add_path({.job = id_, .kind = PathKind::file, .path = path, .policy = policy});
+}
+
+std::string Job::add_dir(const std::string& path, Policy policy) {
+  return client_.add_path({.job = id_, .kind = PathKind::dir, .path = path, .policy = policy});
+}
+
+std::string Job::add_shm(const std::string& name, Policy policy) {
+  return client_.add_path({.job = id_, .kind = PathKind::shm, .path = name, .policy = policy});
+}
+
+void Job::add_shm_glob(const std::string& pattern, Policy policy) {
+  client_.add_path({.job = id_, .kind = PathKind::shm_glob, .path = pattern, .policy = policy});
+}
+
+void Job::add_hook(const CommandSpec& hook, Policy policy) {
+  client_.add_hook({.job = id_, .hook = hook, .policy = policy});
+}
 
 Job::~Job() {
   if (ended_) return;

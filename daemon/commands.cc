@@ -32,9 +32,7 @@ json add_shm(const RequestContext& c, const json& request) {
 }
 
 json add_shm_glob(const RequestContext& c, const json& request) {
-  auto r = parse_add_shm_glob(request);
-  return {{"pattern", c.service.add_path(c.caller, {.job = r.job, .kind = PathKind::shm_glob,
-                                                    .path = r.pattern, .policy = r.policy})}};
+  return {{"pattern", c.service.add_path(c.caller, parse_add_path(request, PathKind::shm_glob))}};
 }
 
 json add_hook(const RequestContext& c, const json& request) {

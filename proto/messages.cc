@@ -224,16 +224,23 @@ AddProcessRequest parse_add_process(const json& j) {
   return {.job = job_field(j, "job"), .pid = pid_field(j, "pid"), .policy = policy_field(j)};
 }
 
+namespace {
+
+// The request field that names an AddPathRequest's path.
+const char* path_field_of(PathKind kind) {
+  switch (kind) {
+    case PathKind::shm: return "name";
+    case PathKind::shm_glob: return "pattern";
+    default: return "path";
+  }
+}
+
+}  // namespace
+
 AddPathRequest parse_add_path(const json& j, PathKind kind) {
   return {.job = job_field(j, "job"),
           .kind = kind,
-          .path = string_field(j, kind == PathKind::shm ? "name" : "path", kMaxPathBytes),
-          .policy = policy_field(j)};
-}
-
-AddShmGlobRequest parse_add_shm_glob(const json& j) {
-  return {.job = job_field(j, "job"),
-          .pattern = string_field(j, "pattern", kMaxNameBytes),
+          .path = string_field(j, path_field_of(kind), kMaxPathBytes),
           .policy = policy_field(j)};
 }
 
@@ -280,15 +287,9 @@ json to_json(const AddProcessRequest& r) {
 }
 
 json to_json(const AddPathRequest& r) {
-  bool shm = r.kind == PathKind::shm;
   return {{"op", "add_" + std::string(to_string(r.kind))},
           {"job", r.job},
-          {shm ? "name" : "path", r.path},
-          {"policy", to_string(r.policy)}};
-}
-
-json to_json(const AddShmGlobRequest& r) {
-  return {{"op", "add_shm_glob"}, {"job", r.job}, {"pattern", r.pattern},
+          {path_field_of(r.kind), r.path},
           {"policy", to_string(r.policy)}};
 }
 

@@ -89,17 +89,13 @@ struct AddProcessRequest {
   Policy policy = Policy::always;
 };
 
-// add_file, add_dir and add_shm ("name": a segment of /dev/shm, or "sem.NAME" for a semaphore).
+// add_file and add_dir ("path"), add_shm ("name": a segment of /dev/shm as given to shm_open, or
+// "sem.NAME" for a named semaphore) and add_shm_glob ("pattern": an fnmatch(3) pattern over names
+// in /dev/shm, e.g. "torch_4312_*").
 struct AddPathRequest {
   JobId job = 0;
   PathKind kind = PathKind::file;
-  std::string path;  // for shm: the segment name as given to shm_open, with or without a leading '/'
-  Policy policy = Policy::always;
-};
-
-struct AddShmGlobRequest {
-  JobId job = 0;
-  std::string pattern;  // fnmatch(3) pattern over names in /dev/shm, e.g. "torch_4312_*"
+  std::string path;  // the path, name or pattern
   Policy policy = Policy::always;
 };
 
@@ -126,8 +122,7 @@ struct StatusRequest {
 HelloRequest parse_hello(const json& j);
 RegisterJobRequest parse_register_job(const json& j);
 AddProcessRequest parse_add_process(const json& j);
-AddPathRequest parse_add_path(const json& j, PathKind kind);  // kind: file, dir or shm
-AddShmGlobRequest parse_add_shm_glob(const json& j);
+AddPathRequest parse_add_path(const json& j, PathKind kind);
 AddHookRequest parse_add_hook(const json& j);
 HeartbeatRequest parse_heartbeat(const json& j);
 EndJobRequest parse_end_job(const json& j);
@@ -138,7 +133,6 @@ json to_json(const HelloRequest& r);
 json to_json(const RegisterJobRequest& r);
 json to_json(const AddProcessRequest& r);
 json to_json(const AddPathRequest& r);
-json to_json(const AddShmGlobRequest& r);
 json to_json(const AddHookRequest& r);
 json to_json(const HeartbeatRequest& r);
 json to_json(const EndJobRequest& r);

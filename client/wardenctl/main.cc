@@ -14,10 +14,38 @@ struct Options {
   std::string socket;
   bool json = false;
   std::optional<warden::JobId> job;
-  pid_t pid = 0;
   warden::RegisterJobRequest registration;
+  std::string diagnose;
+  double diagnose_timeout_s = 30;
   bool failed = false;
+  // add
+  std::vector<pid_t> pids;
+  std::vector<std::string> files, dirs, shms, shm_globs, hooks;
+  double hook_timeout_s = 30;
+  bool keep_on_success = false;
 };
+
+// Commands given as one string run through /bin/sh, as a person types them.
+warden::CommandSpec shell_command(const std::string& command, double timeout_s) {
+  return {.argv = {"/bin/sh", "-c", command}, .timeout_s = timeout_s};
+}
+
+int run_add(warden::Client& client, const Options& o) {
+  auto policy = o.keep_on_success ? warden::Policy::failure : warden::Policy::always;
+  warden::JobId job = *o.job;
+  for (pid_t pid : o.pids) client.add_process(job, pid, policy);
+  auto add_paths = [&](const std::vector<std::string>& paths, warden::PathKind kind) {
+    for (const auto& p : paths) client.add_path({.job = job, .kind = kind, .path = p, .policy = policy});
+  };
+  add_paths(o.files, warden::PathKind::file);
+  add_paths(o.dirs, warden::PathKind::dir);
+  add_paths(o.shms, warden::PathKind::shm);
+  add_paths(o.shm_globs, warden::PathKind::shm_glob);
+  for (const auto& h : o.hooks) {
+    client.add_hook({.job = job, .hook = shell_command(h, o.hook_timeout_s), .policy = policy});
+  }
+  return 0;
+}
 
 int run_status(warden::Client& client, const Options& o) {
   auto jobs = client.status(o.job);
@@ -59,10 +87,34 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   reg->add_flag("--kill-main-on-stall", o.registration.kill_main_on_stall,
                 "On a stall, terminate the main process too");
+  reg->add_option("--diagnose", o.diagnose,
+                  "Shell command run at a stall before cleanup; {pid} is the main process, e.g. "
+                  "'py-spy dump --pid {pid}'");
+  reg->add_option("--diagnose-timeout", o.diagnose_timeout_s, "Seconds the diagnose command may run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 
-  auto* add = app.add_subcommand("add", "Track a worker process of a job");
+  auto* add = app.add_subcommand("add", "Register what a job must not leave behind");
   add->add_option("--job", o.job, "The job id")->required();
-  add->add_option("--pid", o.pid, "The worker's pid")->required();
+  add->add_option("--pid", o.pids, "A worker process (its descendants come with it)");
+  add->add_option("--file", o.files, "A file to remove");
+  add->add_option("--dir", o.dirs, "A directory tree to remove");
+  add->add_option("--shm", o.shms, "A POSIX shm segment (or sem.NAME semaphore) to unlink");
+  add->add_option("--shm-glob", o.shm_globs,
+                  "A pattern over your /dev/shm segments to unlink, e.g. 'torch_4312_*'");
+  add->add_option("--hook", o.hooks, "A shell command to run as you at cleanup");
+  add->add_option("--hook-timeout", o.hook_timeout_s, "Seconds a hook may run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  add->add_flag("--keep-on-success", o.keep_on_success,
+                "Clean these only if the job fails (keep them after a clean end)");
+  add->callback([&] {
+    if (o.pids.empty() && o.files.empty() && o.dirs.empty() && o.shms.empty() &&
+        o.shm_globs.empty() && o.hooks.empty()) {
+      throw CLI::ValidationError("add", "give at least one of --pid, --file, --dir, --shm, "
+                                        "--shm-glob or --hook");
+    }
+  });
 
   auto* beat = app.add_subcommand("beat", "Send a job's heartbeat");
   beat->add_option("--job", o.job, "The job id")->required();
@@ -81,9 +133,12 @@ int main(int argc, char** argv) {
     warden::Client client(o.socket);
     if (status->parsed()) return run_status(client, o);
     if (reg->parsed()) {
+      if (!o.diagnose.empty()) {
+        o.registration.diagnose = shell_command(o.diagnose, o.diagnose_timeout_s);
+      }
       std::cout << client.register_job(o.registration) << "\n";
     } else if (add->parsed()) {
-      client.add_process(*o.job, o.pid);
+      return run_add(client, o);
     } else if (beat->parsed()) {
       client.heartbeat(*o.job);
     } else if (end->parsed()) {

@@ -51,13 +51,13 @@ void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
     out << "no jobs\n";
     return;
   }
-  fmt::print(out, "{:>6}  {:<20}  {:<10}  {:<20}  {:>7}  {:>9}  {:>7}\n", "JOB", "NAME", "USER",
-             "STATE", "AGE", "LAST BEAT", "WORKERS");
+  fmt::print(out, "{:>6}  {:<20}  {:<10}  {:<20}  {:>7}  {:>9}  {:>7}  {:>5}\n", "JOB", "NAME",
+             "USER", "STATE", "AGE", "LAST BEAT", "WORKERS", "PATHS");
   for (const auto& job : jobs) {
     std::string beat = job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "-";
-    fmt::print(out, "{:>6}  {:<20.20}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>7}\n", job.id, job.name,
-               user_name(job.uid), state_text(job), age(job.created_unix_ms), beat,
-               live_workers(job));
+    fmt::print(out, "{:>6}  {:<20.20}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>7}  {:>5}\n", job.id,
+               job.name, user_name(job.uid), state_text(job), age(job.created_unix_ms), beat,
+               live_workers(job), job.paths.size());
   }
 }
 
@@ -77,14 +77,45 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
     fmt::print(out, "  workers    {} tracked, {} exited on their own\n", live_workers(job),
                job.workers.size() - live_workers(job));
     for (const auto& w : job.workers) {
-      fmt::print(out, "    pid {:<8} {}\n", w.pid, w.exited ? "exited" : "running");
+      fmt::print(out, "    pid {:<8} {}{}\n", w.pid, w.exited ? "exited" : "running",
+                 w.policy == Policy::failure ? "  (kept on success)" : "");
     }
+    if (!job.paths.empty()) fmt::print(out, "  paths\n");
+    for (const auto& p : job.paths) {
+      fmt::print(out, "    {:<8} {}{}\n", to_string(p.kind), p.path,
+                 p.policy == Policy::failure ? "  (kept on success)" : "");
+    }
+    if (job.hooks > 0) fmt::print(out, "  hooks      {}\n", job.hooks);
     return;
   }
   const auto& r = *job.report;
   fmt::print(out, "cleanup ({}), {:.1f} ms\n", to_string(r.reason), r.duration_ms);
+  if (r.diagnostics) {
+    fmt::print(out, "  diagnostics\n");
+    for (const auto& d : r.diagnostics->processes) {
+      fmt::print(out, "    pid {:<8} {:<10} state {}  wchan {}{}\n", d.pid, d.role, d.state,
+                 d.wchan.empty() ? "-" : d.wchan, d.detail.empty() ? "" : "  (" + d.detail + ")");
+    }
+    if (const auto& c = r.diagnostics->command) {
+      fmt::print(out, "    command {}  {}\n{}\n", to_string(c->outcome), c->detail, c->output);
+    }
+  }
+  if (!r.processes.empty()) fmt::print(out, "  processes\n");
   for (const auto& p : r.processes) {
-    fmt::print(out, "    pid {:<8} {:<7} {:<13}{}{}\n", p.pid, p.role, to_string(p.outcome),
+    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}\n", p.pid, p.role, to_string(p.outcome),
+               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
+  }
+  if (!r.hooks.empty()) fmt::print(out, "  hooks\n");
+  for (const auto& h : r.hooks) {
+    std::string command;
+    for (const auto& a : h.argv) command += (command.empty() ? "" : " ") + a;
+    fmt::print(out, "    {:<13} {}{}\n", to_string(h.outcome), command,
+               h.detail.empty() ? "" : "  (" + h.detail + ")");
+    if (!h.output.empty()) fmt::print(out, "      {}\n", h.output);
+  }
+  if (!r.paths.empty()) fmt::print(out, "  paths\n");
+  for (const auto& p : r.paths) {
+    fmt::print(out, "    {:<8} {:<13} {}{}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
                p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
   }
 }

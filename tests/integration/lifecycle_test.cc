@@ -6,7 +6,7 @@
 
 #include <thread>
 
-#include "tests/support/daemon_fixture.h"
+#include "tests/support/daemon_test.h"
 #include "tests/support/expect_error.h"
 #include "tests/support/processes.h"
 #include "warden/client.h"
@@ -17,46 +17,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Behaviour;
 
-class Lifecycle : public ::testing::Test {
- protected:
-  void TearDown() override {
-    testing::kill_and_reap(spawned);
-  }
-
-  testing::ProcessTree tree(const std::vector<Behaviour>& workers) {
-    auto t = testing::spawn_tree(workers);
-    spawned.push_back(t.main);
-    spawned.insert(spawned.end(), t.workers.begin(), t.workers.end());
-    return t;
-  }
-
-  std::vector<UniqueFd> pidfds(const std::vector<pid_t>& pids) {
-    std::vector<UniqueFd> fds;
-    for (pid_t p : pids) fds.push_back(testing::open_pidfd(p));
-    return fds;
-  }
-
-  static std::vector<int> raw(const std::vector<UniqueFd>& fds) {
-    std::vector<int> out;
-    for (const auto& f : fds) out.push_back(f.get());
-    return out;
-  }
-
-  // wardend has no event subscription yet, so wait for a state by asking; the deadline is generous
-  // because CI machines are shared and slow.
-  JobStatus wait_for_state(JobId id, JobState state, std::chrono::milliseconds timeout = 10s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      auto s = client.status(id).at(0);
-      if (s.state == state || std::chrono::steady_clock::now() > deadline) return s;
-      std::this_thread::sleep_for(5ms);
-    }
-  }
-
-  testing::Daemon daemon;
-  Client client{daemon.socket()};
-  std::vector<pid_t> spawned;
-};
+class Lifecycle : public testing::DaemonTest {};
 
 std::map<Outcome, int> count_outcomes(const CleanupReport& report, const std::string& role) {
   std::map<Outcome, int> counts;

@@ -50,6 +50,7 @@ Daemon::Daemon(std::vector<std::string> extra_args) {
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    ::unsetenv("WARDEN_JOB");  // a test's job cookie must not mark the daemon itself
     exec_argv(argv);
   }
   // Generous: a loaded CI machine may take a while to start the process.

@@ -17,19 +17,89 @@
 namespace warden::testing {
 namespace {
 
-[[noreturn]] void behave(Behaviour behaviour) {
-  if (behaviour == Behaviour::exit_now) ::_exit(0);
+// Sets up the behaviour, then tells `ready` (if any) so that the parent never signals a child
+// that has not yet started ignoring SIGTERM.
+[[noreturn]] void behave(Behaviour behaviour, int ready = -1) {
   if (behaviour == Behaviour::ignore_term) ::signal(SIGTERM, SIG_IGN);
+  if (ready >= 0) {
+    char c = 1;
+    if (::write(ready, &c, 1) != 1) ::_exit(1);
+    ::close(ready);
+  }
+  if (behaviour == Behaviour::exit_now) ::_exit(0);
   for (;;) ::pause();
+}
+
+// Forks a child that runs `body(ready_fd)`; returns once the child said it is ready.
+template <class Body>
+pid_t fork_ready(Body body) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    ::close(fds[0]);
+    body(fds[1]);
+  }
+  ::close(fds[1]);
+  char c = 0;
+  ssize_t n = ::read(fds[0], &c, 1);
+  ::close(fds[0]);
+  if (n != 1) throw std::runtime_error("child failed to start");
+  return pid;
 }
 
 }  // namespace
 
-pid_t spawn(Behaviour behaviour) {
+pid_t spawn(Behaviour behaviour, std::optional<uid_t> uid) {
+  return fork_ready([&](int ready) {
+    if (uid && (::setgid(*uid) != 0 || ::setuid(*uid) != 0)) ::_exit(126);
+    behave(behaviour, ready);
+  });
+}
+
+pid_t spawn_exec(const std::vector<std::string>& argv) {
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) behave(behaviour);
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
   return pid;
+}
+
+Escape spawn_escape() {
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  pid_t worker = ::fork();
+  if (worker == 0) {
+    ::close(fds[0]);
+    pid_t middle = ::fork();
+    if (middle == 0) {
+      ::setsid();
+      pid_t escapee = ::fork();
+      if (escapee == 0) {
+        ::close(fds[1]);
+        ::execl("/bin/sleep", "sleep", "300", static_cast<char*>(nullptr));
+        ::_exit(127);
+      }
+      if (::write(fds[1], &escapee, sizeof(escapee)) != sizeof(escapee)) ::_exit(1);
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    ::waitpid(middle, nullptr, 0);
+    behave(Behaviour::sleep);
+  }
+  ::close(fds[1]);
+  Escape e{.worker = worker};
+  if (::read(fds[0], &e.escapee, sizeof(e.escapee)) != sizeof(e.escapee)) {
+    throw std::runtime_error("escape spawn failed");
+  }
+  ::close(fds[0]);
+  return e;
 }
 
 ProcessTree spawn_tree(const std::vector<Behaviour>& workers) {
@@ -41,8 +111,7 @@ ProcessTree spawn_tree(const std::vector<Behaviour>& workers) {
   if (main == 0) {
     ::close(fds[0]);
     for (auto b : workers) {
-      pid_t w = ::fork();
-      if (w == 0) behave(b);
+      pid_t w = fork_ready([&](int ready) { behave(b, ready); });
       if (::write(fds[1], &w, sizeof(w)) != sizeof(w)) ::_exit(1);
     }
     ::close(fds[1]);

@@ -4,6 +4,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "daemon/unique_fd.h"
@@ -18,7 +20,20 @@ enum class Behaviour {
 };
 
 // Forks a child of the calling process that behaves as asked. Never returns in the child.
-pid_t spawn(Behaviour behaviour);
+// With `uid`, the child first becomes that user (the caller must be root).
+pid_t spawn(Behaviour behaviour, std::optional<uid_t> uid = std::nullopt);
+
+// Forks a child that runs argv (execv, so it gets the caller's current environment).
+pid_t spawn_exec(const std::vector<std::string>& argv);
+
+// A worker that escapes its tree the way daemons do: it forks a child that calls setsid(), forks
+// a grandchild that execs `sleep` and exits, leaving the grandchild reparented away. Returns the
+// worker (which then waits forever) and the escaped grandchild.
+struct Escape {
+  pid_t worker = 0;
+  pid_t escapee = 0;
+};
+Escape spawn_escape();
 
 // A job's main process that forked its own workers (as a DataLoader does). Created with the calling
 // process as child subreaper, so that workers orphaned by the main's death are reparented to it

@@ -35,7 +35,11 @@ class Client {
 
   JobId register_job(const RegisterJobRequest& request);
   // Returns the start time wardend recorded for the process.
-  std::uint64_t add_process(JobId job, pid_t pid);
+  std::uint64_t add_process(JobId job, pid_t pid, Policy policy = Policy::always);
+  // add_file, add_dir, add_shm (request.path is then the segment name) and add_shm_glob (the
+  // pattern). Returns the path as wardend will remove it.
+  std::string add_path(const AddPathRequest& request);
+  void add_hook(const AddHookRequest& request);
   // Returns the seconds left until the new heartbeat deadline (nullopt: the job has none).
   std::optional<double> heartbeat(JobId job);
   void end_job(JobId job, bool ok);
@@ -61,6 +65,10 @@ class Client {
 // A job registered for the lifetime of this object. Its destructor ends the job: ok when the scope
 // is left normally, failed when an exception is propagating. Destructor errors are swallowed (the
 // daemon cleans a job whose main process exits anyway).
+//
+// The constructor exports WARDEN_JOB=<id> and WARDEN_SOCKET into this process's environment, so
+// that children started afterwards inherit them: wardend finds a job's escaped descendants by
+// WARDEN_JOB, and a child can reach the job. Like any setenv(), do this before starting threads.
 class Job {
  public:
   Job(Client& client, const RegisterJobRequest& request);
@@ -69,7 +77,14 @@ class Job {
   ~Job();
 
   JobId id() const { return id_; }
-  void add_process(pid_t pid) { client_.add_process(id_, pid); }
+  void add_process(pid_t pid, Policy policy = Policy::always) {
+    client_.add_process(id_, pid, policy);
+  }
+  std::string add_file(const std::string& path, Policy policy = Policy::always);
+  std::string add_dir(const std::string& path, Policy policy = Policy::always);
+  std::string add_shm(const std::string& name, Policy policy = Policy::always);
+  void add_shm_glob(const std::string& pattern, Policy policy = Policy::always);
+  void add_hook(const CommandSpec& hook, Policy policy = Policy::always);
   void beat() { client_.heartbeat(id_); }
   // Ends the job now; the destructor then does nothing.
   void end(bool ok);

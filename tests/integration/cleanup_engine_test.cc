@@ -1,0 +1,229 @@
+// The cleanup engine against a real wardend: whole process trees, files, shm, hooks and
+// diagnostics, after a real SIGKILL or stall.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "daemon/process_tree.h"
+#include "tests/support/daemon_test.h"
+
+namespace warden {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::Behaviour;
+
+class CleanupEngine : public testing::DaemonTest {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/warden-engine-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    ::chmod(dir.c_str(), 0755);
+  }
+  void TearDown() override {
+    DaemonTest::TearDown();
+    ::unsetenv("WARDEN_JOB");
+    for (const auto& name : shm_names) ::shm_unlink(name.c_str());
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  // Registers a job for a fresh main process and exports its cookie, as a client would.
+  std::pair<testing::ProcessTree, JobId> job(const std::vector<Behaviour>& workers = {},
+                                             RegisterJobRequest request = {.grace_s = 0.5}) {
+    auto t = tree(workers);
+    request.name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    request.pid = t.main;
+    JobId id = client.register_job(request);
+    for (pid_t w : t.workers) client.add_process(id, w);
+    ::setenv("WARDEN_JOB", std::to_string(id).c_str(), 1);
+    return {t, id};
+  }
+
+  std::string shm(const std::string& name) {
+    int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_RDWR, 0600);
+    EXPECT_GE(fd, 0);
+    ::close(fd);
+    shm_names.push_back("/" + name);
+    return "/dev/shm/" + name;
+  }
+
+  // Every process on the machine still carrying this job's cookie.
+  static std::vector<pid_t> carriers(JobId id) {
+    std::vector<pid_t> out;
+    std::string cookie = job_cookie(id);
+    for (const auto& e : scan_processes()) {
+      if (e.stat.state == 'Z') continue;
+      auto env = read_environ(e.pid);
+      if (env && env->find(cookie + '\0') != std::string::npos) out.push_back(e.pid);
+    }
+    return out;
+  }
+
+  std::string dir;
+  std::vector<std::string> shm_names;
+};
+
+TEST_F(CleanupEngine, DoubleForkedSetsidEscapeeDiesWithTheJob) {
+  auto [t, id] = job();
+  auto escape = testing::spawn_escape();
+  track(escape.worker);
+  track(escape.escapee);
+  client.add_process(id, escape.worker);
+  ASSERT_NE(read_proc_stat(escape.escapee)->ppid, escape.worker) << "the escapee was reparented";
+
+  ::kill(t.main, SIGKILL);
+  EXPECT_TRUE(testing::wait_exited(escape.escapee, 10s));
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  bool reported = false;
+  for (const auto& p : done.report->processes) {
+    if (p.pid == escape.escapee) {
+      reported = true;
+      EXPECT_EQ(p.role, "descendant");
+      EXPECT_NE(p.detail.find("WARDEN_JOB"), std::string::npos) << p.detail;
+    }
+  }
+  EXPECT_TRUE(reported);
+}
+
+TEST_F(CleanupEngine, TreeThatKeepsForkingDuringCleanupIsFullyEnded) {
+  auto [t, id] = job();
+  // Ignores SIGTERM and forks a new sleeper every 10 ms, during the grace period too.
+  pid_t forker = track(testing::spawn_exec(
+      {"/bin/sh", "-c", "trap '' TERM; while :; do sleep 300 & sleep 0.01; done"}));
+  client.add_process(id, forker);
+  std::this_thread::sleep_for(200ms);  // let it build up a crowd of children
+  ASSERT_GT(carriers(id).size(), 5u);
+
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(done.state, JobState::cleaned);
+  EXPECT_EQ(carriers(id), std::vector<pid_t>{}) << "nothing carrying the job's cookie survives";
+  EXPECT_TRUE(testing::is_gone(forker));
+  std::size_t descendants = 0;
+  for (const auto& p : done.report->processes) descendants += p.role == "descendant";
+  EXPECT_GT(descendants, 5u);
+}
+
+TEST_F(CleanupEngine, RemovesA10000FileDirectoryAndRefusesASwappedOne) {
+  auto [t, id] = job();
+  std::string big = dir + "/big";
+  fs::create_directories(big + "/sub");
+  for (int i = 0; i < 10000; ++i) {
+    std::ofstream(big + (i % 2 ? "/sub/f" : "/f") + std::to_string(i)) << i;
+  }
+  std::string swapped = dir + "/swapped";
+  std::string elsewhere = dir + "/elsewhere";
+  fs::create_directory(swapped);
+  fs::create_directory(elsewhere);
+  std::ofstream(elsewhere + "/canary") << "alive";
+  client.add_path({.job = id, .kind = PathKind::dir, .path = big});
+  client.add_path({.job = id, .kind = PathKind::dir, .path = swapped});
+  fs::remove(swapped);
+  fs::create_directory_symlink(elsewhere, swapped);
+
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned, 60s);
+  ASSERT_EQ(done.report->paths.size(), 2u);
+  EXPECT_EQ(done.report->paths[0].outcome, Outcome::removed) << done.report->paths[0].detail;
+  EXPECT_EQ(done.report->paths[0].removed, 10002u);
+  EXPECT_FALSE(fs::exists(big));
+  EXPECT_EQ(done.report->paths[1].outcome, Outcome::refused);
+  EXPECT_TRUE(fs::exists(elsewhere + "/canary"));
+}
+
+TEST_F(CleanupEngine, ShmSegmentAndTorchGlobAreUnlinkedAfterSigkill) {
+  auto [t, id] = job();
+  std::string pid = std::to_string(t.main);
+  std::string segment = shm("warden_test_" + pid);
+  std::vector<std::string> torch{shm("torch_" + pid + "_1"), shm("torch_" + pid + "_2")};
+  std::string other = shm("torch_" + pid + "0_1");  // another pid's prefix must survive
+  client.add_path({.job = id, .kind = PathKind::shm, .path = "/warden_test_" + pid});
+  client.add_path({.job = id, .kind = PathKind::shm_glob, .path = "torch_" + pid + "_*"});
+
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  EXPECT_FALSE(fs::exists(segment));
+  for (const auto& s : torch) EXPECT_FALSE(fs::exists(s)) << s;
+  EXPECT_TRUE(fs::exists(other));
+  ASSERT_EQ(done.report->paths.size(), 2u);
+  EXPECT_EQ(done.report->paths[1].removed, 2u);
+}
+
+TEST_F(CleanupEngine, KeepOnSuccessResourcesSurviveACleanEndAndLeftoversAreReported) {
+  auto [t, id] = job();
+  std::string output = dir + "/model.pt", scratch = dir + "/scratch";
+  std::ofstream(output) << "weights";
+  std::ofstream(scratch) << "tmp";
+  client.add_path({.job = id, .kind = PathKind::file, .path = output, .policy = Policy::failure});
+  client.add_path({.job = id, .kind = PathKind::file, .path = scratch});
+  client.end_job(id, true);
+  auto done = wait_for_state(id, JobState::cleaned);
+  EXPECT_TRUE(fs::exists(output));
+  EXPECT_FALSE(fs::exists(scratch));
+  EXPECT_EQ(done.report->paths[0].outcome, Outcome::kept);
+  EXPECT_EQ(done.report->paths[1].outcome, Outcome::removed);
+  EXPECT_TRUE(done.report->paths[1].leftover);
+}
+
+TEST_F(CleanupEngine, HookRunsAsTheJobsUserAndAHangingOneIsKilledAtItsTimeout) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as an unprivileged user";
+  ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
+  constexpr uid_t kNobody = 65534;
+  pid_t main = track(testing::spawn(Behaviour::sleep, kNobody));
+  auto reg = testing::run_command_as(kNobody, {WARDENCTL_PATH, "--socket", daemon.socket(),
+                                               "register", "--pid", std::to_string(main),
+                                               "--name", "nobody's", "--grace", "0"});
+  ASSERT_EQ(reg.status, 0) << reg.err;
+  std::string id = reg.out.substr(0, reg.out.find('\n'));
+  auto add = testing::run_command_as(
+      kNobody, {WARDENCTL_PATH, "--socket", daemon.socket(), "add", "--job", id, "--hook",
+                "echo uid=$(id -u) job=$WARDEN_JOB reason=$WARDEN_REASON", "--hook",
+                "sleep 300 & echo $!; sleep 300", "--hook-timeout", "1"});
+  ASSERT_EQ(add.status, 0) << add.err;
+
+  ::kill(main, SIGKILL);
+  auto done = wait_for_state(std::stoull(id), JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  ASSERT_EQ(done.report->hooks.size(), 2u);
+  const auto& who = done.report->hooks[0];
+  EXPECT_EQ(who.outcome, Outcome::succeeded) << who.detail;
+  EXPECT_EQ(who.output, "uid=65534 job=" + id + " reason=failed\n");
+  const auto& hang = done.report->hooks[1];
+  EXPECT_EQ(hang.outcome, Outcome::timed_out);
+  EXPECT_LT(hang.elapsed_ms, 10000);
+  EXPECT_TRUE(testing::wait_exited(std::stoi(hang.output), 5s)) << "the hook's child died too";
+}
+
+TEST_F(CleanupEngine, StalledJobsReportHoldsDiagnosticsForEachProcess) {
+  auto [t, id] = job({Behaviour::sleep, Behaviour::sleep},
+                     {.heartbeat_s = 0.3, .grace_s = 0.2,
+                      .diagnose = CommandSpec{.argv = {"/bin/sh", "-c", "echo diagnosing {pid}"}}});
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  ASSERT_TRUE(done.report->diagnostics);
+  const auto& d = *done.report->diagnostics;
+  ASSERT_EQ(d.processes.size(), 3u);
+  EXPECT_EQ(d.processes[0].pid, t.main);
+  EXPECT_EQ(d.processes[0].role, "main");
+  for (const auto& p : d.processes) {
+    EXPECT_EQ(p.state, 'S') << p.pid;
+    EXPECT_FALSE(p.wchan.empty()) << p.pid;
+    if (::geteuid() == 0) {
+      EXPECT_FALSE(p.stack.empty()) << p.pid << " " << p.detail;
+    }
+  }
+  ASSERT_TRUE(d.command);
+  EXPECT_EQ(d.command->output, "diagnosing " + std::to_string(t.main) + "\n");
+}
+
+}  // namespace
+}  // namespace warden

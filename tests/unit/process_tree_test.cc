@@ -1,0 +1,115 @@
+#include "daemon/process_tree.h"
+
+#include <gtest/gtest.h>
+
+namespace warden {
+namespace {
+
+constexpr uid_t kUser = 1000;
+
+ProcEntry proc(pid_t pid, pid_t ppid, pid_t pgrp = 0, pid_t session = 0, uid_t uid = kUser,
+               std::uint64_t start_time = 0) {
+  return {.pid = pid,
+          .stat = {.state = 'S', .ppid = ppid, .pgrp = pgrp == 0 ? pid : pgrp,
+                   .session = session == 0 ? 500 : session,
+                   .start_time = start_time == 0 ? static_cast<std::uint64_t>(pid) * 10 : start_time},
+          .uid = uid};
+}
+
+std::map<pid_t, std::string> found(const std::vector<ProcEntry>& scan, const DiscoveryQuery& q,
+                                   std::map<pid_t, std::string> environs = {}) {
+  std::map<pid_t, std::string> out;
+  auto env = [&](pid_t pid) -> std::optional<std::string> {
+    auto it = environs.find(pid);
+    if (it == environs.end()) return std::string("PATH=/bin");
+    return it->second;
+  };
+  for (const auto& d : discover(scan, q, env)) out[d.pid] = d.found_by;
+  return out;
+}
+
+DiscoveryQuery query(std::initializer_list<pid_t> members) {
+  DiscoveryQuery q{.owner = kUser, .cookie = job_cookie(7), .self = 99};
+  for (pid_t m : members) q.members[m] = static_cast<std::uint64_t>(m) * 10;
+  return q;
+}
+
+TEST(Discover, FindsDescendantsAtAnyDepth) {
+  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1), proc(11, 10), proc(12, 11), proc(13, 1)};
+  auto f = found(scan, query({10}));
+  EXPECT_EQ(f.size(), 2u);
+  EXPECT_EQ(f.at(11), "child of 10");
+  EXPECT_EQ(f.at(12), "child of 11");
+}
+
+TEST(Discover, FindsMembersOfGroupsAndSessionsAMemberLeads) {
+  // 20 called setsid (session 20); its child 21 double-forked 22, now reparented to init.
+  std::vector<ProcEntry> scan{proc(1, 0), proc(20, 1, 20, 20), proc(22, 1, 21, 20),
+                              proc(30, 1, 20, 600), proc(40, 1, 40, 600)};
+  auto f = found(scan, query({20}));
+  EXPECT_EQ(f.at(22), "in session of 20");
+  EXPECT_EQ(f.at(30), "in process group of 20");
+  EXPECT_FALSE(f.contains(40));
+}
+
+TEST(Discover, FindsCookieCarriersOfTheOwnerOnly) {
+  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1), proc(50, 1), proc(60, 1, 0, 0, 1001)};
+  auto f = found(scan, query({10}),
+                 {{50, std::string("A=1\0WARDEN_JOB=7\0", 17)},
+                  {60, std::string("WARDEN_JOB=7\0", 13)}});
+  EXPECT_EQ(f.at(50), "carries WARDEN_JOB=7");
+  EXPECT_FALSE(f.contains(60)) << "another user's process is never taken";
+}
+
+TEST(Discover, CookieMustMatchExactly) {
+  std::vector<ProcEntry> scan{proc(1, 0), proc(50, 1), proc(51, 1)};
+  auto f = found(scan, query({}),
+                 {{50, std::string("WARDEN_JOB=70\0", 14)}, {51, std::string("XWARDEN_JOB=7\0", 14)}});
+  EXPECT_TRUE(f.empty());
+}
+
+TEST(Discover, ARecycledPidIsNeitherParentNorLeader) {
+  // Member 10 started at 100; the process now holding pid 10 started later: another process.
+  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1, 10, 10, kUser, 999), proc(11, 10, 10, 10)};
+  auto f = found(scan, query({10}));
+  EXPECT_TRUE(f.empty());
+}
+
+TEST(Discover, AnExitedLeaderStillNamesItsGroup) {
+  // 20 led a session and exited; the kernel keeps its id while 22 remains in that session.
+  std::vector<ProcEntry> scan{proc(1, 0), proc(22, 1, 22, 20)};
+  DiscoveryQuery q = query({});
+  q.leaders[20] = 200;
+  EXPECT_EQ(found(scan, q).at(22), "in session of 20");
+}
+
+TEST(Discover, NeverTakesInitWardendOrTheSparedMainProcess) {
+  // Main 5 is alive and spared (a clean end); 6 is its other child carrying the cookie.
+  std::vector<ProcEntry> scan{proc(1, 0), proc(99, 1), proc(5, 1), proc(6, 5), proc(10, 5),
+                              proc(11, 10)};
+  DiscoveryQuery q = query({10});
+  q.spared = 5;
+  std::string cookie("WARDEN_JOB=7\0", 13);
+  auto f = found(scan, q, {{1, cookie}, {99, cookie}, {5, cookie}, {6, cookie}});
+  EXPECT_EQ(f.size(), 1u);
+  EXPECT_TRUE(f.contains(11));
+}
+
+TEST(Discover, RootJobsMayTakeAnyUsersDescendants) {
+  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1, 0, 0, 0), proc(11, 10, 0, 0, 65534)};
+  DiscoveryQuery q = query({10});
+  q.owner = 0;
+  EXPECT_TRUE(found(scan, q).contains(11));
+  q.owner = kUser;
+  EXPECT_FALSE(found(scan, q).contains(11)) << "a user's job never takes another user's process";
+}
+
+TEST(Discover, ScanOfThisMachineIncludesThisProcess) {
+  auto scan = scan_processes();
+  bool self = false;
+  for (const auto& e : scan) self |= e.pid == ::getpid();
+  EXPECT_TRUE(self);
+}
+
+}  // namespace
+}  // namespace warden
