@@ -120,9 +120,9 @@ struct Termination {
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 
-  DiscoveryQuery query(const CleanupPlan& plan, pid_t self) const {
+  DiscoveryQuery query(const CleanupPlan& plan, pid_t self, const std::string& socket) const {
     DiscoveryQuery q{.owner = plan.uid,
-                     .cookie = job_cookie(plan.job),
+                     .cookie = job_cookie(plan.job, socket),
                      .spared = plan.main_spared ? plan.main.pid : 0,
                      .self = self};
     for (const auto& e : entries) {
@@ -140,7 +140,7 @@ struct Termination {
 asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
                                        const CleanupPlan& plan, const CleanupContext& context,
                                        int first_signal) {
-  auto query = t->query(plan, context.self);
+  auto query = t->query(plan, context.self, context.socket);
   auto scan = [&query] { return discover(scan_processes(), query, read_environ); };
   auto found = co_await offload(context.blocking, scan);
   std::size_t added = 0;

@@ -23,7 +23,8 @@ struct CleanupOptions {
 struct CleanupContext {
   CleanupOptions options;
   boost::asio::any_io_executor blocking;
-  pid_t self = 0;  // wardend, never a candidate
+  pid_t self = 0;      // wardend, never a candidate
+  std::string socket;  // wardend's socket, part of the job cookie (process_tree.h)
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
     auto lock = lock_state_dir(config->state_dir);
 
     boost::asio::io_context io(1);
-    warden::Service service(io, {.limits = config->limits, .cleanup = config->cleanup});
+    warden::Service service(
+        io, {.limits = config->limits, .cleanup = config->cleanup, .socket = config->socket});
     warden::Server server(io, service,
                           {.socket_path = config->socket, .max_frame = config->max_frame});
 

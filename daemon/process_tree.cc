@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <deque>
@@ -58,7 +59,9 @@ std::optional<std::string> read_environ(pid_t pid) {
   return read_file("/proc/" + std::to_string(pid) + "/environ", 1 << 20);
 }
 
-std::string job_cookie(std::uint64_t job) { return "WARDEN_JOB=" + std::to_string(job); }
+std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket) {
+  return {"WARDEN_JOB=" + std::to_string(job), "WARDEN_SOCKET=" + socket};
+}
 
 std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
                                  const std::function<std::optional<std::string>(pid_t)>& environ_of) {
@@ -92,7 +95,9 @@ std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const Disco
     auto [it, fresh] = cookie_cache.try_emplace(pid, false);
     if (fresh) {
       auto env = environ_of(pid);
-      it->second = env && has_entry(*env, query.cookie);
+      it->second = env && !query.cookie.empty() &&
+                   std::all_of(query.cookie.begin(), query.cookie.end(),
+                               [&](const std::string& entry) { return has_entry(*env, entry); });
     }
     return it->second;
   };
@@ -150,7 +155,7 @@ std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const Disco
       } else if (leads(e.stat.session)) {
         why = "in session of " + std::to_string(e.stat.session);
       } else if (carries_cookie(e.pid)) {
-        why = "carries " + query.cookie;
+        why = "carries " + query.cookie.front();
       }
       if (why.empty()) continue;
       take(e, std::move(why));

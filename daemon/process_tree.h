@@ -27,9 +27,13 @@ std::vector<ProcEntry> scan_processes();
 // The environment a process started with, as "K=V\0K=V\0..."; nullopt if unreadable.
 std::optional<std::string> read_environ(pid_t pid);
 
-// The environment variable that marks a job's processes: clients export WARDEN_JOB=<id> and every
-// descendant inherits it, even one that double-forked and called setsid().
-std::string job_cookie(std::uint64_t job);
+// The environment entries that mark a job's processes: clients export WARDEN_JOB=<id> and
+// WARDEN_SOCKET=<the daemon's socket>, and every descendant started by exec inherits them, even one
+// that double-forked and called setsid(). Both must match, so that jobs of two daemons on one
+// machine (a system and a per-user instance) never claim each other's processes. Processes that
+// fork without exec keep the environment their program started with, so DataLoader-style
+// workers are found by registration and parentage, not by this.
+std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket);
 
 // Processes are named by pid and start time throughout: a pid whose process in the scan started at
 // another time was recycled and means nothing to the job.
@@ -39,7 +43,7 @@ struct DiscoveryQuery {
   ProcessSet members;  // the job's processes: their children, groups and sessions are the job's
   ProcessSet leaders;  // besides members': processes whose groups and sessions are the job's
   uid_t owner = 0;          // found processes must run as this (real) uid, unless owner is root
-  std::string cookie;       // "WARDEN_JOB=<id>"
+  std::vector<std::string> cookie;  // environment entries that must all be present
   pid_t spared = 0;         // the living main process on a clean end: it and what it alone led stay
   pid_t self = 0;           // wardend
 };

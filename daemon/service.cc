@@ -26,6 +26,7 @@ std::int64_t to_unix_ms(TimePoint t) {
 Service::Service(boost::asio::io_context& io, ServiceOptions options)
     : io_(io),
       cleanup_options_(options.cleanup),
+      socket_(options.socket),
       core_(options.limits),
       watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); }),
       deadline_timer_(io) {}
@@ -144,7 +145,7 @@ void Service::start_cleanup(CleanupPlan plan) {
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
                   {.options = cleanup_options_, .blocking = blocking_.get_executor(),
-                   .self = ::getpid()}),
+                   .self = ::getpid(), .socket = socket_}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {

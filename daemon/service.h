@@ -21,6 +21,7 @@ namespace warden {
 struct ServiceOptions {
   SupervisorLimits limits;
   CleanupOptions cleanup;
+  std::string socket;  // where clients reach this daemon; part of each job's cookie
 };
 
 // Single-threaded: every call runs on the io_context's thread.
@@ -53,6 +54,7 @@ class Service {
   // Constant after construction.
   boost::asio::io_context& io_;
   const CleanupOptions cleanup_options_;
+  const std::string socket_;
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
 

@@ -30,6 +30,7 @@ class CleanupEngine : public testing::DaemonTest {
   void TearDown() override {
     DaemonTest::TearDown();
     ::unsetenv("WARDEN_JOB");
+    ::unsetenv("WARDEN_SOCKET");
     for (const auto& name : shm_names) ::shm_unlink(name.c_str());
     std::error_code ec;
     fs::remove_all(dir, ec);
@@ -44,6 +45,7 @@ class CleanupEngine : public testing::DaemonTest {
     JobId id = client.register_job(request);
     for (pid_t w : t.workers) client.add_process(id, w);
     ::setenv("WARDEN_JOB", std::to_string(id).c_str(), 1);
+    ::setenv("WARDEN_SOCKET", daemon.socket().c_str(), 1);
     return {t, id};
   }
 
@@ -56,13 +58,16 @@ class CleanupEngine : public testing::DaemonTest {
   }
 
   // Every process on the machine still carrying this job's cookie.
-  static std::vector<pid_t> carriers(JobId id) {
+  std::vector<pid_t> carriers(JobId id) const {
     std::vector<pid_t> out;
-    std::string cookie = job_cookie(id);
+    auto cookie = job_cookie(id, daemon.socket());
     for (const auto& e : scan_processes()) {
       if (e.stat.state == 'Z') continue;
       auto env = read_environ(e.pid);
-      if (env && env->find(cookie + '\0') != std::string::npos) out.push_back(e.pid);
+      if (env && env->find(cookie[0] + '\0') != std::string::npos &&
+          env->find(cookie[1] + '\0') != std::string::npos) {
+        out.push_back(e.pid);
+      }
     }
     return out;
   }

@@ -51,6 +51,7 @@ Daemon::Daemon(std::vector<std::string> extra_args) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::unsetenv("WARDEN_JOB");  // a test's job cookie must not mark the daemon itself
+    ::unsetenv("WARDEN_SOCKET");
     exec_argv(argv);
   }
   // Generous: a loaded CI machine may take a while to start the process.

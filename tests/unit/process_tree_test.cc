@@ -29,7 +29,7 @@ std::map<pid_t, std::string> found(const std::vector<ProcEntry>& scan, const Dis
 }
 
 DiscoveryQuery query(std::initializer_list<pid_t> members) {
-  DiscoveryQuery q{.owner = kUser, .cookie = job_cookie(7), .self = 99};
+  DiscoveryQuery q{.owner = kUser, .cookie = job_cookie(7, "/s"), .self = 99};
   for (pid_t m : members) q.members[m] = static_cast<std::uint64_t>(m) * 10;
   return q;
 }
@@ -55,16 +55,18 @@ TEST(Discover, FindsMembersOfGroupsAndSessionsAMemberLeads) {
 TEST(Discover, FindsCookieCarriersOfTheOwnerOnly) {
   std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1), proc(50, 1), proc(60, 1, 0, 0, 1001)};
   auto f = found(scan, query({10}),
-                 {{50, std::string("A=1\0WARDEN_JOB=7\0", 17)},
-                  {60, std::string("WARDEN_JOB=7\0", 13)}});
+                 {{50, std::string("A=1\0WARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 34)},
+                  {60, std::string("WARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 30)}});
   EXPECT_EQ(f.at(50), "carries WARDEN_JOB=7");
   EXPECT_FALSE(f.contains(60)) << "another user's process is never taken";
 }
 
-TEST(Discover, CookieMustMatchExactly) {
-  std::vector<ProcEntry> scan{proc(1, 0), proc(50, 1), proc(51, 1)};
+TEST(Discover, CookieMustMatchExactlyAndNameThisDaemon) {
+  std::vector<ProcEntry> scan{proc(1, 0), proc(50, 1), proc(51, 1), proc(52, 1)};
   auto f = found(scan, query({}),
-                 {{50, std::string("WARDEN_JOB=70\0", 14)}, {51, std::string("XWARDEN_JOB=7\0", 14)}});
+                 {{50, std::string("WARDEN_JOB=70\0WARDEN_SOCKET=/s\0", 31)},
+                  {51, std::string("XWARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 31)},
+                  {52, std::string("WARDEN_JOB=7\0WARDEN_SOCKET=/other\0", 34)}});
   EXPECT_TRUE(f.empty());
 }
 
@@ -89,7 +91,7 @@ TEST(Discover, NeverTakesInitWardendOrTheSparedMainProcess) {
                               proc(11, 10)};
   DiscoveryQuery q = query({10});
   q.spared = 5;
-  std::string cookie("WARDEN_JOB=7\0", 13);
+  std::string cookie("WARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 30);
   auto f = found(scan, q, {{1, cookie}, {99, cookie}, {5, cookie}, {6, cookie}});
   EXPECT_EQ(f.size(), 1u);
   EXPECT_TRUE(f.contains(11));
