@@ -89,13 +89,15 @@ Escape spawn_escape() {
       if (::write(fds[1], &escapee, sizeof(escapee)) != sizeof(escapee)) ::_exit(1);
       ::_exit(0);
     }
-    ::close(fds[1]);
     ::waitpid(middle, nullptr, 0);
-    behave(Behaviour::sleep);
+    // Only now is the escapee cut off from the worker: its parent and group leader are gone.
+    behave(Behaviour::sleep, fds[1]);
   }
   ::close(fds[1]);
   Escape e{.worker = worker};
-  if (::read(fds[0], &e.escapee, sizeof(e.escapee)) != sizeof(e.escapee)) {
+  char ready = 0;
+  if (::read(fds[0], &e.escapee, sizeof(e.escapee)) != sizeof(e.escapee) ||
+      ::read(fds[0], &ready, 1) != 1) {
     throw std::runtime_error("escape spawn failed");
   }
   ::close(fds[0]);
