@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps configure build run test clean
+.PHONY: all deps test-deps configure build run test bench clean
 
 all: build
 
@@ -26,6 +26,10 @@ run: deps build
 
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Measures a real wardend against baselines from the same run; writes BENCHMARKS.md.
+bench: test-deps build
+	scripts/bench > BENCHMARKS.md
 
 clean:
 	rm -rf $(BUILD)

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/unique_fd.h"
-#include "tests/support/daemon_fixture.h"
+#include "tests/support/daemon_test.h"
 #include "warden/client.h"
 
 namespace warden {
@@ -57,14 +57,15 @@ class RawConnection {
 
 std::string code(const json& reply) { return reply.at("error").at("code").get<std::string>(); }
 
-class BadInput : public ::testing::Test {
+class BadInput : public testing::DaemonTest {
  protected:
+  BadInput() : DaemonTest({"--max-frame", "1024"}) {}
   void TearDown() override {
     // Whatever came before, the daemon is alive and serves a new client.
     Client after(daemon.socket());
     EXPECT_NO_THROW(after.status());
+    DaemonTest::TearDown();
   }
-  testing::Daemon daemon{{"--max-frame", "1024"}};
 };
 
 TEST_F(BadInput, GarbageGetsBadRequestAndTheConnectionStaysUsable) {
@@ -147,12 +148,38 @@ TEST_F(BadInput, HalfSentLineThenCloseLeavesTheDaemonServing) {
 }
 
 TEST_F(BadInput, HelloAdvertisesEveryCommandAndTheFrameLimit) {
-  Client c(daemon.socket());
-  const auto& caps = c.server().capabilities;
-  for (const char* op : {"hello", "register_job", "add_process", "heartbeat", "end_job", "status"}) {
+  const auto& caps = client.server().capabilities;
+  for (const char* op : {"hello", "register_job", "add_process", "add_file", "add_dir", "add_shm",
+                         "add_shm_glob", "add_hook", "heartbeat", "end_job", "status"}) {
     EXPECT_NE(std::find(caps.begin(), caps.end(), std::string("cmd-") + op), caps.end()) << op;
   }
-  EXPECT_EQ(c.server().max_frame, 1024u);
+  EXPECT_EQ(client.server().max_frame, 1024u);
+}
+
+TEST_F(BadInput, ResourceRequestsAreValidatedWithClearCodes) {
+  auto t = tree({});
+  JobId id = client.register_job({.name = "validated", .pid = t.main});
+  RawConnection c(daemon.socket());
+  std::string job = std::to_string(id);
+  c.send(R"({"id":1,"op":"add_file","job":)" + job + R"(,"path":"relative/x"})" "\n" +
+         R"({"id":2,"op":"add_file","job":)" + job + R"(,"path":"/etc/passwd"})" "\n" +
+         R"({"id":3,"op":"add_dir","job":)" + job + R"(,"path":"/tmp/../etc"})" "\n" +
+         R"({"id":4,"op":"add_file","job":)" + job + R"(,"path":"/tmp/no-such-file-here"})" "\n" +
+         R"({"id":5,"op":"add_shm","job":)" + job + R"(,"name":"a/b"})" "\n" +
+         R"({"id":6,"op":"add_hook","job":)" + job + R"(,"hook":[]})" "\n" +
+         R"({"id":7,"op":"add_hook","job":)" + job + R"(,"hook":{"argv":["x"],"timeout_s":-1}})" "\n" +
+         R"({"id":8,"op":"add_file","job":)" + job + R"(,"path":"/tmp/x","policy":"sometimes"})" "\n" +
+         R"({"id":9,"op":"add_hook","job":)" + job + R"(,"hook":{"argv":["x"],"env":{"A=B":"c"}}})" "\n");
+  std::vector<std::string> expected{"bad_request", "bad_request", "bad_request",
+                                    "not_found",   "bad_request", "bad_request",
+                                    "bad_request", "bad_request", "bad_request"};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    auto r = c.reply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->at("id"), i + 1);
+    EXPECT_EQ(code(*r), expected[i]) << r->dump();
+  }
+  EXPECT_TRUE(client.status(id).at(0).paths.empty());
 }
 
 }  // namespace

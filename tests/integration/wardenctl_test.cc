@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tests/support/daemon_fixture.h"
+#include "tests/support/daemon_test.h"
 #include "proto/messages.h"
 #include "tests/support/processes.h"
 
@@ -13,17 +13,12 @@ namespace {
 
 using testing::run_command;
 
-class Wardenctl : public ::testing::Test {
+class Wardenctl : public testing::DaemonTest {
  protected:
-  void TearDown() override { testing::kill_and_reap(spawned); }
-
   testing::CommandResult ctl(std::vector<std::string> args) {
     args.insert(args.begin(), {WARDENCTL_PATH, "--socket", daemon.socket()});
     return run_command(args);
   }
-
-  testing::Daemon daemon;
-  std::vector<pid_t> spawned;
 };
 
 TEST_F(Wardenctl, RegisterAddBeatEndAndStatus) {

@@ -2,11 +2,11 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -41,8 +41,11 @@ Daemon::Daemon(std::vector<std::string> extra_args) {
   char tmpl[] = "/tmp/warden-test-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
   socket_ = dir_ + "/warden.sock";
-  std::vector<std::string> argv{WARDEND_PATH, "--socket", socket_, "--state-dir",
-                                dir_ + "/state", "--log-level", "debug"};
+  std::vector<std::string> argv{WARDEND_PATH, "--socket", socket_, "--state-dir", dir_ + "/state"};
+  // Tests want every decision in the log they print on failure, unless they say otherwise.
+  if (std::find(extra_args.begin(), extra_args.end(), "--log-level") == extra_args.end()) {
+    extra_args.insert(extra_args.end(), {"--log-level", "debug"});
+  }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   std::string log = dir_ + "/wardend.log";
   pid_ = ::fork();
@@ -74,7 +77,6 @@ Daemon::Daemon(std::vector<std::string> extra_args) {
 }
 
 Daemon::~Daemon() {
-  print_log_if_failed();
   if (pid_ > 0) {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
@@ -84,10 +86,6 @@ Daemon::~Daemon() {
 }
 
 std::string Daemon::log() const { return slurp(dir_ + "/wardend.log"); }
-
-void Daemon::print_log_if_failed() const {
-  if (::testing::Test::HasFailure()) std::cerr << "---- wardend log ----\n" << log() << "----\n";
-}
 
 namespace {
 

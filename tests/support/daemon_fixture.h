@@ -1,5 +1,5 @@
-// A real wardend for integration tests: started on a temporary socket and state directory, stopped
-// and removed afterwards; its log is printed when the test failed.
+// A real wardend for integration tests and benchmarks: started on a temporary socket and state
+// directory, stopped and removed afterwards.
 #pragma once
 
 #include <sys/types.h>
@@ -22,7 +22,6 @@ class Daemon {
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   std::string log() const;
-  void print_log_if_failed() const;
 
  private:
   std::string dir_;

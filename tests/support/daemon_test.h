@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <iostream>
 #include <thread>
 #include <vector>
 
@@ -19,7 +20,10 @@ class DaemonTest : public ::testing::Test {
   explicit DaemonTest(std::vector<std::string> daemon_args = {})
       : daemon(std::move(daemon_args)), client(daemon.socket()) {}
 
-  void TearDown() override { kill_and_reap(spawned); }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "---- wardend log ----\n" << daemon.log() << "----\n";
+    kill_and_reap(spawned);
+  }
 
   ProcessTree tree(const std::vector<Behaviour>& workers) {
     auto t = spawn_tree(workers);
