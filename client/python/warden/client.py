@@ -1,0 +1,155 @@
+"""warden.Client: one connection to wardend, speaking the NDJSON protocol of proto/PROTOCOL.md."""
+
+import json
+import os
+import socket
+import threading
+
+from .errors import Unavailable, error_for
+
+PROTOCOL_VERSION = 1
+SYSTEM_SOCKET = "/run/warden/warden.sock"
+
+
+def user_socket_path():
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "warden", "warden.sock")
+    return "/tmp/warden-%d/warden.sock" % os.getuid()
+
+
+def default_socket_path():
+    """$WARDEN_SOCKET, else the system socket if it exists, else the per-user one."""
+    env = os.environ.get("WARDEN_SOCKET")
+    if env:
+        return env
+    if os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return user_socket_path()
+
+
+class Client:
+    """A blocking connection to wardend. Thread-safe: calls are serialised.
+
+    Every method raises a :class:`warden.WardenError` subclass: the daemon's error code for a
+    refused request, or :class:`warden.Unavailable` when wardend cannot be reached.
+    """
+
+    def __init__(self, socket_path=None, timeout=10.0):
+        self.socket_path = socket_path or default_socket_path()
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._sock = None
+        self._buffer = b""
+        self.server = self.call({"op": "hello", "protocol": PROTOCOL_VERSION, "client": "warden-python"})
+
+    def _connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self._timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as e:
+            sock.close()
+            raise Unavailable("cannot connect to %s: %s (is wardend running? set WARDEN_SOCKET)"
+                              % (self.socket_path, e.strerror or e)) from None
+        self._sock = sock
+        self._buffer = b""
+
+    def close(self):
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def call(self, request):
+        """Sends one request (a dict with "op") and returns the successful reply as a dict."""
+        with self._lock:
+            if self._sock is None:
+                self._connect()
+            request_id = self._next_id
+            self._next_id += 1
+            line = json.dumps(dict(request, id=request_id), separators=(",", ":")) + "\n"
+            try:
+                self._sock.sendall(line.encode())
+                reply = json.loads(self._read_line())
+            except (OSError, ValueError) as e:
+                self._sock.close()
+                self._sock = None
+                raise Unavailable("lost the connection to wardend on %s: %s"
+                                  % (self.socket_path, e)) from None
+        if reply.get("id") != request_id:
+            raise Unavailable("wardend answered out of order")
+        if reply.get("ok"):
+            return reply
+        error = reply.get("error") or {}
+        raise error_for(error.get("code", "internal"), error.get("message", "request refused"))
+
+    def _read_line(self):
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise OSError("wardend closed the connection")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    # --- one method per operation ---------------------------------------------------------------
+
+    def register_job(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
+                     diagnose=None):
+        request = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
+                   "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
+        if diagnose:
+            request["diagnose"] = _command(diagnose)
+        return self.call(request)["job"]
+
+    def add_process(self, job, pid, policy="always"):
+        return self.call({"op": "add_process", "job": job, "pid": pid, "policy": policy})
+
+    def add_file(self, job, path, policy="always"):
+        return self.call({"op": "add_file", "job": job, "path": path, "policy": policy})["path"]
+
+    def add_dir(self, job, path, policy="always"):
+        return self.call({"op": "add_dir", "job": job, "path": path, "policy": policy})["path"]
+
+    def add_shm(self, job, name, policy="always"):
+        return self.call({"op": "add_shm", "job": job, "name": name, "policy": policy})["path"]
+
+    def add_shm_glob(self, job, pattern, policy="always"):
+        return self.call({"op": "add_shm_glob", "job": job, "pattern": pattern,
+                          "policy": policy})["pattern"]
+
+    def add_hook(self, job, argv, env=None, cwd=None, timeout=30.0, policy="always"):
+        hook = {"argv": list(argv), "timeout_s": timeout}
+        if env:
+            hook["env"] = dict(env)
+        if cwd:
+            hook["cwd"] = cwd
+        return self.call({"op": "add_hook", "job": job, "hook": hook, "policy": policy})
+
+    def heartbeat(self, job):
+        return self.call({"op": "heartbeat", "job": job}).get("deadline_in_s")
+
+    def end_job(self, job, ok=True):
+        self.call({"op": "end_job", "job": job, "outcome": "ok" if ok else "failed"})
+
+    def status(self, job=None):
+        request = {"op": "status"}
+        if job is not None:
+            request["job"] = job
+            return self.call(request)["jobs"][0]
+        return self.call(request)["jobs"]
+
+
+def _command(command):
+    """A command as the protocol wants it: a list is argv, a string runs through /bin/sh."""
+    if isinstance(command, str):
+        return {"argv": ["/bin/sh", "-c", command]}
+    return {"argv": list(command)}

@@ -1,0 +1,111 @@
+"""A real wardend per test, on a temporary socket; the warden package from client/python."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "client", "python"))
+
+import warden  # noqa: E402
+
+WARDEND = os.environ.get("WARDEND", os.path.join(ROOT, "build", "bin", "wardend"))
+JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
+
+
+class Daemon:
+    def __init__(self, directory):
+        self.dir = directory
+        self.socket = os.path.join(directory, "warden.sock")
+        self.log_path = os.path.join(directory, "wardend.log")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [WARDEND, "--socket", self.socket, "--state-dir", os.path.join(directory, "state"),
+                 "--log-level", "debug"], stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 10  # generous: a loaded CI machine starts slowly
+        while True:
+            try:
+                warden.Client(self.socket).close()
+                return
+            except warden.Unavailable:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("wardend did not start:\n" + self.log())
+                time.sleep(0.01)
+
+    def client(self):
+        return warden.Client(self.socket)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+    def wait_for_state(self, job, state, timeout=30):
+        """wardend has no event subscription yet, so ask until the job is in `state`."""
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            status = client.status(job)
+            if status["state"] == state or time.monotonic() > deadline:
+                return status
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def wardend(request, monkeypatch):
+    directory = tempfile.mkdtemp(prefix="warden-py-")
+    daemon = Daemon(directory)
+    monkeypatch.setenv("WARDEN_SOCKET", daemon.socket)
+    monkeypatch.delenv("WARDEN_JOB", raising=False)
+    yield daemon
+    daemon.stop()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print("---- wardend log ----\n" + daemon.log())
+    subprocess.run(["rm", "-rf", directory])
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+def run_job(script, *args, env=None, **kwargs):
+    """Starts a job script from tests/python/jobs with this interpreter and the warden package."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.path.join(ROOT, "client", "python")
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, os.path.join(JOBS, script), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=full_env, start_new_session=True, **kwargs)
+
+
+def alive(pid):
+    """True while the process exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_gone(pids, timeout):
+    """Waits until none of `pids` is alive; returns those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if alive(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.01)

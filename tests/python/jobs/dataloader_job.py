@@ -1,0 +1,78 @@
+"""A training job with a DataLoader(num_workers=4) whose worker 0 hangs forever in __getitem__
+and whose worker 1 ignores SIGTERM. Prints one JSON line with its pids, tempdir and shm segments
+once every worker is running, then trains until killed.
+
+    dataloader_job.py [--no-warden] [--sharing file_system|file_descriptor]
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+import warden
+import warden.torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--no-warden", action="store_true")
+parser.add_argument("--sharing", default="file_descriptor")
+parser.add_argument("--grace", type=float, default=1.0)
+args = parser.parse_args()
+mp.set_sharing_strategy(args.sharing)
+ready_dir = os.environ["READY_DIR"]
+
+
+class Stuck(Dataset):
+    def __len__(self):
+        return 1 << 30
+
+    def __getitem__(self, index):
+        worker = get_worker_info()
+        with open(os.path.join(ready_dir, str(os.getpid())), "w"):
+            pass
+        if worker.id == 0:
+            while True:  # a hang: never returns, never looks at its parent again
+                time.sleep(1)
+        return torch.zeros(64, 64)
+
+
+def ignore_term(worker_id):
+    if worker_id == 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def announce(scratch):
+    """Prints the pids once all four workers have started fetching (worker 0 blocks the loop)."""
+    while len(os.listdir(ready_dir)) < 4:
+        time.sleep(0.01)
+    workers = sorted(int(p) for p in os.listdir(ready_dir))
+    print(json.dumps({"main": os.getpid(), "workers": workers, "tempdir": scratch}), flush=True)
+
+
+def train(job):
+    scratch = job.tempdir() if job else None
+    if scratch:
+        with open(os.path.join(scratch, "checkpoint.tmp"), "w") as f:
+            f.write("partial")
+    init = warden.torch.worker_init_fn(ignore_term) if job else ignore_term
+    loader = DataLoader(Stuck(), batch_size=4, num_workers=4, worker_init_fn=init,
+                        prefetch_factor=2)
+    threading.Thread(target=announce, args=(scratch,), daemon=True).start()
+    for batch in loader:  # blocks at once on worker 0's first batch, forever
+        if job:
+            job.beat()
+
+
+if args.no_warden:
+    train(None)
+else:
+    with warden.Job("dataloader", heartbeat=0, grace=args.grace, strict=True) as job:
+        train(job)
+sys.exit(0)

@@ -1,0 +1,73 @@
+"""A real DataLoader(num_workers=4) job, SIGKILLed, with and without warden."""
+
+import glob
+import json
+import os
+import signal
+import tempfile
+import time
+
+import pytest
+
+from conftest import alive, run_job, wait_gone
+
+torch = pytest.importorskip("torch")
+
+GRACE = 1.0
+
+
+def start(*args, env=None):
+    ready = tempfile.mkdtemp(prefix="warden-ready-")
+    proc = run_job("dataloader_job.py", *args, env=dict(env or {}, READY_DIR=ready))
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        pytest.fail("job did not start:\n" + proc.stderr.read())
+    return proc, json.loads(line)
+
+
+def segments(pids):
+    return [path for pid in pids for path in glob.glob("/dev/shm/torch_%d_*" % pid)]
+
+
+@pytest.mark.parametrize("sharing", ["file_descriptor", "file_system"])
+def test_sigkilled_job_leaves_no_worker_tempdir_or_segment(wardend, sharing):
+    proc, job = start("--sharing", sharing, "--grace", str(GRACE))
+    pids = [job["main"]] + job["workers"]
+    assert all(alive(p) for p in job["workers"])
+    assert os.path.isdir(job["tempdir"])
+    if sharing == "file_system":
+        time.sleep(0.5)  # let the workers' prefetched batches reach /dev/shm
+        assert segments(pids), "the file_system strategy put tensors in /dev/shm"
+
+    killed = time.monotonic()
+    os.kill(job["main"], signal.SIGKILL)
+    proc.wait(10)
+    left = wait_gone(job["workers"], GRACE + 1)
+    took = time.monotonic() - killed
+    assert left == [], "workers still alive %.1f s after SIGKILL" % took
+    print("with warden: all 4 workers gone %.2f s after the SIGKILL" % took)
+
+    client = wardend.client()
+    status = wardend.wait_for_state(client.status()[0]["id"], "cleaned")
+    assert status["reason"] == "failed"
+    assert not os.path.exists(job["tempdir"])
+    assert segments(pids) == []
+    outcomes = {p["pid"]: p["outcome"] for p in status["report"]["processes"]}
+    assert outcomes[job["workers"][1]] == "killed", "the worker ignoring SIGTERM needed SIGKILL"
+
+
+def test_without_warden_the_stuck_workers_outlive_the_job():
+    """The contrast, measured in the same run: nothing ends the workers of a SIGKILLed job."""
+    proc, job = start("--no-warden")
+    os.kill(job["main"], signal.SIGKILL)
+    proc.wait(10)
+    watch = 8.0  # longer than DataLoader's 5 s orphan check, which a stuck worker never reaches
+    left = wait_gone(job["workers"], watch)
+    try:
+        print("without warden: %d of 4 workers still alive %.0f s after the SIGKILL: %s"
+              % (len(left), watch, left))
+        assert job["workers"][0] in left, "the worker stuck in __getitem__ lives on"
+    finally:
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)

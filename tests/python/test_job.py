@@ -1,0 +1,131 @@
+"""warden.Job in real training scripts: clean end, exception, hang, no daemon, daemon restart."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, Daemon, alive, run_job
+
+import warden
+
+pytest.importorskip("torch")
+
+
+def first_line(proc):
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(30)
+        pytest.fail("job printed nothing:\n" + proc.stderr.read())
+    return json.loads(line)
+
+
+def test_clean_run_ends_ok_with_no_leftovers(wardend):
+    proc = run_job("train_job.py", "clean")
+    info = first_line(proc)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "trained: total=4032" in out
+    status = wardend.wait_for_state(info["job"], "cleaned")
+    assert status["reason"] == "ended"
+    report = status["report"]
+    leftovers = [p for p in report["processes"] + report["paths"] if p.get("leftover")]
+    # The tempdir is the job's to sweep: a clean end removes it, and says it was left over.
+    assert [p["path"] for p in leftovers] == [info["tempdir"]]
+    assert not os.path.exists(info["tempdir"])
+    assert all(p["outcome"] == "already_gone" for p in report["processes"]), report["processes"]
+
+
+def test_exception_in_the_block_ends_the_job_failed(wardend):
+    proc = run_job("train_job.py", "raise")
+    info = first_line(proc)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "loss is NaN" in err
+    status = wardend.wait_for_state(info["job"], "cleaned")
+    assert status["reason"] == "failed"
+    assert status["reason_detail"] == "the job reported failure"
+    assert not os.path.exists(info["tempdir"])
+
+
+def test_hung_training_loop_is_stalled_and_cleaned_with_diagnostics(wardend):
+    proc = run_job("train_job.py", "hang")
+    info = first_line(proc)
+    try:
+        status = wardend.wait_for_state(info["job"], "cleaned")
+        assert status["reason"] == "stalled"
+        diagnostics = status["report"]["diagnostics"]
+        roles = sorted(p["role"] for p in diagnostics["processes"])
+        assert roles == ["main", "worker", "worker"]
+        main = [p for p in diagnostics["processes"] if p["role"] == "main"][0]
+        assert main["pid"] == info["pid"] and main["state"] in "SR"
+        assert diagnostics["command"]["output"] == "diagnosing %d\n" % info["pid"]
+        assert not os.path.exists(info["tempdir"])
+        workers = [p["pid"] for p in status["report"]["processes"] if p["role"] == "worker"]
+        assert workers and not any(alive(p) for p in workers)
+        assert alive(info["pid"]), "the main process is spared unless the job asks"
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_without_wardend_training_runs_on_with_one_warning(tmp_path):
+    proc = run_job("train_job.py", "clean", env={"WARDEN_SOCKET": str(tmp_path / "none.sock")})
+    info = first_line(proc)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "trained: total=4032" in out
+    warnings = [l for l in err.splitlines() if "warden" in l]
+    assert len(warnings) == 1, err
+    assert "runs on without supervision" in warnings[0]
+    assert info["job"] is None
+
+
+def test_strict_mode_makes_a_missing_daemon_fatal(tmp_path):
+    proc = run_job("train_job.py", "clean", "--strict",
+                   env={"WARDEN_SOCKET": str(tmp_path / "none.sock")})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "Unavailable" in err
+
+
+def test_typed_errors(wardend):
+    client = wardend.client()
+    with pytest.raises(warden.NotFound) as e:
+        client.heartbeat(424242)
+    assert e.value.code == "not_found"
+    job = client.register_job("typed", os.getpid())
+    with pytest.raises(warden.BadRequest):
+        client.add_file(job, "relative/path")
+    with pytest.raises(warden.NotFound):
+        client.add_file(job, "/tmp/no-such-file-for-warden")
+    client.end_job(job)
+    with pytest.raises(warden.InvalidState):
+        client.end_job(job)
+    with pytest.raises(warden.NoSuchProcess):
+        client.register_job("ghost", 2 ** 22 + 12345)
+
+
+def test_job_registers_itself_again_after_a_daemon_restart(tmp_path, monkeypatch):
+    daemon = Daemon(str(tmp_path))
+    monkeypatch.setenv("WARDEN_SOCKET", daemon.socket)
+    job = warden.Job("resumes", heartbeat=30, strict=True).start()
+    try:
+        scratch = job.tempdir()
+        daemon.stop()
+        daemon = Daemon(str(tmp_path))
+        job._last_beat = 0  # force the next beat onto the wire
+        job.beat()
+        status = daemon.client().status(job.id)
+        assert status["state"] == "running"
+        assert [p["path"] for p in status["paths"]] == [scratch]
+        assert os.environ["WARDEN_JOB"] == str(job.id)
+        job.end(ok=False)
+        daemon.wait_for_state(job.id, "cleaned")
+        assert not os.path.exists(scratch)
+    finally:
+        daemon.stop()
