@@ -78,10 +78,22 @@ struct Termination {
     e.pidfd = std::make_unique<asio::posix::stream_descriptor>(executor, fd.release());
     e.waiting = true;
     ++live;
-    e.pidfd->async_wait(asio::posix::descriptor_base::wait_read,
-                        [self, i](boost::system::error_code ec) {
-                          if (!ec) self->on_exit(i);
-                        });
+    arm(i, self);
+  }
+
+  // Waits for readiness of entry i's pidfd. A wakeup is trusted only if the process really has
+  // exited: readiness of a pidfd has been seen without an exit, and believing it would leave a
+  // stopped process behind as "terminated".
+  void arm(std::size_t i, const std::shared_ptr<Termination>& self) {
+    entries[i].pidfd->async_wait(asio::posix::descriptor_base::wait_read,
+                                 [self, i](boost::system::error_code ec) {
+                                   if (ec) return;
+                                   if (pidfd_exited(self->entries[i].pidfd->native_handle())) {
+                                     self->on_exit(i);
+                                   } else {
+                                     self->arm(i, self);
+                                   }
+                                 });
   }
 
   void add_gone(ProcessReport report) {

@@ -8,13 +8,25 @@ ProcessWatch::ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on
 void ProcessWatch::watch(JobId job, ProcessHandle process) {
   Key key{job, process.identity.pid};
   if (entries_.contains(key)) return;
-  auto fd = std::make_unique<Descriptor>(executor_, process.pidfd.release());
-  // A pidfd turns readable when its process exits; the wait completes exactly once.
-  fd->async_wait(Descriptor::wait_read, [this, key](boost::system::error_code ec) {
+  auto [it, _] = entries_.emplace(
+      key, std::make_unique<Descriptor>(executor_, process.pidfd.release()));
+  arm(key, *it->second);
+}
+
+// A pidfd turns readable when its process exits. The exit is confirmed before it is reported:
+// a readiness wakeup without an exit would otherwise fail a living job.
+void ProcessWatch::arm(Key key, Descriptor& fd) {
+  fd.async_wait(Descriptor::wait_read, [this, key](boost::system::error_code ec) {
     if (ec) return;  // cancelled: the entry was forgotten or the watch destroyed
+    // Looked up again: the entry may have been forgotten after this wait completed.
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return;
+    if (!pidfd_exited(it->second->native_handle())) {
+      arm(key, *it->second);
+      return;
+    }
     on_exit_(key.first, key.second);
   });
-  entries_.emplace(key, std::move(fd));
 }
 
 void ProcessWatch::forget(JobId job, pid_t pid) { entries_.erase({job, pid}); }

@@ -37,6 +37,8 @@ class ProcessWatch {
   using Key = std::pair<JobId, pid_t>;
   using Descriptor = boost::asio::posix::stream_descriptor;
 
+  void arm(Key key, Descriptor& fd);
+
   boost::asio::any_io_executor executor_;
   ExitHandler on_exit_;
   std::map<Key, std::unique_ptr<Descriptor>> entries_;

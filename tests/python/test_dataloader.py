@@ -37,7 +37,11 @@ def test_sigkilled_job_leaves_no_worker_tempdir_or_segment(wardend, sharing):
     assert all(alive(p) for p in job["workers"])
     assert os.path.isdir(job["tempdir"])
     if sharing == "file_system":
-        time.sleep(0.5)  # let the workers' prefetched batches reach /dev/shm
+        # The workers' prefetched batches reach /dev/shm soon after they start; wait for them
+        # (generously: CI machines are shared and slow).
+        deadline = time.monotonic() + 20
+        while not segments(pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert segments(pids), "the file_system strategy put tensors in /dev/shm"
 
     killed = time.monotonic()
