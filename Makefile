@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps configure build run test bench clean
+.PHONY: all deps test-deps configure build run test test-asan bench clean
 
 all: build
 
@@ -27,9 +27,15 @@ run: deps build
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan: test-deps
+	cmake -S . -B build-asan -G Ninja -DWARDEN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
 # Measures a real wardend against baselines from the same run; writes BENCHMARKS.md.
 bench: test-deps build
 	scripts/bench > BENCHMARKS.md
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-asan

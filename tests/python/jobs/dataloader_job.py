@@ -1,5 +1,6 @@
 """A training job with a DataLoader(num_workers=4) whose worker 0 hangs forever in __getitem__
-and whose worker 1 ignores SIGTERM. Prints one JSON line with its pids, tempdir and shm segments
+and whose worker 1 ignores SIGTERM (and is busy, so that DataLoader's own orphan check, which
+runs only between batches, cannot end it either). Prints one JSON line with its pids, tempdir and shm segments
 once every worker is running, then trains until killed.
 
     dataloader_job.py [--no-warden] [--sharing file_system|file_descriptor]
@@ -40,6 +41,8 @@ class Stuck(Dataset):
         if worker.id == 0:
             while True:  # a hang: never returns, never looks at its parent again
                 time.sleep(1)
+        if worker.id == 1:
+            time.sleep(3600)  # a slow batch
         return torch.zeros(64, 64)
 
 
