@@ -2,10 +2,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <iostream>
 
 #include "proto/socket_path.h"
 #include "warden/client.h"
+#include "wardenctl/run.h"
 #include "wardenctl/status_view.h"
 
 namespace {
@@ -23,6 +25,8 @@ struct Options {
   std::vector<std::string> files, dirs, shms, shm_globs, hooks;
   double hook_timeout_s = 30;
   bool keep_on_success = false;
+  // run
+  warden::RunOptions run;
 };
 
 // Commands given as one string run through /bin/sh, as a person types them.
@@ -123,6 +127,18 @@ int main(int argc, char** argv) {
   end->add_option("--job", o.job, "The job id")->required();
   end->add_flag("--failed", o.failed, "The job failed: terminate and remove everything");
 
+  auto* run = app.add_subcommand(
+      "run", "Run a command as a job: its process tree and TMPDIR are cleaned however it ends");
+  run->add_option("--name", o.run.name, "A name for people (default: the command)");
+  run->add_option("--heartbeat", o.run.heartbeat_s,
+                  "Seconds without a heartbeat (wardenctl beat) before the job counts as stalled")
+      ->check(CLI::NonNegativeNumber);
+  run->add_option("--grace", o.run.grace_s, "Seconds between SIGTERM and SIGKILL")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  run->add_flag("--keep-tmp", o.run.keep_tmp, "Keep TMPDIR after a clean exit");
+  run->add_option("command", o.run.command, "The command and its arguments, after --")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -132,6 +148,10 @@ int main(int argc, char** argv) {
   try {
     warden::Client client(o.socket);
     if (status->parsed()) return run_status(client, o);
+    if (run->parsed()) {
+      if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
+      return warden::run_job(client, o.run);
+    }
     if (reg->parsed()) {
       if (!o.diagnose.empty()) {
         o.registration.diagnose = shell_command(o.diagnose, o.diagnose_timeout_s);

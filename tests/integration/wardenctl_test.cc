@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/support/daemon_test.h"
@@ -86,6 +89,47 @@ TEST_F(Wardenctl, HonoursWardenSocketFromTheEnvironment) {
 TEST_F(Wardenctl, UsageErrorsExitNonZero) {
   EXPECT_NE(ctl({"register", "--name", "no pid"}).status, 0);
   EXPECT_NE(ctl({"frobnicate"}).status, 0);
+}
+
+TEST_F(Wardenctl, RunCleansTheTreeAndTmpdirOfACommandThatDies) {
+  // The shell leaves a background sleeper and a setsid one, writes into TMPDIR, then SIGKILLs
+  // itself; its pids go to a file so the test can check them.
+  std::string pids = daemon.dir() + "/pids";
+  auto r = ctl({"run", "--grace", "0.5", "--", "/bin/sh", "-c",
+                "sleep 300 & echo $! > " + pids + "; setsid sleep 300 & echo $! >> " + pids +
+                    "; echo $TMPDIR >> " + pids + "; echo x > $TMPDIR/f; kill -9 $$"});
+  EXPECT_EQ(r.status, 128 + SIGKILL) << r.err;
+  std::ifstream in(pids);
+  pid_t background = 0, detached = 0;
+  std::string tmpdir;
+  in >> background >> detached >> tmpdir;
+  ASSERT_GT(background, 0);
+  ASSERT_GT(detached, 0);
+  EXPECT_TRUE(testing::wait_exited(background, std::chrono::seconds(10)));
+  EXPECT_TRUE(testing::wait_exited(detached, std::chrono::seconds(10)));
+  auto jobs = client.status();
+  ASSERT_EQ(jobs.size(), 1u);
+  auto done = wait_for_state(jobs[0].id, JobState::cleaned);
+  EXPECT_EQ(done.reason, JobState::failed);
+  EXPECT_FALSE(std::filesystem::exists(tmpdir)) << tmpdir;
+}
+
+TEST_F(Wardenctl, RunExitsWithTheCommandsStatusAndEndsTheJobAccordingly) {
+  EXPECT_EQ(ctl({"run", "--", "/bin/sh", "-c", "exit 3"}).status, 3);
+  auto ok = ctl({"run", "--name", "fine", "--", "/bin/sh", "-c", "test -d \"$TMPDIR\" && test -n \"$WARDEN_JOB\""});
+  EXPECT_EQ(ok.status, 0) << ok.err;
+  auto jobs = client.status();
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(wait_for_state(jobs[0].id, JobState::cleaned).reason, JobState::failed);
+  auto fine = wait_for_state(jobs[1].id, JobState::cleaned);
+  EXPECT_EQ(fine.name, "fine");
+  EXPECT_EQ(fine.reason, JobState::ended);
+}
+
+TEST_F(Wardenctl, RunOfAMissingProgramSaysSoAndExits127) {
+  auto r = ctl({"run", "--", "/no/such/program"});
+  EXPECT_EQ(r.status, 127);
+  EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.err;
 }
 
 }  // namespace
