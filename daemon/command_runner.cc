@@ -153,10 +153,13 @@ asio::awaitable<CommandReport> run_command(
 
   std::vector<std::string> args(spec.argv.begin() + 1, spec.argv.end());
   bp::error_code ec;
+  // Initializers run in order in the child: become the user first, so that even changing into
+  // the working directory is done with the user's permissions.
   bp::process proc = bp::default_process_launcher()(
-      ex, ec, program, args, bp::process_stdio{nullptr, out_writer, out_writer},
-      bp::process_environment{env}, bp::process_start_dir{cwd},
-      BecomeUser{.user = user, .groups = account.groups, .switch_user = switch_user});
+      ex, ec, program, args,
+      BecomeUser{.user = user, .groups = account.groups, .switch_user = switch_user},
+      bp::process_stdio{nullptr, out_writer, out_writer}, bp::process_environment{env},
+      bp::process_start_dir{cwd});
   out_writer.close();
   if (ec) co_return finish(Outcome::failed, "start " + program + ": " + ec.message());
 

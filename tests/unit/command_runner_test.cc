@@ -78,6 +78,18 @@ TEST(CommandRunner, MissingProgramIsAFailureNotACrash) {
   EXPECT_NE(r.detail.find("not found"), std::string::npos);
 }
 
+TEST(CommandRunner, WorkingDirectoryIsEnteredWithTheUsersPermissions) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  char tmpl[] = "/tmp/warden-private-XXXXXX";
+  std::string private_dir = ::mkdtemp(tmpl);  // mode 0700, root's
+  CommandSpec spec = sh("pwd");
+  spec.cwd = private_dir;
+  auto r = run(spec, {.uid = 65534, .gid = 65534});
+  ::rmdir(private_dir.c_str());
+  EXPECT_EQ(r.outcome, Outcome::failed);
+  EXPECT_NE(r.detail.find("Permission denied"), std::string::npos) << r.detail;
+}
+
 TEST(CommandRunner, RunsAsTheJobsUserNeverAsRoot) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
   auto r = run(sh("id -u; id -g; id -G"), {.uid = 65534, .gid = 65534});
