@@ -70,6 +70,12 @@ ProcessHandle open_process(pid_t pid) {
     if (err == ESRCH) {
       throw Error(ErrorCode::no_such_process, "no process with pid " + std::to_string(pid));
     }
+    if (err == EMFILE || err == ENFILE) {
+      throw Error(ErrorCode::limit_exceeded,
+                  "wardend has no file descriptor left to track process " + std::to_string(pid) +
+                      " (each tracked process holds one); the operator must raise its "
+                      "RLIMIT_NOFILE (LimitNOFILE= in its unit)");
+    }
     throw Error(ErrorCode::internal, "pidfd_open " + std::to_string(pid) + ": " + std::strerror(err));
   }
   ProcessHandle handle{.identity = {.pid = pid}, .pidfd = UniqueFd(fd)};

@@ -4,6 +4,7 @@
 
 #include "tests/support/expect_error.h"
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,6 +53,21 @@ TEST(OpenProcess, RefusesAZombieAndAMissingPid) {
   EXPECT_EQ(code_of([&] { open_process(child); }), ErrorCode::no_such_process);
   ::waitpid(child, nullptr, 0);
   EXPECT_EQ(code_of([&] { open_process(child); }), ErrorCode::no_such_process);
+}
+
+TEST(OpenProcess, RunningOutOfDescriptorsIsALimitNotAnInternalError) {
+  pid_t child = testing::spawn(testing::Behaviour::sleep);
+  rlimit saved{};
+  ::getrlimit(RLIMIT_NOFILE, &saved);
+  // The lowest free descriptor is the next one handed out; allow none beyond it.
+  int next = ::dup(0);
+  ::close(next);
+  rlimit tight{.rlim_cur = static_cast<rlim_t>(next), .rlim_max = saved.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  ErrorCode code = code_of([&] { open_process(child); });
+  ::setrlimit(RLIMIT_NOFILE, &saved);
+  testing::kill_and_reap({child});
+  EXPECT_EQ(code, ErrorCode::limit_exceeded);
 }
 
 }  // namespace
