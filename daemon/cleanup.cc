@@ -294,19 +294,22 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     report.hooks.push_back(co_await run_command(hook.command, user, env));
   }
 
-  for (const auto& step : plan.paths) {
-    if (step.keep) {
-      report.paths.push_back({.kind = step.path.kind, .path = step.path.path,
-                              .outcome = Outcome::kept, .detail = "policy: failure only"});
-      continue;
+  // All paths in one hop to the worker thread: a hop per path costs more than a small file.
+  auto remove_all = [&plan, &context] {
+    std::vector<PathReport> reports;
+    for (const auto& step : plan.paths) {
+      if (step.keep) {
+        reports.push_back({.kind = step.path.kind, .path = step.path.path,
+                           .outcome = Outcome::kept, .detail = "policy: failure only"});
+        continue;
+      }
+      PathReport removed = remove_path(context.options.paths, step.path, plan.uid);
+      removed.leftover = step.leftover && removed.outcome == Outcome::removed;
+      reports.push_back(std::move(removed));
     }
-    auto remove = [&step, &context, &plan] {
-      return remove_path(context.options.paths, step.path, plan.uid);
-    };
-    auto removed = co_await offload(context.blocking, remove);
-    removed.leftover = step.leftover && removed.outcome == Outcome::removed;
-    report.paths.push_back(std::move(removed));
-  }
+    return reports;
+  };
+  report.paths = co_await offload(context.blocking, remove_all);
 
   report.duration_ms = ms_between(start, Clock::now());
   co_return report;
