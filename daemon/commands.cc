@@ -19,20 +19,11 @@ json add_process(const RequestContext& c, const json& request) {
   return {{"pid", identity.pid}, {"start_time", identity.start_time}};
 }
 
-json add_file(const RequestContext& c, const json& request) {
-  return {{"path", c.service.add_path(c.caller, parse_add_path(request, PathKind::file))}};
-}
-
-json add_dir(const RequestContext& c, const json& request) {
-  return {{"path", c.service.add_path(c.caller, parse_add_path(request, PathKind::dir))}};
-}
-
-json add_shm(const RequestContext& c, const json& request) {
-  return {{"path", c.service.add_path(c.caller, parse_add_path(request, PathKind::shm))}};
-}
-
-json add_shm_glob(const RequestContext& c, const json& request) {
-  return {{"pattern", c.service.add_path(c.caller, parse_add_path(request, PathKind::shm_glob))}};
+// add_file, add_dir, add_shm and add_shm_glob differ only in the kind of path.
+template <PathKind kind>
+json add_path(const RequestContext& c, const json& request) {
+  std::string added = c.service.add_path(c.caller, parse_add_path(request, kind));
+  return {{kind == PathKind::shm_glob ? "pattern" : "path", std::move(added)}};
 }
 
 json add_hook(const RequestContext& c, const json& request) {
@@ -62,11 +53,12 @@ constexpr std::array<Command, 11> kCommands{{
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
     {"add_process", "track a worker process (and its descendants) of a job", add_process},
-    {"add_file", "remove a file at cleanup", add_file},
-    {"add_dir", "remove a directory tree at cleanup", add_dir},
-    {"add_shm", "unlink a POSIX shm segment or named semaphore at cleanup", add_shm},
+    {"add_file", "remove a file at cleanup", add_path<PathKind::file>},
+    {"add_dir", "remove a directory tree at cleanup", add_path<PathKind::dir>},
+    {"add_shm", "unlink a POSIX shm segment or named semaphore at cleanup",
+     add_path<PathKind::shm>},
     {"add_shm_glob", "unlink the job user's shm segments matching a pattern at cleanup",
-     add_shm_glob},
+     add_path<PathKind::shm_glob>},
     {"add_hook", "run a command as the job's user at cleanup", add_hook},
     {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
     {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},

@@ -8,25 +8,23 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <system_error>
 
 #include "proto/errors.h"
 
 namespace warden {
-namespace {
-
-std::optional<std::string> read_small_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return std::nullopt;
-  return ss.str();
+std::optional<std::string> read_proc_file(pid_t pid, const char* name, std::size_t limit) {
+  std::string path = "/proc/" + std::to_string(pid) + "/" + name;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  ssize_t n = 0;
+  while (out.size() < limit && (n = ::read(fd.get(), buf, sizeof(buf))) > 0) out.append(buf, n);
+  if (n < 0) return std::nullopt;
+  return out;
 }
-
-}  // namespace
 
 std::optional<ProcStat> parse_proc_stat(const std::string& text) {
   auto close = text.rfind(')');
@@ -44,13 +42,15 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text) {
 }
 
 std::optional<ProcStat> read_proc_stat(pid_t pid) {
-  auto text = read_small_file("/proc/" + std::to_string(pid) + "/stat");
+  auto text = read_proc_file(pid, "stat");
   if (!text) return std::nullopt;
   return parse_proc_stat(*text);
 }
 
 std::optional<uid_t> read_proc_real_uid(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  auto text = read_proc_file(pid, "status");
+  if (!text) return std::nullopt;
+  std::istringstream in(*text);
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("Uid:", 0) == 0) {

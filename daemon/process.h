@@ -30,6 +30,11 @@ struct ProcStat {
   std::uint64_t start_time = 0;
 };
 
+// Reads /proc/PID/NAME, at most `limit` bytes. nullopt (with errno set) if it cannot be read,
+// e.g. because the process is gone.
+std::optional<std::string> read_proc_file(pid_t pid, const char* name,
+                                          std::size_t limit = 64 * 1024);
+
 // Parses the text of /proc/PID/stat. The command name may hold spaces and parentheses, so fields
 // are counted from the last ')'. Returns nullopt on malformed text.
 std::optional<ProcStat> parse_proc_stat(const std::string& text);

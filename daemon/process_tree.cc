@@ -1,8 +1,6 @@
 #include "daemon/process_tree.h"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -12,17 +10,6 @@
 
 namespace warden {
 namespace {
-
-std::optional<std::string> read_file(const std::string& path, std::size_t limit) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while (out.size() < limit && (n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-  ::close(fd);
-  return out;
-}
 
 bool has_entry(std::string_view environ, std::string_view entry) {
   std::size_t pos = 0;
@@ -56,7 +43,7 @@ std::vector<ProcEntry> scan_processes() {
 }
 
 std::optional<std::string> read_environ(pid_t pid) {
-  return read_file("/proc/" + std::to_string(pid) + "/environ", 1 << 20);
+  return read_proc_file(pid, "environ", 1 << 20);
 }
 
 std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket) {

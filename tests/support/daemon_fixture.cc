@@ -15,18 +15,11 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/processes.h"
 #include "warden/client.h"
 
 namespace warden::testing {
 namespace {
-
-[[noreturn]] void exec_argv(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  ::execv(args[0], args.data());
-  ::_exit(127);
-}
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path);

@@ -23,6 +23,9 @@ enum class Behaviour {
 // With `uid`, the child first becomes that user (the caller must be root).
 pid_t spawn(Behaviour behaviour, std::optional<uid_t> uid = std::nullopt);
 
+// Replaces the calling process with argv (execv: argv[0] is a path); exits 127 if that fails.
+[[noreturn]] void exec_argv(const std::vector<std::string>& argv);
+
 // Forks a child that runs argv (execv, so it gets the caller's current environment).
 pid_t spawn_exec(const std::vector<std::string>& argv);
 
