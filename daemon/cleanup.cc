@@ -197,8 +197,9 @@ asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& pla
   // Freeze what is known, then look for the rest of the tree until a scan finds nothing new:
   // stopped processes cannot fork, so this converges.
   t->signal_all(SIGSTOP);
-  for (int round = 0; round < kMaxScanRounds; ++round) {
-    if (co_await find_more(t, plan, context, SIGSTOP) == 0) break;
+  bool frozen = false;
+  for (int round = 0; round < kMaxScanRounds && !frozen; ++round) {
+    frozen = co_await find_more(t, plan, context, SIGSTOP) == 0;
   }
 
   // SIGTERM reaches stopped processes but is only handled once they run again.
@@ -207,11 +208,14 @@ asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& pla
     t->signal_all(SIGCONT);
     co_await t->wait_for_exits(plan.grace);
   }
-  // Anything forked while handling SIGTERM is found and killed too, until nothing is left.
+  // Anything forked while handling SIGTERM is found and killed too, until nothing is left. With
+  // no grace period nothing of the job has run since a freeze scan found nothing new (stopped
+  // processes cannot fork), so that scan already confirmed the whole tree.
+  const bool ran_since_freeze = plan.grace > Duration::zero() || !frozen;
   auto kill_deadline = Clock::now() + context.options.kill_timeout;
   for (int round = 0;; ++round) {
     t->signal_all(SIGKILL);
-    std::size_t added = co_await find_more(t, plan, context, SIGKILL);
+    std::size_t added = ran_since_freeze ? co_await find_more(t, plan, context, SIGKILL) : 0;
     if (t->live == 0 && added == 0) break;
     if (Clock::now() >= kill_deadline || round >= kMaxScanRounds) {
       co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));

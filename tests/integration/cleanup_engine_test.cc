@@ -99,6 +99,42 @@ TEST_F(CleanupEngine, DoubleForkedSetsidEscapeeDiesWithTheJob) {
   EXPECT_TRUE(reported);
 }
 
+TEST_F(CleanupEngine, DescendantsDieAtZeroGraceToo) {
+  // Without a grace period the tree is frozen, scanned once to completion, then killed.
+  auto [t, id] = job({}, {.grace_s = 0});
+  auto escape = testing::spawn_escape();
+  track(escape.worker);
+  track(escape.escapee);
+  client.add_process(id, escape.worker);
+  pid_t child = track(testing::spawn_exec({"/bin/sh", "-c", "sleep 300 & wait"}));
+  client.add_process(id, child);
+  // Wait until the shell has started its sleep (generous deadline: CI machines are slow).
+  auto has_child = [&] {
+    for (const auto& e : scan_processes()) {
+      if (e.stat.ppid == child) return true;
+    }
+    return false;
+  };
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       !has_child() && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(1ms);
+  }
+
+  ::kill(t.main, SIGKILL);
+  EXPECT_TRUE(testing::wait_exited(escape.escapee, 10s));
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(done.state, JobState::cleaned);
+  EXPECT_EQ(carriers(id), std::vector<pid_t>{});
+  std::size_t descendants = 0;
+  for (const auto& p : done.report->processes) {
+    if (p.role == "descendant") {
+      ++descendants;
+      EXPECT_EQ(p.outcome, Outcome::killed) << p.pid;
+    }
+  }
+  EXPECT_EQ(descendants, 2u) << "the escapee and the shell's sleep";
+}
+
 TEST_F(CleanupEngine, TreeThatKeepsForkingDuringCleanupIsFullyEnded) {
   auto [t, id] = job();
   // Ignores SIGTERM and forks a new sleeper every 10 ms, during the grace period too.
