@@ -56,18 +56,29 @@ TEST(OpenProcess, RefusesAZombieAndAMissingPid) {
 }
 
 TEST(OpenProcess, RunningOutOfDescriptorsIsALimitNotAnInternalError) {
-  pid_t child = testing::spawn(testing::Behaviour::sleep);
-  rlimit saved{};
-  ::getrlimit(RLIMIT_NOFILE, &saved);
-  // The lowest free descriptor is the next one handed out; allow none beyond it.
-  int next = ::dup(0);
-  ::close(next);
-  rlimit tight{.rlim_cur = static_cast<rlim_t>(next), .rlim_max = saved.rlim_max};
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
-  ErrorCode code = code_of([&] { open_process(child); });
-  ::setrlimit(RLIMIT_NOFILE, &saved);
-  testing::kill_and_reap({child});
-  EXPECT_EQ(code, ErrorCode::limit_exceeded);
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "the sanitizer runtimes need descriptors of their own and misreport without them";
+#endif
+  pid_t target = testing::spawn(testing::Behaviour::sleep);
+  // The starved attempt runs in a child, so that whatever happens there the target is reaped.
+  pid_t checker = ::fork();
+  if (checker == 0) {
+    int next = ::dup(0);  // the lowest free descriptor: the next one handed out
+    ::close(next);
+    rlimit tight{.rlim_cur = static_cast<rlim_t>(next), .rlim_max = static_cast<rlim_t>(next)};
+    if (::setrlimit(RLIMIT_NOFILE, &tight) != 0) ::_exit(3);
+    try {
+      open_process(target);
+    } catch (const Error& e) {
+      ::_exit(e.code() == ErrorCode::limit_exceeded ? 0 : 1);
+    }
+    ::_exit(2);
+  }
+  int status = 0;
+  ::waitpid(checker, &status, 0);
+  testing::kill_and_reap({target});
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: another code, 2: no error, 3: setrlimit failed";
 }
 
 }  // namespace
