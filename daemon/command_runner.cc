@@ -27,6 +27,8 @@
 #include <filesystem>
 #include <memory>
 
+#include "daemon/supervisor.h"
+
 namespace warden {
 namespace asio = boost::asio;
 namespace bp = boost::process::v2;
@@ -165,8 +167,7 @@ asio::awaitable<CommandReport> run_command(
 
   auto dog = std::make_shared<Watchdog>(ex);
   dog->group = proc.id();
-  dog->timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(spec.timeout_s)));
+  dog->timer.expires_after(from_seconds(spec.timeout_s));
   dog->timer.async_wait([dog](boost::system::error_code e) {
     if (e) return;
     dog->fired = true;

@@ -34,7 +34,7 @@ json add_hook(const RequestContext& c, const json& request) {
 json heartbeat(const RequestContext& c, const json& request) {
   auto left = c.service.heartbeat(c.caller, parse_heartbeat(request));
   if (!left) return json::object();
-  return {{"deadline_in_s", std::chrono::duration<double>(*left).count()}};
+  return {{"deadline_in_s", to_seconds(*left)}};
 }
 
 json end_job(const RequestContext& c, const json& request) {

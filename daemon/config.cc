@@ -27,7 +27,7 @@ std::optional<Config> parse_config(int argc, char** argv) {
   Config c;
   c.socket = daemon_socket_path();
   c.state_dir = default_state_dir();
-  double kill_timeout_s = std::chrono::duration<double>(c.cleanup.kill_timeout).count();
+  double kill_timeout_s = to_seconds(c.cleanup.kill_timeout);
 
   CLI::App app{"wardend: supervises the workers, files and shared memory of training jobs and cleans "
                "up after them however they end.",
@@ -79,8 +79,7 @@ std::optional<Config> parse_config(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     throw std::runtime_error(e.what() + std::string("; see wardend --help"));
   }
-  c.cleanup.kill_timeout =
-      std::chrono::duration_cast<Duration>(std::chrono::duration<double>(kill_timeout_s));
+  c.cleanup.kill_timeout = from_seconds(kill_timeout_s);
   return c;
 }
 

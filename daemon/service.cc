@@ -8,12 +8,6 @@
 namespace warden {
 namespace {
 
-Duration seconds(double s) {
-  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(s));
-}
-
-double to_seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
-
 // Steady time as wall-clock milliseconds since the epoch, for people and other machines.
 std::int64_t to_unix_ms(TimePoint t) {
   auto wall = std::chrono::system_clock::now() -
@@ -34,8 +28,8 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options)
 JobId Service::register_job(const Caller& caller, const RegisterJobRequest& request) {
   ProcessHandle main = open_process(request.pid);
   JobSpec spec{.name = request.name,
-               .heartbeat = seconds(request.heartbeat_s),
-               .grace = seconds(request.grace_s),
+               .heartbeat = from_seconds(request.heartbeat_s),
+               .grace = from_seconds(request.grace_s),
                .kill_main_on_stall = request.kill_main_on_stall,
                .diagnose = request.diagnose};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());

@@ -9,6 +9,9 @@ namespace {
 
 std::string job_str(JobId id) { return "job " + std::to_string(id); }
 
+// A user sees its own jobs; an admin sees all.
+bool sees(const Caller& caller, const Job& job) { return caller.is_admin() || job.uid == caller.uid; }
+
 }  // namespace
 
 std::size_t Job::live_workers() const {
@@ -119,17 +122,17 @@ CleanupPlan Supervisor::end_job(const Caller& caller, JobId id, bool ok) {
 std::vector<const Job*> Supervisor::visible_jobs(const Caller& caller) const {
   std::vector<const Job*> out;
   for (const auto& [id, job] : jobs_) {
-    if (caller.is_admin() || job.uid == caller.uid) out.push_back(&job);
+    if (sees(caller, job)) out.push_back(&job);
   }
   return out;
 }
 
 const Job& Supervisor::visible_job(const Caller& caller, JobId id) const {
-  auto it = jobs_.find(id);
-  if (it == jobs_.end() || (!caller.is_admin() && it->second.uid != caller.uid)) {
+  const Job* job = find(id);
+  if (job == nullptr || !sees(caller, *job)) {
     throw Error(ErrorCode::not_found, job_str(id) + " not found among your jobs");
   }
-  return it->second;
+  return *job;
 }
 
 ExitEffect Supervisor::process_exited(JobId id, pid_t pid, TimePoint now) {
@@ -157,7 +160,7 @@ std::vector<CleanupPlan> Supervisor::expire(TimePoint now) {
   std::vector<CleanupPlan> plans;
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     Job& job = jobs_.at(deadlines_.begin()->second);
-    auto silent = std::chrono::duration<double>(now - job.last_beat.value_or(job.created)).count();
+    double silent = to_seconds(now - job.last_beat.value_or(job.created));
     plans.push_back(begin_cleanup(job, JobState::stalled,
                                   fmt::format("no heartbeat for {:.1f} s", silent),
                                   job.spec.kill_main_on_stall));
@@ -187,12 +190,9 @@ const Job* Supervisor::find(JobId id) const {
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
-Job& Supervisor::owned_job(const Caller& caller, JobId id) {
-  return const_cast<Job&>(visible_job(caller, id));
-}
-
 Job& Supervisor::running_job(const Caller& caller, JobId id) {
-  Job& job = owned_job(caller, id);
+  // The one place that needs a mutable job by a caller's id: the lookup is visible_job's.
+  Job& job = const_cast<Job&>(visible_job(caller, id));
   if (job.state != JobState::running) {
     throw Error(ErrorCode::invalid_state,
                 job_str(id) + " has already ended (" + std::string(to_string(*job.reason)) +

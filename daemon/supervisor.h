@@ -26,6 +26,12 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using Duration = Clock::duration;
 
+// Seconds as the protocol and the config give them, and back.
+inline Duration from_seconds(double s) {
+  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(s));
+}
+inline double to_seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+
 // Who is asking, from the connection's SO_PEERCRED; never from the request body.
 struct Caller {
   pid_t pid = 0;
@@ -177,7 +183,6 @@ class Supervisor {
   std::size_t job_count() const { return jobs_.size(); }
 
  private:
-  Job& owned_job(const Caller& caller, JobId id);
   Job& running_job(const Caller& caller, JobId id);
   CleanupPlan begin_cleanup(Job& job, JobState reason, std::string detail, bool include_main);
   void set_deadline(Job& job, std::optional<TimePoint> deadline);
