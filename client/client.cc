@@ -6,7 +6,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <utility>
@@ -23,11 +25,29 @@ constexpr std::size_t kMaxReplyBytes = 256 << 20;
   throw Error(ErrorCode::unavailable, what);
 }
 
+// The connection broke (or never came up): worth reconnecting, unlike a refusal by wardend.
+// `maybe_delivered`: the request may have reached wardend (it broke while awaiting the reply).
+class ConnectionLost : public Error {
+ public:
+  ConnectionLost(const std::string& what, bool maybe_delivered)
+      : Error(ErrorCode::unavailable, what), maybe_delivered(maybe_delivered) {}
+  bool maybe_delivered;
+};
+
+[[noreturn]] void lost(const std::string& what, bool maybe_delivered = false) {
+  throw ConnectionLost(what, maybe_delivered);
+}
+
 }  // namespace
 
-Client::Client(std::string socket_path)
+Client::Client(std::string socket_path, ClientOptions options)
     : socket_path_(socket_path.empty() ? client_socket_path() : std::move(socket_path)),
+      options_(options),
       decoder_(kMaxReplyBytes) {
+  connect();
+}
+
+void Client::connect() {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path_.size() >= sizeof(addr.sun_path)) {
@@ -38,17 +58,43 @@ Client::Client(std::string socket_path)
   if (fd_ < 0) unavailable(std::string("socket: ") + std::strerror(errno));
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int err = errno;
-    ::close(fd_);
-    fd_ = -1;
-    unavailable("cannot connect to " + socket_path_ + ": " + std::strerror(err) +
-                " (is wardend running? set WARDEN_SOCKET or --socket)");
+    disconnect();
+    lost("cannot connect to " + socket_path_ + ": " + std::strerror(err) +
+         " (is wardend running? set WARDEN_SOCKET or --socket)");
   }
-  hello_ = parse_hello_reply(call(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
+  hello_ = parse_hello_reply(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
+}
+
+void Client::disconnect() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  decoder_ = FrameDecoder(kMaxReplyBytes);
+}
+
+bool Client::reconnect() {
+  using namespace std::chrono;
+  auto give_up = steady_clock::now() + options_.reconnect_for;
+  auto pause = milliseconds(10);
+  while (steady_clock::now() < give_up) {
+    try {
+      disconnect();
+      connect();
+      ++reconnects_;
+      return true;
+    } catch (const ConnectionLost&) {
+      // wardend is still restarting (socket absent or refusing): wait a little longer each time.
+      ::usleep(static_cast<useconds_t>(duration_cast<microseconds>(pause).count()));
+      pause = std::min(pause * 2, milliseconds(500));
+    }
+  }
+  return false;
 }
 
 Client::Client(Client&& other) noexcept
     : socket_path_(std::move(other.socket_path_)),
+      options_(other.options_),
       fd_(std::exchange(other.fd_, -1)),
+      reconnects_(other.reconnects_),
       next_id_(other.next_id_),
       decoder_(std::move(other.decoder_)),
       hello_(std::move(other.hello_)) {}
@@ -62,7 +108,7 @@ void Client::send_line(const std::string& line) {
   while (sent < line.size()) {
     ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) unavailable("send to " + socket_path_ + ": " + std::strerror(errno));
+    if (n < 0) lost("send to " + socket_path_ + ": " + std::strerror(errno));
     sent += static_cast<std::size_t>(n);
   }
 }
@@ -74,14 +120,37 @@ std::string Client::read_line() {
     auto space = decoder_.prepare(64 * 1024);
     ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) unavailable("receive from " + socket_path_ + ": " + std::strerror(errno));
-    if (n == 0) unavailable("wardend closed the connection on " + socket_path_);
+    if (n < 0) lost("receive from " + socket_path_ + ": " + std::strerror(errno), true);
+    if (n == 0) lost("wardend closed the connection on " + socket_path_, true);
     decoder_.commit(static_cast<std::size_t>(n));
   }
 }
 
 json Client::call(json request) {
-  if (fd_ < 0) unavailable("not connected");
+  const bool resendable = request.value("op", "") != "register_job";
+  last_call_resent_ = false;
+  for (;;) {
+    try {
+      if (fd_ < 0) lost("not connected to " + socket_path_);
+      return exchange(request);
+    } catch (const ConnectionLost& e) {
+      if (options_.reconnect_for.count() == 0) throw;
+      if (!reconnect()) {
+        unavailable(std::string(e.what()) + "; no wardend answered for " +
+                    std::to_string(options_.reconnect_for.count()) + " ms");
+      }
+      if (!resendable && e.maybe_delivered) {
+        unavailable(std::string(e.what()) +
+                    " during register_job: reconnected, but whether the job was registered is "
+                    "unknown; register again (a duplicate is cleaned when its heartbeat stops)");
+      }
+      last_call_resent_ = true;
+    }
+  }
+}
+
+json Client::exchange(const json& request_body) {
+  json request = request_body;
   std::uint64_t id = next_id_++;
   request["id"] = id;
   send_line(request.dump() + "\n");
@@ -121,7 +190,21 @@ std::optional<double> Client::heartbeat(JobId job) {
   return reply["deadline_in_s"].get<double>();
 }
 
-void Client::end_job(JobId job, bool ok) { call(to_json(EndJobRequest{.job = job, .ok = ok})); }
+void Client::end_job(JobId job, bool ok) {
+  try {
+    call(to_json(EndJobRequest{.job = job, .ok = ok}));
+  } catch (const Error& e) {
+    // Sent again after a restart: the first one was recorded, only its reply was lost.
+    if (!(last_call_resent_ && e.code() == ErrorCode::invalid_state)) throw;
+  }
+}
+
+std::vector<json> Client::events(const EventsRequest& request) {
+  json reply = call(to_json(request));
+  std::vector<json> out;
+  for (auto& e : reply.value("events", json::array())) out.push_back(std::move(e));
+  return out;
+}
 
 std::vector<JobStatus> Client::status(std::optional<JobId> job) {
   json reply = call(to_json(StatusRequest{.job = job}));

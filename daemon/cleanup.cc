@@ -17,6 +17,7 @@
 #include "daemon/diagnostics.h"
 #include "daemon/process.h"
 #include "daemon/process_tree.h"
+#include "daemon/wall_clock.h"
 
 namespace warden {
 namespace asio = boost::asio;
@@ -270,9 +271,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
                                            CleanupContext context) {
   CleanupReport report;
   report.reason = plan.reason;
-  report.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
+  report.started_unix_ms = unix_ms_now();
   auto start = Clock::now();
   RunAs user{.uid = plan.uid, .gid = plan.gid};
   std::vector<std::pair<std::string, std::string>> env{

@@ -48,7 +48,13 @@ json status(const RequestContext& c, const json& request) {
   return {{"jobs", std::move(jobs)}};
 }
 
-constexpr std::array<Command, 11> kCommands{{
+json events(const RequestContext& c, const json& request) {
+  json events = json::array();
+  for (auto& e : c.service.events(c.caller, parse_events(request))) events.push_back(std::move(e));
+  return {{"events", std::move(events)}};
+}
+
+constexpr std::array<Command, 12> kCommands{{
     {"hello", "exchange protocol version, capabilities and limits", hello},
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
@@ -63,6 +69,7 @@ constexpr std::array<Command, 11> kCommands{{
     {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
     {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},
     {"status", "show all jobs the caller may see, or one", status},
+    {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
 }};
 
 json hello(const RequestContext& c, const json& request) {
@@ -96,40 +103,42 @@ std::string error_reply(const json& id, ErrorCode code, std::string_view message
   return reply.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string dispatch(const RequestContext& context, std::string_view line) {
+Reply dispatch(const RequestContext& context, std::string_view line) {
   json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (request.is_discarded()) {
-    return error_reply(nullptr, ErrorCode::bad_request, "request is not valid JSON");
+    return {error_reply(nullptr, ErrorCode::bad_request, "request is not valid JSON")};
   }
   if (!request.is_object()) {
-    return error_reply(nullptr, ErrorCode::bad_request, "request must be a JSON object");
+    return {error_reply(nullptr, ErrorCode::bad_request, "request must be a JSON object")};
   }
   json id = request.contains("id") ? request["id"] : json(nullptr);
   if (!id.is_null() && !id.is_number() && !id.is_string()) {
-    return error_reply(nullptr, ErrorCode::bad_request, "field 'id' must be a number or a string");
+    return {error_reply(nullptr, ErrorCode::bad_request, "field 'id' must be a number or a string")};
   }
   auto op = request.find("op");
   if (op == request.end() || !op->is_string()) {
-    return error_reply(id, ErrorCode::bad_request, "field 'op' is required and must be a string");
+    return {error_reply(id, ErrorCode::bad_request, "field 'op' is required and must be a string"),
+            id};
   }
   const Command* command = find_command(op->get_ref<const std::string&>());
   if (command == nullptr) {
-    return error_reply(id, ErrorCode::unknown_op,
-                       "unknown op '" + op->get<std::string>() + "'; hello lists the supported ones");
+    return {error_reply(id, ErrorCode::unknown_op,
+                        "unknown op '" + op->get<std::string>() + "'; hello lists the supported ones"),
+            id};
   }
 
   try {
     json reply = command->handler(context, request);
-    reply["id"] = std::move(id);
+    reply["id"] = id;
     reply["ok"] = true;
-    return reply.dump(-1, ' ', false, json::error_handler_t::replace);
+    return {reply.dump(-1, ' ', false, json::error_handler_t::replace), std::move(id), true};
   } catch (const Error& e) {
     spdlog::debug("op={} uid={} refused code={} message={:?}", command->name, context.caller.uid,
                   to_string(e.code()), e.what());
-    return error_reply(id, e.code(), e.what());
+    return {error_reply(id, e.code(), e.what()), id};
   } catch (const std::exception& e) {
     spdlog::error("op={} uid={} internal error: {}", command->name, context.caller.uid, e.what());
-    return error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what());
+    return {error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what()), id};
   }
 }
 

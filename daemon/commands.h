@@ -26,9 +26,15 @@ struct Command {
 // "cmd-<name>" for each entry, so the capability list cannot drift from what is served.
 std::span<const Command> commands();
 
-// Handles one request line and returns its reply line (without the trailing newline). Never throws:
-// a refusal becomes an error reply with its code, anything unexpected becomes `internal` and is logged.
-std::string dispatch(const RequestContext& context, std::string_view line);
+struct Reply {
+  std::string line;  // without the trailing newline
+  json id;           // the request's id, for a reply that must be replaced by an error
+  bool ok = false;
+};
+
+// Handles one request line and returns its reply. Never throws: a refusal becomes an error reply
+// with its code, anything unexpected becomes `internal` and is logged.
+Reply dispatch(const RequestContext& context, std::string_view line);
 
 // An error reply for a request that could not be dispatched at all (framing errors).
 std::string error_reply(const json& id, ErrorCode code, std::string_view message);

@@ -37,6 +37,17 @@ std::optional<Config> parse_config(int argc, char** argv) {
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--socket", c.socket, "Unix socket to listen on")->capture_default_str();
   app.add_option("--state-dir", c.state_dir, "Directory for wardend's state")->capture_default_str();
+  app.add_flag("--durable,!--no-durable", c.durable,
+               "Record jobs in STATE_DIR/warden.db, so that a restart forgets nothing "
+               "(--no-durable: memory only, for tests and benchmarks)")
+      ->capture_default_str();
+  app.add_option("--events-max-age-days", c.events_max_age_days,
+                 "Days the event history keeps a job's state changes and cleanup reports")
+      ->check(CLI::Range(0.01, 3650.0))
+      ->capture_default_str();
+  app.add_option("--events-max-count", c.events_max_count, "Events kept at most, oldest dropped first")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{100'000'000}))
+      ->capture_default_str();
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();

@@ -1,6 +1,7 @@
 // wardend's configuration: every setting is both a command-line flag and a key of the config file.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,9 @@ namespace warden {
 struct Config {
   std::string socket;     // where to listen
   std::string state_dir;  // where wardend keeps its state (and its lock)
+  bool durable = true;    // record jobs in STATE_DIR/warden.db and recover them at start
+  double events_max_age_days = 7;
+  std::int64_t events_max_count = 100'000;
   std::string log_level = "info";
   std::size_t max_frame = kDefaultMaxFrame;
   SupervisorLimits limits;

@@ -10,11 +10,14 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <spdlog/spdlog.h>
 
 #include "daemon/config.h"
 #include "daemon/server.h"
 #include "daemon/service.h"
+#include "daemon/store.h"
 #include "daemon/unique_fd.h"
 
 namespace {
@@ -60,9 +63,23 @@ int main(int argc, char** argv) {
     auto lock = lock_state_dir(config->state_dir);
 
     boost::asio::io_context io(1);
+    std::unique_ptr<warden::Store> store;
+    std::optional<warden::StoredState> stored;
+    if (config->durable) {
+      store = std::make_unique<warden::Store>(warden::StoreOptions{
+          .path = config->state_dir + "/warden.db",
+          .events_max_age_ms = static_cast<std::int64_t>(config->events_max_age_days * 86'400'000),
+          .events_max_count = config->events_max_count});
+      stored = store->load();
+    } else {
+      spdlog::warn("--no-durable: jobs are kept in memory only and a restart forgets them");
+    }
+    warden::Journal journal(io, std::move(store));
     warden::Service service(
-        io, {.limits = config->limits, .cleanup = config->cleanup, .socket = config->socket});
-    warden::Server server(io, service,
+        io, {.limits = config->limits, .cleanup = config->cleanup, .socket = config->socket},
+        journal);
+    if (stored) service.recover(std::move(*stored));
+    warden::Server server(io, service, journal,
                           {.socket_path = config->socket, .max_frame = config->max_frame});
 
     // Stopping wardend leaves running jobs alone: it stops serving, it does not clean.

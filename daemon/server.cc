@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <filesystem>
@@ -72,11 +73,37 @@ stream_protocol::acceptor bind_socket(asio::io_context& io, const std::string& p
   return acceptor;
 }
 
+std::string storage_error(const Written& w) {
+  if (w.undone) {
+    return "wardend could not record this change in its state directory (" + w.error +
+           "), so nothing was changed; free space there (or make it writable) and retry";
+  }
+  return "the change took effect, but wardend could not record it yet (" + w.error +
+         "); it keeps trying, and the change is lost if wardend restarts first";
+}
+
 }  // namespace
 
-Server::Server(asio::io_context& io, Service& service, ServerOptions options)
+asio::awaitable<void> Server::written(const std::vector<Unwritten>& unwritten,
+                                      std::vector<Reply>& replies) {
+  // The timer is a condition variable: the last answer cancels it.
+  asio::steady_timer answered(io_, asio::steady_timer::time_point::max());
+  std::size_t left = unwritten.size();
+  for (const auto& u : unwritten) {
+    journal_.when_written(u.seq, [&, index = u.reply](const Written& w) {
+      if (!w.error.empty()) {
+        replies[index].line = error_reply(replies[index].id, ErrorCode::unavailable, storage_error(w));
+      }
+      if (--left == 0) answered.cancel();
+    });
+  }
+  co_await answered.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+Server::Server(asio::io_context& io, Service& service, Journal& journal, ServerOptions options)
     : io_(io),
       service_(service),
+      journal_(journal),
       options_(std::move(options)),
       acceptor_(bind_socket(io, options_.socket_path)) {}
 
@@ -125,15 +152,28 @@ asio::awaitable<void> Server::session(Socket socket) {
 
   RequestContext context{.service = service_, .caller = caller, .max_frame = options_.max_frame};
   FrameDecoder decoder(options_.max_frame);
+  std::vector<Reply> replies;
+  std::vector<Unwritten> unwritten;
   std::string out;
   for (;;) {
     auto space = decoder.prepare(kReadChunk);
     auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()),
                                                    asio::as_tuple(asio::use_awaitable));
     decoder.commit(ec ? 0 : n);
-    out.clear();
+    replies.clear();
+    unwritten.clear();
     while (auto line = decoder.next()) {
-      out += dispatch(context, *line);
+      std::uint64_t staged = journal_.last_staged();
+      replies.push_back(dispatch(context, *line));
+      if (journal_.last_staged() != staged) {
+        unwritten.push_back({.reply = replies.size() - 1, .seq = journal_.last_staged()});
+      }
+    }
+    // Nothing is acknowledged before it is on disk.
+    if (!unwritten.empty()) co_await written(unwritten, replies);
+    out.clear();
+    for (const auto& r : replies) {
+      out += r.line;
       out += '\n';
     }
     bool close = false;

@@ -7,7 +7,10 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "daemon/commands.h"
+#include "daemon/journal.h"
 #include "daemon/service.h"
 
 namespace warden {
@@ -25,7 +28,7 @@ class Server {
   // Binds the socket (creating its directory, replacing a stale socket file, refusing to steal one
   // a live daemon listens on) and makes it connectable by every local user: authorisation is per
   // request, from peer credentials. Throws std::runtime_error with a message for the operator.
-  Server(boost::asio::io_context& io, Service& service, ServerOptions options);
+  Server(boost::asio::io_context& io, Service& service, Journal& journal, ServerOptions options);
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
   ~Server();
@@ -37,12 +40,22 @@ class Server {
  private:
   using Socket = boost::asio::local::stream_protocol::socket;
 
+  // A reply whose request staged a change: it goes out once the change is written.
+  struct Unwritten {
+    std::size_t reply = 0;
+    std::uint64_t seq = 0;
+  };
+
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> session(Socket socket);
+  // Waits until each change is written or has failed; a failed one's reply becomes an error.
+  boost::asio::awaitable<void> written(const std::vector<Unwritten>& unwritten,
+                                       std::vector<Reply>& replies);
 
   // Constant after construction.
   boost::asio::io_context& io_;
   Service& service_;
+  Journal& journal_;
   const ServerOptions options_;
 
   // Mutable state.

@@ -5,22 +5,28 @@
 
 #include <boost/asio/co_spawn.hpp>
 
+#include "daemon/wall_clock.h"
+
 namespace warden {
 namespace {
 
-// Steady time as wall-clock milliseconds since the epoch, for people and other machines.
-std::int64_t to_unix_ms(TimePoint t) {
-  auto wall = std::chrono::system_clock::now() -
-              std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - t);
-  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+// The process if it still exists, checked by start time: a pid reused since is not the same one.
+std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
+  try {
+    ProcessHandle handle = open_process(identity.pid);
+    if (handle.identity == identity) return handle;
+  } catch (const Error&) {
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
-Service::Service(boost::asio::io_context& io, ServiceOptions options)
+Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
     : io_(io),
       cleanup_options_(options.cleanup),
       socket_(options.socket),
+      journal_(journal),
       core_(options.limits),
       watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); }),
       deadline_timer_(io) {}
@@ -37,15 +43,29 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
                request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s);
   watch_.watch(id, std::move(main));
   rearm_deadline();
+  const Job& job = *core_.find(id);
+  journal_.stage({job_record(job), event_record(job), NextJobId{core_.next_id()}}, [this, id] {
+    if (core_.discard_job(id)) {
+      spdlog::warn("job={} registration taken back: it could not be recorded", id);
+      watch_.forget_job(id);
+      rearm_deadline();
+    }
+  });
   return id;
 }
 
 ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request) {
   ProcessHandle process = open_process(request.pid);
-  core_.add_process(caller, request.job, process.identity, request.policy);
   ProcessIdentity identity = process.identity;
+  if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
   spdlog::debug("job={} added pid={} start_time={}", request.job, identity.pid, identity.start_time);
   watch_.watch(request.job, std::move(process));
+  JobId job = request.job;
+  journal_.stage({ProcessRecord{job, {.identity = identity, .policy = request.policy}}},
+                 [this, job, identity] {
+                   core_.discard_process(job, identity);
+                   watch_.forget(job, identity.pid);
+                 });
   return identity;
 }
 
@@ -55,15 +75,24 @@ std::string Service::add_path(const Caller& caller, const AddPathRequest& reques
   TrackedPath path = resolve_path(cleanup_options_.paths, request.kind, request.path);
   path.policy = request.policy;
   std::string canonical = path.path;
-  core_.add_path(caller, request.job, std::move(path));
+  JobId job = request.job;
+  PathKind kind = request.kind;
+  Record record = PathRecord{job, path};
+  auto previous = core_.add_path(caller, job, std::move(path));
+  journal_.stage({std::move(record)}, [this, job, kind, canonical, previous] {
+    core_.discard_path(job, kind, canonical, previous);
+  });
   spdlog::debug("job={} added {}={:?} policy={}", request.job, to_string(request.kind), canonical,
                 to_string(request.policy));
   return canonical;
 }
 
 void Service::add_hook(const Caller& caller, const AddHookRequest& request) {
-  core_.add_hook(caller, request.job, {.command = request.hook, .policy = request.policy});
+  TrackedHook hook{.command = request.hook, .policy = request.policy};
+  core_.add_hook(caller, request.job, hook);
   spdlog::debug("job={} added hook={:?}", request.job, request.hook.argv[0]);
+  JobId job = request.job;
+  journal_.stage({HookRecord{job, hook}}, [this, job, hook] { core_.discard_hook(job, hook); });
 }
 
 std::optional<Duration> Service::heartbeat(const Caller& caller, const HeartbeatRequest& request) {
@@ -77,6 +106,26 @@ std::optional<Duration> Service::heartbeat(const Caller& caller, const Heartbeat
 void Service::end_job(const Caller& caller, const EndJobRequest& request) {
   start_cleanup(core_.end_job(caller, request.job, request.ok));
   rearm_deadline();
+}
+
+std::vector<json> Service::events(const Caller& caller, const EventsRequest& request) {
+  Store* store = journal_.store();
+  if (store == nullptr) {
+    throw Error(ErrorCode::unavailable,
+                "this wardend runs without a state store (--durable=false) and keeps no event "
+                "history");
+  }
+  // A user sees the events of its own jobs, even of jobs long gone from `status`.
+  EventQuery query{.job = request.job,
+                   .since_unix_ms = request.since_unix_ms,
+                   .after_seq = request.after_seq,
+                   .limit = request.limit};
+  if (!caller.is_admin()) query.uid = caller.uid;
+  try {
+    return store->events(query);
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::unavailable, std::string("cannot read the event history: ") + e.what());
+  }
 }
 
 std::vector<JobStatus> Service::status(const Caller& caller, const StatusRequest& request) const {
@@ -123,14 +172,22 @@ void Service::on_deadline(boost::system::error_code ec) {
 }
 
 void Service::start_cleanup(CleanupPlan plan) {
+  const Job& job = *core_.find(plan.job);
   spdlog::info("job={} state=cleaning reason={} detail={:?} targets={}", plan.job,
-               to_string(plan.reason), core_.find(plan.job)->reason_detail, plan.targets.size());
+               to_string(plan.reason), job.reason_detail, plan.targets.size());
+  record_state(job);
 
   std::vector<UniqueFd> pidfds;
   pidfds.reserve(plan.targets.size());
   for (const auto& target : plan.targets) {
     int fd = watch_.pidfd(plan.job, target.identity.pid);
-    pidfds.push_back(fd >= 0 ? dup_fd(fd) : UniqueFd());
+    if (fd >= 0) {
+      pidfds.push_back(dup_fd(fd));
+    } else if (auto handle = target.exited ? std::nullopt : reopen(target.identity)) {
+      pidfds.push_back(std::move(handle->pidfd));  // a cleanup resumed after a restart
+    } else {
+      pidfds.push_back(UniqueFd());
+    }
   }
 
   JobId id = plan.job;
@@ -165,9 +222,78 @@ void Service::start_cleanup(CleanupPlan plan) {
                        p.detail);
         }
         spdlog::info("job={} state=cleaned duration_ms={:.1f}", id, report.duration_ms);
-        core_.cleanup_finished(id, std::move(report), Clock::now());
-        watch_.forget_job(id);
+        cleanup_finished(id, std::move(report));
       });
+}
+
+void Service::cleanup_finished(JobId id, CleanupReport report) {
+  std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
+  watch_.forget_job(id);
+  if (const Job* job = core_.find(id)) record_state(*job);
+  if (!retired.empty()) {
+    std::vector<Record> forgotten;
+    for (JobId r : retired) forgotten.push_back(JobForgotten{r});
+    journal_.stage(std::move(forgotten));
+  }
+}
+
+void Service::record_state(const Job& job) {
+  journal_.stage({job_record(job), event_record(job)});
+}
+
+void Service::recover(StoredState stored) {
+  const auto now = Clock::now();
+  std::vector<Record> forgotten;
+  std::vector<JobId> to_resume, to_check;
+  std::size_t jobs = stored.jobs.size();
+  for (Job& job : stored.jobs) {
+    JobId id = job.id;
+    if (job.state == JobState::running) {
+      // A restart counts as a heartbeat: the job gets one full period to beat again.
+      if (job.spec.heartbeat > Duration::zero()) job.deadline = now + job.spec.heartbeat;
+      job.last_beat.reset();
+      to_check.push_back(id);
+    } else if (job.state == JobState::cleaning) {
+      to_resume.push_back(id);
+    } else {
+      for (auto& w : job.workers) w.exited_at = job.finished;
+    }
+    for (JobId r : core_.restore(std::move(job), stored.next_id)) forgotten.push_back(JobForgotten{r});
+  }
+  if (!forgotten.empty()) journal_.stage(std::move(forgotten));
+
+  std::size_t resumed = 0, dead = 0;
+  for (JobId id : to_check) {
+    const Job& job = *core_.find(id);
+    auto main = reopen(job.main);
+    std::vector<std::pair<pid_t, std::optional<ProcessHandle>>> workers;
+    for (const auto& w : job.workers) workers.emplace_back(w.identity.pid, reopen(w.identity));
+    for (auto& [pid, handle] : workers) {
+      if (handle) {
+        watch_.watch(id, std::move(*handle));
+      } else {
+        core_.process_exited(id, pid, now);
+      }
+    }
+    if (main) {
+      watch_.watch(id, std::move(*main));
+      ++resumed;
+      spdlog::info("job={} state=running resumed after restart; workers={}", id,
+                   core_.find(id)->live_workers());
+    } else {
+      ++dead;
+      pid_t main_pid = job.main.pid;
+      ExitEffect effect = core_.process_exited(id, main_pid, now);
+      if (effect.cleanup) start_cleanup(std::move(*effect.cleanup));
+    }
+  }
+  for (JobId id : to_resume) {
+    spdlog::info("job={} cleanup interrupted by a restart; resuming it", id);
+    start_cleanup(core_.resume_cleanup(id));
+  }
+  rearm_deadline();
+  spdlog::info("recovered jobs={} running={} main_died_while_down={} cleanups_resumed={}", jobs,
+               resumed, dead, to_resume.size());
 }
 
 JobStatus Service::to_status(const Job& job) const {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "daemon/cleanup.h"
+#include "daemon/journal.h"
 #include "daemon/supervisor.h"
 #include "daemon/watch.h"
 #include "proto/messages.h"
@@ -24,10 +25,11 @@ struct ServiceOptions {
   std::string socket;  // where clients reach this daemon; part of each job's cookie
 };
 
-// Single-threaded: every call runs on the io_context's thread.
+// Single-threaded: every call runs on the io_context's thread. Every change it makes to the core is
+// staged in the journal; a request's reply waits until its change is written (server.cc).
 class Service {
  public:
-  Service(boost::asio::io_context& io, ServiceOptions options);
+  Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal);
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
@@ -40,6 +42,11 @@ class Service {
   std::optional<Duration> heartbeat(const Caller& caller, const HeartbeatRequest& request);
   void end_job(const Caller& caller, const EndJobRequest& request);
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
+  std::vector<json> events(const Caller& caller, const EventsRequest& request);
+
+  // Takes back what the store held at start: jobs still alive resume (one heartbeat period to beat
+  // again), jobs whose main process died meanwhile are cleaned, interrupted cleanups resume.
+  void recover(StoredState stored);
 
   std::size_t tracked_processes() const { return watch_.size(); }
   std::size_t cleanups_running() const { return cleanups_running_; }
@@ -49,6 +56,9 @@ class Service {
   void on_deadline(boost::system::error_code ec);
   void rearm_deadline();
   void start_cleanup(CleanupPlan plan);
+  void cleanup_finished(JobId id, CleanupReport report);
+  // Stages the job's header and a state-change event (a change wardend made: never undone).
+  void record_state(const Job& job);
   JobStatus to_status(const Job& job) const;
 
   // Constant after construction.
@@ -59,6 +69,7 @@ class Service {
   boost::asio::thread_pool blocking_{1};
 
   // Mutable state.
+  Journal& journal_;
   Supervisor core_;
   ProcessWatch watch_;
   boost::asio::steady_timer deadline_timer_;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <stdexcept>
+#include <utility>
 
 namespace warden {
 namespace {
@@ -47,7 +49,7 @@ JobId Supervisor::register_job(const Caller& caller, JobSpec spec, const Process
   return id;
 }
 
-void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
+bool Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
                              Policy policy) {
   Job& job = running_job(caller, id);
   if (!caller.is_admin() && process.uid != caller.uid) {
@@ -56,9 +58,9 @@ void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
                     std::to_string(process.uid) + "; you may register only your own processes");
   }
   // Registering the same process twice is harmless (a client retrying after a reconnect).
-  if (process == job.main) return;
+  if (process == job.main) return false;
   for (const auto& w : job.workers) {
-    if (w.identity == process && !w.exited_at) return;
+    if (w.identity == process && !w.exited_at) return false;
   }
   if (job.workers.size() >= limits_.max_processes_per_job) {
     // Records of workers that already exited are only history; make room by dropping the oldest.
@@ -72,9 +74,10 @@ void Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
     job.workers.erase(oldest_exited);
   }
   job.workers.push_back({.identity = process, .policy = policy});
+  return true;
 }
 
-void Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
+std::optional<TrackedPath> Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
   Job& job = running_job(caller, id);
   if (path.kind != PathKind::shm_glob && !caller.is_admin() && path.identity.uid != caller.uid) {
     throw Error(ErrorCode::permission_denied,
@@ -83,8 +86,8 @@ void Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
   }
   for (auto& p : job.paths) {
     if (p.kind == path.kind && p.path == path.path) {
-      p = std::move(path);  // re-registration after the job re-created it: track the new one
-      return;
+      // Re-registration after the job re-created it: track the new one.
+      return std::exchange(p, std::move(path));
     }
   }
   if (job.paths.size() >= limits_.max_paths_per_job) {
@@ -93,6 +96,7 @@ void Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
                                                " paths (the limit); register a directory instead");
   }
   job.paths.push_back(std::move(path));
+  return std::nullopt;
 }
 
 void Supervisor::add_hook(const Caller& caller, JobId id, TrackedHook hook) {
@@ -173,16 +177,79 @@ std::optional<TimePoint> Supervisor::next_deadline() const {
   return deadlines_.begin()->first;
 }
 
-void Supervisor::cleanup_finished(JobId id, CleanupReport report, TimePoint now) {
+std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, TimePoint now) {
   auto it = jobs_.find(id);
-  if (it == jobs_.end() || it->second.state != JobState::cleaning) return;
+  if (it == jobs_.end() || it->second.state != JobState::cleaning) return {};
   Job& job = it->second;
   job.state = JobState::cleaned;
   job.report = std::move(report);
   job.finished = now;
-  if (--active_jobs_per_user_[job.uid] == 0) active_jobs_per_user_.erase(job.uid);
+  job_done(job);
   finished_order_.push_back(id);
-  retire_finished();
+  return retire_finished();
+}
+
+std::vector<JobId> Supervisor::restore(Job job, JobId next_id) {
+  next_id_ = std::max({next_id_, next_id, job.id + 1});
+  JobId id = job.id;
+  auto [it, inserted] = jobs_.try_emplace(id, std::move(job));
+  if (!inserted) throw std::logic_error(job_str(id) + " restored twice");
+  Job& j = it->second;
+  if (j.state == JobState::cleaned) {
+    // The store lists jobs by id, the order they were created: close enough to the order they
+    // finished for deciding which to retire first.
+    finished_order_.push_back(id);
+    return retire_finished();
+  }
+  ++active_jobs_per_user_[j.uid];
+  if (j.deadline) {
+    std::optional<TimePoint> deadline = j.deadline;
+    j.deadline.reset();
+    set_deadline(j, deadline);
+  }
+  return {};
+}
+
+CleanupPlan Supervisor::resume_cleanup(JobId id) {
+  Job& job = jobs_.at(id);
+  return begin_cleanup(job, job.reason.value_or(JobState::failed), job.reason_detail,
+                       job.cleanup_includes_main);
+}
+
+bool Supervisor::discard_job(JobId id) {
+  Job* job = running(id);
+  if (job == nullptr) return false;
+  set_deadline(*job, std::nullopt);
+  job_done(*job);
+  jobs_.erase(id);
+  return true;
+}
+
+void Supervisor::discard_process(JobId id, const ProcessIdentity& process) {
+  Job* job = running(id);
+  if (job == nullptr) return;
+  std::erase_if(job->workers, [&](const TrackedProcess& w) { return w.identity == process; });
+}
+
+void Supervisor::discard_path(JobId id, PathKind kind, const std::string& path,
+                              std::optional<TrackedPath> previous) {
+  Job* job = running(id);
+  if (job == nullptr) return;
+  auto it = std::find_if(job->paths.begin(), job->paths.end(),
+                         [&](const TrackedPath& p) { return p.kind == kind && p.path == path; });
+  if (it == job->paths.end()) return;
+  if (previous) {
+    *it = std::move(*previous);
+  } else {
+    job->paths.erase(it);
+  }
+}
+
+void Supervisor::discard_hook(JobId id, const TrackedHook& hook) {
+  Job* job = running(id);
+  if (job == nullptr) return;
+  auto it = std::find(job->hooks.rbegin(), job->hooks.rend(), hook);
+  if (it != job->hooks.rend()) job->hooks.erase(std::next(it).base());
 }
 
 const Job* Supervisor::find(JobId id) const {
@@ -201,12 +268,18 @@ Job& Supervisor::running_job(const Caller& caller, JobId id) {
   return job;
 }
 
+Job* Supervisor::running(JobId id) {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() || it->second.state != JobState::running ? nullptr : &it->second;
+}
+
 CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string detail,
                                       bool include_main) {
   set_deadline(job, std::nullopt);
   job.reason = reason;
   job.reason_detail = std::move(detail);
   job.state = JobState::cleaning;
+  job.cleanup_includes_main = include_main;
 
   const bool clean = reason == JobState::ended;
   // On a clean end, `failure`-only resources are kept; everything else still there is a leftover.
@@ -244,11 +317,18 @@ void Supervisor::set_deadline(Job& job, std::optional<TimePoint> deadline) {
   if (deadline) deadlines_.insert({*deadline, job.id});
 }
 
-void Supervisor::retire_finished() {
+void Supervisor::job_done(const Job& job) {
+  if (--active_jobs_per_user_[job.uid] == 0) active_jobs_per_user_.erase(job.uid);
+}
+
+std::vector<JobId> Supervisor::retire_finished() {
+  std::vector<JobId> retired;
   while (finished_order_.size() > limits_.finished_jobs_kept) {
     jobs_.erase(finished_order_.front());
+    retired.push_back(finished_order_.front());
     finished_order_.pop_front();
   }
+  return retired;
 }
 
 }  // namespace warden

@@ -74,6 +74,7 @@ struct TrackedPath {
 struct TrackedHook {
   CommandSpec command;
   Policy policy = Policy::always;
+  bool operator==(const TrackedHook&) const = default;
 };
 
 struct Job {
@@ -91,6 +92,7 @@ struct Job {
   TimePoint created{};
   std::optional<TimePoint> last_beat;
   std::optional<TimePoint> deadline;
+  bool cleanup_includes_main = false;  // its cleanup terminates the main process too
   std::optional<CleanupReport> report;
   TimePoint finished{};  // when it became cleaned
 
@@ -158,10 +160,12 @@ class Supervisor {
   // --- requests ---
   // `main` is the identity the service read for the requested pid.
   JobId register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main, TimePoint now);
-  void add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
+  // True if the process is newly tracked (false: it already was).
+  bool add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
                    Policy policy = Policy::always);
-  // `path.identity` is what the service found at the (validated) path.
-  void add_path(const Caller& caller, JobId id, TrackedPath path);
+  // `path.identity` is what the service found at the (validated) path. Returns the registration it
+  // replaced, if the job had registered the same path before.
+  std::optional<TrackedPath> add_path(const Caller& caller, JobId id, TrackedPath path);
   void add_hook(const Caller& caller, JobId id, TrackedHook hook);
   // Returns the new deadline (nullopt for a job without heartbeat).
   std::optional<TimePoint> heartbeat(const Caller& caller, JobId id, TimePoint now);
@@ -176,17 +180,36 @@ class Supervisor {
   // Marks every job whose deadline is at or before `now` stalled and returns their plans.
   std::vector<CleanupPlan> expire(TimePoint now);
   std::optional<TimePoint> next_deadline() const;
-  void cleanup_finished(JobId id, CleanupReport report, TimePoint now);
+  // Returns the cleaned jobs retired to make room (finished_jobs_kept), now forgotten.
+  std::vector<JobId> cleanup_finished(JobId id, CleanupReport report, TimePoint now);
+
+  // --- recovery: putting back what the durable store holds ---
+  // Takes a job as it was recorded (with its deadline, if running, already re-derived). Ids of new
+  // jobs continue after the highest restored one and `next_id`. Returns the cleaned jobs retired
+  // to make room, as cleanup_finished does.
+  std::vector<JobId> restore(Job job, JobId next_id);
+  // The plan again for a job whose cleanup a restart interrupted; every step is idempotent.
+  CleanupPlan resume_cleanup(JobId id);
+
+  // --- undo: a request whose change could not be written is taken back ---
+  bool discard_job(JobId id);  // only a job still running (true); one further along stays
+  void discard_process(JobId id, const ProcessIdentity& process);
+  void discard_path(JobId id, PathKind kind, const std::string& path,
+                    std::optional<TrackedPath> previous);
+  void discard_hook(JobId id, const TrackedHook& hook);  // the latest one like it
 
   // Any job, whoever owns it; nullptr if unknown. For the service's own bookkeeping.
   const Job* find(JobId id) const;
   std::size_t job_count() const { return jobs_.size(); }
+  JobId next_id() const { return next_id_; }
 
  private:
   Job& running_job(const Caller& caller, JobId id);
   CleanupPlan begin_cleanup(Job& job, JobState reason, std::string detail, bool include_main);
+  Job* running(JobId id);  // nullptr unless known and running
   void set_deadline(Job& job, std::optional<TimePoint> deadline);
-  void retire_finished();
+  void job_done(const Job& job);  // no longer counts against its user's limit
+  std::vector<JobId> retire_finished();
 
   // Constant after construction.
   const SupervisorLimits limits_;

@@ -3,6 +3,7 @@
 #include <array>
 #include <climits>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 namespace warden {
@@ -121,6 +122,18 @@ double seconds_field(const json& j, std::string_view field, double fallback, dou
   return s;
 }
 
+// A non-negative integer no larger than `max`.
+std::int64_t count_field(const json& j, std::string_view field, std::int64_t fallback,
+                         std::int64_t max) {
+  const json* v = find(j, field);
+  if (v == nullptr) return fallback;
+  bool negative = v->is_number_integer() && !v->is_number_unsigned() && v->get<std::int64_t>() < 0;
+  if (!v->is_number_integer() || negative || v->get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
+    bad_field(field, "must be an integer between 0 and " + std::to_string(max));
+  }
+  return v->get<std::int64_t>();
+}
+
 bool bool_field(const json& j, std::string_view field, bool fallback) {
   const json* v = find(j, field);
   if (v == nullptr) return fallback;
@@ -177,6 +190,10 @@ CommandSpec command_field(const json& j, std::string_view field) {
   return spec;
 }
 
+}  // namespace
+
+CommandSpec parse_command(const json& j) { return command_field(json{{"command", j}}, "command"); }
+
 json to_json(const CommandSpec& c) {
   json env = json::object();
   for (const auto& [k, v] : c.env) env[k] = v;
@@ -186,14 +203,14 @@ json to_json(const CommandSpec& c) {
   return j;
 }
 
-}  // namespace
-
 std::string_view to_string(JobState s) { return name_of(kJobStates, s); }
 std::string_view to_string(Policy p) { return name_of(kPolicies, p); }
 std::string_view to_string(PathKind k) { return name_of(kPathKinds, k); }
 std::string_view to_string(Outcome o) { return name_of(kOutcomes, o); }
 std::optional<JobState> job_state_from_string(std::string_view s) { return value_of(kJobStates, s); }
 std::optional<Outcome> outcome_from_string(std::string_view s) { return value_of(kOutcomes, s); }
+std::optional<Policy> policy_from_string(std::string_view s) { return value_of(kPolicies, s); }
+std::optional<PathKind> path_kind_from_string(std::string_view s) { return value_of(kPathKinds, s); }
 
 // --- requests ------------------------------------------------------------------------------------
 
@@ -270,6 +287,17 @@ StatusRequest parse_status(const json& j) {
   return r;
 }
 
+EventsRequest parse_events(const json& j) {
+  constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
+  EventsRequest r;
+  if (find(j, "job") != nullptr) r.job = job_field(j, "job");
+  if (find(j, "since_unix_ms") != nullptr) r.since_unix_ms = count_field(j, "since_unix_ms", 0, kMaxInt);
+  if (find(j, "after_seq") != nullptr) r.after_seq = count_field(j, "after_seq", 0, kMaxInt);
+  r.limit = static_cast<std::size_t>(
+      count_field(j, "limit", static_cast<std::int64_t>(r.limit), kMaxEventsPerReply));
+  return r;
+}
+
 json to_json(const HelloRequest& r) {
   return {{"op", "hello"}, {"protocol", r.protocol}, {"client", r.client}};
 }
@@ -307,6 +335,14 @@ json to_json(const EndJobRequest& r) {
 json to_json(const StatusRequest& r) {
   json j{{"op", "status"}};
   if (r.job) j["job"] = *r.job;
+  return j;
+}
+
+json to_json(const EventsRequest& r) {
+  json j{{"op", "events"}, {"limit", r.limit}};
+  if (r.job) j["job"] = *r.job;
+  if (r.since_unix_ms) j["since_unix_ms"] = *r.since_unix_ms;
+  if (r.after_seq) j["after_seq"] = *r.after_seq;
   return j;
 }
 
@@ -426,6 +462,8 @@ json array_of(const std::vector<T>& items, Fn&& fn) {
   return a;
 }
 
+}  // namespace
+
 json to_json(const CleanupReport& r) {
   json j{{"reason", to_string(r.reason)},
          {"started_unix_ms", r.started_unix_ms},
@@ -448,8 +486,6 @@ CleanupReport parse_cleanup_report(const json& j) {
   if (j.contains("diagnostics")) r.diagnostics = parse_diagnostics(j["diagnostics"]);
   return r;
 }
-
-}  // namespace
 
 json to_json(const JobStatus& s) {
   json j{{"id", s.id},

@@ -56,6 +56,8 @@ std::string_view to_string(PathKind k);
 std::string_view to_string(Outcome o);
 std::optional<JobState> job_state_from_string(std::string_view s);
 std::optional<Outcome> outcome_from_string(std::string_view s);
+std::optional<Policy> policy_from_string(std::string_view s);
+std::optional<PathKind> path_kind_from_string(std::string_view s);
 
 // --- requests (client -> daemon) ---------------------------------------------------------------------
 
@@ -70,6 +72,7 @@ struct CommandSpec {
   std::vector<std::pair<std::string, std::string>> env;  // added to a minimal clean environment
   std::string cwd;                                       // empty: the user's home, else "/"
   double timeout_s = 30;
+  bool operator==(const CommandSpec&) const = default;
 };
 
 struct RegisterJobRequest {
@@ -118,6 +121,17 @@ struct StatusRequest {
   std::optional<JobId> job;  // absent: every job the caller may see
 };
 
+inline constexpr std::int64_t kMaxEventsPerReply = 10'000;
+
+// The event history (state changes of the caller's jobs, with cleanup reports). Without `since` or
+// `after_seq`: the latest `limit` events; with either: the first `limit` from there on.
+struct EventsRequest {
+  std::optional<JobId> job;
+  std::optional<std::int64_t> since_unix_ms;
+  std::optional<std::int64_t> after_seq;
+  std::size_t limit = 100;
+};
+
 // Request parsing: throws Error{bad_request} naming the offending field.
 HelloRequest parse_hello(const json& j);
 RegisterJobRequest parse_register_job(const json& j);
@@ -127,6 +141,9 @@ AddHookRequest parse_add_hook(const json& j);
 HeartbeatRequest parse_heartbeat(const json& j);
 EndJobRequest parse_end_job(const json& j);
 StatusRequest parse_status(const json& j);
+EventsRequest parse_events(const json& j);
+// A command (hook or diagnose) in either wire form, validated as a request field is.
+CommandSpec parse_command(const json& j);
 
 // Request building for clients: the body without "id".
 json to_json(const HelloRequest& r);
@@ -137,6 +154,8 @@ json to_json(const AddHookRequest& r);
 json to_json(const HeartbeatRequest& r);
 json to_json(const EndJobRequest& r);
 json to_json(const StatusRequest& r);
+json to_json(const EventsRequest& r);
+json to_json(const CommandSpec& c);
 
 // --- replies (daemon -> client) ----------------------------------------------------------------------
 
@@ -237,8 +256,10 @@ struct JobStatus {
 };
 
 json to_json(const HelloReply& r);
+json to_json(const CleanupReport& r);
 json to_json(const JobStatus& s);
 HelloReply parse_hello_reply(const json& j);
 JobStatus parse_job_status(const json& j);
+CleanupReport parse_cleanup_report(const json& j);
 
 }  // namespace warden

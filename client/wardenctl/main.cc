@@ -7,6 +7,7 @@
 
 #include "proto/socket_path.h"
 #include "warden/client.h"
+#include "wardenctl/events_view.h"
 #include "wardenctl/run.h"
 #include "wardenctl/status_view.h"
 
@@ -25,6 +26,9 @@ struct Options {
   std::vector<std::string> files, dirs, shms, shm_globs, hooks;
   double hook_timeout_s = 30;
   bool keep_on_success = false;
+  // events
+  std::string since;
+  std::size_t limit = 100;
   // run
   warden::RunOptions run;
 };
@@ -65,6 +69,28 @@ int run_status(warden::Client& client, const Options& o) {
   return 0;
 }
 
+int run_events(warden::Client& client, const Options& o) {
+  warden::EventsRequest request{.job = o.job, .limit = o.limit};
+  if (!o.since.empty()) {
+    request.since_unix_ms = warden::parse_since(o.since);
+    if (!request.since_unix_ms) {
+      std::cerr << "wardenctl: --since " << o.since
+                << ": give a duration ago (90s, 15m, 2h, 3d), a date (2026-11-28 or "
+                   "2026-11-28T14:05:00) or seconds since the epoch\n";
+      return 2;
+    }
+  }
+  auto events = client.events(request);
+  if (o.json) {
+    std::cout << warden::json(events).dump(2) << "\n";
+  } else if (events.empty()) {
+    std::cout << "no events\n";
+  } else {
+    for (const auto& e : events) warden::print_event(std::cout, e);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,6 +104,17 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "Show jobs, or one job with its cleanup report");
   status->add_flag("--json", o.json, "Print JSON instead of a table");
   status->add_option("JOB", o.job, "A job id");
+
+  auto* events = app.add_subcommand(
+      "events", "Show the history of your jobs: state changes and cleanup reports");
+  events->add_option("--job", o.job, "Only this job");
+  events->add_option("--since", o.since,
+                     "From this time on: 90s, 15m, 2h, 3d ago, a date, or epoch seconds "
+                     "(default: the latest events)");
+  events->add_option("--limit", o.limit, "At most this many events")
+      ->check(CLI::Range(std::size_t{1}, static_cast<std::size_t>(warden::kMaxEventsPerReply)))
+      ->capture_default_str();
+  events->add_flag("--json", o.json, "Print JSON");
 
   auto* reg = app.add_subcommand("register", "Register a job; prints its id");
   reg->add_option("--pid", o.registration.pid, "The job's main process")->required();
@@ -148,6 +185,7 @@ int main(int argc, char** argv) {
   try {
     warden::Client client(o.socket);
     if (status->parsed()) return run_status(client, o);
+    if (events->parsed()) return run_events(client, o);
     if (run->parsed()) {
       if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
       return warden::run_job(client, o.run);

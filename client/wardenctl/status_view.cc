@@ -7,7 +7,6 @@
 #include <chrono>
 
 namespace warden {
-namespace {
 
 std::string user_name(uid_t uid) {
   passwd pw{};
@@ -16,6 +15,8 @@ std::string user_name(uid_t uid) {
   if (::getpwuid_r(uid, &pw, buf, sizeof(buf), &found) == 0 && found != nullptr) return pw.pw_name;
   return std::to_string(uid);
 }
+
+namespace {
 
 std::int64_t now_unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -2,11 +2,15 @@
 #pragma once
 
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "proto/messages.h"
 
 namespace warden {
+
+// The user's name, or the uid as a number when it has none.
+std::string user_name(uid_t uid);
 
 void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs);
 void print_job_detail(std::ostream& out, const JobStatus& job);

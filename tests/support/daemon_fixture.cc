@@ -34,21 +34,40 @@ Daemon::Daemon(std::vector<std::string> extra_args) {
   char tmpl[] = "/tmp/warden-test-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
   socket_ = dir_ + "/warden.sock";
-  std::vector<std::string> argv{WARDEND_PATH, "--socket", socket_, "--state-dir", dir_ + "/state"};
+  argv_ = {WARDEND_PATH, "--socket", socket_};
+  if (std::find(extra_args.begin(), extra_args.end(), "--state-dir") == extra_args.end()) {
+    extra_args.insert(extra_args.end(), {"--state-dir", dir_ + "/state"});
+  }
   // Tests want every decision in the log they print on failure, unless they say otherwise.
   if (std::find(extra_args.begin(), extra_args.end(), "--log-level") == extra_args.end()) {
     extra_args.insert(extra_args.end(), {"--log-level", "debug"});
   }
-  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv_.insert(argv_.end(), extra_args.begin(), extra_args.end());
+  start(false);
+}
+
+void Daemon::crash() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void Daemon::restart() {
+  crash();
+  start(true);
+}
+
+void Daemon::start(bool append_log) {
   std::string log = dir_ + "/wardend.log";
   pid_ = ::fork();
   if (pid_ == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | (append_log ? O_APPEND : O_TRUNC), 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::unsetenv("WARDEN_JOB");  // a test's job cookie must not mark the daemon itself
     ::unsetenv("WARDEN_SOCKET");
-    exec_argv(argv);
+    exec_argv(argv_);
   }
   // Generous: a loaded CI machine may take a while to start the process.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

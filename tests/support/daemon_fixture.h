@@ -18,14 +18,23 @@ class Daemon {
   // Stops it with SIGTERM and removes its directory.
   ~Daemon();
 
+  // SIGKILLs wardend (and reaps it), as a crash or the OOM killer would.
+  void crash();
+  // Starts it again on the same socket and state directory, with the same arguments; returns
+  // once it answers hello.
+  void restart();
+
   const std::string& socket() const { return socket_; }
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   std::string log() const;
 
  private:
+  void start(bool append_log);
+
   std::string dir_;
   std::string socket_;
+  std::vector<std::string> argv_;
   pid_t pid_ = -1;
 };
 

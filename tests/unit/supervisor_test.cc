@@ -216,5 +216,69 @@ TEST(Supervisor, OldestFinishedJobsAreRetired) {
   EXPECT_NE(core.find(b), nullptr);
 }
 
+TEST(Supervisor, CleanupFinishedNamesTheJobsItRetired) {
+  Supervisor core({.finished_jobs_kept = 1});
+  TimePoint t0{};
+  JobId a = core.register_job(kAlice, spec(), proc(10), t0);
+  JobId b = core.register_job(kAlice, spec(), proc(11), t0);
+  core.end_job(kAlice, a, true);
+  EXPECT_TRUE(core.cleanup_finished(a, {}, t0).empty());
+  core.end_job(kAlice, b, true);
+  EXPECT_EQ(core.cleanup_finished(b, {}, t0), std::vector<JobId>{a});
+}
+
+TEST_F(SupervisorTest, RestoredJobsKeepTheirStateDeadlinesAndIdsContinue) {
+  Job running{.id = 5, .uid = 1000, .spec = spec(seconds(10)), .main = proc(10)};
+  running.deadline = t0 + seconds(10);
+  Job cleaning{.id = 9, .uid = 1000, .spec = spec(), .main = proc(20)};
+  cleaning.state = JobState::cleaning;
+  cleaning.reason = JobState::failed;
+  cleaning.cleanup_includes_main = true;
+  cleaning.workers.push_back({.identity = proc(21)});
+  core.restore(std::move(running), 7);
+  core.restore(std::move(cleaning), 7);
+
+  EXPECT_EQ(core.next_deadline(), t0 + seconds(10));
+  EXPECT_EQ(core.expire(t0 + seconds(10)).size(), 1u) << "the restored deadline is armed";
+  CleanupPlan plan = core.resume_cleanup(9);
+  EXPECT_EQ(plan.reason, JobState::failed);
+  EXPECT_FALSE(plan.main_spared);
+  EXPECT_EQ(plan.targets.size(), 2u);
+  EXPECT_EQ(core.register_job(kAlice, spec(), proc(30), t0), 10u) << "ids continue after 9";
+}
+
+TEST_F(SupervisorTest, UndoTakesBackExactlyTheChange) {
+  JobId id = core.register_job(kAlice, spec(seconds(5)), proc(10), t0);
+  EXPECT_TRUE(core.add_process(kAlice, id, proc(11)));
+  EXPECT_FALSE(core.add_process(kAlice, id, proc(11))) << "already tracked";
+  core.discard_process(id, proc(11));
+  EXPECT_TRUE(core.find(id)->workers.empty());
+
+  TrackedPath first{.kind = PathKind::file, .path = "/tmp/f", .identity = {.ino = 1, .uid = 1000}};
+  TrackedPath second = first;
+  second.identity.ino = 2;
+  EXPECT_FALSE(core.add_path(kAlice, id, first));
+  auto previous = core.add_path(kAlice, id, second);
+  ASSERT_TRUE(previous);
+  core.discard_path(id, PathKind::file, "/tmp/f", previous);
+  EXPECT_EQ(core.find(id)->paths.at(0).identity.ino, 1u) << "the earlier registration is back";
+
+  TrackedHook a{.command = {.argv = {"/bin/a"}}}, b{.command = {.argv = {"/bin/b"}}};
+  core.add_hook(kAlice, id, a);
+  core.add_hook(kAlice, id, b);
+  core.discard_hook(id, a);
+  ASSERT_EQ(core.find(id)->hooks.size(), 1u);
+  EXPECT_EQ(core.find(id)->hooks[0], b);
+
+  EXPECT_TRUE(core.discard_job(id));
+  EXPECT_EQ(core.find(id), nullptr);
+  EXPECT_FALSE(core.next_deadline()) << "its deadline went with it";
+  // The user's job count went back down too.
+  Supervisor limited({.max_jobs_per_user = 1});
+  JobId only = limited.register_job(kAlice, spec(), proc(10), t0);
+  limited.discard_job(only);
+  EXPECT_NO_THROW(limited.register_job(kAlice, spec(), proc(11), t0));
+}
+
 }  // namespace
 }  // namespace warden

@@ -20,13 +20,24 @@
 
 namespace warden {
 
+struct ClientOptions {
+  // When the connection breaks (wardend restarted), how long to keep reconnecting, with backoff,
+  // before giving up. Zero: never reconnect.
+  std::chrono::milliseconds reconnect_for = std::chrono::seconds(30);
+};
+
 // One connection to wardend. Blocking; not thread-safe (use one Client per thread).
 // Every call throws warden::Error: the daemon's error code for a refused request, or
-// ErrorCode::unavailable when the daemon cannot be reached or the connection breaks.
+// ErrorCode::unavailable when the daemon cannot be reached.
+//
+// A broken connection is re-established (see ClientOptions) and the request sent again, except a
+// register_job that broke while awaiting its reply: whether the daemon registered it is unknown,
+// so that call throws unavailable rather than risk a second job. The daemon keeps its jobs across restarts, so a job
+// simply continues on the new connection.
 class Client {
  public:
   // Connects to `socket_path` (default: client_socket_path()) and exchanges hello.
-  explicit Client(std::string socket_path = {});
+  explicit Client(std::string socket_path = {}, ClientOptions options = {});
   Client(Client&& other) noexcept;
   Client& operator=(Client&&) = delete;
   Client(const Client&) = delete;
@@ -45,18 +56,31 @@ class Client {
   void end_job(JobId job, bool ok);
   std::vector<JobStatus> status(std::optional<JobId> job = std::nullopt);
 
+  // The event history: state changes and cleanup reports of the caller's jobs.
+  std::vector<json> events(const EventsRequest& request);
+
   // Sends one request (an object with "op"; "id" is added) and returns the successful reply.
   json call(json request);
 
   const HelloReply& server() const { return hello_; }
   const std::string& socket_path() const { return socket_path_; }
+  // Connections made after the first, because one broke.
+  std::size_t reconnects() const { return reconnects_; }
 
  private:
+  void connect();
+  void disconnect();
+  // Connects again with backoff; false once options_.reconnect_for has passed.
+  bool reconnect();
+  json exchange(const json& request);
   void send_line(const std::string& line);
   std::string read_line();
 
   std::string socket_path_;
+  ClientOptions options_;
   int fd_ = -1;
+  std::size_t reconnects_ = 0;
+  bool last_call_resent_ = false;  // the last call() was sent again on a new connection
   std::uint64_t next_id_ = 1;
   FrameDecoder decoder_;
   HelloReply hello_;

@@ -1,0 +1,90 @@
+#include "wardenctl/events_view.h"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "wardenctl/status_view.h"
+
+namespace warden {
+namespace {
+
+std::int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// What cleanup did, counted: "4 processes (2 killed), 3 paths removed, 1 hook failed".
+std::string summary(const CleanupReport& r) {
+  std::size_t killed = 0, terminated = 0, removed = 0, hooks_failed = 0;
+  for (const auto& p : r.processes) {
+    killed += p.outcome == Outcome::killed;
+    terminated += p.outcome == Outcome::terminated;
+  }
+  for (const auto& p : r.paths) removed += p.outcome == Outcome::removed;
+  for (const auto& h : r.hooks) hooks_failed += h.outcome != Outcome::succeeded && h.outcome != Outcome::kept;
+  std::string s = fmt::format("in {:.1f} ms: {} processes ({} terminated, {} killed), {}/{} paths removed",
+                              r.duration_ms, r.processes.size(), terminated, killed, removed,
+                              r.paths.size());
+  if (!r.hooks.empty()) s += fmt::format(", {} hooks ({} failed)", r.hooks.size(), hooks_failed);
+  return s;
+}
+
+}  // namespace
+
+void print_event(std::ostream& out, const json& event) {
+  std::time_t t = event.value("unix_ms", std::int64_t{0}) / 1000;
+  std::tm local{};
+  ::localtime_r(&t, &local);
+  std::string state = event.value("state", "?");
+  std::string what;
+  if (state == "cleaned" && event.contains("report")) {
+    what = summary(parse_cleanup_report(event["report"]));
+  } else if (event.contains("reason")) {
+    what = event.value("reason", "") + ": " + event.value("reason_detail", "");
+  }
+  fmt::print(out, "{:%Y-%m-%d %H:%M:%S}  job {:<6} {:<20.20} {:<10.10} {:<9} {}\n", local,
+             event.value("job", JobId{0}), event.value("name", ""),
+             user_name(event.value("uid", uid_t{0})), state, what);
+}
+
+std::optional<std::int64_t> parse_since(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  // A duration ago.
+  static const std::pair<char, std::int64_t> kUnits[] = {
+      {'s', 1000}, {'m', 60'000}, {'h', 3'600'000}, {'d', 86'400'000}};
+  for (const auto& [unit, ms] : kUnits) {
+    if (text.back() == unit && text.size() > 1) {
+      std::size_t used = 0;
+      try {
+        double n = std::stod(text.substr(0, text.size() - 1), &used);
+        if (used == text.size() - 1 && n >= 0) return now_unix_ms() - static_cast<std::int64_t>(n * ms);
+      } catch (const std::exception&) {
+      }
+      return std::nullopt;
+    }
+  }
+  // A local date, with or without a time.
+  for (const char* format : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"}) {
+    std::tm tm{};
+    const char* end = ::strptime(text.c_str(), format, &tm);
+    if (end != nullptr && *end == '\0') {
+      tm.tm_isdst = -1;
+      return static_cast<std::int64_t>(std::mktime(&tm)) * 1000;
+    }
+  }
+  // Seconds since the epoch.
+  std::size_t used = 0;
+  try {
+    long long s = std::stoll(text, &used);
+    if (used == text.size() && s >= 0) return s * 1000;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+}  // namespace warden
