@@ -7,6 +7,9 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -18,6 +21,7 @@
 #include "daemon/server.h"
 #include "daemon/service.h"
 #include "daemon/store.h"
+#include "daemon/systemd.h"
 #include "daemon/unique_fd.h"
 
 namespace {
@@ -51,6 +55,39 @@ void raise_fd_limit() {
   }
 }
 
+// Pings systemd's watchdog from the event loop at half its interval: a loop that hangs stops the
+// pings, and systemd kills and restarts wardend.
+void feed_watchdog(boost::asio::steady_timer& timer, warden::Systemd& systemd,
+                   std::chrono::microseconds interval) {
+  systemd.watchdog();
+  timer.expires_after(interval / 2);
+  timer.async_wait([&timer, &systemd, interval](boost::system::error_code ec) {
+    if (!ec) feed_watchdog(timer, systemd, interval);
+  });
+}
+
+// SIGHUP: reads the command line and config file again and applies what can change while jobs
+// run (limits, cleanup settings, log level); the rest needs a restart and is reported.
+void reload(int argc, char** argv, const warden::Config& running, warden::Service& service,
+            warden::Systemd& systemd) {
+  systemd.reloading();
+  try {
+    auto config = warden::parse_config(argc, argv);
+    if (config) {
+      spdlog::set_level(spdlog::level::from_str(config->log_level));
+      service.reconfigure(config->limits, config->cleanup);
+      if (config->socket != running.socket || config->state_dir != running.state_dir ||
+          config->durable != running.durable || config->max_frame != running.max_frame) {
+        spdlog::warn("reload: socket, state-dir, durable and max-frame change only at a restart");
+      }
+      spdlog::info("reload: configuration applied; jobs kept");
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("reload: {}; keeping the running configuration", e.what());
+  }
+  systemd.ready(service.summary());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,6 +100,7 @@ int main(int argc, char** argv) {
     auto lock = lock_state_dir(config->state_dir);
 
     boost::asio::io_context io(1);
+    warden::Systemd systemd;
     std::unique_ptr<warden::Store> store;
     std::optional<warden::StoredState> stored;
     if (config->durable) {
@@ -75,26 +113,44 @@ int main(int argc, char** argv) {
       spdlog::warn("--no-durable: jobs are kept in memory only and a restart forgets them");
     }
     warden::Journal journal(io, std::move(store));
-    warden::Service service(
-        io, {.limits = config->limits, .cleanup = config->cleanup, .socket = config->socket},
-        journal);
-    if (stored) service.recover(std::move(*stored));
+    warden::Service service(io,
+                            {.limits = config->limits,
+                             .cleanup = config->cleanup,
+                             .socket = config->socket,
+                             .systemd = &systemd},
+                            journal);
+    if (stored) service.recover(std::move(*stored), systemd.take_stored_pidfds());
     warden::Server server(io, service, journal,
-                          {.socket_path = config->socket, .max_frame = config->max_frame});
+                          {.socket_path = config->socket, .max_frame = config->max_frame},
+                          systemd.take_listener());
 
     // Stopping wardend leaves running jobs alone: it stops serving, it does not clean.
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](boost::system::error_code ec, int sig) {
+    boost::asio::signal_set stop_signals(io, SIGINT, SIGTERM);
+    stop_signals.async_wait([&](boost::system::error_code ec, int sig) {
       if (ec) return;
       spdlog::info("signal={} stopping; running jobs are left untouched", strsignal(sig));
+      systemd.stopping();
       server.stop();
       io.stop();
     });
+    boost::asio::signal_set reload_signal(io, SIGHUP);
+    std::function<void()> on_reload = [&] {
+      reload_signal.async_wait([&](boost::system::error_code ec, int) {
+        if (ec) return;
+        reload(argc, argv, *config, service, systemd);
+        on_reload();
+      });
+    };
+    on_reload();
     ::signal(SIGPIPE, SIG_IGN);
 
     server.start();
-    spdlog::info("wardend {} listening socket={} state_dir={} pid={}", WARDEN_VERSION,
-                 config->socket, config->state_dir, ::getpid());
+    boost::asio::steady_timer watchdog(io);
+    if (auto interval = systemd.watchdog_interval()) feed_watchdog(watchdog, systemd, *interval);
+    systemd.ready(service.summary());
+    spdlog::info("wardend {} listening socket={} state_dir={} pid={}{}", WARDEN_VERSION,
+                 config->socket, config->state_dir, ::getpid(),
+                 systemd.supervised() ? " (systemd)" : "");
     io.run();
     return 0;
   } catch (const std::exception& e) {

@@ -100,12 +100,20 @@ asio::awaitable<void> Server::written(const std::vector<Unwritten>& unwritten,
   co_await answered.async_wait(asio::as_tuple(asio::use_awaitable));
 }
 
-Server::Server(asio::io_context& io, Service& service, Journal& journal, ServerOptions options)
+Server::Server(asio::io_context& io, Service& service, Journal& journal, ServerOptions options,
+               std::optional<UniqueFd> listener)
     : io_(io),
       service_(service),
       journal_(journal),
       options_(std::move(options)),
-      acceptor_(bind_socket(io, options_.socket_path)) {}
+      acceptor_(io),
+      activated_(listener.has_value()) {
+  if (listener) {
+    acceptor_.assign(stream_protocol(), listener->release());
+  } else {
+    acceptor_ = bind_socket(io, options_.socket_path);
+  }
+}
 
 Server::~Server() { stop(); }
 
@@ -117,7 +125,7 @@ void Server::stop() {
   boost::system::error_code ec;
   acceptor_.close(ec);
   for (Socket* s : *sessions_) s->close(ec);
-  std::filesystem::remove(options_.socket_path, ec);
+  if (!activated_) std::filesystem::remove(options_.socket_path, ec);
 }
 
 asio::awaitable<void> Server::accept_loop() {

@@ -6,12 +6,14 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "daemon/commands.h"
 #include "daemon/journal.h"
 #include "daemon/service.h"
+#include "daemon/unique_fd.h"
 
 namespace warden {
 
@@ -27,8 +29,10 @@ class Server {
  public:
   // Binds the socket (creating its directory, replacing a stale socket file, refusing to steal one
   // a live daemon listens on) and makes it connectable by every local user: authorisation is per
-  // request, from peer credentials. Throws std::runtime_error with a message for the operator.
-  Server(boost::asio::io_context& io, Service& service, Journal& journal, ServerOptions options);
+  // request, from peer credentials. With `listener` (socket activation) it serves that instead,
+  // which systemd owns. Throws std::runtime_error with a message for the operator.
+  Server(boost::asio::io_context& io, Service& service, Journal& journal, ServerOptions options,
+         std::optional<UniqueFd> listener = std::nullopt);
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
   ~Server();
@@ -64,6 +68,7 @@ class Server {
   // frames may be destroyed after the server (when the io_context is).
   std::shared_ptr<std::list<Socket*>> sessions_ = std::make_shared<std::list<Socket*>>();
   bool stopped_ = false;
+  bool activated_ = false;  // the socket is systemd's: not ours to remove
 };
 
 }  // namespace warden

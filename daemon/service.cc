@@ -1,10 +1,12 @@
 #include "daemon/service.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 
+#include "daemon/systemd.h"
 #include "daemon/wall_clock.h"
 
 namespace warden {
@@ -24,12 +26,35 @@ std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
 
 Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
     : io_(io),
-      cleanup_options_(options.cleanup),
       socket_(options.socket),
+      systemd_(options.systemd),
+      cleanup_options_(options.cleanup),
       journal_(journal),
       core_(options.limits),
-      watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); }),
-      deadline_timer_(io) {}
+      watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
+             options.systemd),
+      deadline_timer_(io),
+      status_timer_(io) {}
+
+void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup) {
+  core_.set_limits(limits);
+  cleanup_options_ = cleanup;
+}
+
+std::string Service::summary() const {
+  return fmt::format("{} jobs active, {} processes tracked, {} cleanups running",
+                     core_.active_jobs(), watch_.size(), cleanups_running_);
+}
+
+void Service::status_changed() {
+  if (systemd_ == nullptr || !systemd_->supervised() || status_pending_) return;
+  status_pending_ = true;
+  status_timer_.expires_after(std::chrono::seconds(1));
+  status_timer_.async_wait([this](boost::system::error_code ec) {
+    status_pending_ = false;
+    if (!ec) systemd_->status(summary());
+  });
+}
 
 JobId Service::register_job(const Caller& caller, const RegisterJobRequest& request) {
   ProcessHandle main = open_process(request.pid);
@@ -44,6 +69,7 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
   watch_.watch(id, std::move(main));
   rearm_deadline();
   const Job& job = *core_.find(id);
+  status_changed();
   journal_.stage({job_record(job), event_record(job), NextJobId{core_.next_id()}}, [this, id] {
     if (core_.discard_job(id)) {
       spdlog::warn("job={} registration taken back: it could not be recorded", id);
@@ -239,9 +265,10 @@ void Service::cleanup_finished(JobId id, CleanupReport report) {
 
 void Service::record_state(const Job& job) {
   journal_.stage({job_record(job), event_record(job)});
+  status_changed();
 }
 
-void Service::recover(StoredState stored) {
+void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds) {
   const auto now = Clock::now();
   std::vector<Record> forgotten;
   std::vector<JobId> to_resume, to_check;
@@ -263,11 +290,20 @@ void Service::recover(StoredState stored) {
   if (!forgotten.empty()) journal_.stage(std::move(forgotten));
 
   std::size_t resumed = 0, dead = 0;
+  // A pidfd systemd kept is certain; without one, the pid is checked against its start time.
+  std::size_t from_systemd = 0;
+  auto find = [&](JobId id, const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
+    auto kept = pidfds.find(Systemd::pidfd_name(id, identity));
+    if (kept == pidfds.end()) return reopen(identity);
+    ++from_systemd;
+    if (pidfd_exited(kept->second.get())) return std::nullopt;
+    return ProcessHandle{identity, std::move(kept->second)};
+  };
   for (JobId id : to_check) {
     const Job& job = *core_.find(id);
-    auto main = reopen(job.main);
+    auto main = find(id, job.main);
     std::vector<std::pair<pid_t, std::optional<ProcessHandle>>> workers;
-    for (const auto& w : job.workers) workers.emplace_back(w.identity.pid, reopen(w.identity));
+    for (const auto& w : job.workers) workers.emplace_back(w.identity.pid, find(id, w.identity));
     for (auto& [pid, handle] : workers) {
       if (handle) {
         watch_.watch(id, std::move(*handle));
@@ -292,8 +328,10 @@ void Service::recover(StoredState stored) {
     start_cleanup(core_.resume_cleanup(id));
   }
   rearm_deadline();
-  spdlog::info("recovered jobs={} running={} main_died_while_down={} cleanups_resumed={}", jobs,
-               resumed, dead, to_resume.size());
+  spdlog::info(
+      "recovered jobs={} running={} main_died_while_down={} cleanups_resumed={} "
+      "pidfds_from_systemd={}",
+      jobs, resumed, dead, to_resume.size(), from_systemd);
 }
 
 JobStatus Service::to_status(const Job& job) const {

@@ -8,7 +8,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "daemon/cleanup.h"
@@ -19,10 +21,13 @@
 
 namespace warden {
 
+class Systemd;
+
 struct ServiceOptions {
   SupervisorLimits limits;
   CleanupOptions cleanup;
   std::string socket;  // where clients reach this daemon; part of each job's cookie
+  Systemd* systemd = nullptr;  // for STATUS= and the pidfd store, when run by systemd
 };
 
 // Single-threaded: every call runs on the io_context's thread. Every change it makes to the core is
@@ -46,7 +51,12 @@ class Service {
 
   // Takes back what the store held at start: jobs still alive resume (one heartbeat period to beat
   // again), jobs whose main process died meanwhile are cleaned, interrupted cleanups resume.
-  void recover(StoredState stored);
+  // `pidfds` are those systemd kept for the previous wardend (Systemd::pidfd_name()).
+  void recover(StoredState stored, std::map<std::string, UniqueFd> pidfds = {});
+  // New limits and cleanup settings (a reloaded config); jobs and their state are kept.
+  void reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup);
+  // One line for people: what is tracked now.
+  std::string summary() const;
 
   std::size_t tracked_processes() const { return watch_.size(); }
   std::size_t cleanups_running() const { return cleanups_running_; }
@@ -59,22 +69,27 @@ class Service {
   void cleanup_finished(JobId id, CleanupReport report);
   // Stages the job's header and a state-change event (a change wardend made: never undone).
   void record_state(const Job& job);
+  // Tells systemd the new summary, at most once a second.
+  void status_changed();
   JobStatus to_status(const Job& job) const;
 
   // Constant after construction.
   boost::asio::io_context& io_;
-  const CleanupOptions cleanup_options_;
   const std::string socket_;
+  Systemd* const systemd_;
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
 
   // Mutable state.
+  CleanupOptions cleanup_options_;
   Journal& journal_;
   Supervisor core_;
   ProcessWatch watch_;
   boost::asio::steady_timer deadline_timer_;
   std::optional<TimePoint> armed_deadline_;
   std::size_t cleanups_running_ = 0;
+  boost::asio::steady_timer status_timer_;
+  bool status_pending_ = false;
 };
 
 }  // namespace warden

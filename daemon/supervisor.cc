@@ -252,6 +252,12 @@ void Supervisor::discard_hook(JobId id, const TrackedHook& hook) {
   if (it != job->hooks.rend()) job->hooks.erase(std::next(it).base());
 }
 
+std::size_t Supervisor::active_jobs() const {
+  std::size_t n = 0;
+  for (const auto& [uid, count] : active_jobs_per_user_) n += count;
+  return n;
+}
+
 const Job* Supervisor::find(JobId id) const {
   auto it = jobs_.find(id);
   return it == jobs_.end() ? nullptr : &it->second;

@@ -201,6 +201,8 @@ class Supervisor {
   // Any job, whoever owns it; nullptr if unknown. For the service's own bookkeeping.
   const Job* find(JobId id) const;
   std::size_t job_count() const { return jobs_.size(); }
+  std::size_t active_jobs() const;  // running or being cleaned
+  void set_limits(const SupervisorLimits& limits) { limits_ = limits; }
   JobId next_id() const { return next_id_; }
 
  private:
@@ -211,10 +213,8 @@ class Supervisor {
   void job_done(const Job& job);  // no longer counts against its user's limit
   std::vector<JobId> retire_finished();
 
-  // Constant after construction.
-  const SupervisorLimits limits_;
-
   // Mutable state.
+  SupervisorLimits limits_;
   JobId next_id_ = 1;
   std::map<JobId, Job> jobs_;
   std::map<uid_t, std::size_t> active_jobs_per_user_;  // jobs not yet cleaned

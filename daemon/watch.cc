@@ -1,16 +1,23 @@
 #include "daemon/watch.h"
 
+#include "daemon/systemd.h"
+
 namespace warden {
 
-ProcessWatch::ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit)
-    : executor_(std::move(executor)), on_exit_(std::move(on_exit)) {}
+ProcessWatch::ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit,
+                           Systemd* systemd)
+    : executor_(std::move(executor)), on_exit_(std::move(on_exit)), systemd_(systemd) {}
 
 void ProcessWatch::watch(JobId job, ProcessHandle process) {
   Key key{job, process.identity.pid};
   if (entries_.contains(key)) return;
-  auto [it, _] = entries_.emplace(
-      key, std::make_unique<Descriptor>(executor_, process.pidfd.release()));
-  arm(key, *it->second);
+  Entry entry{.pidfd = std::make_unique<Descriptor>(executor_, process.pidfd.release())};
+  if (systemd_ != nullptr && systemd_->supervised()) {
+    entry.stored_as = Systemd::pidfd_name(job, process.identity);
+    systemd_->store_pidfd(entry.stored_as, entry.pidfd->native_handle());
+  }
+  auto [it, _] = entries_.emplace(key, std::move(entry));
+  arm(key, *it->second.pidfd);
 }
 
 // A pidfd turns readable when its process exits. The exit is confirmed before it is reported:
@@ -21,23 +28,34 @@ void ProcessWatch::arm(Key key, Descriptor& fd) {
     // Looked up again: the entry may have been forgotten after this wait completed.
     auto it = entries_.find(key);
     if (it == entries_.end()) return;
-    if (!pidfd_exited(it->second->native_handle())) {
-      arm(key, *it->second);
+    if (!pidfd_exited(it->second.pidfd->native_handle())) {
+      arm(key, *it->second.pidfd);
       return;
     }
     on_exit_(key.first, key.second);
   });
 }
 
-void ProcessWatch::forget(JobId job, pid_t pid) { entries_.erase({job, pid}); }
+void ProcessWatch::forget(JobId job, pid_t pid) {
+  auto it = entries_.find({job, pid});
+  if (it != entries_.end()) erase(it, std::next(it));
+}
 
 void ProcessWatch::forget_job(JobId job) {
-  entries_.erase(entries_.lower_bound({job, 0}), entries_.upper_bound({job, std::numeric_limits<pid_t>::max()}));
+  erase(entries_.lower_bound({job, 0}),
+        entries_.upper_bound({job, std::numeric_limits<pid_t>::max()}));
+}
+
+void ProcessWatch::erase(std::map<Key, Entry>::iterator first, std::map<Key, Entry>::iterator last) {
+  for (auto it = first; it != last; ++it) {
+    if (!it->second.stored_as.empty()) systemd_->remove_pidfd(it->second.stored_as);
+  }
+  entries_.erase(first, last);
 }
 
 int ProcessWatch::pidfd(JobId job, pid_t pid) const {
   auto it = entries_.find({job, pid});
-  return it == entries_.end() ? -1 : it->second->native_handle();
+  return it == entries_.end() ? -1 : it->second.pidfd->native_handle();
 }
 
 }  // namespace warden

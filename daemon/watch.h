@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "daemon/process.h"
@@ -14,14 +15,18 @@
 
 namespace warden {
 
+class Systemd;
+
 // Owns the pidfds of every tracked process. A process belongs to one job; the same pid may be
 // tracked under two jobs, each with its own pidfd. Lives on the io_context's thread; destroying it
-// cancels every wait (the handlers then do nothing).
+// cancels every wait (the handlers then do nothing). Under systemd, a copy of each pidfd is kept
+// in the service's descriptor store while it is watched.
 class ProcessWatch {
  public:
   using ExitHandler = std::function<void(JobId, pid_t)>;
 
-  ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit);
+  ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit,
+               Systemd* systemd = nullptr);
   ProcessWatch(const ProcessWatch&) = delete;
   ProcessWatch& operator=(const ProcessWatch&) = delete;
 
@@ -36,12 +41,18 @@ class ProcessWatch {
  private:
   using Key = std::pair<JobId, pid_t>;
   using Descriptor = boost::asio::posix::stream_descriptor;
+  struct Entry {
+    std::unique_ptr<Descriptor> pidfd;
+    std::string stored_as;  // its name in systemd's descriptor store, if kept there
+  };
 
   void arm(Key key, Descriptor& fd);
+  void erase(std::map<Key, Entry>::iterator first, std::map<Key, Entry>::iterator last);
 
   boost::asio::any_io_executor executor_;
   ExitHandler on_exit_;
-  std::map<Key, std::unique_ptr<Descriptor>> entries_;
+  Systemd* systemd_;
+  std::map<Key, Entry> entries_;
 };
 
 }  // namespace warden
