@@ -199,6 +199,48 @@ void Client::end_job(JobId job, bool ok) {
   }
 }
 
+std::size_t Client::cleanup(const CleanupRequest& request) {
+  return call(to_json(request)).value("jobs", std::size_t{0});
+}
+
+void Client::follow_events(EventsRequest request,
+                           const std::function<bool(const json&)>& on_event) {
+  request.follow = true;
+  std::int64_t last_seq = 0;
+  // Events already seen are skipped: the backlog and the live stream may overlap by a batch.
+  auto deliver = [&](const json& event) {
+    std::int64_t seq = event.value("seq", std::int64_t{0});
+    if (seq != 0 && seq <= last_seq) return true;
+    last_seq = std::max(last_seq, seq);
+    return on_event(event);
+  };
+  for (;;) {
+    if (last_seq != 0) {
+      request.after_seq = last_seq;
+      request.since_unix_ms.reset();
+    }
+    for (const auto& e : call(to_json(request)).value("events", json::array())) {
+      if (!deliver(e)) return;
+    }
+    try {
+      for (;;) {
+        json line = json::parse(read_line(), nullptr, /*allow_exceptions=*/false);
+        if (line.contains("event") && !deliver(line["event"])) return;
+      }
+    } catch (const ConnectionLost& e) {
+      if (options_.reconnect_for.count() == 0 || !reconnect()) throw;
+    }
+  }
+}
+
+std::string group_from_environment() {
+  for (const char* name : {"SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"}) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && *v != '\0') return v;
+  }
+  return {};
+}
+
 std::vector<json> Client::events(const EventsRequest& request) {
   json reply = call(to_json(request));
   std::vector<json> out;

@@ -42,6 +42,10 @@ json end_job(const RequestContext& c, const json& request) {
   return json::object();
 }
 
+json cleanup(const RequestContext& c, const json& request) {
+  return {{"jobs", c.service.cleanup(c.caller, parse_cleanup(request))}};
+}
+
 json status(const RequestContext& c, const json& request) {
   json jobs = json::array();
   for (const auto& s : c.service.status(c.caller, parse_status(request))) jobs.push_back(to_json(s));
@@ -49,12 +53,17 @@ json status(const RequestContext& c, const json& request) {
 }
 
 json events(const RequestContext& c, const json& request) {
+  EventsRequest r = parse_events(request);
   json events = json::array();
-  for (auto& e : c.service.events(c.caller, parse_events(request))) events.push_back(std::move(e));
+  // Without a store there is no history, but live events still flow.
+  if (!r.follow || c.service.has_history()) {
+    for (auto& e : c.service.events(c.caller, r)) events.push_back(std::move(e));
+  }
+  if (r.follow) *c.follow = Follow{r.job};
   return {{"events", std::move(events)}};
 }
 
-constexpr std::array<Command, 12> kCommands{{
+constexpr std::array<Command, 13> kCommands{{
     {"hello", "exchange protocol version, capabilities and limits", hello},
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
@@ -68,6 +77,8 @@ constexpr std::array<Command, 12> kCommands{{
     {"add_hook", "run a command as the job's user at cleanup", add_hook},
     {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
     {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},
+    {"cleanup", "clean a job, or every job of a group, now (as failed, main process included)",
+     cleanup},
     {"status", "show all jobs the caller may see, or one", status},
     {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
 }};

@@ -9,11 +9,17 @@
 
 namespace warden {
 
+// An `events` request with follow: the session turns into a live event stream after the reply.
+struct Follow {
+  std::optional<JobId> job;
+};
+
 // What a handler may use besides the request itself.
 struct RequestContext {
   Service& service;
   const Caller& caller;        // from the connection's peer credentials
   std::size_t max_frame = kDefaultMaxFrame;
+  std::optional<Follow>* follow = nullptr;  // set by `events` with follow
 };
 
 struct Command {

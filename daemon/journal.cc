@@ -22,7 +22,12 @@ Journal::Journal(asio::io_context& io, std::unique_ptr<Store> store)
 Journal::~Journal() { writer_.join(); }
 
 std::uint64_t Journal::stage(std::vector<Record> records, std::function<void()> undo) {
-  if (!store_) return 0;
+  if (!store_) {
+    for (const auto& r : records) {
+      if (const auto* e = std::get_if<EventRecord>(&r); e != nullptr && on_event_) on_event_(*e);
+    }
+    return 0;
+  }
   pending_.push_back({.seq = ++staged_, .records = std::move(records), .undo = std::move(undo)});
   if (!writing_) start_write();
   return staged_;
@@ -44,8 +49,12 @@ void Journal::start_write() {
         for (auto& r : change.records) records.push_back(std::move(r));
       }
       std::string error;
+      std::vector<EventRecord> events;
       try {
         store_->write(records);
+        for (auto& r : records) {
+          if (auto* e = std::get_if<EventRecord>(&r)) events.push_back(std::move(*e));
+        }
       } catch (const std::exception& e) {
         error = e.what();
       }
@@ -56,15 +65,20 @@ void Journal::start_write() {
           for (auto& r : change.records) r = std::move(*it++);
         }
       }
-      asio::post(io_, [this, batch = std::move(batch), error = std::move(error)]() mutable {
-        write_finished(std::move(batch), std::move(error));
+      asio::post(io_, [this, batch = std::move(batch), error = std::move(error),
+                       events = std::move(events)]() mutable {
+        write_finished(std::move(batch), std::move(error), std::move(events));
       });
     });
   });
 }
 
-void Journal::write_finished(std::vector<Change> batch, std::string error) {
+void Journal::write_finished(std::vector<Change> batch, std::string error,
+                             std::vector<EventRecord> events) {
   writing_ = false;
+  if (on_event_) {
+    for (const auto& e : events) on_event_(e);
+  }
   const std::uint64_t last = batch.empty() ? 0 : batch.back().seq;
   std::set<std::uint64_t> undone;
   if (error.empty()) {

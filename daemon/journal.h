@@ -46,6 +46,10 @@ class Journal {
   void when_written(std::uint64_t seq, std::function<void(const Written&)> done);
 
   Store* store() { return store_.get(); }
+  // Called on the loop with each event once it is written (at once, without a store).
+  void on_event_written(std::function<void(const EventRecord&)> handler) {
+    on_event_ = std::move(handler);
+  }
   bool healthy() const { return last_error_.empty(); }
 
  private:
@@ -60,7 +64,8 @@ class Journal {
   };
 
   void start_write();
-  void write_finished(std::vector<Change> batch, std::string error);
+  void write_finished(std::vector<Change> batch, std::string error,
+                      std::vector<EventRecord> events);
   void answer_waiters(std::uint64_t last, const std::string& error,
                       const std::set<std::uint64_t>& undone);
 
@@ -76,6 +81,7 @@ class Journal {
   std::deque<Waiter> waiters_;  // by seq
   std::string last_error_;
   boost::asio::steady_timer retry_;  // rewrites kept changes after a failure
+  std::function<void(const EventRecord&)> on_event_;
 };
 
 }  // namespace warden

@@ -6,9 +6,11 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <deque>
 #include <filesystem>
 #include <spdlog/spdlog.h>
 
@@ -100,6 +102,56 @@ asio::awaitable<void> Server::written(const std::vector<Unwritten>& unwritten,
   co_await answered.async_wait(asio::as_tuple(asio::use_awaitable));
 }
 
+asio::awaitable<void> Server::follow_events(Socket& socket, const Caller& caller,
+                                           std::optional<JobId> job) {
+  using namespace asio::experimental::awaitable_operators;
+  // Events queue here and go out in order; a reader that falls this far behind is dropped rather
+  // than let its queue grow without bound.
+  constexpr std::size_t kMaxQueued = 10'000;
+  std::deque<std::string> queue;
+  bool overflowed = false;
+  asio::steady_timer queued(io_, asio::steady_timer::time_point::max());
+  std::uint64_t id = service_.subscribe(caller, job, [&](const json& event) {
+    if (queue.size() >= kMaxQueued) {
+      overflowed = true;
+    } else {
+      queue.push_back(json{{"event", event}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+    }
+    queued.cancel();
+  });
+  struct Unsubscribe {
+    Service& service;
+    std::uint64_t id;
+    ~Unsubscribe() { service.unsubscribe(id); }
+  } unsubscribe{service_, id};
+
+  auto push = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      while (!queue.empty()) {
+        auto [ec, _] = co_await asio::async_write(socket, asio::buffer(queue.front()),
+                                                  asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+        queue.pop_front();
+      }
+      if (overflowed) {
+        spdlog::warn("uid={} dropped from the event stream: {} events behind", caller.uid, kMaxQueued);
+        co_return;
+      }
+      queued.expires_at(asio::steady_timer::time_point::max());
+      co_await queued.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  };
+  // The client sends nothing more; a read that ends means it has gone.
+  auto until_closed = [&]() -> asio::awaitable<void> {
+    char byte[256];
+    for (;;) {
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(byte), asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+    }
+  };
+  co_await (push() || until_closed());
+}
+
 Server::Server(asio::io_context& io, Service& service, Journal& journal, ServerOptions options,
                std::optional<UniqueFd> listener)
     : io_(io),
@@ -158,7 +210,9 @@ asio::awaitable<void> Server::session(Socket socket) {
   }
   spdlog::debug("connect pid={} uid={}", caller.pid, caller.uid);
 
-  RequestContext context{.service = service_, .caller = caller, .max_frame = options_.max_frame};
+  std::optional<Follow> follow;
+  RequestContext context{
+      .service = service_, .caller = caller, .max_frame = options_.max_frame, .follow = &follow};
   FrameDecoder decoder(options_.max_frame);
   std::vector<Reply> replies;
   std::vector<Unwritten> unwritten;
@@ -204,6 +258,10 @@ asio::awaitable<void> Server::session(Socket socket) {
       if (wec) break;
     }
     if (ec || close) break;
+    if (follow) {
+      co_await follow_events(socket, caller, follow->job);
+      break;
+    }
   }
   spdlog::debug("disconnect pid={} uid={}", caller.pid, caller.uid);
 }

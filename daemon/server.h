@@ -52,6 +52,9 @@ class Server {
 
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> session(Socket socket);
+  // After `events` with follow: writes each new event until the client closes the connection.
+  boost::asio::awaitable<void> follow_events(Socket& socket, const Caller& caller,
+                                             std::optional<JobId> job);
   // Waits until each change is written or has failed; a failed one's reply becomes an error.
   boost::asio::awaitable<void> written(const std::vector<Unwritten>& unwritten,
                                        std::vector<Reply>& replies);

@@ -34,7 +34,26 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
              options.systemd),
       deadline_timer_(io),
-      status_timer_(io) {}
+      status_timer_(io) {
+  journal_.on_event_written([this](const EventRecord& event) { publish(event); });
+}
+
+std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job, EventSink push) {
+  std::uint64_t id = next_subscriber_++;
+  subscribers_.emplace(id, Subscriber{caller, job, std::move(push)});
+  return id;
+}
+
+void Service::unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
+
+void Service::publish(const EventRecord& event) {
+  if (subscribers_.empty()) return;
+  json j = to_json(event);
+  for (auto& [id, s] : subscribers_) {
+    bool sees = s.caller.is_admin() || static_cast<uid_t>(event.uid) == s.caller.uid;
+    if (sees && (!s.job || *s.job == event.job)) s.push(j);
+  }
+}
 
 void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup) {
   core_.set_limits(limits);
@@ -62,7 +81,8 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
                .heartbeat = from_seconds(request.heartbeat_s),
                .grace = from_seconds(request.grace_s),
                .kill_main_on_stall = request.kill_main_on_stall,
-               .diagnose = request.diagnose};
+               .diagnose = request.diagnose,
+               .group = request.group};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
   spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={}", id,
                request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s);
@@ -127,6 +147,13 @@ std::optional<Duration> Service::heartbeat(const Caller& caller, const Heartbeat
   if (!deadline) return std::nullopt;
   // A beat only ever moves a deadline later, so the armed timer stays valid; it re-arms when it fires.
   return *deadline - now;
+}
+
+std::size_t Service::cleanup(const Caller& caller, const CleanupRequest& request) {
+  auto plans = core_.cleanup(caller, request);
+  for (auto& plan : plans) start_cleanup(std::move(plan));
+  rearm_deadline();
+  return plans.size();
 }
 
 void Service::end_job(const Caller& caller, const EndJobRequest& request) {
@@ -337,6 +364,7 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
 JobStatus Service::to_status(const Job& job) const {
   JobStatus s{.id = job.id,
               .name = job.spec.name,
+              .group = job.spec.group,
               .uid = job.uid,
               .state = job.state,
               .reason = job.reason,

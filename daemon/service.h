@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -46,8 +47,17 @@ class Service {
   // Returns the time left until the new deadline (nullopt for a job without heartbeat).
   std::optional<Duration> heartbeat(const Caller& caller, const HeartbeatRequest& request);
   void end_job(const Caller& caller, const EndJobRequest& request);
+  // Returns how many jobs it started cleaning.
+  std::size_t cleanup(const Caller& caller, const CleanupRequest& request);
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
   std::vector<json> events(const Caller& caller, const EventsRequest& request);
+  bool has_history() { return journal_.store() != nullptr; }
+
+  // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
+  // is written; it must only queue it (not unsubscribe). Returns an id for unsubscribe().
+  using EventSink = std::function<void(const json& event)>;
+  std::uint64_t subscribe(const Caller& caller, std::optional<JobId> job, EventSink push);
+  void unsubscribe(std::uint64_t id);
 
   // Takes back what the store held at start: jobs still alive resume (one heartbeat period to beat
   // again), jobs whose main process died meanwhile are cleaned, interrupted cleanups resume.
@@ -59,6 +69,7 @@ class Service {
   std::string summary() const;
 
   std::size_t tracked_processes() const { return watch_.size(); }
+  std::size_t subscribers() const { return subscribers_.size(); }
   std::size_t cleanups_running() const { return cleanups_running_; }
 
  private:
@@ -67,6 +78,7 @@ class Service {
   void rearm_deadline();
   void start_cleanup(CleanupPlan plan);
   void cleanup_finished(JobId id, CleanupReport report);
+  void publish(const EventRecord& event);
   // Stages the job's header and a state-change event (a change wardend made: never undone).
   void record_state(const Job& job);
   // Tells systemd the new summary, at most once a second.
@@ -90,6 +102,13 @@ class Service {
   std::size_t cleanups_running_ = 0;
   boost::asio::steady_timer status_timer_;
   bool status_pending_ = false;
+  struct Subscriber {
+    Caller caller;
+    std::optional<JobId> job;
+    EventSink push;
+  };
+  std::map<std::uint64_t, Subscriber> subscribers_;
+  std::uint64_t next_subscriber_ = 1;
 };
 
 }  // namespace warden

@@ -43,7 +43,8 @@ json spec_to_json(const JobSpec& spec) {
   json j{{"name", spec.name},
          {"heartbeat_s", to_seconds(spec.heartbeat)},
          {"grace_s", to_seconds(spec.grace)},
-         {"kill_main_on_stall", spec.kill_main_on_stall}};
+         {"kill_main_on_stall", spec.kill_main_on_stall},
+         {"group", spec.group}};
   if (spec.diagnose) j["diagnose"] = to_json(*spec.diagnose);
   return j;
 }
@@ -52,14 +53,18 @@ JobSpec spec_from_json(const json& j) {
   JobSpec spec{.name = j.at("name").get<std::string>(),
                .heartbeat = from_seconds(j.at("heartbeat_s").get<double>()),
                .grace = from_seconds(j.at("grace_s").get<double>()),
-               .kill_main_on_stall = j.at("kill_main_on_stall").get<bool>()};
+               .kill_main_on_stall = j.at("kill_main_on_stall").get<bool>(),
+               .group = j.value("group", "")};
   if (j.contains("diagnose")) spec.diagnose = parse_command(j["diagnose"]);
   return spec;
 }
 
-json event_to_json(const EventRecord& e) {
+}  // namespace
+
+json to_json(const EventRecord& e) {
   json j{{"unix_ms", e.unix_ms}, {"job", e.job},    {"uid", e.uid},
          {"name", e.name},       {"state", to_string(e.state)}};
+  if (e.seq != 0) j["seq"] = e.seq;
   if (e.reason) {
     j["reason"] = to_string(*e.reason);
     j["reason_detail"] = e.reason_detail;
@@ -67,6 +72,8 @@ json event_to_json(const EventRecord& e) {
   if (e.report) j["report"] = to_json(*e.report);
   return j;
 }
+
+namespace {
 
 template <class T>
 T enum_column(const SQLite::Column& column, std::optional<T> (*parse)(std::string_view),
@@ -219,10 +226,10 @@ StoredState Store::load() try {
   throw StoreError(corrupt_message(options_.path, e.what()));
 }
 
-void Store::write(const std::vector<Record>& records) {
+void Store::write(std::vector<Record>& records) {
   SQLite::Transaction transaction(writer_);
   bool events = false;
-  for (const auto& record : records) {
+  for (auto& record : records) {
     apply(record);
     events = events || std::holds_alternative<EventRecord>(record);
   }
@@ -230,9 +237,9 @@ void Store::write(const std::vector<Record>& records) {
   transaction.commit();
 }
 
-void Store::apply(const Record& record) {
+void Store::apply(Record& record) {
   std::visit(
-      [this](const auto& r) {
+      [this](auto& r) {
         using T = std::decay_t<decltype(r)>;
         if constexpr (std::is_same_v<T, JobRecord>) {
           SQLite::Statement& s = prepared("INSERT OR REPLACE INTO jobs VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -291,8 +298,9 @@ void Store::apply(const Record& record) {
           s.bind(1, r.unix_ms);
           s.bind(2, static_cast<std::int64_t>(r.job));
           s.bind(3, r.uid);
-          s.bind(4, event_to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));
+          s.bind(4, to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));
           s.exec();
+          r.seq = writer_.getLastInsertRowid();
         } else if constexpr (std::is_same_v<T, NextJobId>) {
           SQLite::Statement& s = prepared("INSERT OR REPLACE INTO meta VALUES('next_job_id', ?)");
           s.bind(1, static_cast<std::int64_t>(r.value));

@@ -60,6 +60,7 @@ struct HookRecord {  // hooks run in the order they were recorded
 
 // A job changed state: the event history that `wardenctl events` shows.
 struct EventRecord {
+  std::int64_t seq = 0;  // assigned when written
   std::int64_t unix_ms = 0;
   JobId job = 0;
   std::int64_t uid = 0;
@@ -80,6 +81,8 @@ using Record = std::variant<JobRecord, JobForgotten, ProcessRecord, PathRecord, 
 // Snapshots of a job's header and of its latest state change, taken on the event loop.
 JobRecord job_record(const Job& job);
 EventRecord event_record(const Job& job);
+// An event as the `events` op serves it.
+json to_json(const EventRecord& event);
 
 // The store cannot be opened or read: corrupt, from a newer wardend, unreadable. The message says
 // what to do; wardend refuses to start rather than start empty over jobs it could not read.
@@ -115,15 +118,16 @@ class Store {
 
   // Everything recorded. Throws StoreError if a row cannot be read back.
   StoredState load();
-  // Writes the records in one transaction, durable when this returns. Throws SQLite::Exception
-  // (disk full, read-only, I/O error) having written none of them. Called by one thread at a time.
-  void write(const std::vector<Record>& records);
+  // Writes the records in one transaction, durable when this returns, and numbers the events.
+  // Throws SQLite::Exception (disk full, read-only, I/O error) having written none of them. Called
+  // by one thread at a time.
+  void write(std::vector<Record>& records);
   // Events in seq order, each as the `events` op serves it. Safe to call from another thread than
   // write()'s: it has a connection of its own.
   std::vector<json> events(const EventQuery& query);
 
  private:
-  void apply(const Record& record);
+  void apply(Record& record);
   // The writer's statement for `sql` (a string literal), prepared once and reset for reuse.
   SQLite::Statement& prepared(const char* sql);
   void trim_events(std::int64_t now_ms);

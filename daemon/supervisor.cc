@@ -123,6 +123,20 @@ CleanupPlan Supervisor::end_job(const Caller& caller, JobId id, bool ok) {
   return begin_cleanup(job, JobState::failed, "the job reported failure", false);
 }
 
+std::vector<CleanupPlan> Supervisor::cleanup(const Caller& caller, const CleanupRequest& request) {
+  std::string detail = "cleanup requested by uid " + std::to_string(caller.uid);
+  if (request.job) {
+    return {begin_cleanup(running_job(caller, *request.job), JobState::failed, detail, true)};
+  }
+  std::vector<CleanupPlan> plans;
+  for (auto& [id, job] : jobs_) {
+    if (job.state == JobState::running && job.spec.group == request.group && sees(caller, job)) {
+      plans.push_back(begin_cleanup(job, JobState::failed, detail + " for group " + request.group, true));
+    }
+  }
+  return plans;
+}
+
 std::vector<const Job*> Supervisor::visible_jobs(const Caller& caller) const {
   std::vector<const Job*> out;
   for (const auto& [id, job] : jobs_) {
@@ -147,9 +161,10 @@ ExitEffect Supervisor::process_exited(JobId id, pid_t pid, TimePoint now) {
   if (job.state != JobState::running) return {};
   if (pid == job.main.pid) {
     // The main process is dead: it and everything it led are the job's to clean.
-    return {.cleanup = begin_cleanup(job, JobState::failed,
-                                     "main process " + std::to_string(pid) + " exited without end_job",
-                                     true)};
+    CleanupPlan plan = begin_cleanup(
+        job, JobState::failed, "main process " + std::to_string(pid) + " exited without end_job", true);
+    plan.targets.front().exited = true;
+    return {.cleanup = std::move(plan)};
   }
   for (auto& w : job.workers) {
     if (w.identity.pid == pid && !w.exited_at) {
@@ -300,8 +315,7 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
                    .diagnose = reason == JobState::stalled,
                    .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt};
   if (include_main) {
-    plan.targets.push_back({.identity = job.main, .role = "main",
-                            .exited = reason == JobState::failed});
+    plan.targets.push_back({.identity = job.main, .role = "main"});
   }
   for (const auto& w : job.workers) {
     plan.targets.push_back({.identity = w.identity,

@@ -46,6 +46,7 @@ struct JobSpec {
   Duration grace{};      // SIGTERM -> SIGKILL
   bool kill_main_on_stall = false;
   std::optional<CommandSpec> diagnose;
+  std::string group;
 };
 
 struct TrackedProcess {
@@ -171,6 +172,9 @@ class Supervisor {
   std::optional<TimePoint> heartbeat(const Caller& caller, JobId id, TimePoint now);
   // Ends the job and returns the plan that sweeps (ok) or removes (failed) what it registered.
   CleanupPlan end_job(const Caller& caller, JobId id, bool ok);
+  // Cleans running jobs now as failed, main process included: one job, or every job of a group
+  // the caller may see (none is not an error for a group: an epilog may run on an idle node).
+  std::vector<CleanupPlan> cleanup(const Caller& caller, const CleanupRequest& request);
   // Every job the caller may see (its own; all for an admin), by id.
   std::vector<const Job*> visible_jobs(const Caller& caller) const;
   const Job& visible_job(const Caller& caller, JobId id) const;

@@ -233,6 +233,7 @@ RegisterJobRequest parse_register_job(const json& j) {
   r.heartbeat_s = seconds_field(j, "heartbeat_s", 0, kMaxHeartbeatS);
   r.grace_s = seconds_field(j, "grace_s", r.grace_s, kMaxGraceS);
   r.kill_main_on_stall = bool_field(j, "kill_main_on_stall", false);
+  if (find(j, "group") != nullptr) r.group = string_field(j, "group", kMaxNameBytes);
   if (find(j, "diagnose") != nullptr) r.diagnose = command_field(j, "diagnose");
   return r;
 }
@@ -287,6 +288,14 @@ StatusRequest parse_status(const json& j) {
   return r;
 }
 
+CleanupRequest parse_cleanup(const json& j) {
+  CleanupRequest r;
+  if (find(j, "job") != nullptr) r.job = job_field(j, "job");
+  if (find(j, "group") != nullptr) r.group = string_field(j, "group", kMaxNameBytes);
+  if (r.job.has_value() == !r.group.empty()) bad_field("job", "or 'group' is required (exactly one)");
+  return r;
+}
+
 EventsRequest parse_events(const json& j) {
   constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
   EventsRequest r;
@@ -295,6 +304,7 @@ EventsRequest parse_events(const json& j) {
   if (find(j, "after_seq") != nullptr) r.after_seq = count_field(j, "after_seq", 0, kMaxInt);
   r.limit = static_cast<std::size_t>(
       count_field(j, "limit", static_cast<std::int64_t>(r.limit), kMaxEventsPerReply));
+  r.follow = bool_field(j, "follow", false);
   return r;
 }
 
@@ -307,6 +317,7 @@ json to_json(const RegisterJobRequest& r) {
          {"pid", r.pid},             {"heartbeat_s", r.heartbeat_s},
          {"grace_s", r.grace_s},     {"kill_main_on_stall", r.kill_main_on_stall}};
   if (r.diagnose) j["diagnose"] = to_json(*r.diagnose);
+  if (!r.group.empty()) j["group"] = r.group;
   return j;
 }
 
@@ -338,11 +349,19 @@ json to_json(const StatusRequest& r) {
   return j;
 }
 
+json to_json(const CleanupRequest& r) {
+  json j{{"op", "cleanup"}};
+  if (r.job) j["job"] = *r.job;
+  if (!r.group.empty()) j["group"] = r.group;
+  return j;
+}
+
 json to_json(const EventsRequest& r) {
   json j{{"op", "events"}, {"limit", r.limit}};
   if (r.job) j["job"] = *r.job;
   if (r.since_unix_ms) j["since_unix_ms"] = *r.since_unix_ms;
   if (r.after_seq) j["after_seq"] = *r.after_seq;
+  if (r.follow) j["follow"] = true;
   return j;
 }
 
@@ -490,6 +509,7 @@ CleanupReport parse_cleanup_report(const json& j) {
 json to_json(const JobStatus& s) {
   json j{{"id", s.id},
          {"name", s.name},
+         {"group", s.group},
          {"uid", s.uid},
          {"state", to_string(s.state)},
          {"main", {{"pid", s.main_pid}, {"start_time", s.main_start_time}}},
@@ -521,6 +541,7 @@ JobStatus parse_job_status(const json& j) {
   JobStatus s;
   s.id = j.value("id", JobId{0});
   s.name = j.value("name", "");
+  s.group = j.value("group", "");
   s.uid = j.value("uid", uid_t{0});
   s.state = job_state_from_string(j.value("state", "")).value_or(JobState::running);
   if (j.contains("reason")) {

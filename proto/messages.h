@@ -81,6 +81,8 @@ struct RegisterJobRequest {
   double heartbeat_s = 0;           // 0: no heartbeat deadline
   double grace_s = 5;               // SIGTERM -> SIGKILL
   bool kill_main_on_stall = false;  // on a stall, also terminate the main process
+  // The cluster job this belongs to (Slurm job id, torchrun run id): `cleanup` by group ends all.
+  std::string group;
   // Run at a stall before cleanup, e.g. {"py-spy", "dump", "--pid", "{pid}"}; "{pid}" in any
   // argument becomes the main process's pid. Empty: none.
   std::optional<CommandSpec> diagnose;
@@ -117,6 +119,13 @@ struct EndJobRequest {
   bool ok = true;  // wire: "outcome": "ok" | "failed"
 };
 
+// Cleans a job (or every job of a group) now, as if it had failed: its main process is terminated
+// too. Exactly one of the two.
+struct CleanupRequest {
+  std::optional<JobId> job;
+  std::string group;
+};
+
 struct StatusRequest {
   std::optional<JobId> job;  // absent: every job the caller may see
 };
@@ -130,6 +139,9 @@ struct EventsRequest {
   std::optional<std::int64_t> since_unix_ms;
   std::optional<std::int64_t> after_seq;
   std::size_t limit = 100;
+  // After the reply, the connection carries each new event as it happens, as {"event": {...}}
+  // lines, until the client closes it.
+  bool follow = false;
 };
 
 // Request parsing: throws Error{bad_request} naming the offending field.
@@ -141,6 +153,7 @@ AddHookRequest parse_add_hook(const json& j);
 HeartbeatRequest parse_heartbeat(const json& j);
 EndJobRequest parse_end_job(const json& j);
 StatusRequest parse_status(const json& j);
+CleanupRequest parse_cleanup(const json& j);
 EventsRequest parse_events(const json& j);
 // A command (hook or diagnose) in either wire form, validated as a request field is.
 CommandSpec parse_command(const json& j);
@@ -154,6 +167,7 @@ json to_json(const AddHookRequest& r);
 json to_json(const HeartbeatRequest& r);
 json to_json(const EndJobRequest& r);
 json to_json(const StatusRequest& r);
+json to_json(const CleanupRequest& r);
 json to_json(const EventsRequest& r);
 json to_json(const CommandSpec& c);
 
@@ -239,6 +253,7 @@ struct CleanupReport {
 struct JobStatus {
   JobId id = 0;
   std::string name;
+  std::string group;
   uid_t uid = 0;
   JobState state = JobState::running;
   std::optional<JobState> reason;  // set once the job ended: ended | failed | stalled

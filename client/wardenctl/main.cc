@@ -26,9 +26,11 @@ struct Options {
   std::vector<std::string> files, dirs, shms, shm_globs, hooks;
   double hook_timeout_s = 30;
   bool keep_on_success = false;
+  std::string group;
   // events
   std::string since;
   std::size_t limit = 100;
+  bool follow = false;
   // run
   warden::RunOptions run;
 };
@@ -80,6 +82,19 @@ int run_events(warden::Client& client, const Options& o) {
       return 2;
     }
   }
+  if (o.follow) {
+    // One line per event, as it happens; JSON lines with --json.
+    client.follow_events(request, [&](const warden::json& e) {
+      if (o.json) {
+        std::cout << e.dump() << std::endl;
+      } else {
+        warden::print_event(std::cout, e);
+        std::cout.flush();
+      }
+      return true;
+    });
+    return 0;
+  }
   auto events = client.events(request);
   if (o.json) {
     std::cout << warden::json(events).dump(2) << "\n";
@@ -114,7 +129,8 @@ int main(int argc, char** argv) {
   events->add_option("--limit", o.limit, "At most this many events")
       ->check(CLI::Range(std::size_t{1}, static_cast<std::size_t>(warden::kMaxEventsPerReply)))
       ->capture_default_str();
-  events->add_flag("--json", o.json, "Print JSON");
+  events->add_flag("--json", o.json, "Print JSON (with --follow: one JSON object per line)");
+  events->add_flag("--follow,-f", o.follow, "Keep printing new events as they happen");
 
   auto* reg = app.add_subcommand("register", "Register a job; prints its id");
   reg->add_option("--pid", o.registration.pid, "The job's main process")->required();
@@ -134,6 +150,19 @@ int main(int argc, char** argv) {
   reg->add_option("--diagnose-timeout", o.diagnose_timeout_s, "Seconds the diagnose command may run")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+
+  reg->add_option("--group", o.group,
+                  "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
+
+  auto* cleanup = app.add_subcommand(
+      "cleanup", "Clean a job, or every job of a group, now: as if it failed, main process included");
+  cleanup->add_option("JOB", o.job, "A job id");
+  cleanup->add_option("--group", o.group, "Every job of this group (e.g. a Slurm job id)");
+  cleanup->callback([&] {
+    if (o.job.has_value() == !o.group.empty()) {
+      throw CLI::ValidationError("cleanup", "give a JOB or --group, not both");
+    }
+  });
 
   auto* add = app.add_subcommand("add", "Register what a job must not leave behind");
   add->add_option("--job", o.job, "The job id")->required();
@@ -174,6 +203,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   run->add_flag("--keep-tmp", o.run.keep_tmp, "Keep TMPDIR after a clean exit");
+  run->add_option("--group", o.group,
+                  "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
   run->add_option("command", o.run.command, "The command and its arguments, after --")->required();
 
   try {
@@ -184,13 +215,21 @@ int main(int argc, char** argv) {
 
   try {
     warden::Client client(o.socket);
+    if (o.group.empty() && (reg->parsed() || run->parsed())) o.group = warden::group_from_environment();
     if (status->parsed()) return run_status(client, o);
+    if (cleanup->parsed()) {
+      std::size_t n = client.cleanup({.job = o.job, .group = o.group});
+      if (!o.job) std::cout << "cleaning " << n << " jobs of group " << o.group << "\n";
+      return 0;
+    }
     if (events->parsed()) return run_events(client, o);
     if (run->parsed()) {
       if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
+      o.run.group = o.group;
       return warden::run_job(client, o.run);
     }
     if (reg->parsed()) {
+      o.registration.group = o.group;
       if (!o.diagnose.empty()) {
         o.registration.diagnose = shell_command(o.diagnose, o.diagnose_timeout_s);
       }

@@ -55,7 +55,8 @@ int run_job(Client& client, const RunOptions& options) {
   JobId id = 0;
   try {
     RegisterJobRequest request{.name = options.name, .pid = ::getpid(),
-                               .heartbeat_s = options.heartbeat_s, .grace_s = options.grace_s};
+                               .heartbeat_s = options.heartbeat_s, .grace_s = options.grace_s,
+                               .group = options.group};
     id = client.register_job(request);
     client.add_process(id, child);
     client.add_path({.job = id, .kind = PathKind::dir, .path = tmpdir,

@@ -13,7 +13,8 @@ struct RunOptions {
   std::string name;  // default: the command's basename
   double heartbeat_s = 0;
   double grace_s = 5;
-  bool keep_tmp = false;  // keep TMPDIR after a clean end (it is removed after a failure anyway)
+  bool keep_tmp = false;
+  std::string group;  // keep TMPDIR after a clean end (it is removed after a failure anyway)
 };
 
 // wardenctl itself is the job's main process and CMD its registered worker, so that a clean exit

@@ -4,6 +4,7 @@
 #include <fmt/ostream.h>
 #include <pwd.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace warden {
@@ -52,13 +53,21 @@ void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
     out << "no jobs\n";
     return;
   }
-  fmt::print(out, "{:>6}  {:<20}  {:<10}  {:<20}  {:>7}  {:>9}  {:>7}  {:>5}\n", "JOB", "NAME",
-             "USER", "STATE", "AGE", "LAST BEAT", "WORKERS", "PATHS");
+  // The group column only where some job has one (a cluster node), so a workstation's table stays narrow.
+  bool groups = std::any_of(jobs.begin(), jobs.end(), [](const JobStatus& j) { return !j.group.empty(); });
+  auto group = [&](const std::string& g) { return groups ? fmt::format("  {:<12.12}", g) : std::string(); };
+  fmt::print(out, "{:>6}  {:<20}{}  {:<10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}\n", "JOB", "NAME",
+             group("GROUP"), "USER", "STATE", "AGE", "LAST BEAT", "PROCS", "FILES", "SHM");
   for (const auto& job : jobs) {
     std::string beat = job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "-";
-    fmt::print(out, "{:>6}  {:<20.20}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>7}  {:>5}\n", job.id,
-               job.name, user_name(job.uid), state_text(job), age(job.created_unix_ms), beat,
-               live_workers(job), job.paths.size());
+    std::size_t shm = std::count_if(job.paths.begin(), job.paths.end(), [](const PathStatus& p) {
+      return p.kind == PathKind::shm || p.kind == PathKind::shm_glob;
+    });
+    // The main process counts while the job runs.
+    std::size_t procs = live_workers(job) + (job.state == JobState::running ? 1 : 0);
+    fmt::print(out, "{:>6}  {:<20.20}{}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}\n", job.id,
+               job.name, group(job.group), user_name(job.uid), state_text(job),
+               age(job.created_unix_ms), beat, procs, job.paths.size() - shm, shm);
   }
 }
 
@@ -66,6 +75,7 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
   fmt::print(out, "job {}  {}\n", job.id, job.name);
   fmt::print(out, "  user       {} (uid {})\n", user_name(job.uid), job.uid);
   fmt::print(out, "  state      {}\n", state_text(job));
+  if (!job.group.empty()) fmt::print(out, "  group      {}\n", job.group);
   if (job.reason) fmt::print(out, "  why        {}\n", job.reason_detail);
   fmt::print(out, "  main       pid {}\n", job.main_pid);
   fmt::print(out, "  age        {}\n", age(job.created_unix_ms));

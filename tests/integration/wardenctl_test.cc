@@ -1,9 +1,14 @@
 // wardenctl against a real wardend: output for people and scripts, and one-line errors.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -130,6 +135,99 @@ TEST_F(Wardenctl, RunOfAMissingProgramSaysSoAndExits127) {
   auto r = ctl({"run", "--", "/no/such/program"});
   EXPECT_EQ(r.status, 127);
   EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.err;
+}
+
+// Reads a child's output line by line as it comes.
+class LineReader {
+ public:
+  explicit LineReader(int fd) : fd_(fd) {}
+  std::optional<std::string> next(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+        std::string line = buffer_.substr(0, nl);
+        buffer_.erase(0, nl + 1);
+        return line;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd p{.fd = fd_, .events = POLLIN};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return std::nullopt;
+      char buf[4096];
+      ssize_t n = ::read(fd_, buf, sizeof(buf));
+      if (n <= 0) return std::nullopt;
+      buffer_.append(buf, n);
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buffer_;
+};
+
+TEST_F(Wardenctl, EventsFollowPrintsStateChangesAsTheyHappen) {
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  pid_t follower = ::fork();
+  if (follower == 0) {
+    ::dup2(out[1], 1);
+    testing::exec_argv({WARDENCTL_PATH, "--socket", daemon.socket(), "events", "--follow", "--json"});
+  }
+  track(follower);
+  ::close(out[1]);
+  LineReader lines(out[0]);
+  // Give it time to subscribe before anything happens.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  pid_t main = spawned.emplace_back(testing::spawn(testing::Behaviour::sleep));
+  JobId id = client.register_job({.name = "followed", .pid = main, .group = "g1"});
+  auto first = lines.next(std::chrono::seconds(5));
+  ASSERT_TRUE(first) << "nothing printed after the registration";
+  auto e = json::parse(*first);
+  EXPECT_EQ(e["job"], id);
+  EXPECT_EQ(e["state"], "running");
+  // Nothing more until something happens.
+  EXPECT_FALSE(lines.next(std::chrono::milliseconds(200)));
+
+  ::kill(main, SIGKILL);
+  std::vector<std::string> states;
+  while (states.size() < 2) {
+    auto line = lines.next(std::chrono::seconds(5));
+    ASSERT_TRUE(line) << "after " << states.size() << " more events";
+    states.push_back(json::parse(*line)["state"]);
+  }
+  EXPECT_EQ(states, (std::vector<std::string>{"cleaning", "cleaned"}));
+  ::close(out[0]);
+}
+
+TEST_F(Wardenctl, CleanupOfAGroupEndsEveryJobOfItAndNoOther) {
+  std::vector<pid_t> mains;
+  for (int i = 0; i < 3; ++i) mains.push_back(spawned.emplace_back(testing::spawn(testing::Behaviour::sleep)));
+  // Two jobs of Slurm job 4242 (the group comes from the environment), one of another.
+  for (int i = 0; i < 2; ++i) {
+    auto r = run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "register", "--pid",
+                          std::to_string(mains[i]), "--name", "rank" + std::to_string(i)},
+                         {"SLURM_JOB_ID=4242"});
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  ASSERT_EQ(ctl({"register", "--pid", std::to_string(mains[2]), "--name", "other", "--group", "7"}).status, 0);
+  auto table = ctl({"status"});
+  EXPECT_NE(table.out.find("GROUP"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("4242"), std::string::npos) << table.out;
+
+  auto r = ctl({"cleanup", "--group", "4242"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("cleaning 2 jobs"), std::string::npos) << r.out;
+  EXPECT_TRUE(testing::wait_exited(mains[0], std::chrono::seconds(10)));
+  EXPECT_TRUE(testing::wait_exited(mains[1], std::chrono::seconds(10)));
+  EXPECT_FALSE(testing::is_gone(mains[2]));
+  EXPECT_EQ(wait_for_state(3, JobState::running).state, JobState::running);
+  EXPECT_EQ(wait_for_state(1, JobState::cleaned).reason_detail, "cleanup requested by uid 0 for group 4242");
+
+  // One job by id, as its owner.
+  ASSERT_EQ(ctl({"cleanup", "3"}).status, 0);
+  EXPECT_TRUE(testing::wait_exited(mains[2], std::chrono::seconds(10)));
+  EXPECT_NE(ctl({"cleanup"}).status, 0) << "a JOB or --group is required";
 }
 
 }  // namespace

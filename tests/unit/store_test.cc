@@ -14,6 +14,8 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::seconds;
 
+void write(Store& store, std::vector<Record> records) { store.write(records); }
+
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -47,7 +49,7 @@ TEST_F(StoreTest, WhatIsWrittenIsLoadedBackAfterReopening) {
   TrackedHook hook{.command = {.argv = {"/bin/true"}, .env = {{"A", "b"}}, .cwd = "/", .timeout_s = 2}};
   {
     Store store({.path = path});
-    store.write({job_record(job), event_record(job), NextJobId{8},
+    write(store, {job_record(job), event_record(job), NextJobId{8},
                  ProcessRecord{7, {.identity = {.pid = 4243, .start_time = 99, .uid = 1000}}},
                  PathRecord{7, file}, HookRecord{7, hook}});
   }
@@ -80,13 +82,13 @@ TEST_F(StoreTest, WhatIsWrittenIsLoadedBackAfterReopening) {
 TEST_F(StoreTest, LaterJobRowsReplaceEarlierOnesAndForgottenJobsLeaveNoRows) {
   Job job = sample_job();
   Store store({.path = path});
-  store.write({job_record(job), ProcessRecord{7, {.identity = {.pid = 1, .start_time = 2}}}});
+  write(store, {job_record(job), ProcessRecord{7, {.identity = {.pid = 1, .start_time = 2}}}});
   job.state = JobState::cleaned;
   job.reason = JobState::stalled;
   job.reason_detail = "no heartbeat for 30.0 s";
   job.report = CleanupReport{.reason = JobState::stalled, .duration_ms = 12.5};
   job.finished = Clock::now();
-  store.write({job_record(job)});
+  write(store, {job_record(job)});
   auto loaded = store.load().jobs.at(0);
   EXPECT_EQ(loaded.state, JobState::cleaned);
   EXPECT_EQ(loaded.reason, JobState::stalled);
@@ -94,7 +96,7 @@ TEST_F(StoreTest, LaterJobRowsReplaceEarlierOnesAndForgottenJobsLeaveNoRows) {
   ASSERT_TRUE(loaded.report);
   EXPECT_EQ(loaded.report->duration_ms, 12.5);
 
-  store.write({JobForgotten{7}});
+  write(store, {JobForgotten{7}});
   EXPECT_TRUE(store.load().jobs.empty());
 }
 
@@ -104,7 +106,7 @@ TEST_F(StoreTest, EventsAreServedPerUserAndTrimmedToTheirBound) {
   for (int i = 0; i < 8; ++i) {
     job.id = 100 + i;
     job.uid = i % 2 == 0 ? 1000 : 2000;
-    store.write({event_record(job)});
+    write(store, {event_record(job)});
   }
   auto all = store.events({});
   ASSERT_EQ(all.size(), 5u) << "only the newest 5 are kept";
@@ -124,9 +126,9 @@ TEST_F(StoreTest, EventsAreServedPerUserAndTrimmedToTheirBound) {
 TEST_F(StoreTest, OldEventsAgeOut) {
   Store store({.path = path, .events_max_age_ms = 1});
   Job job = sample_job();
-  store.write({event_record(job)});
+  write(store, {event_record(job)});
   ::usleep(5000);
-  store.write({event_record(job)});
+  write(store, {event_record(job)});
   EXPECT_LE(store.events({}).size(), 1u);
 }
 
@@ -153,7 +155,7 @@ TEST_F(StoreTest, AStoreFromANewerWardendIsRefused) {
 TEST_F(StoreTest, ARowThatDoesNotParseIsReportedNotSkipped) {
   {
     Store store({.path = path});
-    store.write({job_record(sample_job())});
+    write(store, {job_record(sample_job())});
   }
   {
     SQLite::Database db(path, SQLite::OPEN_READWRITE);

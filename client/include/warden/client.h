@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ struct ClientOptions {
   // before giving up. Zero: never reconnect.
   std::chrono::milliseconds reconnect_for = std::chrono::seconds(30);
 };
+
+// The group a job started here belongs to, from the scheduler's environment: SLURM_JOB_ID, else
+// TORCHELASTIC_RUN_ID, else none ("").
+std::string group_from_environment();
 
 // One connection to wardend. Blocking; not thread-safe (use one Client per thread).
 // Every call throws warden::Error: the daemon's error code for a refused request, or
@@ -54,10 +59,16 @@ class Client {
   // Returns the seconds left until the new heartbeat deadline (nullopt: the job has none).
   std::optional<double> heartbeat(JobId job);
   void end_job(JobId job, bool ok);
+  // Cleans a job or a group now (as failed, main process included); returns how many jobs.
+  std::size_t cleanup(const CleanupRequest& request);
   std::vector<JobStatus> status(std::optional<JobId> job = std::nullopt);
 
   // The event history: state changes and cleanup reports of the caller's jobs.
   std::vector<json> events(const EventsRequest& request);
+  // Calls `on_event` with the events `request` selects, then with each new one as it happens,
+  // until `on_event` returns false. Across a daemon restart it reconnects and carries on after
+  // the last event seen. Uses this connection for nothing else meanwhile.
+  void follow_events(EventsRequest request, const std::function<bool(const json&)>& on_event);
 
   // Sends one request (an object with "op"; "id" is added) and returns the successful reply.
   json call(json request);
