@@ -51,7 +51,7 @@ class Daemon:
             self.proc.wait(10)
 
     def wait_for_state(self, job, state, timeout=30):
-        """wardend has no event subscription yet, so ask until the job is in `state`."""
+        """Asks until the job is in `state` (or the timeout passes)."""
         client = self.client()
         deadline = time.monotonic() + timeout
         while True:

@@ -110,7 +110,7 @@ def test_typed_errors(wardend):
         client.register_job("ghost", 2 ** 22 + 12345)
 
 
-def test_job_registers_itself_again_after_a_daemon_restart(tmp_path, monkeypatch):
+def test_job_carries_on_after_a_daemon_restart(tmp_path, monkeypatch):
     daemon = Daemon(str(tmp_path))
     monkeypatch.setenv("WARDEN_SOCKET", daemon.socket)
     job = warden.Job("resumes", heartbeat=30, strict=True).start()
@@ -129,3 +129,21 @@ def test_job_registers_itself_again_after_a_daemon_restart(tmp_path, monkeypatch
         assert not os.path.exists(scratch)
     finally:
         daemon.stop()
+
+
+def test_job_takes_its_group_from_slurm_and_a_group_cleanup_ends_it(wardend):
+    # A rank of Slurm job 777: a group cleanup (the epilog's) ends it, main process included.
+    code = ("import sys, time, warden; job = warden.Job('rank0', strict=True).start(); "
+            "print(job.id, flush=True); time.sleep(300)")
+    env = dict(os.environ, SLURM_JOB_ID="777",
+               PYTHONPATH=os.path.join(ROOT, "client", "python"))
+    rank = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        job = int(rank.stdout.readline())
+        client = wardend.client()
+        assert client.status(job)["group"] == "777"
+        assert client.cleanup(group="777") == 1
+        assert rank.wait(10) == -signal.SIGTERM
+        assert wardend.wait_for_state(job, "cleaned")["reason"] == "failed"
+    finally:
+        rank.kill()

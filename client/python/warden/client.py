@@ -103,12 +103,23 @@ class Client:
     # --- one method per operation ---------------------------------------------------------------
 
     def register_job(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
-                     diagnose=None):
+                     diagnose=None, group=None):
         request = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
                    "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
         if diagnose:
             request["diagnose"] = _command(diagnose)
+        if group:
+            request["group"] = group
         return self.call(request)["job"]
+
+    def cleanup(self, job=None, group=None):
+        """Clean a job, or every job of a group, now (as failed, main process included)."""
+        request = {"op": "cleanup"}
+        if job is not None:
+            request["job"] = job
+        if group is not None:
+            request["group"] = group
+        return self.call(request)["jobs"]
 
     def add_process(self, job, pid, policy="always"):
         return self.call({"op": "add_process", "job": job, "pid": pid, "policy": policy})

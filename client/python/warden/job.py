@@ -42,12 +42,14 @@ class Job:
 
     def __init__(self, name=None, heartbeat=0.0, grace=5.0, diagnose=None,
                  kill_main_on_stall=False, strict=False, heartbeat_thread=False,
-                 socket_path=None):
+                 socket_path=None, group=None):
         self.name = name or os.path.basename(os.environ.get("_", "")) or "job"
         self.heartbeat = float(heartbeat)
         self.grace = float(grace)
         self.diagnose = diagnose
         self.kill_main_on_stall = kill_main_on_stall
+        # The cluster job this belongs to, so that a scheduler's epilog can clean all of it.
+        self.group = group or os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
         self.strict = strict
         self.id = None
         self._socket_path = socket_path
@@ -175,7 +177,7 @@ class Job:
             self._connect()
         self.id = self._client.register_job(
             self.name, os.getpid(), heartbeat=self.heartbeat, grace=self.grace,
-            kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose)
+            kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose, group=self.group)
         self._last_beat = time.monotonic()
         os.environ["WARDEN_JOB"] = str(self.id)
         os.environ["WARDEN_SOCKET"] = self._socket_path
