@@ -46,6 +46,9 @@ json cleanup(const RequestContext& c, const json& request) {
   return {{"jobs", c.service.cleanup(c.caller, parse_cleanup(request))}};
 }
 
+// Aggregates only (no user's jobs), so every caller may read them.
+json metrics(const RequestContext& c, const json&) { return {{"text", c.service.metrics_text()}}; }
+
 json status(const RequestContext& c, const json& request) {
   json jobs = json::array();
   for (const auto& s : c.service.status(c.caller, parse_status(request))) jobs.push_back(to_json(s));
@@ -63,7 +66,7 @@ json events(const RequestContext& c, const json& request) {
   return {{"events", std::move(events)}};
 }
 
-constexpr std::array<Command, 13> kCommands{{
+constexpr std::array<Command, 14> kCommands{{
     {"hello", "exchange protocol version, capabilities and limits", hello},
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
@@ -81,6 +84,7 @@ constexpr std::array<Command, 13> kCommands{{
      cleanup},
     {"status", "show all jobs the caller may see, or one", status},
     {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
+    {"metrics", "counters and gauges in Prometheus text format", metrics},
 }};
 
 json hello(const RequestContext& c, const json& request) {
@@ -144,6 +148,7 @@ Reply dispatch(const RequestContext& context, std::string_view line) {
     reply["ok"] = true;
     return {reply.dump(-1, ' ', false, json::error_handler_t::replace), std::move(id), true};
   } catch (const Error& e) {
+    context.service.count_refusal(e.code());
     spdlog::debug("op={} uid={} refused code={} message={:?}", command->name, context.caller.uid,
                   to_string(e.code()), e.what());
     return {error_reply(id, e.code(), e.what()), id};

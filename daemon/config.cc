@@ -48,6 +48,9 @@ std::optional<Config> parse_config(int argc, char** argv) {
   app.add_option("--events-max-count", c.events_max_count, "Events kept at most, oldest dropped first")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{100'000'000}))
       ->capture_default_str();
+  app.add_option("--metrics-listen", c.metrics_listen,
+                 "Serve Prometheus metrics over HTTP at this loopback HOST:PORT, e.g. "
+                 "127.0.0.1:9464 (default: none; `wardenctl metrics` always works)");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();

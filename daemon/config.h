@@ -19,6 +19,7 @@ struct Config {
   std::int64_t events_max_count = 100'000;
   std::string log_level = "info";
   std::size_t max_frame = kDefaultMaxFrame;
+  std::string metrics_listen;  // HOST:PORT on loopback for Prometheus; empty: none
   SupervisorLimits limits;
   CleanupOptions cleanup;
 };

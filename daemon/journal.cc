@@ -86,6 +86,7 @@ void Journal::write_finished(std::vector<Change> batch, std::string error,
     last_error_.clear();
   } else {
     if (error != last_error_) spdlog::error("state store write failed: {}", error);
+    ++failed_writes_;
     last_error_ = error;
     // Undone newest first, so each undo finds the state its change left.
     for (auto it = batch.rbegin(); it != batch.rend(); ++it) {

@@ -51,6 +51,7 @@ class Journal {
     on_event_ = std::move(handler);
   }
   bool healthy() const { return last_error_.empty(); }
+  std::uint64_t failed_writes() const { return failed_writes_; }
 
  private:
   struct Change {
@@ -80,6 +81,7 @@ class Journal {
   std::uint64_t staged_ = 0;
   std::deque<Waiter> waiters_;  // by seq
   std::string last_error_;
+  std::uint64_t failed_writes_ = 0;
   boost::asio::steady_timer retry_;  // rewrites kept changes after a failure
   std::function<void(const EventRecord&)> on_event_;
 };

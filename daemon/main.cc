@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/config.h"
+#include "daemon/metrics_http.h"
 #include "daemon/server.h"
 #include "daemon/service.h"
 #include "daemon/store.h"
@@ -124,6 +125,9 @@ int main(int argc, char** argv) {
                           {.socket_path = config->socket, .max_frame = config->max_frame},
                           systemd.take_listener());
 
+    std::optional<warden::MetricsListener> metrics;
+    if (!config->metrics_listen.empty()) metrics.emplace(io, service, config->metrics_listen);
+
     // Stopping wardend leaves running jobs alone: it stops serving, it does not clean.
     boost::asio::signal_set stop_signals(io, SIGINT, SIGTERM);
     stop_signals.async_wait([&](boost::system::error_code ec, int sig) {
@@ -131,6 +135,7 @@ int main(int argc, char** argv) {
       spdlog::info("signal={} stopping; running jobs are left untouched", strsignal(sig));
       systemd.stopping();
       server.stop();
+      if (metrics) metrics->stop();
       io.stop();
     });
     boost::asio::signal_set reload_signal(io, SIGHUP);
@@ -145,6 +150,10 @@ int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);
 
     server.start();
+    if (metrics) {
+      metrics->start();
+      spdlog::info("metrics on http://localhost:{}/metrics", metrics->port());
+    }
     boost::asio::steady_timer watchdog(io);
     if (auto interval = systemd.watchdog_interval()) feed_watchdog(watchdog, systemd, *interval);
     systemd.ready(service.summary());

@@ -279,7 +279,20 @@ void Service::start_cleanup(CleanupPlan plan) {
       });
 }
 
+std::string Service::metrics_text() const {
+  Gauges g{.processes = watch_.size(),
+           .cleanups_running = cleanups_running_,
+           .event_subscribers = subscribers_.size(),
+           .store_write_failures = journal_.failed_writes()};
+  for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
+    ++g.jobs[job->state];
+    if (job->state != JobState::cleaned) g.paths += job->paths.size();
+  }
+  return metrics_.render(g);
+}
+
 void Service::cleanup_finished(JobId id, CleanupReport report) {
+  metrics_.cleanup_finished(report);
   std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
   watch_.forget_job(id);
   if (const Job* job = core_.find(id)) record_state(*job);

@@ -16,6 +16,7 @@
 
 #include "daemon/cleanup.h"
 #include "daemon/journal.h"
+#include "daemon/metrics.h"
 #include "daemon/supervisor.h"
 #include "daemon/watch.h"
 #include "proto/messages.h"
@@ -67,6 +68,9 @@ class Service {
   void reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup);
   // One line for people: what is tracked now.
   std::string summary() const;
+  // Prometheus text: what is tracked now and what happened since start.
+  std::string metrics_text() const;
+  void count_refusal(ErrorCode code) { metrics_.refused(code); }
 
   std::size_t tracked_processes() const { return watch_.size(); }
   std::size_t subscribers() const { return subscribers_.size(); }
@@ -108,6 +112,7 @@ class Service {
     EventSink push;
   };
   std::map<std::uint64_t, Subscriber> subscribers_;
+  Metrics metrics_;
   std::uint64_t next_subscriber_ = 1;
 };
 

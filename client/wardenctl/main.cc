@@ -132,6 +132,8 @@ int main(int argc, char** argv) {
   events->add_flag("--json", o.json, "Print JSON (with --follow: one JSON object per line)");
   events->add_flag("--follow,-f", o.follow, "Keep printing new events as they happen");
 
+  auto* metrics = app.add_subcommand("metrics", "Print wardend's metrics (Prometheus text format)");
+
   auto* reg = app.add_subcommand("register", "Register a job; prints its id");
   reg->add_option("--pid", o.registration.pid, "The job's main process")->required();
   reg->add_option("--name", o.registration.name, "A name for people")->required();
@@ -223,6 +225,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (events->parsed()) return run_events(client, o);
+    if (metrics->parsed()) {
+      std::cout << client.call({{"op", "metrics"}}).value("text", "");
+      return 0;
+    }
     if (run->parsed()) {
       if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
       o.run.group = o.group;
