@@ -230,5 +230,29 @@ TEST_F(Wardenctl, CleanupOfAGroupEndsEveryJobOfItAndNoOther) {
   EXPECT_NE(ctl({"cleanup"}).status, 0) << "a JOB or --group is required";
 }
 
+TEST_F(Wardenctl, SlurmEpilogCleansTheFinishedSlurmJobsGroupOnly) {
+  pid_t rank = spawned.emplace_back(testing::spawn(testing::Behaviour::sleep));
+  pid_t other = spawned.emplace_back(testing::spawn(testing::Behaviour::sleep));
+  auto reg = run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "register", "--pid",
+                          std::to_string(rank), "--name", "rank0"},
+                         {"SLURM_JOB_ID=5150"});
+  ASSERT_EQ(reg.status, 0) << reg.err;
+  ASSERT_EQ(ctl({"register", "--pid", std::to_string(other), "--name", "next", "--group", "5151"}).status, 0);
+
+  std::string epilog = std::string(WARDEN_SOURCE_DIR) + "/contrib/slurm/epilog.sh";
+  auto r = run_command({epilog}, {"SLURM_JOB_ID=5150", "WARDEN_SOCKET=" + daemon.socket(),
+                                  std::string("WARDENCTL=") + WARDENCTL_PATH});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(testing::wait_exited(rank, std::chrono::seconds(10)));
+  EXPECT_FALSE(testing::is_gone(other));
+  EXPECT_EQ(wait_for_state(1, JobState::cleaned).state, JobState::cleaned);
+
+  // Without a daemon it logs and still succeeds: an epilog must not drain the node.
+  auto down = run_command({epilog}, {"SLURM_JOB_ID=5150", "WARDEN_SOCKET=/nonexistent/warden.sock",
+                                     std::string("WARDENCTL=") + WARDENCTL_PATH});
+  EXPECT_EQ(down.status, 0);
+  EXPECT_NE(down.err.find("warden epilog: wardenctl: unavailable"), std::string::npos) << down.err;
+}
+
 }  // namespace
 }  // namespace warden
