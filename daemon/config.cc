@@ -28,6 +28,8 @@ std::optional<Config> parse_config(int argc, char** argv) {
   c.socket = daemon_socket_path();
   c.state_dir = default_state_dir();
   double kill_timeout_s = to_seconds(c.cleanup.kill_timeout);
+  double idle_timeout_s = to_seconds(c.connections.idle_timeout);
+  double request_timeout_s = to_seconds(c.connections.request_timeout);
 
   CLI::App app{"wardend: supervises the workers, files and shared memory of training jobs and cleans "
                "up after them however they end.",
@@ -65,6 +67,26 @@ std::optional<Config> parse_config(int argc, char** argv) {
                  "Processes one job may register")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--max-connections", c.connections.max_connections,
+                 "Connections wardend serves at once; more are refused")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-connections-per-user", c.connections.max_connections_per_user,
+                 "Connections one user may hold at once")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--idle-timeout", idle_timeout_s,
+                 "Seconds a connection may stay open with no request under way")
+      ->check(CLI::Range(1.0, 7 * 86400.0))
+      ->capture_default_str();
+  app.add_option("--request-timeout", request_timeout_s,
+                 "Seconds a client has to finish sending a request it began, and to take a reply")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.add_option("--max-pending-output", c.connections.max_pending_output,
+                 "Reply bytes buffered for one connection before wardend waits for it to read")
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
+      ->capture_default_str();
   app.add_option("--finished-jobs-kept", c.limits.finished_jobs_kept,
                  "Cleaned jobs kept for status, oldest dropped first")
       ->capture_default_str();
@@ -94,6 +116,8 @@ std::optional<Config> parse_config(int argc, char** argv) {
     throw std::runtime_error(e.what() + std::string("; see wardend --help"));
   }
   c.cleanup.kill_timeout = from_seconds(kill_timeout_s);
+  c.connections.idle_timeout = from_seconds(idle_timeout_s);
+  c.connections.request_timeout = from_seconds(request_timeout_s);
   return c;
 }
 

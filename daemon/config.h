@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "daemon/cleanup.h"
+#include "daemon/server.h"
 #include "daemon/supervisor.h"
 
 namespace warden {
@@ -21,6 +22,7 @@ struct Config {
   std::size_t max_frame = kDefaultMaxFrame;
   std::string metrics_listen;  // HOST:PORT on loopback for Prometheus; empty: none
   SupervisorLimits limits;
+  ConnectionLimits connections;
   CleanupOptions cleanup;
 };
 

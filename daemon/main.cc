@@ -122,7 +122,9 @@ int main(int argc, char** argv) {
                             journal);
     if (stored) service.recover(std::move(*stored), systemd.take_stored_pidfds());
     warden::Server server(io, service, journal,
-                          {.socket_path = config->socket, .max_frame = config->max_frame},
+                          {.socket_path = config->socket,
+                           .max_frame = config->max_frame,
+                           .limits = config->connections},
                           systemd.take_listener());
 
     std::optional<warden::MetricsListener> metrics;

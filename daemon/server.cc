@@ -1,5 +1,6 @@
 #include "daemon/server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -12,6 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <deque>
 #include <filesystem>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "daemon/commands.h"
@@ -159,7 +161,8 @@ Server::Server(asio::io_context& io, Service& service, Journal& journal, ServerO
       journal_(journal),
       options_(std::move(options)),
       acceptor_(io),
-      activated_(listener.has_value()) {
+      activated_(listener.has_value()),
+      reserve_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
   if (listener) {
     acceptor_.assign(stream_protocol(), listener->release());
   } else {
@@ -181,9 +184,14 @@ void Server::stop() {
 }
 
 asio::awaitable<void> Server::accept_loop() {
+  acceptor_.native_non_blocking(true);
   while (!stopped_) {
     auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
     if (stopped_) break;
+    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+      co_await shed_connection();
+      continue;
+    }
     if (ec) {
       spdlog::warn("accept failed: {}", ec.message());
       continue;
@@ -192,7 +200,37 @@ asio::awaitable<void> Server::accept_loop() {
   }
 }
 
+// Out of descriptors: the waiting connection would make accept fail again at once, for ever.
+// The descriptor kept in reserve makes room to accept it, tell it why, and close it; then the
+// reserve is taken again. Connections are served again as soon as descriptors free up.
+asio::awaitable<void> Server::shed_connection() {
+  reserve_ = UniqueFd();
+  UniqueFd refused(::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (refused) {
+    std::string line = error_reply(nullptr, ErrorCode::limit_exceeded,
+                                   "wardend is out of file descriptors; retry shortly") + "\n";
+    ::send(refused.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  refused = UniqueFd();
+  reserve_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (++shed_ % 100 == 1) spdlog::warn("out of file descriptors: refused {} connections so far", shed_);
+  if (!refused && !reserve_) {
+    // Nothing could be freed (another thread of the process took it?): do not spin.
+    asio::steady_timer pause(io_, std::chrono::milliseconds(100));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+asio::awaitable<bool> Server::write_all(Socket& socket, const std::string& data) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timeout(io_, options_.limits.request_timeout);
+  auto result = co_await (asio::async_write(socket, asio::buffer(data), asio::as_tuple(asio::use_awaitable)) ||
+                          timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
+  co_return result.index() == 0 && !std::get<0>(std::get<0>(result));
+}
+
 asio::awaitable<void> Server::session(Socket socket) {
+  using namespace asio::experimental::awaitable_operators;
   auto sessions = sessions_;
   sessions->push_back(&socket);
   struct Unregister {
@@ -208,6 +246,29 @@ asio::awaitable<void> Server::session(Socket socket) {
     spdlog::warn("dropping connection: {}", e.what());
     co_return;
   }
+  const ConnectionLimits& limits = options_.limits;
+  std::size_t& mine = connections_per_user_[caller.uid];
+  struct Count {
+    Server& server;
+    uid_t uid;
+    std::size_t& mine;
+    ~Count() {
+      --server.connections_;
+      if (--mine == 0) server.connections_per_user_.erase(uid);
+    }
+  } count{*this, caller.uid, (++connections_, ++mine)};
+  if (connections_ > limits.max_connections || mine > limits.max_connections_per_user) {
+    std::string why = connections_ > limits.max_connections
+                          ? "wardend already serves " + std::to_string(limits.max_connections) +
+                                " connections (the limit); retry shortly"
+                          : "uid " + std::to_string(caller.uid) + " already has " +
+                                std::to_string(limits.max_connections_per_user) +
+                                " connections to wardend (the limit); close some";
+    spdlog::debug("refusing connection pid={} uid={}: {}", caller.pid, caller.uid, why);
+    service_.count_refusal(ErrorCode::limit_exceeded);
+    co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
+    co_return;
+  }
   spdlog::debug("connect pid={} uid={}", caller.pid, caller.uid);
 
   std::optional<Follow> follow;
@@ -217,46 +278,80 @@ asio::awaitable<void> Server::session(Socket socket) {
   std::vector<Reply> replies;
   std::vector<Unwritten> unwritten;
   std::string out;
+  asio::steady_timer timeout(io_);
+  std::optional<std::chrono::steady_clock::time_point> line_started;
   for (;;) {
+    // An idle connection may wait long; a request once begun must arrive in full soon.
+    timeout.expires_at(line_started ? *line_started + limits.request_timeout
+                                    : std::chrono::steady_clock::now() + limits.idle_timeout);
     auto space = decoder.prepare(kReadChunk);
-    auto [ec, n] = co_await socket.async_read_some(asio::buffer(space.data(), space.size()),
-                                                   asio::as_tuple(asio::use_awaitable));
+    auto result = co_await (socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                   asio::as_tuple(asio::use_awaitable)) ||
+                            timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
+    if (result.index() == 1) {
+      decoder.commit(0);
+      std::string why = line_started
+                            ? "request not completed within " +
+                                  fmt::format("{:g}", to_seconds(limits.request_timeout)) +
+                                  " s; closing the connection"
+                            : "connection idle for " +
+                                  fmt::format("{:g}", to_seconds(limits.idle_timeout)) +
+                                  " s; closing it (reconnect when needed)";
+      spdlog::debug("dropping connection pid={} uid={}: {}", caller.pid, caller.uid, why);
+      service_.count_refusal(ErrorCode::limit_exceeded);
+      co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
+      break;
+    }
+    auto [ec, n] = std::get<0>(result);
     decoder.commit(ec ? 0 : n);
-    replies.clear();
-    unwritten.clear();
-    while (auto line = decoder.next()) {
-      std::uint64_t staged = journal_.last_staged();
-      replies.push_back(dispatch(context, *line));
-      if (journal_.last_staged() != staged) {
-        unwritten.push_back({.reply = replies.size() - 1, .seq = journal_.last_staged()});
+
+    // Replies go out in groups of at most max_pending_output bytes, so a client that pipelines
+    // many large requests without reading cannot make wardend buffer without bound.
+    bool lines_left = true, failed = false;
+    while (lines_left && !failed) {
+      replies.clear();
+      unwritten.clear();
+      std::size_t bytes = 0;
+      while (bytes < limits.max_pending_output) {
+        auto line = decoder.next();
+        if (!line) {
+          lines_left = false;
+          break;
+        }
+        std::uint64_t staged = journal_.last_staged();
+        replies.push_back(dispatch(context, *line));
+        bytes += replies.back().line.size();
+        if (journal_.last_staged() != staged) {
+          unwritten.push_back({.reply = replies.size() - 1, .seq = journal_.last_staged()});
+        }
       }
+      // Nothing is acknowledged before it is on disk.
+      if (!unwritten.empty()) co_await written(unwritten, replies);
+      out.clear();
+      for (const auto& r : replies) {
+        out += r.line;
+        out += '\n';
+      }
+      if (!out.empty() && !co_await write_all(socket, out)) failed = true;
     }
-    // Nothing is acknowledged before it is on disk.
-    if (!unwritten.empty()) co_await written(unwritten, replies);
+    if (failed) break;
+    line_started = decoder.pending() > 0 ? line_started.value_or(std::chrono::steady_clock::now())
+                                         : std::optional<std::chrono::steady_clock::time_point>();
+
     out.clear();
-    for (const auto& r : replies) {
-      out += r.line;
-      out += '\n';
-    }
     bool close = false;
     if (decoder.overflowed()) {
-      out += error_reply(nullptr, ErrorCode::frame_too_large,
-                         "request line exceeds " + std::to_string(options_.max_frame) +
-                             " bytes; closing the connection");
-      out += '\n';
+      out = error_reply(nullptr, ErrorCode::frame_too_large,
+                        "request line exceeds " + std::to_string(options_.max_frame) +
+                            " bytes; closing the connection") + "\n";
       close = true;
     } else if (ec && decoder.pending() > 0 && ec == asio::error::eof) {
       // The peer shut down its side mid-line; it may still read our answer.
-      out += error_reply(nullptr, ErrorCode::bad_request,
-                         "connection closed in the middle of a request (" +
-                             std::to_string(decoder.pending()) + " bytes without a newline)");
-      out += '\n';
+      out = error_reply(nullptr, ErrorCode::bad_request,
+                        "connection closed in the middle of a request (" +
+                            std::to_string(decoder.pending()) + " bytes without a newline)") + "\n";
     }
-    if (!out.empty()) {
-      auto [wec, _] = co_await asio::async_write(socket, asio::buffer(out),
-                                                 asio::as_tuple(asio::use_awaitable));
-      if (wec) break;
-    }
+    if (!out.empty() && !co_await write_all(socket, out)) break;
     if (ec || close) break;
     if (follow) {
       co_await follow_events(socket, caller, follow->job);

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,9 +18,20 @@
 
 namespace warden {
 
+// What one client, or all of them, may hold of wardend. Each refusal is a limit_exceeded error
+// line before the connection is closed.
+struct ConnectionLimits {
+  std::size_t max_connections = 4096;
+  std::size_t max_connections_per_user = 256;
+  Duration idle_timeout = std::chrono::hours(1);      // no request under way
+  Duration request_timeout = std::chrono::seconds(10);  // to finish a begun line, or take a reply
+  std::size_t max_pending_output = 4 << 20;           // reply bytes buffered before writing
+};
+
 struct ServerOptions {
   std::string socket_path;
   std::size_t max_frame = kDefaultMaxFrame;
+  ConnectionLimits limits;
 };
 
 // Accepts connections and runs their sessions on the io_context's one thread. Each connection's
@@ -51,6 +63,9 @@ class Server {
   };
 
   boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> shed_connection();
+  // Writes all of `data`; false if the peer is gone or does not read it within request_timeout.
+  boost::asio::awaitable<bool> write_all(Socket& socket, const std::string& data);
   boost::asio::awaitable<void> session(Socket socket);
   // After `events` with follow: writes each new event until the client closes the connection.
   boost::asio::awaitable<void> follow_events(Socket& socket, const Caller& caller,
@@ -72,6 +87,10 @@ class Server {
   std::shared_ptr<std::list<Socket*>> sessions_ = std::make_shared<std::list<Socket*>>();
   bool stopped_ = false;
   bool activated_ = false;  // the socket is systemd's: not ours to remove
+  UniqueFd reserve_;        // freed to accept (and refuse) a connection when out of descriptors
+  std::size_t shed_ = 0;
+  std::size_t connections_ = 0;
+  std::map<uid_t, std::size_t> connections_per_user_;
 };
 
 }  // namespace warden

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,7 +31,7 @@ std::string slurp(const std::string& path) {
 
 }  // namespace
 
-Daemon::Daemon(std::vector<std::string> extra_args) {
+Daemon::Daemon(std::vector<std::string> extra_args, std::vector<std::string> launcher) {
   char tmpl[] = "/tmp/warden-test-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
   socket_ = dir_ + "/warden.sock";
@@ -43,6 +44,7 @@ Daemon::Daemon(std::vector<std::string> extra_args) {
     extra_args.insert(extra_args.end(), {"--log-level", "debug"});
   }
   argv_.insert(argv_.end(), extra_args.begin(), extra_args.end());
+  argv_.insert(argv_.begin(), launcher.begin(), launcher.end());
   start(false);
 }
 
@@ -137,6 +139,16 @@ CommandResult run_command(const std::vector<std::string>& argv,
 
 CommandResult run_command_as(uid_t uid, const std::vector<std::string>& argv) {
   return run(argv, {}, uid);
+}
+
+uid_t test_user(const std::string& name) {
+  if (passwd* pw = ::getpwnam(name.c_str())) return pw->pw_uid;
+  auto r = run({"/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                name},
+               {}, std::nullopt);
+  passwd* pw = ::getpwnam(name.c_str());
+  if (pw == nullptr) throw std::runtime_error("cannot create test user " + name + ": " + r.err);
+  return pw->pw_uid;
 }
 
 }  // namespace warden::testing

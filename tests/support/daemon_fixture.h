@@ -12,7 +12,9 @@ namespace warden::testing {
 class Daemon {
  public:
   // Starts build/bin/wardend with `extra_args` and waits (up to 10 s) until it answers hello.
-  explicit Daemon(std::vector<std::string> extra_args = {});
+  // `launcher` runs it, e.g. {"/usr/bin/prlimit", "--nofile=64", "--"}.
+  explicit Daemon(std::vector<std::string> extra_args = {},
+                  std::vector<std::string> launcher = {});
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
   // Stops it with SIGTERM and removes its directory.
@@ -48,5 +50,9 @@ CommandResult run_command(const std::vector<std::string>& argv,
                           const std::vector<std::string>& env = {});
 // The same, as another user (the caller must be root).
 CommandResult run_command_as(uid_t uid, const std::vector<std::string>& argv);
+
+// The uid of a real unprivileged system user for tests, created (useradd) if it does not exist
+// yet. The caller must be root.
+uid_t test_user(const std::string& name);
 
 }  // namespace warden::testing

@@ -1,0 +1,228 @@
+// SECURITY.md's promises, each shown with real users, real processes and real files: who may do
+// what, PID reuse, connection limits and timeouts, descriptor exhaustion.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/daemon_test.h"
+
+namespace warden::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// A raw connection: connect, send, read one line (or nothing before a timeout).
+UniqueFd connect_raw(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{.sun_family = AF_UNIX};
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return {};
+  return fd;
+}
+
+std::string read_line(int fd, std::chrono::milliseconds timeout) {
+  std::string line;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char c;
+  while (line.empty() || line.back() != '\n') {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{.fd = fd, .events = POLLIN};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) break;
+    if (::read(fd, &c, 1) != 1) break;
+    line += c;
+  }
+  return line;
+}
+
+class Security : public DaemonTest {
+ protected:
+  explicit Security(std::vector<std::string> args = {"--allowed-roots", "/tmp"})
+      : DaemonTest(std::move(args)) {}
+  void SetUp() override {
+    alice = test_user("warden-test-a");
+    bob = test_user("warden-test-b");
+    ::chmod(daemon.dir().c_str(), 0755);
+  }
+  CommandResult ctl_as(uid_t uid, std::vector<std::string> args) {
+    args.insert(args.begin(), {WARDENCTL_PATH, "--socket", daemon.socket()});
+    return run_command_as(uid, args);
+  }
+  uid_t alice = 0, bob = 0;
+};
+
+TEST_F(Security, UsersActOnlyOnTheirOwnProcessesFilesAndJobsAndRootOnAll) {
+  pid_t alices = track(spawn(Behaviour::sleep, alice));
+  pid_t bobs = track(spawn(Behaviour::sleep, bob));
+  pid_t roots = track(spawn(Behaviour::sleep));
+
+  auto reg = ctl_as(alice, {"register", "--pid", std::to_string(alices), "--name", "alice's"});
+  ASSERT_EQ(reg.status, 0) << reg.err;
+  std::string job = reg.out.substr(0, reg.out.find('\n'));
+
+  // Not root's process, not Bob's, as main or as worker.
+  for (pid_t other : {roots, bobs}) {
+    auto r = ctl_as(alice, {"register", "--pid", std::to_string(other), "--name", "theft"});
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.err.find("permission_denied"), std::string::npos) << r.err;
+    auto a = ctl_as(alice, {"add", "--job", job, "--pid", std::to_string(other)});
+    EXPECT_NE(a.err.find("permission_denied"), std::string::npos) << a.err;
+  }
+  // Not root's file, not Bob's.
+  char tmpl[] = "/tmp/warden-sec-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ::chmod(dir.c_str(), 0755);
+  std::string root_file = dir + "/root", bob_file = dir + "/bob";
+  std::ofstream(root_file) << "x";
+  std::ofstream(bob_file) << "x";
+  ASSERT_EQ(::chown(bob_file.c_str(), bob, bob), 0);
+  for (const auto& f : {root_file, bob_file}) {
+    auto r = ctl_as(alice, {"add", "--job", job, "--file", f});
+    EXPECT_NE(r.err.find("permission_denied"), std::string::npos) << f << ": " << r.err;
+  }
+
+  // Bob neither sees nor ends nor cleans Alice's job.
+  auto list = ctl_as(bob, {"status", "--json"});
+  ASSERT_EQ(list.status, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out).size(), 0u) << list.out;
+  for (std::vector<std::string> op : {std::vector<std::string>{"status", job},
+                                      {"end", "--job", job}, {"cleanup", job}, {"beat", "--job", job}}) {
+    auto r = ctl_as(bob, op);
+    EXPECT_NE(r.err.find("not_found"), std::string::npos) << op[0] << ": " << r.err;
+  }
+  EXPECT_FALSE(is_gone(alices));
+
+  // Root sees it and may end it.
+  EXPECT_EQ(client.status().size(), 1u);
+  client.cleanup({.job = std::stoull(job)});
+  EXPECT_TRUE(wait_exited(alices, 10s));
+  EXPECT_TRUE(fs::exists(root_file) && fs::exists(bob_file));
+  fs::remove_all(dir);
+}
+
+class ConnectionLimitsTest : public Security {
+ protected:
+  ConnectionLimitsTest()
+      : Security({"--max-connections-per-user", "100", "--request-timeout", "1", "--idle-timeout", "2"}) {}
+};
+
+TEST_F(ConnectionLimitsTest, PastThePerUserLimitConnectionsAreRefusedWhileAnotherUserIsServed) {
+  // Alice opens 1,000 connections (in a child that is Alice) and asks hello on each.
+  int report[2];
+  ASSERT_EQ(::pipe(report), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    rlimit files{20000, 20000};
+    ::setrlimit(RLIMIT_NOFILE, &files);
+    if (::setgid(alice) != 0 || ::setuid(alice) != 0) ::_exit(2);
+    std::vector<UniqueFd> fds;
+    for (int i = 0; i < 1000; ++i) fds.push_back(connect_raw(daemon.socket()));
+    int served = 0, refused = 0, other = 0;
+    std::string sample;
+    for (auto& fd : fds) {
+      std::string hello = R"({"op":"hello"})" "\n";
+      ::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL);
+      std::string line = read_line(fd.get(), 5s);
+      if (line.find("\"ok\":true") != std::string::npos) {
+        ++served;
+      } else if (line.find("limit_exceeded") != std::string::npos) {
+        ++refused;
+        sample = line;
+      } else {
+        ++other;
+      }
+    }
+    std::string out = std::to_string(served) + " " + std::to_string(refused) + " " +
+                      std::to_string(other) + "\n" + sample;
+    (void)!::write(report[1], out.data(), out.size());
+    // Hold the connections until the parent, having checked that others are served, kills it.
+    for (;;) ::pause();
+  }
+  track(child);
+  ::close(report[1]);
+  std::string result = read_line(report[0], 60s);
+  std::string sample = read_line(report[0], 1s);
+  int served = 0, refused = 0, other = 0;
+  ASSERT_EQ(std::sscanf(result.c_str(), "%d %d %d", &served, &refused, &other), 3) << result;
+  EXPECT_EQ(served, 100) << result;
+  EXPECT_EQ(refused, 900);
+  EXPECT_EQ(other, 0);
+  EXPECT_NE(sample.find("already has 100 connections to wardend (the limit)"), std::string::npos) << sample;
+  // Root is still served meanwhile, on a new connection.
+  Client root(daemon.socket());
+  EXPECT_NO_THROW(root.status());
+  ::kill(child, SIGKILL);
+}
+
+TEST_F(ConnectionLimitsTest, AClientSendingOneByteASecondIsDroppedAtItsTimeout) {
+  UniqueFd fd = connect_raw(daemon.socket());
+  auto start = std::chrono::steady_clock::now();
+  std::string request = R"({"op":"status","padding":"xxxxxxxxxxxxxxxxxxxxxxxx"})";
+  std::string reply;
+  for (char c : request) {
+    if (::send(fd.get(), &c, 1, MSG_NOSIGNAL) != 1) break;
+    reply = read_line(fd.get(), 300ms);
+    if (!reply.empty()) break;
+  }
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_NE(reply.find("limit_exceeded"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("request not completed within 1 s"), std::string::npos) << reply;
+  EXPECT_GE(took, 900ms);
+  EXPECT_LT(took, 3s);
+  char c;
+  EXPECT_EQ(::read(fd.get(), &c, 1), 0) << "the connection is closed";
+}
+
+TEST_F(ConnectionLimitsTest, AnIdleConnectionIsClosedAndClientsReconnectByThemselves) {
+  UniqueFd idle = connect_raw(daemon.socket());
+  std::string line = read_line(idle.get(), 5s);
+  EXPECT_NE(line.find("connection idle for 2 s"), std::string::npos) << line;
+  // The fixture's client was idle as long: its next call reconnects.
+  EXPECT_NO_THROW(client.status());
+  EXPECT_GE(client.reconnects(), 1u);
+}
+
+// wardend limited to 40 descriptors: connections past what it can hold are refused with a line
+// saying so, and once some close, new ones are served again.
+class DescriptorExhaustion : public ::testing::Test {
+ protected:
+  Daemon daemon{{"--log-level", "info"}, {"/usr/bin/prlimit", "--nofile=40:40", "--"}};
+};
+
+TEST_F(DescriptorExhaustion, AcceptSurvivesEmfileAndRecovers) {
+  std::vector<UniqueFd> held;
+  int served = 0, refused = 0;
+  for (int i = 0; i < 80; ++i) {
+    UniqueFd fd = connect_raw(daemon.socket());
+    ASSERT_TRUE(fd) << "the listen backlog refused connection " << i;
+    std::string hello = R"({"op":"hello"})" "\n";
+    ::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL);
+    std::string line = read_line(fd.get(), 5s);
+    if (line.find("\"ok\":true") != std::string::npos) ++served;
+    if (line.find("out of file descriptors") != std::string::npos) ++refused;
+    held.push_back(std::move(fd));
+  }
+  EXPECT_GT(served, 10);
+  EXPECT_GT(refused, 10);
+  EXPECT_EQ(served + refused, 80);
+  held.clear();
+  std::this_thread::sleep_for(200ms);
+  Client after(daemon.socket());
+  EXPECT_NO_THROW(after.status());
+  EXPECT_NE(daemon.log().find("out of file descriptors"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace warden::testing
