@@ -226,3 +226,94 @@ TEST_F(DescriptorExhaustion, AcceptSurvivesEmfileAndRecovers) {
 
 }  // namespace
 }  // namespace warden::testing
+
+namespace warden::testing {
+namespace {
+
+// Forks a process with exactly `pid` in this (fresh) PID namespace, through ns_last_pid.
+pid_t spawn_at(pid_t pid) {
+  std::ofstream("/proc/sys/kernel/ns_last_pid") << pid - 1;
+  return spawn(Behaviour::sleep);
+}
+
+// The scenario, run as init of a new PID namespace (so no other process takes the pids): a job's
+// main process and worker die while wardend is down and their pids go to newcomers; the restarted
+// wardend must clean the job without touching either newcomer. Returns a process exit status.
+int recycled_pids_scenario() {
+  Daemon daemon;
+  Client client(daemon.socket());
+  pid_t main = spawn(Behaviour::sleep);
+  pid_t worker = spawn(Behaviour::sleep);
+  JobId id = client.register_job({.name = "recycled", .pid = main, .grace_s = 0.2});
+  client.add_process(id, worker);
+
+  daemon.crash();
+  kill_and_reap({main, worker});
+  pid_t new_worker = spawn_at(worker);
+  pid_t new_main = spawn_at(main);
+  if (new_worker != worker || new_main != main) {
+    std::cerr << "could not recycle the pids: got " << new_worker << " and " << new_main << "\n";
+    return 3;
+  }
+  daemon.restart();
+  Client again(daemon.socket());
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  JobStatus s;
+  while ((s = again.status(id).at(0)).state != JobState::cleaned &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  int failures = 0;
+  auto check = [&](bool ok, const std::string& what) {
+    if (!ok) {
+      std::cerr << "FAILED: " << what << "\n";
+      ++failures;
+    }
+  };
+  check(s.state == JobState::cleaned, "the job is cleaned");
+  check(!is_gone(new_main), "the process that got the main's pid survives");
+  check(!is_gone(new_worker), "the process that got the worker's pid survives");
+  if (s.report) {
+    for (const auto& p : s.report->processes) {
+      check(p.outcome == Outcome::already_gone,
+            "pid " + std::to_string(p.pid) + " (" + p.role + ") is already_gone, not " +
+                std::string(to_string(p.outcome)));
+    }
+  }
+  if (failures != 0) std::cerr << daemon.log();
+  kill_and_reap({new_main, new_worker});
+  return failures == 0 ? 0 : 1;
+}
+
+TEST(PidReuse, ARecycledPidIsNeverSignalledAcrossARestart) {
+  pid_t outer = ::fork();
+  if (outer == 0) {
+    if (::unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(77);
+    pid_t init = ::fork();
+    if (init == 0) {
+      // pid 1 of the new namespace, with a /proc of its own (wardend reads it).
+      if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+          ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+        ::_exit(77);
+      }
+      int status = 1;
+      try {
+        status = recycled_pids_scenario();
+      } catch (const std::exception& e) {
+        std::cerr << "scenario failed: " << e.what() << "\n";
+      }
+      ::_exit(status);
+    }
+    int status = 0;
+    ::waitpid(init, &status, 0);
+    ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status));
+  }
+  int status = 0;
+  ::waitpid(outer, &status, 0);
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (code == 77) GTEST_SKIP() << "cannot create a PID namespace here (needs root with CAP_SYS_ADMIN)";
+  EXPECT_EQ(code, 0) << "see the scenario's messages above";
+}
+
+}  // namespace
+}  // namespace warden::testing
