@@ -3,7 +3,9 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps configure build run test test-asan bench package clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps test-deps configure build run test test-asan fuzz bench package clean
 
 all: build
 
@@ -34,6 +36,16 @@ test-asan: test-deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS) -LE container
 
+# The request fuzzer (libFuzzer, clang) for FUZZ_SECONDS, from the seed corpus in tests/fuzz/corpus;
+# what it finds new goes to build-fuzz/corpus, a crash to build-fuzz/crash-*.
+fuzz: test-deps
+	cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DWARDEN_FUZZ=ON \
+	  -DWARDEN_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-fuzz --target request_fuzzer
+	mkdir -p build-fuzz/corpus
+	build-fuzz/bin/request_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
+	  -artifact_prefix=build-fuzz/ -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
+
 # Measures a real wardend against baselines from the same run; writes BENCHMARKS.md.
 bench: test-deps build
 	scripts/bench > BENCHMARKS.md
@@ -43,4 +55,4 @@ package: build
 	cd $(BUILD) && cpack -G DEB
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -4,11 +4,19 @@ function(warden_target_defaults target)
   # with default member initializers; g++ would warn about each of them.
   # g++ 12 also misreports Asio's coroutine frame allocator as a new/delete mismatch (GCC bug
   # 109224); the frames are allocated and freed by the same recycling allocator.
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-missing-field-initializers
-                                           -Wno-mismatched-new-delete)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-missing-field-initializers)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    target_compile_options(${target} PRIVATE -Wno-mismatched-new-delete)
+  endif()
   if(WARDEN_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer
                                              -fno-sanitize-recover=undefined)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+  if(WARDEN_FUZZ)
+    # Coverage for libFuzzer in everything the fuzz target links; the target adds the driver.
+    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link,address,undefined
+                                             -fno-omit-frame-pointer)
     target_link_options(${target} PRIVATE -fsanitize=address,undefined)
   endif()
 endfunction()

@@ -1,0 +1,61 @@
+// libFuzzer target: bytes from a client, as wardend reads them. The frame decoder splits them into
+// lines (in two reads, split where the first byte says), each line is parsed as JSON and, whatever
+// its "op", validated by every request parser; what a parser accepts must survive a round trip
+// through its JSON form. Any crash, sanitizer report or unexpected exception is a finding.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "proto/errors.h"
+#include "proto/framing.h"
+#include "proto/messages.h"
+
+namespace {
+
+using warden::json;
+
+template <class Parse>
+void check(const json& request, Parse parse) {
+  try {
+    auto parsed = parse(request);
+    json again = warden::to_json(parsed);
+    parse(again);  // what the daemon accepts, a client can send back unchanged
+  } catch (const warden::Error& e) {
+    // A refusal must be a bad request with a message, nothing else.
+    if (e.code() != warden::ErrorCode::bad_request || std::string_view(e.what()).empty()) __builtin_trap();
+  }
+}
+
+void validate(const json& r) {
+  check(r, warden::parse_hello);
+  check(r, warden::parse_register_job);
+  check(r, warden::parse_add_process);
+  for (auto kind : {warden::PathKind::file, warden::PathKind::dir, warden::PathKind::shm,
+                    warden::PathKind::shm_glob}) {
+    check(r, [kind](const json& j) { return warden::parse_add_path(j, kind); });
+  }
+  check(r, warden::parse_add_hook);
+  check(r, warden::parse_heartbeat);
+  check(r, warden::parse_end_job);
+  check(r, warden::parse_status);
+  check(r, warden::parse_cleanup);
+  check(r, warden::parse_events);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  warden::FrameDecoder decoder(4096);
+  std::size_t split = size == 0 ? 0 : data[0] % (size + 1);
+  for (auto [from, to] : {std::pair{std::size_t{0}, split}, std::pair{split, size}}) {
+    auto space = decoder.prepare(to - from);
+    std::copy(data + from, data + to, space.data());
+    decoder.commit(to - from);
+    while (auto line = decoder.next()) {
+      json request = json::parse(*line, nullptr, /*allow_exceptions=*/false);
+      if (request.is_object()) validate(request);
+    }
+    if (decoder.overflowed()) break;
+  }
+  return 0;
+}
