@@ -78,7 +78,12 @@ ProcessHandle open_process(pid_t pid) {
     }
     throw Error(ErrorCode::internal, "pidfd_open " + std::to_string(pid) + ": " + std::strerror(err));
   }
-  ProcessHandle handle{.identity = {.pid = pid}, .pidfd = UniqueFd(fd)};
+  return identify(pid, UniqueFd(fd));
+}
+
+ProcessHandle identify(pid_t pid, UniqueFd pidfd) {
+  int fd = pidfd.get();
+  ProcessHandle handle{.identity = {.pid = pid}, .pidfd = std::move(pidfd)};
   auto stat = read_proc_stat(pid);
   auto uid = read_proc_real_uid(pid);
   // Only if the pidfd's process is still alive now do the /proc reads above describe it.

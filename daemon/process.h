@@ -54,6 +54,9 @@ struct ProcessHandle {
 // Throws Error{no_such_process} if it does not exist or has exited.
 ProcessHandle open_process(pid_t pid);
 
+// The same for a pidfd already held (from SO_PEERPIDFD) of the process `pid`.
+ProcessHandle identify(pid_t pid, UniqueFd pidfd);
+
 // Signals through a pidfd. Returns 0 or an errno value (ESRCH: the process is gone).
 int pidfd_signal(int pidfd, int sig);
 // True once the process behind the pidfd has exited (the pidfd is readable).

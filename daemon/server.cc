@@ -36,6 +36,18 @@ Caller peer_credentials(stream_protocol::socket& socket) {
   return {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
 }
 
+// A pidfd for the connecting process, where the kernel has SO_PEERPIDFD (6.5): it names that very
+// process, whatever happens to its pid later.
+UniqueFd peer_pidfd(stream_protocol::socket& socket) {
+#ifndef SO_PEERPIDFD
+  constexpr int SO_PEERPIDFD = 77;
+#endif
+  int fd = -1;
+  socklen_t len = sizeof(fd);
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERPIDFD, &fd, &len) != 0) return {};
+  return UniqueFd(fd);
+}
+
 // True if something accepts connections on `path` (another wardend, most likely).
 bool socket_is_live(asio::io_context& io, const std::string& path) {
   stream_protocol::socket probe(io);
@@ -240,8 +252,11 @@ asio::awaitable<void> Server::session(Socket socket) {
   } unregister{sessions, std::prev(sessions->end())};
 
   Caller caller;
+  UniqueFd caller_pidfd;
   try {
     caller = peer_credentials(socket);
+    caller_pidfd = peer_pidfd(socket);
+    caller.pidfd = caller_pidfd.get();
   } catch (const std::exception& e) {
     spdlog::warn("dropping connection: {}", e.what());
     co_return;
@@ -269,7 +284,8 @@ asio::awaitable<void> Server::session(Socket socket) {
     co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
     co_return;
   }
-  spdlog::debug("connect pid={} uid={}", caller.pid, caller.uid);
+  spdlog::debug("connect pid={} uid={} peer_pidfd={}", caller.pid, caller.uid,
+                caller_pidfd ? "yes" : "no");
 
   std::optional<Follow> follow;
   RequestContext context{

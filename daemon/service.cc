@@ -76,7 +76,10 @@ void Service::status_changed() {
 }
 
 JobId Service::register_job(const Caller& caller, const RegisterJobRequest& request) {
-  ProcessHandle main = open_process(request.pid);
+  // A job registering itself is known by the connection's own pidfd, free of any pid race.
+  ProcessHandle main = request.pid == caller.pid && caller.pidfd >= 0
+                           ? identify(request.pid, dup_fd(caller.pidfd))
+                           : open_process(request.pid);
   JobSpec spec{.name = request.name,
                .heartbeat = from_seconds(request.heartbeat_s),
                .grace = from_seconds(request.grace_s),

@@ -37,6 +37,7 @@ struct Caller {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  int pidfd = -1;  // the connecting process (SO_PEERPIDFD, Linux 6.5+), owned by the connection
   bool is_admin() const { return uid == 0; }
 };
 

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,6 +111,22 @@ TEST_F(Security, UsersActOnlyOnTheirOwnProcessesFilesAndJobsAndRootOnAll) {
   EXPECT_TRUE(wait_exited(alices, 10s));
   EXPECT_TRUE(fs::exists(root_file) && fs::exists(bob_file));
   fs::remove_all(dir);
+}
+
+TEST_F(Security, IdentityComesFromTheConnectionNotTheRequest) {
+  // SO_PEERPIDFD (Linux 6.5+) gives wardend a pidfd of the connecting process itself.
+  utsname u{};
+  ::uname(&u);
+  int major = 0, minor = 0;
+  std::sscanf(u.release, "%d.%d", &major, &minor);
+  if (major < 6 || (major == 6 && minor < 5)) GTEST_SKIP() << "SO_PEERPIDFD needs Linux 6.5";
+  JobId id = client.register_job({.name = "self", .pid = ::getpid()});
+  EXPECT_NE(daemon.log().find("peer_pidfd=yes"), std::string::npos);
+  EXPECT_EQ(client.status(id).at(0).main_pid, ::getpid());
+  client.end_job(id, true);
+  // A request cannot claim another uid: there is no field for it, and extra fields are ignored.
+  auto r = ctl_as(alice, {"status", "--json"});
+  EXPECT_EQ(json::parse(r.out).size(), 0u);
 }
 
 class ConnectionLimitsTest : public Security {
