@@ -248,8 +248,8 @@ std::vector<json> Client::events(const EventsRequest& request) {
   return out;
 }
 
-std::vector<JobStatus> Client::status(std::optional<JobId> job) {
-  json reply = call(to_json(StatusRequest{.job = job}));
+std::vector<JobStatus> Client::status(std::optional<JobId> job, bool summary) {
+  json reply = call(to_json(StatusRequest{.job = job, .summary = summary}));
   std::vector<JobStatus> out;
   for (const auto& j : reply.value("jobs", json::array())) out.push_back(parse_job_status(j));
   return out;

@@ -19,7 +19,21 @@ constexpr auto kRetryAfter = std::chrono::seconds(1);
 Journal::Journal(asio::io_context& io, std::unique_ptr<Store> store)
     : io_(io), store_(std::move(store)), retry_(io) {}
 
-Journal::~Journal() { writer_.join(); }
+Journal::~Journal() {
+  writer_.join();
+  // Stopping: what is staged but not yet handed to the writer is written now, so a graceful stop
+  // loses no state change (a request still waiting for its reply was never acknowledged anyway).
+  if (!store_ || pending_.empty()) return;
+  std::vector<Record> records;
+  for (auto& change : pending_) {
+    for (auto& r : change.records) records.push_back(std::move(r));
+  }
+  try {
+    store_->write(records);
+  } catch (const std::exception& e) {
+    spdlog::error("state store write at shutdown failed: {}", e.what());
+  }
+}
 
 std::uint64_t Journal::stage(std::vector<Record> records, std::function<void()> undo) {
   if (!store_) {

@@ -37,7 +37,7 @@ class Journal {
   Journal(boost::asio::io_context& io, std::unique_ptr<Store> store);
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
-  ~Journal();
+  ~Journal();  // writes what is still staged
 
   // Queues one change; returns its sequence number (0 without a store: nothing to wait for).
   std::uint64_t stage(std::vector<Record> records, std::function<void()> undo = {});

@@ -1,5 +1,8 @@
 #include "daemon/process.h"
 
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -84,6 +87,12 @@ ProcessHandle open_process(pid_t pid) {
 ProcessHandle identify(pid_t pid, UniqueFd pidfd) {
   int fd = pidfd.get();
   ProcessHandle handle{.identity = {.pid = pid}, .pidfd = std::move(pidfd)};
+  constexpr long kPidfsMagic = 0x50494446;  // "PIDF"
+  struct statfs fs {};
+  struct stat st {};
+  if (::fstatfs(fd, &fs) == 0 && fs.f_type == kPidfsMagic && ::fstat(fd, &st) == 0) {
+    handle.identity.pidfs_inode = st.st_ino;
+  }
   auto stat = read_proc_stat(pid);
   auto uid = read_proc_real_uid(pid);
   // Only if the pidfd's process is still alive now do the /proc reads above describe it.

@@ -187,9 +187,9 @@ std::vector<json> Service::events(const Caller& caller, const EventsRequest& req
 std::vector<JobStatus> Service::status(const Caller& caller, const StatusRequest& request) const {
   std::vector<JobStatus> out;
   if (request.job) {
-    out.push_back(to_status(core_.visible_job(caller, *request.job)));
+    out.push_back(to_status(core_.visible_job(caller, *request.job), request.summary));
   } else {
-    for (const Job* job : core_.visible_jobs(caller)) out.push_back(to_status(*job));
+    for (const Job* job : core_.visible_jobs(caller)) out.push_back(to_status(*job, request.summary));
   }
   return out;
 }
@@ -377,7 +377,7 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
       jobs, resumed, dead, to_resume.size(), from_systemd);
 }
 
-JobStatus Service::to_status(const Job& job) const {
+JobStatus Service::to_status(const Job& job, bool summary) const {
   JobStatus s{.id = job.id,
               .name = job.spec.name,
               .group = job.spec.group,
@@ -390,8 +390,14 @@ JobStatus Service::to_status(const Job& job) const {
               .heartbeat_s = to_seconds(job.spec.heartbeat),
               .grace_s = to_seconds(job.spec.grace),
               .created_unix_ms = to_unix_ms(job.created),
-              .report = job.report};
+              .hooks = job.hooks.size(),
+              .live_processes = job.live_workers() + (job.state == JobState::running ? 1 : 0)};
   if (job.last_beat) s.last_beat_unix_ms = to_unix_ms(*job.last_beat);
+  for (const auto& p : job.paths) {
+    (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? s.shm : s.files) += 1;
+  }
+  if (summary) return s;
+  s.report = job.report;
   s.workers.reserve(job.workers.size());
   for (const auto& w : job.workers) {
     s.workers.push_back({.pid = w.identity.pid,
@@ -402,7 +408,6 @@ JobStatus Service::to_status(const Job& job) const {
   for (const auto& p : job.paths) {
     s.paths.push_back({.kind = p.kind, .path = p.path, .policy = p.policy});
   }
-  s.hooks = job.hooks.size();
   return s;
 }
 

@@ -87,7 +87,7 @@ class Service {
   void record_state(const Job& job);
   // Tells systemd the new summary, at most once a second.
   void status_changed();
-  JobStatus to_status(const Job& job) const;
+  JobStatus to_status(const Job& job, bool summary) const;
 
   // Constant after construction.
   boost::asio::io_context& io_;

@@ -19,12 +19,14 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE jobs(
   id INTEGER PRIMARY KEY, uid INTEGER NOT NULL, gid INTEGER NOT NULL, spec TEXT NOT NULL,
   main_pid INTEGER NOT NULL, main_start INTEGER NOT NULL, main_uid INTEGER NOT NULL,
+  main_pidfs_inode INTEGER NOT NULL,
   state TEXT NOT NULL, reason TEXT, reason_detail TEXT NOT NULL,
   cleanup_includes_main INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL,
   finished_unix_ms INTEGER, report TEXT) STRICT;
 CREATE TABLE processes(
   job INTEGER NOT NULL, pid INTEGER NOT NULL, start_time INTEGER NOT NULL, uid INTEGER NOT NULL,
-  policy TEXT NOT NULL, PRIMARY KEY(job, pid, start_time)) STRICT, WITHOUT ROWID;
+  pidfs_inode INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY(job, pid, start_time))
+  STRICT, WITHOUT ROWID;
 CREATE TABLE paths(
   job INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, dev INTEGER NOT NULL,
   ino INTEGER NOT NULL, uid INTEGER NOT NULL, type INTEGER NOT NULL, policy TEXT NOT NULL,
@@ -157,7 +159,7 @@ StoredState Store::load() try {
   SQLite::Statement rows(writer_,
                          "SELECT id, uid, gid, spec, main_pid, main_start, main_uid, state, reason, "
                          "reason_detail, cleanup_includes_main, created_unix_ms, finished_unix_ms, "
-                         "report FROM jobs ORDER BY id");
+                         "report, main_pidfs_inode FROM jobs ORDER BY id");
   while (rows.executeStep()) {
     Job job;
     job.id = static_cast<JobId>(rows.getColumn(0).getInt64());
@@ -166,7 +168,8 @@ StoredState Store::load() try {
     job.spec = spec_from_json(json::parse(rows.getColumn(3).getString()));
     job.main = {.pid = rows.getColumn(4).getInt(),
                 .start_time = static_cast<std::uint64_t>(rows.getColumn(5).getInt64()),
-                .uid = static_cast<uid_t>(rows.getColumn(6).getInt64())};
+                .uid = static_cast<uid_t>(rows.getColumn(6).getInt64()),
+                .pidfs_inode = static_cast<std::uint64_t>(rows.getColumn(14).getInt64())};
     job.state = enum_column(rows.getColumn(7), job_state_from_string, "job state");
     if (!rows.getColumn(8).isNull()) {
       job.reason = enum_column(rows.getColumn(8), job_state_from_string, "job state");
@@ -182,14 +185,16 @@ StoredState Store::load() try {
   }
 
   // Processes and paths come back in key order, not registration order; nothing depends on it.
-  SQLite::Statement processes(writer_, "SELECT job, pid, start_time, uid, policy FROM processes");
+  SQLite::Statement processes(writer_,
+                              "SELECT job, pid, start_time, uid, policy, pidfs_inode FROM processes");
   while (processes.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(processes.getColumn(0).getInt64()));
     if (it == jobs.end()) continue;  // a forgotten job's rows, removed with it
     it->second.workers.push_back(
         {.identity = {.pid = processes.getColumn(1).getInt(),
                       .start_time = static_cast<std::uint64_t>(processes.getColumn(2).getInt64()),
-                      .uid = static_cast<uid_t>(processes.getColumn(3).getInt64())},
+                      .uid = static_cast<uid_t>(processes.getColumn(3).getInt64()),
+                      .pidfs_inode = static_cast<std::uint64_t>(processes.getColumn(5).getInt64())},
          .policy = enum_column(processes.getColumn(4), policy_from_string, "policy")});
   }
 
@@ -242,8 +247,11 @@ void Store::apply(Record& record) {
       [this](auto& r) {
         using T = std::decay_t<decltype(r)>;
         if constexpr (std::is_same_v<T, JobRecord>) {
-          SQLite::Statement& s = prepared("INSERT OR REPLACE INTO jobs VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                              "?, ?, ?)");
+          SQLite::Statement& s = prepared(
+              "INSERT OR REPLACE INTO jobs(id, uid, gid, spec, main_pid, main_start, main_uid, "
+              "main_pidfs_inode, state, reason, reason_detail, cleanup_includes_main, "
+              "created_unix_ms, finished_unix_ms, report) "
+              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
           s.bind(1, static_cast<std::int64_t>(r.id));
           s.bind(2, r.uid);
           s.bind(3, r.gid);
@@ -251,13 +259,14 @@ void Store::apply(Record& record) {
           s.bind(5, static_cast<std::int64_t>(r.main.pid));
           s.bind(6, static_cast<std::int64_t>(r.main.start_time));
           s.bind(7, static_cast<std::int64_t>(r.main.uid));
-          s.bind(8, std::string(to_string(r.state)));
-          if (r.reason) s.bind(9, std::string(to_string(*r.reason)));
-          s.bind(10, r.reason_detail);
-          s.bind(11, r.cleanup_includes_main ? 1 : 0);
-          s.bind(12, r.created_unix_ms);
-          if (r.finished_unix_ms) s.bind(13, *r.finished_unix_ms);
-          if (r.report) s.bind(14, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
+          s.bind(8, static_cast<std::int64_t>(r.main.pidfs_inode));
+          s.bind(9, std::string(to_string(r.state)));
+          if (r.reason) s.bind(10, std::string(to_string(*r.reason)));
+          s.bind(11, r.reason_detail);
+          s.bind(12, r.cleanup_includes_main ? 1 : 0);
+          s.bind(13, r.created_unix_ms);
+          if (r.finished_unix_ms) s.bind(14, *r.finished_unix_ms);
+          if (r.report) s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
           s.exec();
         } else if constexpr (std::is_same_v<T, JobForgotten>) {
           for (const char* sql :
@@ -268,12 +277,15 @@ void Store::apply(Record& record) {
             s.exec();
           }
         } else if constexpr (std::is_same_v<T, ProcessRecord>) {
-          SQLite::Statement& s = prepared("INSERT OR REPLACE INTO processes VALUES(?, ?, ?, ?, ?)");
+          SQLite::Statement& s = prepared(
+              "INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
+              "VALUES(?, ?, ?, ?, ?, ?)");
           s.bind(1, static_cast<std::int64_t>(r.job));
           s.bind(2, static_cast<std::int64_t>(r.process.identity.pid));
           s.bind(3, static_cast<std::int64_t>(r.process.identity.start_time));
           s.bind(4, static_cast<std::int64_t>(r.process.identity.uid));
-          s.bind(5, std::string(to_string(r.process.policy)));
+          s.bind(5, static_cast<std::int64_t>(r.process.identity.pidfs_inode));
+          s.bind(6, std::string(to_string(r.process.policy)));
           s.exec();
         } else if constexpr (std::is_same_v<T, PathRecord>) {
           SQLite::Statement& s = prepared("INSERT OR REPLACE INTO paths VALUES(?, ?, ?, ?, ?, ?, ?, ?)");

@@ -285,6 +285,7 @@ EndJobRequest parse_end_job(const json& j) {
 StatusRequest parse_status(const json& j) {
   StatusRequest r;
   if (find(j, "job") != nullptr) r.job = job_field(j, "job");
+  r.summary = bool_field(j, "summary", false);
   return r;
 }
 
@@ -346,6 +347,7 @@ json to_json(const EndJobRequest& r) {
 json to_json(const StatusRequest& r) {
   json j{{"op", "status"}};
   if (r.job) j["job"] = *r.job;
+  if (r.summary) j["summary"] = true;
   return j;
 }
 
@@ -516,6 +518,7 @@ json to_json(const JobStatus& s) {
          {"heartbeat_s", s.heartbeat_s},
          {"grace_s", s.grace_s},
          {"created_unix_ms", s.created_unix_ms},
+         {"counts", {{"processes", s.live_processes}, {"files", s.files}, {"shm", s.shm}}},
          {"workers", array_of(s.workers,
                               [](const ProcessStatus& w) {
                                 return json{{"pid", w.pid}, {"start_time", w.start_time},
@@ -570,6 +573,10 @@ JobStatus parse_job_status(const json& j) {
   }
   s.hooks = j.value("hooks", std::size_t{0});
   if (j.contains("report")) s.report = parse_cleanup_report(j["report"]);
+  const json counts = j.value("counts", json::object());
+  s.live_processes = counts.value("processes", std::size_t{0});
+  s.files = counts.value("files", std::size_t{0});
+  s.shm = counts.value("shm", std::size_t{0});
   return s;
 }
 

@@ -128,6 +128,9 @@ struct CleanupRequest {
 
 struct StatusRequest {
   std::optional<JobId> job;  // absent: every job the caller may see
+  // Counts instead of the lists of workers and paths and the report: what a table of many jobs
+  // needs, at a fraction of the size.
+  bool summary = false;
 };
 
 inline constexpr std::int64_t kMaxEventsPerReply = 10'000;
@@ -268,6 +271,10 @@ struct JobStatus {
   std::vector<PathStatus> paths;
   std::size_t hooks = 0;
   std::optional<CleanupReport> report;
+  // Always present, also in a summary.
+  std::size_t live_processes = 0;  // the main process (while running) and workers not exited
+  std::size_t files = 0;           // registered files and directories
+  std::size_t shm = 0;             // registered shm segments and globs
 };
 
 json to_json(const HelloReply& r);

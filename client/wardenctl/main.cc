@@ -58,7 +58,8 @@ int run_add(warden::Client& client, const Options& o) {
 }
 
 int run_status(warden::Client& client, const Options& o) {
-  auto jobs = client.status(o.job);
+  // The table needs counts only; a detail (or --json) gets everything.
+  auto jobs = client.status(o.job, /*summary=*/!o.job && !o.json);
   if (o.json) {
     warden::json out = warden::json::array();
     for (const auto& j : jobs) out.push_back(warden::to_json(j));

@@ -60,14 +60,9 @@ void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
              group("GROUP"), "USER", "STATE", "AGE", "LAST BEAT", "PROCS", "FILES", "SHM");
   for (const auto& job : jobs) {
     std::string beat = job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "-";
-    std::size_t shm = std::count_if(job.paths.begin(), job.paths.end(), [](const PathStatus& p) {
-      return p.kind == PathKind::shm || p.kind == PathKind::shm_glob;
-    });
-    // The main process counts while the job runs.
-    std::size_t procs = live_workers(job) + (job.state == JobState::running ? 1 : 0);
     fmt::print(out, "{:>6}  {:<20.20}{}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}\n", job.id,
                job.name, group(job.group), user_name(job.uid), state_text(job),
-               age(job.created_unix_ms), beat, procs, job.paths.size() - shm, shm);
+               age(job.created_unix_ms), beat, job.live_processes, job.files, job.shm);
   }
 }
 

@@ -61,7 +61,7 @@ class Client {
   void end_job(JobId job, bool ok);
   // Cleans a job or a group now (as failed, main process included); returns how many jobs.
   std::size_t cleanup(const CleanupRequest& request);
-  std::vector<JobStatus> status(std::optional<JobId> job = std::nullopt);
+  std::vector<JobStatus> status(std::optional<JobId> job = std::nullopt, bool summary = false);
 
   // The event history: state changes and cleanup reports of the caller's jobs.
   std::vector<json> events(const EventsRequest& request);
