@@ -6,14 +6,19 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <fstream>
 #include <chrono>
 #include <cstring>
 #include <exception>
 #include <utility>
 
 #include "proto/socket_path.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 namespace {
@@ -36,6 +41,16 @@ class ConnectionLost : public Error {
 
 [[noreturn]] void lost(const std::string& what, bool maybe_delivered = false) {
   throw ConnectionLost(what, maybe_delivered);
+}
+
+bool is_own_child(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return false;
+  char state = 0;
+  pid_t ppid = 0;
+  return std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == ::getpid();
 }
 
 }  // namespace
@@ -105,6 +120,24 @@ Client::~Client() {
 
 void Client::send_line(const std::string& line) {
   std::size_t sent = 0;
+  if (pass_fd_ >= 0) {
+    // The descriptor goes with the first bytes of the line (SCM_RIGHTS).
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{.iov_base = const_cast<char*>(line.data()), .iov_len = line.size()};
+    msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+               .msg_controllen = sizeof(control)};
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd_, sizeof(int));
+    ssize_t n;
+    do {
+      n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) lost("send to " + socket_path_ + ": " + std::strerror(errno));
+    sent = static_cast<std::size_t>(n);
+  }
   while (sent < line.size()) {
     ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
@@ -173,8 +206,18 @@ JobId Client::register_job(const RegisterJobRequest& request) {
 }
 
 std::uint64_t Client::add_process(JobId job, pid_t pid, Policy policy) {
-  return call(to_json(AddProcessRequest{.job = job, .pid = pid, .policy = policy}))
-      .value("start_time", std::uint64_t{0});
+  // A child of this process cannot be reaped, nor its pid reused, before this process waits for
+  // it: a pidfd opened now is certainly that child's, and wardend gets it instead of a pid to
+  // look up. For other processes wardend opens its own.
+  UniqueFd pidfd;
+  if (is_own_child(pid)) pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  AddProcessRequest request{.job = job, .pid = pid, .policy = policy, .pidfd = bool(pidfd)};
+  pass_fd_ = pidfd.get();
+  struct Clear {
+    int& fd;
+    ~Clear() { fd = -1; }
+  } clear{pass_fd_};
+  return call(to_json(request)).value("start_time", std::uint64_t{0});
 }
 
 std::string Client::add_path(const AddPathRequest& request) {

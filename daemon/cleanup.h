@@ -7,7 +7,7 @@
 
 #include "daemon/files.h"
 #include "daemon/supervisor.h"
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 

@@ -15,7 +15,18 @@ json register_job(const RequestContext& c, const json& request) {
 }
 
 json add_process(const RequestContext& c, const json& request) {
-  auto identity = c.service.add_process(c.caller, parse_add_process(request));
+  AddProcessRequest r = parse_add_process(request);
+  UniqueFd pidfd;
+  if (r.pidfd) {
+    if (c.passed_fds == nullptr || c.passed_fds->empty()) {
+      throw Error(ErrorCode::bad_request,
+                  "field 'pidfd' is true but no descriptor came with the request (send it with "
+                  "SCM_RIGHTS along with the request line)");
+    }
+    pidfd = std::move(c.passed_fds->front());
+    c.passed_fds->pop_front();
+  }
+  auto identity = c.service.add_process(c.caller, r, std::move(pidfd));
   return {{"pid", identity.pid}, {"start_time", identity.start_time}};
 }
 

@@ -1,6 +1,7 @@
 // The command table and the one dispatch point that turns a request line into a reply line.
 #pragma once
 
+#include <deque>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,6 +21,7 @@ struct RequestContext {
   const Caller& caller;        // from the connection's peer credentials
   std::size_t max_frame = kDefaultMaxFrame;
   std::optional<Follow>* follow = nullptr;  // set by `events` with follow
+  std::deque<UniqueFd>* passed_fds = nullptr;  // received over SCM_RIGHTS, oldest first
 };
 
 struct Command {

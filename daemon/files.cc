@@ -12,7 +12,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 namespace {

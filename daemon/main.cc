@@ -23,7 +23,7 @@
 #include "daemon/service.h"
 #include "daemon/store.h"
 #include "daemon/systemd.h"
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 
 namespace {
 

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
+#include <fstream>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -82,6 +84,26 @@ ProcessHandle open_process(pid_t pid) {
     throw Error(ErrorCode::internal, "pidfd_open " + std::to_string(pid) + ": " + std::strerror(err));
   }
   return identify(pid, UniqueFd(fd));
+}
+
+UniqueFd adopt_pidfd(UniqueFd fd, pid_t pid) {
+  std::string path = "/proc/self/fdinfo/" + std::to_string(fd.get());
+  std::ifstream in(path);
+  std::optional<long> named;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("Pid:", 0) == 0) named = std::strtol(line.c_str() + 4, nullptr, 10);
+  }
+  if (!named) {
+    throw Error(ErrorCode::bad_request, "the descriptor passed with the request is not a pidfd");
+  }
+  if (*named == -1) {
+    throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
+  }
+  if (*named != pid) {
+    throw Error(ErrorCode::bad_request, "the pidfd passed is of process " + std::to_string(*named) +
+                                            ", not of pid " + std::to_string(pid));
+  }
+  return fd;
 }
 
 ProcessHandle identify(pid_t pid, UniqueFd pidfd) {

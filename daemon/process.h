@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 
@@ -59,6 +59,9 @@ ProcessHandle open_process(pid_t pid);
 
 // The same for a pidfd already held (from SO_PEERPIDFD) of the process `pid`.
 ProcessHandle identify(pid_t pid, UniqueFd pidfd);
+// Checks that a descriptor a client passed is a pidfd of `pid` (its fdinfo says so) and returns
+// it; throws Error{bad_request} otherwise, or no_such_process if that process has exited.
+UniqueFd adopt_pidfd(UniqueFd fd, pid_t pid);
 
 // Signals through a pidfd. Returns 0 or an errno value (ESRCH: the process is gone).
 int pidfd_signal(int pidfd, int sig);

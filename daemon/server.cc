@@ -11,7 +11,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cstring>
 #include <deque>
+#include <span>
 #include <filesystem>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -46,6 +48,33 @@ UniqueFd peer_pidfd(stream_protocol::socket& socket) {
   socklen_t len = sizeof(fd);
   if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERPIDFD, &fd, &len) != 0) return {};
   return UniqueFd(fd);
+}
+
+// Descriptors a connection may have passed and not yet used; more are closed on arrival.
+constexpr std::size_t kMaxPassedFds = 64;
+
+// Reads what is there, with descriptors passed along (SCM_RIGHTS: pidfds for add_process).
+// Returns eof at the end of the stream, would_block if woken without data.
+std::pair<boost::system::error_code, std::size_t> receive(int socket, std::span<char> into,
+                                                          std::deque<UniqueFd>& fds) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  iovec iov{.iov_base = into.data(), .iov_len = into.size()};
+  msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+             .msg_controllen = sizeof(control)};
+  ssize_t n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return {boost::system::error_code(errno, boost::system::system_category()), 0};
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      UniqueFd owned(fd);
+      if (fds.size() < kMaxPassedFds) fds.push_back(std::move(owned));
+    }
+  }
+  if (n == 0) return {asio::error::eof, 0};
+  return {{}, static_cast<std::size_t>(n)};
 }
 
 // True if something accepts connections on `path` (another wardend, most likely).
@@ -288,8 +317,12 @@ asio::awaitable<void> Server::session(Socket socket) {
                 caller_pidfd ? "yes" : "no");
 
   std::optional<Follow> follow;
-  RequestContext context{
-      .service = service_, .caller = caller, .max_frame = options_.max_frame, .follow = &follow};
+  std::deque<UniqueFd> passed_fds;
+  RequestContext context{.service = service_,
+                         .caller = caller,
+                         .max_frame = options_.max_frame,
+                         .follow = &follow,
+                         .passed_fds = &passed_fds};
   FrameDecoder decoder(options_.max_frame);
   std::vector<Reply> replies;
   std::vector<Unwritten> unwritten;
@@ -300,12 +333,9 @@ asio::awaitable<void> Server::session(Socket socket) {
     // An idle connection may wait long; a request once begun must arrive in full soon.
     timeout.expires_at(line_started ? *line_started + limits.request_timeout
                                     : std::chrono::steady_clock::now() + limits.idle_timeout);
-    auto space = decoder.prepare(kReadChunk);
-    auto result = co_await (socket.async_read_some(asio::buffer(space.data(), space.size()),
-                                                   asio::as_tuple(asio::use_awaitable)) ||
+    auto result = co_await (socket.async_wait(Socket::wait_read, asio::as_tuple(asio::use_awaitable)) ||
                             timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (result.index() == 1) {
-      decoder.commit(0);
       std::string why = line_started
                             ? "request not completed within " +
                                   fmt::format("{:g}", to_seconds(limits.request_timeout)) +
@@ -318,8 +348,12 @@ asio::awaitable<void> Server::session(Socket socket) {
       co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
       break;
     }
-    auto [ec, n] = std::get<0>(result);
+    auto space = decoder.prepare(kReadChunk);
+    auto [ec, n] = std::get<0>(std::get<0>(result))
+                       ? std::pair{std::get<0>(std::get<0>(result)), std::size_t{0}}
+                       : receive(socket.native_handle(), space, passed_fds);
     decoder.commit(ec ? 0 : n);
+    if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
 
     // Replies go out in groups of at most max_pending_output bytes, so a client that pipelines
     // many large requests without reading cannot make wardend buffer without bound.

@@ -14,7 +14,7 @@
 #include "daemon/commands.h"
 #include "daemon/journal.h"
 #include "daemon/service.h"
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 

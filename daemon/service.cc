@@ -103,11 +103,15 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
   return id;
 }
 
-ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request) {
-  ProcessHandle process = open_process(request.pid);
+ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request,
+                                     UniqueFd pidfd) {
+  const bool passed = bool(pidfd);
+  ProcessHandle process = passed ? identify(request.pid, adopt_pidfd(std::move(pidfd), request.pid))
+                                 : open_process(request.pid);
   ProcessIdentity identity = process.identity;
   if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
-  spdlog::debug("job={} added pid={} start_time={}", request.job, identity.pid, identity.start_time);
+  spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,
+                identity.start_time, passed ? "passed by the client" : "opened by wardend");
   watch_.watch(request.job, std::move(process));
   JobId job = request.job;
   journal_.stage({ProcessRecord{job, {.identity = identity, .policy = request.policy}}},

@@ -41,7 +41,9 @@ class Service {
   Service& operator=(const Service&) = delete;
 
   JobId register_job(const Caller& caller, const RegisterJobRequest& request);
-  ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request);
+  // `pidfd`: the one the client passed for request.pid, if any.
+  ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request,
+                              UniqueFd pidfd = {});
   // add_file, add_dir, add_shm and add_shm_glob; returns the canonical path (or the pattern).
   std::string add_path(const Caller& caller, const AddPathRequest& request);
   void add_hook(const Caller& caller, const AddHookRequest& request);

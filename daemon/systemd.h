@@ -9,7 +9,7 @@
 #include <string>
 
 #include "daemon/process.h"
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 #include "proto/messages.h"
 
 namespace warden {

@@ -239,7 +239,10 @@ RegisterJobRequest parse_register_job(const json& j) {
 }
 
 AddProcessRequest parse_add_process(const json& j) {
-  return {.job = job_field(j, "job"), .pid = pid_field(j, "pid"), .policy = policy_field(j)};
+  return {.job = job_field(j, "job"),
+          .pid = pid_field(j, "pid"),
+          .policy = policy_field(j),
+          .pidfd = bool_field(j, "pidfd", false)};
 }
 
 namespace {
@@ -323,7 +326,9 @@ json to_json(const RegisterJobRequest& r) {
 }
 
 json to_json(const AddProcessRequest& r) {
-  return {{"op", "add_process"}, {"job", r.job}, {"pid", r.pid}, {"policy", to_string(r.policy)}};
+  json j{{"op", "add_process"}, {"job", r.job}, {"pid", r.pid}, {"policy", to_string(r.policy)}};
+  if (r.pidfd) j["pidfd"] = true;
+  return j;
 }
 
 json to_json(const AddPathRequest& r) {

@@ -92,6 +92,8 @@ struct AddProcessRequest {
   JobId job = 0;
   pid_t pid = 0;
   Policy policy = Policy::always;
+  // A pidfd of `pid` travels with this request line (SCM_RIGHTS): no pid race at all.
+  bool pidfd = false;
 };
 
 // add_file and add_dir ("path"), add_shm ("name": a segment of /dev/shm as given to shm_open, or

@@ -21,7 +21,7 @@
 #include <iostream>
 #include <thread>
 
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
 #include "warden/client.h"

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 #include "tests/support/daemon_test.h"
 #include "warden/client.h"
 

@@ -129,6 +129,54 @@ TEST_F(Security, IdentityComesFromTheConnectionNotTheRequest) {
   EXPECT_EQ(json::parse(r.out).size(), 0u);
 }
 
+// Sends one request line with a descriptor attached (SCM_RIGHTS) and returns the reply line.
+std::string send_with_fd(int socket, const std::string& line, int fd) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{.iov_base = const_cast<char*>(line.data()), .iov_len = line.size()};
+  msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+             .msg_controllen = fd >= 0 ? sizeof(control) : 0};
+  if (fd >= 0) {
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  if (::sendmsg(socket, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) return {};
+  return read_line(socket, 5s);
+}
+
+TEST_F(Security, ClientsMayPassPidfdsAndWardendChecksWhoseTheyAre) {
+  pid_t main = track(spawn(Behaviour::sleep));
+  pid_t worker = track(spawn(Behaviour::sleep));
+  pid_t stranger = track(spawn(Behaviour::sleep));
+  JobId id = client.register_job({.name = "passed", .pid = main});
+  // The C++ client passes a pidfd for its own children.
+  client.add_process(id, worker);
+  EXPECT_NE(daemon.log().find("pid=" + std::to_string(worker)), std::string::npos);
+  EXPECT_NE(daemon.log().find("pidfd=passed by the client"), std::string::npos) << daemon.log();
+
+  UniqueFd raw = connect_raw(daemon.socket());
+  auto request = [&](pid_t pid) {
+    return json{{"op", "add_process"}, {"job", id}, {"pid", pid}, {"pidfd", true}}.dump() + "\n";
+  };
+  // A pidfd of another process than the one named is refused.
+  UniqueFd strangers = open_pidfd(stranger);
+  std::string reply = send_with_fd(raw.get(), request(worker), strangers.get());
+  EXPECT_NE(reply.find("bad_request"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("is of process " + std::to_string(stranger)), std::string::npos) << reply;
+  // So is any other descriptor, and none at all.
+  UniqueFd file(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  reply = send_with_fd(raw.get(), request(stranger), file.get());
+  EXPECT_NE(reply.find("not a pidfd"), std::string::npos) << reply;
+  reply = send_with_fd(raw.get(), request(stranger), -1);
+  EXPECT_NE(reply.find("no descriptor came with the request"), std::string::npos) << reply;
+  // The right one is taken.
+  reply = send_with_fd(raw.get(), request(stranger), strangers.get());
+  EXPECT_NE(reply.find("\"ok\":true"), std::string::npos) << reply;
+  EXPECT_EQ(client.status(id).at(0).workers.size(), 2u);
+}
+
 class ConnectionLimitsTest : public Security {
  protected:
   ConnectionLimitsTest()

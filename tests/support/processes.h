@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/unique_fd.h"
+#include "proto/unique_fd.h"
 
 namespace warden::testing {
 

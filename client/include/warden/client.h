@@ -92,6 +92,7 @@ class Client {
   int fd_ = -1;
   std::size_t reconnects_ = 0;
   bool last_call_resent_ = false;  // the last call() was sent again on a new connection
+  int pass_fd_ = -1;               // a descriptor to send with the next request line
   std::uint64_t next_id_ = 1;
   FrameDecoder decoder_;
   HelloReply hello_;

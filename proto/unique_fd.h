@@ -1,4 +1,4 @@
-// UniqueFd: sole owner of a file descriptor, closed on destruction.
+// UniqueFd: sole owner of a file descriptor, closed on destruction (daemon and client alike).
 #pragma once
 
 #include <unistd.h>
