@@ -190,6 +190,12 @@ json Client::exchange(const json& request_body) {
   for (;;) {
     json reply = json::parse(read_line(), nullptr, /*allow_exceptions=*/false);
     if (!reply.is_object()) unavailable("wardend sent a reply that is not a JSON object");
+    // A line without an id is wardend closing this connection (idle, over a limit): it read
+    // nothing after writing it, so the request was not delivered and may be sent again.
+    if (reply.value("id", json()).is_null() && !reply.value("ok", false)) {
+      lost("wardend closed the connection: " +
+           reply.value("error", json::object()).value("message", std::string("no reason given")));
+    }
     // Replies come in request order; one without our id answers something we never sent.
     if (reply.value("id", json()) != json(id)) {
       unavailable("wardend answered out of order (expected id " + std::to_string(id) + ")");

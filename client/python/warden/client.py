@@ -84,6 +84,11 @@ class Client:
                 self._sock = None
                 raise Unavailable("lost the connection to wardend on %s: %s"
                                   % (self.socket_path, e)) from None
+        if reply.get("id") is None and not reply.get("ok"):
+            # wardend closing this connection (idle, over a limit); the request was not read.
+            self.close()
+            raise Unavailable("wardend closed the connection: %s"
+                              % (reply.get("error") or {}).get("message", "no reason given"))
         if reply.get("id") != request_id:
             raise Unavailable("wardend answered out of order")
         if reply.get("ok"):
