@@ -264,14 +264,55 @@ asio::awaitable<void> Server::shed_connection() {
 
 asio::awaitable<bool> Server::write_all(Socket& socket, const std::string& data) {
   using namespace asio::experimental::awaitable_operators;
+  // Almost always the socket takes it all at once; only a client that does not read needs the
+  // timer (and its cost).
+  std::size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = ::send(socket.native_handle(), data.data() + sent, data.size() - sent,
+                       MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN) co_return false;
+    if (n < 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  if (sent == data.size()) co_return true;
   asio::steady_timer timeout(io_, options_.limits.request_timeout);
-  auto result = co_await (asio::async_write(socket, asio::buffer(data), asio::as_tuple(asio::use_awaitable)) ||
+  auto result = co_await (asio::async_write(socket, asio::buffer(data.data() + sent, data.size() - sent),
+                                            asio::as_tuple(asio::use_awaitable)) ||
                           timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
   co_return result.index() == 0 && !std::get<0>(std::get<0>(result));
 }
 
+// A connection's read deadline, kept by one timer that is re-armed lazily: a request only updates
+// `last_read`, and the timer, when it fires early, goes back to sleep until the real deadline.
+struct Server::ReadDeadline {
+  explicit ReadDeadline(asio::io_context& io) : timer(io) {}
+  asio::steady_timer timer;
+  std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> line_started;  // a request under way
+  bool expired = false;
+  bool done = false;  // the session has ended: touch nothing of it
+
+  std::chrono::steady_clock::time_point due(const ConnectionLimits& limits) const {
+    return line_started ? *line_started + limits.request_timeout : last_read + limits.idle_timeout;
+  }
+};
+
+asio::awaitable<void> Server::watch_deadline(std::shared_ptr<ReadDeadline> deadline, Socket& socket) {
+  for (;;) {
+    deadline->timer.expires_at(deadline->due(options_.limits));
+    co_await deadline->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (deadline->done) co_return;
+    if (std::chrono::steady_clock::now() >= deadline->due(options_.limits)) {
+      deadline->expired = true;
+      boost::system::error_code ec;
+      socket.cancel(ec);  // the session's wait for input ends, and it says why
+      co_return;
+    }
+  }
+}
+
 asio::awaitable<void> Server::session(Socket socket) {
-  using namespace asio::experimental::awaitable_operators;
   auto sessions = sessions_;
   sessions->push_back(&socket);
   struct Unregister {
@@ -327,16 +368,20 @@ asio::awaitable<void> Server::session(Socket socket) {
   std::vector<Reply> replies;
   std::vector<Unwritten> unwritten;
   std::string out;
-  asio::steady_timer timeout(io_);
-  std::optional<std::chrono::steady_clock::time_point> line_started;
+  // An idle connection may wait long; a request once begun must arrive in full soon.
+  auto deadline = std::make_shared<ReadDeadline>(io_);
+  struct EndWatch {
+    std::shared_ptr<ReadDeadline> deadline;
+    ~EndWatch() {
+      deadline->done = true;
+      deadline->timer.cancel();
+    }
+  } end_watch{deadline};
+  asio::co_spawn(io_, watch_deadline(deadline, socket), asio::detached);
   for (;;) {
-    // An idle connection may wait long; a request once begun must arrive in full soon.
-    timeout.expires_at(line_started ? *line_started + limits.request_timeout
-                                    : std::chrono::steady_clock::now() + limits.idle_timeout);
-    auto result = co_await (socket.async_wait(Socket::wait_read, asio::as_tuple(asio::use_awaitable)) ||
-                            timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
-    if (result.index() == 1) {
-      std::string why = line_started
+    auto [wait_ec] = co_await socket.async_wait(Socket::wait_read, asio::as_tuple(asio::use_awaitable));
+    if (deadline->expired) {
+      std::string why = deadline->line_started
                             ? "request not completed within " +
                                   fmt::format("{:g}", to_seconds(limits.request_timeout)) +
                                   " s; closing the connection"
@@ -349,9 +394,9 @@ asio::awaitable<void> Server::session(Socket socket) {
       break;
     }
     auto space = decoder.prepare(kReadChunk);
-    auto [ec, n] = std::get<0>(std::get<0>(result))
-                       ? std::pair{std::get<0>(std::get<0>(result)), std::size_t{0}}
-                       : receive(socket.native_handle(), space, passed_fds);
+    auto [ec, n] = wait_ec ? std::pair{wait_ec, std::size_t{0}}
+                           : receive(socket.native_handle(), space, passed_fds);
+    deadline->last_read = std::chrono::steady_clock::now();
     decoder.commit(ec ? 0 : n);
     if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
 
@@ -385,8 +430,13 @@ asio::awaitable<void> Server::session(Socket socket) {
       if (!out.empty() && !co_await write_all(socket, out)) failed = true;
     }
     if (failed) break;
-    line_started = decoder.pending() > 0 ? line_started.value_or(std::chrono::steady_clock::now())
-                                         : std::optional<std::chrono::steady_clock::time_point>();
+    if (decoder.pending() == 0) {
+      deadline->line_started.reset();
+    } else if (!deadline->line_started) {
+      // A partial line: its deadline is earlier than the idle one the timer sleeps towards.
+      deadline->line_started = deadline->last_read;
+      deadline->timer.cancel();
+    }
 
     out.clear();
     bool close = false;

@@ -62,6 +62,9 @@ class Server {
     std::uint64_t seq = 0;
   };
 
+  struct ReadDeadline;
+  boost::asio::awaitable<void> watch_deadline(std::shared_ptr<ReadDeadline> deadline,
+                                              Socket& socket);
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> shed_connection();
   // Writes all of `data`; false if the peer is gone or does not read it within request_timeout.
