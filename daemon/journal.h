@@ -50,7 +50,6 @@ class Journal {
   void on_event_written(std::function<void(const EventRecord&)> handler) {
     on_event_ = std::move(handler);
   }
-  bool healthy() const { return last_error_.empty(); }
   std::uint64_t failed_writes() const { return failed_writes_; }
 
  private:

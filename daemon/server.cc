@@ -312,6 +312,42 @@ asio::awaitable<void> Server::watch_deadline(std::shared_ptr<ReadDeadline> deadl
   }
 }
 
+asio::awaitable<bool> Server::answer_lines(Socket& socket, FrameDecoder& decoder,
+                                           const RequestContext& context) {
+  // Replies go out in groups of at most max_pending_output bytes, so a client that pipelines many
+  // large requests without reading cannot make wardend buffer without bound.
+  std::vector<Reply> replies;
+  std::vector<Unwritten> unwritten;
+  std::string out;
+  for (bool lines_left = true; lines_left;) {
+    replies.clear();
+    unwritten.clear();
+    std::size_t bytes = 0;
+    while (bytes < options_.limits.max_pending_output) {
+      auto line = decoder.next();
+      if (!line) {
+        lines_left = false;
+        break;
+      }
+      std::uint64_t staged = journal_.last_staged();
+      replies.push_back(dispatch(context, *line));
+      bytes += replies.back().line.size();
+      if (journal_.last_staged() != staged) {
+        unwritten.push_back({.reply = replies.size() - 1, .seq = journal_.last_staged()});
+      }
+    }
+    // Nothing is acknowledged before it is on disk.
+    if (!unwritten.empty()) co_await written(unwritten, replies);
+    out.clear();
+    for (const auto& r : replies) {
+      out += r.line;
+      out += '\n';
+    }
+    if (!out.empty() && !co_await write_all(socket, out)) co_return false;
+  }
+  co_return true;
+}
+
 asio::awaitable<void> Server::session(Socket socket) {
   auto sessions = sessions_;
   sessions->push_back(&socket);
@@ -365,9 +401,6 @@ asio::awaitable<void> Server::session(Socket socket) {
                          .follow = &follow,
                          .passed_fds = &passed_fds};
   FrameDecoder decoder(options_.max_frame);
-  std::vector<Reply> replies;
-  std::vector<Unwritten> unwritten;
-  std::string out;
   // An idle connection may wait long; a request once begun must arrive in full soon.
   auto deadline = std::make_shared<ReadDeadline>(io_);
   struct EndWatch {
@@ -400,36 +433,7 @@ asio::awaitable<void> Server::session(Socket socket) {
     decoder.commit(ec ? 0 : n);
     if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
 
-    // Replies go out in groups of at most max_pending_output bytes, so a client that pipelines
-    // many large requests without reading cannot make wardend buffer without bound.
-    bool lines_left = true, failed = false;
-    while (lines_left && !failed) {
-      replies.clear();
-      unwritten.clear();
-      std::size_t bytes = 0;
-      while (bytes < limits.max_pending_output) {
-        auto line = decoder.next();
-        if (!line) {
-          lines_left = false;
-          break;
-        }
-        std::uint64_t staged = journal_.last_staged();
-        replies.push_back(dispatch(context, *line));
-        bytes += replies.back().line.size();
-        if (journal_.last_staged() != staged) {
-          unwritten.push_back({.reply = replies.size() - 1, .seq = journal_.last_staged()});
-        }
-      }
-      // Nothing is acknowledged before it is on disk.
-      if (!unwritten.empty()) co_await written(unwritten, replies);
-      out.clear();
-      for (const auto& r : replies) {
-        out += r.line;
-        out += '\n';
-      }
-      if (!out.empty() && !co_await write_all(socket, out)) failed = true;
-    }
-    if (failed) break;
+    if (!co_await answer_lines(socket, decoder, context)) break;
     if (decoder.pending() == 0) {
       deadline->line_started.reset();
     } else if (!deadline->line_started) {
@@ -438,7 +442,7 @@ asio::awaitable<void> Server::session(Socket socket) {
       deadline->timer.cancel();
     }
 
-    out.clear();
+    std::string out;
     bool close = false;
     if (decoder.overflowed()) {
       out = error_reply(nullptr, ErrorCode::frame_too_large,

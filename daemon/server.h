@@ -14,6 +14,7 @@
 #include "daemon/commands.h"
 #include "daemon/journal.h"
 #include "daemon/service.h"
+#include "proto/framing.h"
 #include "proto/unique_fd.h"
 
 namespace warden {
@@ -70,6 +71,9 @@ class Server {
   // Writes all of `data`; false if the peer is gone or does not read it within request_timeout.
   boost::asio::awaitable<bool> write_all(Socket& socket, const std::string& data);
   boost::asio::awaitable<void> session(Socket socket);
+  // Answers every complete line the decoder holds; false if the client is gone or stopped reading.
+  boost::asio::awaitable<bool> answer_lines(Socket& socket, FrameDecoder& decoder,
+                                            const RequestContext& context);
   // After `events` with follow: writes each new event until the client closes the connection.
   boost::asio::awaitable<void> follow_events(Socket& socket, const Caller& caller,
                                              std::optional<JobId> job);

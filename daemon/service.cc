@@ -12,7 +12,8 @@
 namespace warden {
 namespace {
 
-// The process if it still exists, checked by start time: a pid reused since is not the same one.
+// The process if it still exists and is the same one: a pid reused since has another identity
+// (start time and, where the kernel has pidfs, inode).
 std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
   try {
     ProcessHandle handle = open_process(identity.pid);

@@ -74,9 +74,6 @@ class Service {
   std::string metrics_text() const;
   void count_refusal(ErrorCode code) { metrics_.refused(code); }
 
-  std::size_t tracked_processes() const { return watch_.size(); }
-  std::size_t subscribers() const { return subscribers_.size(); }
-  std::size_t cleanups_running() const { return cleanups_running_; }
 
  private:
   void on_process_exit(JobId job, pid_t pid);
