@@ -67,6 +67,7 @@ struct Termination {
   asio::steady_timer timer;
   std::vector<Entry> entries;
   std::size_t live = 0;
+  CookieMemo cookie_memo;  // touched only by the scans, one at a time on the blocking executor
   TimePoint start = Clock::now();
 
   // Starts waiting for an alive process's exit; the pidfd identifies exactly that process.
@@ -154,7 +155,9 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
                                        const CleanupPlan& plan, const CleanupContext& context,
                                        int first_signal) {
   auto query = t->query(plan, context.self, context.socket);
-  auto scan = [&query] { return discover(scan_processes(), query, read_environ); };
+  auto scan = [&query, &t, owner = plan.uid] {
+    return discover(scan_processes(owner != 0), query, read_environ, t->cookie_memo);
+  };
   auto found = co_await offload(context.blocking, scan);
   std::size_t added = 0;
   for (const auto& d : found) {

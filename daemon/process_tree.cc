@@ -24,7 +24,7 @@ bool has_entry(std::string_view environ, std::string_view entry) {
 
 }  // namespace
 
-std::vector<ProcEntry> scan_processes() {
+std::vector<ProcEntry> scan_processes(bool with_uid) {
   std::vector<ProcEntry> out;
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return out;
@@ -34,7 +34,7 @@ std::vector<ProcEntry> scan_processes() {
     if (pid <= 0 || *end != '\0') continue;
     auto stat = read_proc_stat(static_cast<pid_t>(pid));
     if (!stat || stat->ppid == 2 || pid == 2) continue;  // gone, or a kernel thread
-    auto uid = read_proc_real_uid(static_cast<pid_t>(pid));
+    std::optional<uid_t> uid = with_uid ? read_proc_real_uid(static_cast<pid_t>(pid)) : 0;
     if (!uid) continue;
     out.push_back({.pid = static_cast<pid_t>(pid), .stat = *stat, .uid = *uid});
   }
@@ -51,7 +51,8 @@ std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket
 }
 
 std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
-                                 const std::function<std::optional<std::string>(pid_t)>& environ_of) {
+                                 const std::function<std::optional<std::string>(pid_t)>& environ_of,
+                                 CookieMemo& memo) {
   std::map<pid_t, const ProcEntry*> by_pid;
   std::multimap<pid_t, const ProcEntry*> children;
   for (const auto& e : scan) {
@@ -77,11 +78,10 @@ std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const Disco
     }
     return false;
   };
-  std::map<pid_t, bool> cookie_cache;
-  auto carries_cookie = [&](pid_t pid) {
-    auto [it, fresh] = cookie_cache.try_emplace(pid, false);
+  auto carries_cookie = [&](const ProcEntry& e) {
+    auto [it, fresh] = memo.try_emplace({e.pid, e.stat.start_time}, false);
     if (fresh) {
-      auto env = environ_of(pid);
+      auto env = environ_of(e.pid);
       it->second = env && !query.cookie.empty() &&
                    std::all_of(query.cookie.begin(), query.cookie.end(),
                                [&](const std::string& entry) { return has_entry(*env, entry); });
@@ -141,7 +141,7 @@ std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const Disco
         why = "in process group of " + std::to_string(e.stat.pgrp);
       } else if (leads(e.stat.session)) {
         why = "in session of " + std::to_string(e.stat.session);
-      } else if (carries_cookie(e.pid)) {
+      } else if (carries_cookie(e)) {
         why = "carries " + query.cookie.front();
       }
       if (why.empty()) continue;

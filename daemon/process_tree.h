@@ -19,11 +19,12 @@ namespace warden {
 struct ProcEntry {
   pid_t pid = 0;
   ProcStat stat;
-  uid_t uid = 0;  // real uid
+  uid_t uid = 0;  // real uid (0 where the scan did not read it)
 };
 
-// Every process now on the machine (kernel threads excluded).
-std::vector<ProcEntry> scan_processes();
+// Every process now on the machine (kernel threads excluded). `with_uid`: also read each one's
+// real uid (a second file per process), which only a non-root job's discovery needs.
+std::vector<ProcEntry> scan_processes(bool with_uid);
 // The environment a process started with, as "K=V\0K=V\0..."; nullopt if unreadable.
 std::optional<std::string> read_environ(pid_t pid);
 
@@ -54,9 +55,14 @@ struct Discovered {
   std::string found_by;  // "child of 4312", "in session of 4313", "carries WARDEN_JOB=7"
 };
 
+// Whether a process (pid, start time) carries the job's cookie, remembered across the scans of
+// one cleanup: a process's environment is fixed when it starts its program.
+using CookieMemo = std::map<std::pair<pid_t, std::uint64_t>, bool>;
+
 // Pure: the processes in `scan` that belong to the job and are not yet members, to a fixpoint
 // (a child of a found process is found too). `environ_of` reads a process's environment.
 std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
-                                 const std::function<std::optional<std::string>(pid_t)>& environ_of);
+                                 const std::function<std::optional<std::string>(pid_t)>& environ_of,
+                                 CookieMemo& memo);
 
 }  // namespace warden

@@ -61,7 +61,7 @@ class CleanupEngine : public testing::DaemonTest {
   std::vector<pid_t> carriers(JobId id) const {
     std::vector<pid_t> out;
     auto cookie = job_cookie(id, daemon.socket());
-    for (const auto& e : scan_processes()) {
+    for (const auto& e : scan_processes(true)) {
       if (e.stat.state == 'Z') continue;
       auto env = read_environ(e.pid);
       if (env && env->find(cookie[0] + '\0') != std::string::npos &&
@@ -110,7 +110,7 @@ TEST_F(CleanupEngine, DescendantsDieAtZeroGraceToo) {
   client.add_process(id, child);
   // Wait until the shell has started its sleep (generous deadline: CI machines are slow).
   auto has_child = [&] {
-    for (const auto& e : scan_processes()) {
+    for (const auto& e : scan_processes(true)) {
       if (e.stat.ppid == child) return true;
     }
     return false;

@@ -24,7 +24,8 @@ std::map<pid_t, std::string> found(const std::vector<ProcEntry>& scan, const Dis
     if (it == environs.end()) return std::string("PATH=/bin");
     return it->second;
   };
-  for (const auto& d : discover(scan, q, env)) out[d.pid] = d.found_by;
+  CookieMemo memo;
+  for (const auto& d : discover(scan, q, env, memo)) out[d.pid] = d.found_by;
   return out;
 }
 
@@ -106,8 +107,27 @@ TEST(Discover, RootJobsMayTakeAnyUsersDescendants) {
   EXPECT_FALSE(found(scan, q).contains(11)) << "a user's job never takes another user's process";
 }
 
+TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
+  std::vector<ProcEntry> scan{proc(10, 1), proc(11, 1), proc(12, 1)};
+  DiscoveryQuery q = query({10});
+  std::map<pid_t, int> reads;
+  auto env = [&](pid_t pid) -> std::optional<std::string> {
+    ++reads[pid];
+    using namespace std::string_literals;
+    return pid == 12 ? "WARDEN_JOB=7\0WARDEN_SOCKET=/s\0"s : "X=1"s;
+  };
+  CookieMemo memo;
+  EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
+  EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
+  EXPECT_EQ(reads[11], 1);
+  // A recycled pid (another start time) is read again.
+  scan[1] = proc(11, 1, 0, 0, kUser, 777);
+  discover(scan, q, env, memo);
+  EXPECT_EQ(reads[11], 2);
+}
+
 TEST(Discover, ScanOfThisMachineIncludesThisProcess) {
-  auto scan = scan_processes();
+  auto scan = scan_processes(true);
   bool self = false;
   for (const auto& e : scan) self |= e.pid == ::getpid();
   EXPECT_TRUE(self);
