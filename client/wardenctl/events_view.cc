@@ -4,19 +4,12 @@
 #include <fmt/format.h>
 #include <fmt/ostream.h>
 
-#include <chrono>
 #include <ctime>
 
 #include "wardenctl/status_view.h"
 
 namespace warden {
 namespace {
-
-std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // What cleanup did, counted: "4 processes (2 killed), 3 paths removed, 1 hook failed".
 std::string summary(const CleanupReport& r) {

@@ -17,13 +17,13 @@ std::string user_name(uid_t uid) {
   return std::to_string(uid);
 }
 
-namespace {
-
 std::int64_t now_unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+namespace {
 
 // "4s", "3m12s", "2h05m", "3d04h": short enough for a table column.
 std::string age(std::int64_t since_unix_ms) {

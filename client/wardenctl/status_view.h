@@ -1,6 +1,7 @@
 // Renders job status for people: a table of jobs, or one job in detail with its cleanup report.
 #pragma once
 
+#include <cstdint>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -11,6 +12,8 @@ namespace warden {
 
 // The user's name, or the uid as a number when it has none.
 std::string user_name(uid_t uid);
+// Now, in milliseconds since the epoch.
+std::int64_t now_unix_ms();
 
 void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs);
 void print_job_detail(std::ostream& out, const JobStatus& job);
