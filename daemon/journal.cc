@@ -11,13 +11,15 @@ namespace asio = boost::asio;
 
 namespace {
 
-// After a failed write, how long until changes kept in memory are tried again.
-constexpr auto kRetryAfter = std::chrono::seconds(1);
+// After a failed write, how long until changes kept in memory are tried again: doubling from the
+// first to the last while the store keeps failing (a read-only or full disk may last).
+constexpr auto kFirstRetry = std::chrono::seconds(1);
+constexpr auto kLastRetry = std::chrono::seconds(60);
 
 }  // namespace
 
 Journal::Journal(asio::io_context& io, std::unique_ptr<Store> store)
-    : io_(io), store_(std::move(store)), retry_(io) {}
+    : io_(io), store_(std::move(store)), retry_(io), retry_after_(kFirstRetry) {}
 
 Journal::~Journal() {
   writer_.join();
@@ -98,6 +100,7 @@ void Journal::write_finished(std::vector<Change> batch, std::string error,
   if (error.empty()) {
     if (!last_error_.empty()) spdlog::info("state store writable again");
     last_error_.clear();
+    retry_after_ = kFirstRetry;
   } else {
     if (error != last_error_) spdlog::error("state store write failed: {}", error);
     ++failed_writes_;
@@ -116,7 +119,8 @@ void Journal::write_finished(std::vector<Change> batch, std::string error,
     if (!kept.empty()) {
       // Kept changes go before anything staged since, so a job's later state still wins; they are
       // tried again with the next change staged, or after a pause if none comes.
-      retry_.expires_after(kRetryAfter);
+      retry_.expires_after(retry_after_);
+      retry_after_ = std::min(retry_after_ * 2, std::chrono::duration_cast<Duration>(kLastRetry));
       retry_.async_wait([this](boost::system::error_code ec) {
         if (!ec && !writing_ && !pending_.empty()) start_write();
       });

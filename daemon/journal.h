@@ -82,6 +82,7 @@ class Journal {
   std::string last_error_;
   std::uint64_t failed_writes_ = 0;
   boost::asio::steady_timer retry_;  // rewrites kept changes after a failure
+  Duration retry_after_;
   std::function<void(const EventRecord&)> on_event_;
 };
 

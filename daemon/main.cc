@@ -35,6 +35,17 @@ warden::UniqueFd lock_state_dir(const std::string& dir) {
   ::chmod(dir.c_str(), 0700);
   std::string path = dir + "/wardend.lock";
   warden::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd && errno == EROFS) {
+    // A read-only state directory: wardend serves and cleans, but records nothing (registrations
+    // are refused); the lock is still taken if a wardend once left its file there.
+    spdlog::warn("state directory {} is read-only: jobs can be seen and cleaned, not registered", dir);
+    fd = warden::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return fd;
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      throw std::runtime_error("another wardend is using state directory " + dir);
+    }
+    return fd;
+  }
   if (!fd) throw std::runtime_error("open " + path + ": " + std::strerror(errno));
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     throw std::runtime_error("another wardend is using state directory " + dir +

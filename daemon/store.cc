@@ -4,7 +4,11 @@
 #include <SQLiteCpp/Transaction.h>
 #include <sqlite3.h>
 
+#include <fmt/format.h>
+#include <sys/statvfs.h>
+
 #include <algorithm>
+#include <filesystem>
 
 #include "daemon/wall_clock.h"
 
@@ -85,6 +89,38 @@ T enum_column(const SQLite::Column& column, std::optional<T> (*parse)(std::strin
   return *value;
 }
 
+bool on_read_only_file_system(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path();
+  struct statvfs vfs {};
+  return ::statvfs(dir.empty() ? "." : dir.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0;
+}
+
+// Normally the file itself, read-write for the writer. On a read-only file system SQLite can
+// neither lock the file nor keep its -shm there, so the file is opened as immutable; without a
+// file there is nothing to read, and an empty store in memory stands in (every write is refused).
+SQLite::Database open_database(const std::string& path, bool read_only, bool writer) {
+  if (!read_only) {
+    return SQLite::Database(path, (writer ? SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE
+                                          : SQLite::OPEN_READONLY) |
+                                      SQLite::OPEN_NOFOLLOW);
+  }
+  if (!std::filesystem::exists(path)) {
+    SQLite::Database empty(":memory:", SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    empty.exec(kSchema);
+    empty.exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
+    return empty;
+  }
+  std::string uri = "file:";
+  for (char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      uri += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    } else {
+      uri += c;
+    }
+  }
+  return SQLite::Database(uri + "?immutable=1", SQLite::OPEN_READONLY | SQLite::OPEN_URI);
+}
+
 std::string corrupt_message(const std::string& path, const std::string& what) {
   return "the state store " + path + " cannot be read (" + what +
          "). wardend will not start over jobs it cannot read: restore the file from a backup, "
@@ -122,13 +158,16 @@ EventRecord event_record(const Job& job) {
 
 Store::Store(StoreOptions options) try
     : options_(options),
-      writer_(options_.path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOFOLLOW),
-      reader_(options_.path, SQLite::OPEN_READONLY | SQLite::OPEN_NOFOLLOW) {
-  // A write reports durable only once it is in the WAL on disk; readers never block the writer.
-  writer_.exec("PRAGMA journal_mode=WAL");
-  writer_.exec("PRAGMA synchronous=FULL");
-  writer_.setBusyTimeout(5000);
-  reader_.setBusyTimeout(5000);
+      read_only_(on_read_only_file_system(options_.path)),
+      writer_(open_database(options_.path, read_only_, /*writer=*/true)),
+      reader_(open_database(options_.path, read_only_, /*writer=*/false)) {
+  if (!read_only_) {
+    // A write reports durable only once it is in the WAL on disk; readers never block the writer.
+    writer_.exec("PRAGMA journal_mode=WAL");
+    writer_.exec("PRAGMA synchronous=FULL");
+    writer_.setBusyTimeout(5000);
+    reader_.setBusyTimeout(5000);
+  }
 
   int version = writer_.execAndGet("PRAGMA user_version").getInt();
   if (version == 0) {
@@ -232,6 +271,9 @@ StoredState Store::load() try {
 }
 
 void Store::write(std::vector<Record>& records) {
+  if (read_only_) {
+    throw std::runtime_error("the state directory of " + options_.path + " is on a read-only file system");
+  }
   SQLite::Transaction transaction(writer_);
   bool events = false;
   for (auto& record : records) {

@@ -111,7 +111,8 @@ struct EventQuery {
 
 class Store {
  public:
-  // Opens STATE_DIR/warden.db, creating it if absent, and checks it. Throws StoreError.
+  // Opens STATE_DIR/warden.db, creating it if absent, and checks it. Throws StoreError. On a
+  // read-only file system it is read as it is (or is empty, if absent) and every write fails.
   explicit Store(StoreOptions options);
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -134,6 +135,7 @@ class Store {
 
   // Constant after construction.
   const StoreOptions options_;
+  const bool read_only_;  // on a read-only file system: served, never written
 
   // Mutable state: writer_ belongs to whichever thread calls write(), reader_ to events().
   SQLite::Database writer_;

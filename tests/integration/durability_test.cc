@@ -251,7 +251,7 @@ TEST(DurabilityStart, CorruptStoreIsReportedAndWardendRefusesToStartEmpty) {
   fs::remove_all(dir);
 }
 
-// A small tmpfs as the state directory, filled up.
+// A small tmpfs as the state directory: filled up, or read-only.
 class FullDisk : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -340,6 +340,41 @@ TEST_F(FullDisk, RegistrationsFailClearlyWhileStatusAndCleaningGoOn) {
   daemon->restart();
   Client again(daemon->socket());
   EXPECT_EQ(again.status(id).at(0).state, JobState::cleaned);
+}
+
+TEST_F(FullDisk, ReadOnlyStateDirectoryServesAndCleansButRefusesRegistrations) {
+  pid_t main = spawned.emplace_back(spawn(Behaviour::sleep));
+  std::string file = make_file(dir, "kept");
+  JobId id = 0;
+  {
+    Client c(daemon->socket());
+    id = c.register_job({.name = "before", .pid = main, .grace_s = 0.2});
+    c.add_path({.job = id, .kind = PathKind::file, .path = file});
+  }
+  daemon.reset();  // a clean stop: nothing of the store is open any more
+  ASSERT_EQ(::mount(nullptr, state.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr), 0)
+      << std::strerror(errno);
+  daemon.emplace(std::vector<std::string>{"--state-dir", state, "--allowed-roots", "/tmp"});
+
+  Client c(daemon->socket());
+  EXPECT_EQ(c.status(id).at(0).state, JobState::running) << "what the store held is served";
+  pid_t other = spawned.emplace_back(spawn(Behaviour::sleep));
+  try {
+    c.register_job({.name = "after", .pid = other});
+    ADD_FAILURE() << "a registration was acknowledged that could not be recorded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unavailable);
+    EXPECT_NE(std::string(e.what()).find("read-only"), std::string::npos) << e.what();
+  }
+  ::kill(main, SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (c.status(id).at(0).state != JobState::cleaned && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(c.status(id).at(0).state, JobState::cleaned) << "cleaning goes on";
+  EXPECT_FALSE(fs::exists(file));
+  daemon.reset();
+  ::mount(nullptr, state.c_str(), nullptr, MS_REMOUNT, nullptr);
 }
 
 }  // namespace
