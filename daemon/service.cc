@@ -338,7 +338,7 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
   if (!forgotten.empty()) journal_.stage(std::move(forgotten));
 
   std::size_t resumed = 0, dead = 0;
-  // A pidfd systemd kept is certain; without one, the pid is checked against its start time.
+  // A pidfd systemd kept is certain; without one, the pid is checked against its identity.
   std::size_t from_systemd = 0;
   auto find = [&](JobId id, const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
     auto kept = pidfds.find(Systemd::pidfd_name(id, identity));
