@@ -208,7 +208,10 @@ json Client::exchange(const json& request_body) {
 }
 
 JobId Client::register_job(const RegisterJobRequest& request) {
-  return call(to_json(request)).at("job").get<JobId>();
+  if (!request.group.empty()) return call(to_json(request)).at("job").get<JobId>();
+  RegisterJobRequest with_group = request;
+  with_group.group = group_from_environment();
+  return call(to_json(with_group)).at("job").get<JobId>();
 }
 
 std::uint64_t Client::add_process(JobId job, pid_t pid, Policy policy) {

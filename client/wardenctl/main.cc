@@ -218,7 +218,6 @@ int main(int argc, char** argv) {
 
   try {
     warden::Client client(o.socket);
-    if (o.group.empty() && (reg->parsed() || run->parsed())) o.group = warden::group_from_environment();
     if (status->parsed()) return run_status(client, o);
     if (cleanup->parsed()) {
       std::size_t n = client.cleanup({.job = o.job, .group = o.group});

@@ -49,6 +49,7 @@ class Client {
   Client& operator=(const Client&) = delete;
   ~Client();
 
+  // Without a group, the job gets group_from_environment()'s.
   JobId register_job(const RegisterJobRequest& request);
   // Returns the start time wardend recorded for the process.
   std::uint64_t add_process(JobId job, pid_t pid, Policy policy = Policy::always);
