@@ -113,6 +113,8 @@ class Client:
                    "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
         if diagnose:
             request["diagnose"] = _command(diagnose)
+        # The cluster job this belongs to, so that a scheduler's epilog can clean all of it.
+        group = group or os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
         if group:
             request["group"] = group
         return self.call(request)["job"]

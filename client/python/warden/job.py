@@ -48,8 +48,7 @@ class Job:
         self.grace = float(grace)
         self.diagnose = diagnose
         self.kill_main_on_stall = kill_main_on_stall
-        # The cluster job this belongs to, so that a scheduler's epilog can clean all of it.
-        self.group = group or os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        self.group = group  # None: the client takes it from SLURM_JOB_ID or TORCHELASTIC_RUN_ID
         self.strict = strict
         self.id = None
         self._socket_path = socket_path
