@@ -79,14 +79,17 @@ std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const Disco
     return false;
   };
   auto carries_cookie = [&](const ProcEntry& e) {
-    auto [it, fresh] = memo.try_emplace({e.pid, e.stat.start_time}, false);
-    if (fresh) {
-      auto env = environ_of(e.pid);
-      it->second = env && !query.cookie.empty() &&
+    std::pair<pid_t, std::uint64_t> key{e.pid, e.stat.start_time};
+    if (auto it = memo.find(key); it != memo.end()) return it->second;
+    auto env = environ_of(e.pid);
+    // An environment that could not be read (the process was mid-exec, say) is asked again in the
+    // next scan, not remembered as lacking the cookie.
+    if (!env) return false;
+    bool carries = !query.cookie.empty() &&
                    std::all_of(query.cookie.begin(), query.cookie.end(),
                                [&](const std::string& entry) { return has_entry(*env, entry); });
-    }
-    return it->second;
+    memo.emplace(key, carries);
+    return carries;
   };
   // Whether `e` may be taken at all: never init, wardend, a spared main process or anything
   // running as another user (unless the job is root's).

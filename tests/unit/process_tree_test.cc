@@ -126,6 +126,21 @@ TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
   EXPECT_EQ(reads[11], 2);
 }
 
+TEST(Discover, AnEnvironmentThatCouldNotBeReadIsAskedAgainInTheNextScan) {
+  std::vector<ProcEntry> scan{proc(10, 1), proc(12, 1)};
+  DiscoveryQuery q = query({10});
+  bool readable = false;
+  auto env = [&](pid_t) -> std::optional<std::string> {
+    using namespace std::string_literals;
+    if (!readable) return std::nullopt;
+    return "WARDEN_JOB=7\0WARDEN_SOCKET=/s\0"s;
+  };
+  CookieMemo memo;
+  EXPECT_TRUE(discover(scan, q, env, memo).empty());
+  readable = true;
+  EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
+}
+
 TEST(Discover, ScanOfThisMachineIncludesThisProcess) {
   auto scan = scan_processes(true);
   bool self = false;
