@@ -2,6 +2,7 @@
 
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
+#include <SQLiteCpp/VariadicBind.h>
 #include <sqlite3.h>
 
 #include <fmt/format.h>
@@ -44,6 +45,12 @@ CREATE TABLE events(
   body TEXT NOT NULL) STRICT;
 CREATE INDEX events_by_job ON events(job);
 )sql";
+
+// SQLite integers are signed 64-bit; pids, uids, inodes and start times all fit.
+template <class T>
+std::int64_t i64(T value) {
+  return static_cast<std::int64_t>(value);
+}
 
 json spec_to_json(const JobSpec& spec) {
   json j{{"name", spec.name},
@@ -294,14 +301,14 @@ void Store::apply(Record& record) {
               "main_pidfs_inode, state, reason, reason_detail, cleanup_includes_main, "
               "created_unix_ms, finished_unix_ms, report) "
               "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-          s.bind(1, static_cast<std::int64_t>(r.id));
+          s.bind(1, i64(r.id));
           s.bind(2, r.uid);
           s.bind(3, r.gid);
           s.bind(4, spec_to_json(r.spec).dump());
-          s.bind(5, static_cast<std::int64_t>(r.main.pid));
-          s.bind(6, static_cast<std::int64_t>(r.main.start_time));
-          s.bind(7, static_cast<std::int64_t>(r.main.uid));
-          s.bind(8, static_cast<std::int64_t>(r.main.pidfs_inode));
+          s.bind(5, i64(r.main.pid));
+          s.bind(6, i64(r.main.start_time));
+          s.bind(7, i64(r.main.uid));
+          s.bind(8, i64(r.main.pidfs_inode));
           s.bind(9, std::string(to_string(r.state)));
           if (r.reason) s.bind(10, std::string(to_string(*r.reason)));
           s.bind(11, r.reason_detail);
@@ -314,54 +321,40 @@ void Store::apply(Record& record) {
           for (const char* sql :
                {"DELETE FROM jobs WHERE id = ?", "DELETE FROM processes WHERE job = ?",
                 "DELETE FROM paths WHERE job = ?", "DELETE FROM hooks WHERE job = ?"}) {
-            SQLite::Statement& s = prepared(sql);
-            s.bind(1, static_cast<std::int64_t>(r.id));
-            s.exec();
+            execute(sql, i64(r.id));
           }
         } else if constexpr (std::is_same_v<T, ProcessRecord>) {
-          SQLite::Statement& s = prepared(
-              "INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
-              "VALUES(?, ?, ?, ?, ?, ?)");
-          s.bind(1, static_cast<std::int64_t>(r.job));
-          s.bind(2, static_cast<std::int64_t>(r.process.identity.pid));
-          s.bind(3, static_cast<std::int64_t>(r.process.identity.start_time));
-          s.bind(4, static_cast<std::int64_t>(r.process.identity.uid));
-          s.bind(5, static_cast<std::int64_t>(r.process.identity.pidfs_inode));
-          s.bind(6, std::string(to_string(r.process.policy)));
-          s.exec();
+          const ProcessIdentity& p = r.process.identity;
+          execute("INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
+                  "VALUES(?, ?, ?, ?, ?, ?)",
+                  i64(r.job), i64(p.pid), i64(p.start_time), i64(p.uid), i64(p.pidfs_inode),
+                  std::string(to_string(r.process.policy)));
         } else if constexpr (std::is_same_v<T, PathRecord>) {
-          SQLite::Statement& s = prepared("INSERT OR REPLACE INTO paths VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
-          s.bind(1, static_cast<std::int64_t>(r.job));
-          s.bind(2, std::string(to_string(r.path.kind)));
-          s.bind(3, r.path.path);
-          s.bind(4, static_cast<std::int64_t>(r.path.identity.dev));
-          s.bind(5, static_cast<std::int64_t>(r.path.identity.ino));
-          s.bind(6, static_cast<std::int64_t>(r.path.identity.uid));
-          s.bind(7, static_cast<std::int64_t>(r.path.identity.type));
-          s.bind(8, std::string(to_string(r.path.policy)));
-          s.exec();
+          const PathIdentity& id = r.path.identity;
+          execute("INSERT OR REPLACE INTO paths(job, kind, path, dev, ino, uid, type, policy) "
+                  "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                  i64(r.job), std::string(to_string(r.path.kind)), r.path.path, i64(id.dev),
+                  i64(id.ino), i64(id.uid), i64(id.type), std::string(to_string(r.path.policy)));
         } else if constexpr (std::is_same_v<T, HookRecord>) {
-          SQLite::Statement& s =
-              prepared("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)");
-          s.bind(1, static_cast<std::int64_t>(r.job));
-          s.bind(2, to_json(r.hook.command).dump());
-          s.bind(3, std::string(to_string(r.hook.policy)));
-          s.exec();
+          execute("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)", i64(r.job),
+                  to_json(r.hook.command).dump(), std::string(to_string(r.hook.policy)));
         } else if constexpr (std::is_same_v<T, EventRecord>) {
-          SQLite::Statement& s = prepared("INSERT INTO events(unix_ms, job, uid, body) VALUES(?, ?, ?, ?)");
-          s.bind(1, r.unix_ms);
-          s.bind(2, static_cast<std::int64_t>(r.job));
-          s.bind(3, r.uid);
-          s.bind(4, to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));
-          s.exec();
+          execute("INSERT INTO events(unix_ms, job, uid, body) VALUES(?, ?, ?, ?)", r.unix_ms,
+                  i64(r.job), r.uid,
+                  to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));
           r.seq = writer_.getLastInsertRowid();
         } else if constexpr (std::is_same_v<T, NextJobId>) {
-          SQLite::Statement& s = prepared("INSERT OR REPLACE INTO meta VALUES('next_job_id', ?)");
-          s.bind(1, static_cast<std::int64_t>(r.value));
-          s.exec();
+          execute("INSERT OR REPLACE INTO meta VALUES('next_job_id', ?)", i64(r.value));
         }
       },
       record);
+}
+
+template <class... Args>
+void Store::execute(const char* sql, const Args&... args) {
+  SQLite::Statement& s = prepared(sql);
+  SQLite::bind(s, args...);
+  s.exec();
 }
 
 SQLite::Statement& Store::prepared(const char* sql) {
@@ -397,10 +390,10 @@ std::vector<json> Store::events(const EventQuery& q) {
       std::string(latest ? "DESC" : "ASC") + " LIMIT ?5";
   SQLite::Statement s(reader_, sql);
   if (q.uid) s.bind(1, *q.uid);
-  if (q.job) s.bind(2, static_cast<std::int64_t>(*q.job));
+  if (q.job) s.bind(2, i64(*q.job));
   s.bind(3, std::max(q.since_unix_ms.value_or(0), unix_ms_now() - options_.events_max_age_ms));
   s.bind(4, q.after_seq.value_or(0));
-  s.bind(5, static_cast<std::int64_t>(q.limit));
+  s.bind(5, i64(q.limit));
   std::vector<json> out;
   while (s.executeStep()) {
     json event = json::parse(s.getColumn(1).getString(), nullptr, /*allow_exceptions=*/false);

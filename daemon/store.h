@@ -131,6 +131,9 @@ class Store {
   void apply(Record& record);
   // The writer's statement for `sql` (a string literal), prepared once and reset for reuse.
   SQLite::Statement& prepared(const char* sql);
+  // Runs it once with `args` bound in order.
+  template <class... Args>
+  void execute(const char* sql, const Args&... args);
   void trim_events(std::int64_t now_ms);
 
   // Constant after construction.
