@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <set>
 
 #include "daemon/command_runner.h"
 #include "daemon/diagnostics.h"
@@ -57,6 +59,7 @@ struct Termination {
     std::uint64_t start_time = 0;
     std::unique_ptr<asio::posix::stream_descriptor> pidfd;
     bool waiting = false;  // alive as far as we know; its exit is awaited
+    bool in_cgroup = false;  // a member of the job's tracking cgroup: cgroup.kill reaches it
     bool sent_kill = false;
     std::optional<TimePoint> gone_at;
   };
@@ -67,16 +70,19 @@ struct Termination {
   asio::steady_timer timer;
   std::vector<Entry> entries;
   std::size_t live = 0;
+  bool cgroup_busy = false;  // the job's cgroup still holds a process (its cgroup.events says so)
   CookieMemo cookie_memo;  // touched only by the scans, one at a time on the blocking executor
   TimePoint start = Clock::now();
 
   // Starts waiting for an alive process's exit; the pidfd identifies exactly that process.
   void add(ProcessReport report, std::uint64_t start_time, UniqueFd fd,
-           const std::shared_ptr<Termination>& self) {
+           const std::shared_ptr<Termination>& self, bool in_cgroup = false) {
     std::size_t i = entries.size();
     Entry& e = entries.emplace_back();
     e.report = std::move(report);
+    if (e.report.command.empty()) e.report.command = read_command_line(e.report.pid);
     e.start_time = start_time;
+    e.in_cgroup = in_cgroup;
     e.pidfd = std::make_unique<asio::posix::stream_descriptor>(executor, fd.release());
     e.waiting = true;
     ++live;
@@ -109,7 +115,20 @@ struct Termination {
     Entry& e = entries[i];
     if (e.gone_at || !e.waiting) return;
     e.gone_at = Clock::now();
-    if (--live == 0) timer.cancel();
+    if (--live == 0 && !cgroup_busy) timer.cancel();
+  }
+
+  void on_cgroup_empty() {
+    cgroup_busy = false;
+    if (live == 0) timer.cancel();
+  }
+
+  // Whether a process of the job is alive that only a /proc scan can find the rest of: one outside
+  // the tracking cgroup (a registered pid that lives elsewhere), or any at all without a cgroup.
+  bool needs_scan(bool tracked) const {
+    return std::any_of(entries.begin(), entries.end(), [tracked](const Entry& e) {
+      return e.waiting && !e.gone_at && !(tracked && e.in_cgroup);
+    });
   }
 
   void signal(Entry& e, int sig) {
@@ -129,7 +148,7 @@ struct Termination {
   }
 
   asio::awaitable<void> wait_for_exits(Duration bound) {
-    if (live == 0) co_return;
+    if (live == 0 && !cgroup_busy) co_return;
     timer.expires_after(bound);
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
   }
@@ -177,10 +196,78 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
   co_return added;
 }
 
-asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& plan,
-                                                          std::vector<UniqueFd>& pidfds,
-                                                          const CleanupContext& context) {
-  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor);
+// Whether `cgroup` is `job_cgroup` or a cgroup beneath it (a job registered inside the job).
+bool within(const std::optional<std::string>& cgroup, const std::string& job_cgroup) {
+  return cgroup && (*cgroup == job_cgroup || cgroup->rfind(job_cgroup + "/", 0) == 0);
+}
+
+// The job's tracking cgroup during one cleanup. A cgroup step that fails (the cgroup was removed
+// from under wardend, say) turns the rest of the cleanup into scans: slower, never less thorough.
+struct Tracking {
+  Cgroups* cgroups = nullptr;  // nullptr: not tracked (any more)
+  std::string cgroup;
+
+  explicit operator bool() const { return cgroups != nullptr; }
+  template <class Step>
+  void attempt(Step step) {
+    if (!cgroups) return;
+    try {
+      step(*cgroups);
+    } catch (const std::exception&) {
+      cgroups = nullptr;
+    }
+  }
+};
+
+// Adds the members of the tracking cgroup not yet known. A pid read from cgroup.procs is
+// verified through its pidfd to be still that member, so a recycled pid is never taken.
+std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                        Tracking& tracking) {
+  std::vector<pid_t> pids;
+  tracking.attempt([&](Cgroups& c) { pids = c.members(tracking.cgroup); });
+  if (!tracking) return 0;
+  std::set<pid_t> known;
+  for (const auto& e : t->entries) {
+    if (e.waiting && !e.gone_at) known.insert(e.report.pid);
+  }
+  std::size_t added = 0;
+  for (pid_t pid : pids) {
+    if (known.contains(pid)) continue;
+    ProcessHandle handle;
+    try {
+      handle = open_process(pid);
+    } catch (const Error&) {
+      continue;  // gone already
+    }
+    if (!within(tracking.cgroups->cgroup_of(pid), tracking.cgroup) ||
+        pidfd_exited(handle.pidfd.get())) {
+      continue;
+    }
+    t->add({.pid = pid, .role = "descendant", .leftover = plan.reason == JobState::ended,
+            .detail = "member of cgroup " + tracking.cgroup},
+           handle.identity.start_time, std::move(handle.pidfd), t, /*in_cgroup=*/true);
+    ++added;
+  }
+  return added;
+}
+
+// Puts the plan's targets in `t`: alive ones are waited on, exited ones reported gone; those kept
+// by policy are returned, and leave the cgroup (as a spared main process does) so that ending its
+// members does not reach them.
+std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
+                                    const std::shared_ptr<Termination>& t, Tracking& tracking) {
+  const std::string outside = parent_cgroup(plan.cgroup);
+  auto release = [&](pid_t pid) {
+    if (!tracking) return;
+    Cgroups& c = *tracking.cgroups;
+    try {
+      if (within(c.cgroup_of(pid), plan.cgroup)) c.move(pid, outside);
+    } catch (const std::exception&) {
+    }
+    // One that could not be moved out would die with the cgroup: end the job by scanning instead.
+    if (within(c.cgroup_of(pid), plan.cgroup)) tracking.cgroups = nullptr;
+  };
+  if (plan.main_spared) release(plan.main.pid);
   std::vector<ProcessReport> kept;
   for (std::size_t i = 0; i < plan.targets.size(); ++i) {
     const auto& target = plan.targets[i];
@@ -190,62 +277,121 @@ asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& pla
     if (target.keep) {
       report.outcome = Outcome::kept;
       report.detail = "policy: failure only";
+      if (fd && !pidfd_exited(fd.get())) release(target.identity.pid);
       kept.push_back(std::move(report));
     } else if (target.exited || !fd || pidfd_exited(fd.get())) {
       t->add_gone(std::move(report));
     } else {
-      t->add(std::move(report), target.identity.start_time, std::move(fd), t);
+      bool member = tracking && within(tracking.cgroups->cgroup_of(target.identity.pid), plan.cgroup);
+      t->add(std::move(report), target.identity.start_time, std::move(fd), t, member);
     }
   }
+  return kept;
+}
 
-  // Freeze what is known, then look for the rest of the tree until a scan finds nothing new:
-  // stopped processes cannot fork, so this converges.
+// Stops the job from forking: a tracked job's cgroup is frozen and its members taken; whatever
+// lives outside it (or everything, without a cgroup) is SIGSTOPped and the tree scanned until a
+// scan finds nothing new (stopped processes cannot fork, so this converges). Returns whether the
+// scans converged.
+asio::awaitable<bool> freeze(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                             const CleanupContext& context, Tracking& tracking) {
+  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, true); });
+  add_members(t, plan, tracking);
+  if (!t->needs_scan(bool(tracking))) co_return true;
   t->signal_all(SIGSTOP);
-  bool frozen = false;
-  for (int round = 0; round < kMaxScanRounds && !frozen; ++round) {
-    frozen = co_await find_more(t, plan, context, SIGSTOP) == 0;
+  for (int round = 0; round < kMaxScanRounds; ++round) {
+    if (co_await find_more(t, plan, context, SIGSTOP) == 0) co_return true;
   }
+  co_return false;
+}
 
+// SIGTERM to every process, then they run again (thawed, SIGCONT) for the grace period, or until
+// all are gone.
+asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                                Tracking& tracking) {
   // SIGTERM reaches stopped processes but is only handled once they run again.
-  if (plan.grace > Duration::zero()) {
-    t->signal_all(SIGTERM);
-    t->signal_all(SIGCONT);
-    co_await t->wait_for_exits(plan.grace);
-  }
-  // Anything forked while handling SIGTERM is found and killed too, until nothing is left. With
-  // no grace period nothing of the job has run since a freeze scan found nothing new (stopped
-  // processes cannot fork), so that scan already confirmed the whole tree.
-  const bool ran_since_freeze = plan.grace > Duration::zero() || !frozen;
+  t->signal_all(SIGTERM);
+  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, false); });
+  t->signal_all(SIGCONT);
+  co_await t->wait_for_exits(plan.grace);
+}
+
+// SIGKILL to what is left: a tracked job's cgroup all at once (frozen first, so that what was
+// forked during the grace period is named in the report), anything outside it through pidfds,
+// with rescans for what the scan-found part forked meanwhile. Waits until all are gone or the kill
+// bound passes.
+asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                               const CleanupContext& context, Tracking& tracking,
+                               bool ran_since_freeze) {
+  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, true); });
+  add_members(t, plan, tracking);
+  tracking.attempt([&](Cgroups& c) { c.kill(tracking.cgroup); });
   auto kill_deadline = Clock::now() + context.options.kill_timeout;
   for (int round = 0;; ++round) {
     t->signal_all(SIGKILL);
-    std::size_t added = ran_since_freeze ? co_await find_more(t, plan, context, SIGKILL) : 0;
-    if (t->live == 0 && added == 0) break;
-    if (Clock::now() >= kill_deadline || round >= kMaxScanRounds) {
+    std::size_t added = ran_since_freeze && t->needs_scan(bool(tracking))
+                            ? co_await find_more(t, plan, context, SIGKILL)
+                            : 0;
+    if (t->live == 0 && !t->cgroup_busy && added == 0) break;
+    if (Clock::now() >= kill_deadline || round >= kMaxScanRounds || !t->needs_scan(bool(tracking))) {
       co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
       break;
     }
     co_await t->wait_for_exits(std::min(kRescanInterval, kill_deadline - Clock::now()));
   }
+}
 
+std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kept) {
   std::vector<ProcessReport> reports;
-  reports.reserve(t->entries.size() + kept.size());
-  for (auto& e : t->entries) {
+  reports.reserve(t.entries.size() + kept.size());
+  for (auto& e : t.entries) {
     if (e.waiting) {
       if (!e.gone_at) {
         e.report.outcome = Outcome::unkillable;
         e.report.detail = fmt::format("still alive {:.1f} s after SIGKILL (uninterruptible sleep?)",
-                                      ms_between(t->start, Clock::now()) / 1000);
+                                      ms_between(t.start, Clock::now()) / 1000);
       } else {
         e.report.outcome = e.sent_kill ? Outcome::killed : Outcome::terminated;
       }
     }
-    if (e.gone_at) e.report.elapsed_ms = ms_between(t->start, *e.gone_at);
+    if (e.gone_at) e.report.elapsed_ms = ms_between(t.start, *e.gone_at);
     if (e.pidfd) e.pidfd->cancel();
     reports.push_back(std::move(e.report));
   }
   for (auto& k : kept) reports.push_back(std::move(k));
-  co_return reports;
+  return reports;
+}
+
+asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& plan,
+                                                          std::vector<UniqueFd>& pidfds,
+                                                          const CleanupContext& context) {
+  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor);
+  Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups,
+                    .cgroup = plan.cgroup};
+  // wardend may have been started from inside the job (a test, a user's own wardend): it must
+  // never freeze or kill itself, and the scan knows to leave it alone.
+  tracking.attempt([&](Cgroups& c) {
+    if (within(c.cgroup_of(context.self), tracking.cgroup)) tracking.cgroups = nullptr;
+  });
+  std::vector<ProcessReport> kept = classify(plan, pidfds, t, tracking);
+  // Done means the cgroup is empty too: cgroup.events says so, on the event loop.
+  tracking.attempt([&](Cgroups& c) {
+    t->cgroup_busy = true;
+    c.when_empty(tracking.cgroup, [t] { t->on_cgroup_empty(); });
+  });
+
+  const bool converged = co_await freeze(t, plan, context, tracking);
+  if (plan.grace > Duration::zero()) co_await terminate(t, plan, tracking);
+  // With no grace period nothing of the job has run since a freeze scan found nothing new, so
+  // that scan already confirmed the whole tree and no rescan is needed after SIGKILL.
+  co_await escalate(t, plan, context, tracking, plan.grace > Duration::zero() || !converged);
+
+  if (!plan.cgroup.empty() && context.cgroups != nullptr) {
+    context.cgroups->forget_empty(plan.cgroup);
+    // A member that outlived SIGKILL keeps it; the next start of wardend tries again.
+    if (!t->cgroup_busy) context.cgroups->remove(plan.cgroup);
+  }
+  co_return report(*t, std::move(kept));
 }
 
 Diagnostics capture_diagnostics(const CleanupPlan& plan) {

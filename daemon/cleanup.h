@@ -5,6 +5,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <vector>
 
+#include "daemon/cgroup.h"
 #include "daemon/files.h"
 #include "daemon/supervisor.h"
 #include "proto/unique_fd.h"
@@ -25,6 +26,9 @@ struct CleanupContext {
   boost::asio::any_io_executor blocking;
   pid_t self = 0;      // wardend, never a candidate
   std::string socket;  // wardend's socket, part of the job cookie (process_tree.h)
+  // Tracking cgroups, where this wardend has them; a plan with a cgroup is carried out through
+  // it: the kernel names every member, ends them all at once and says when none is left.
+  Cgroups* cgroups = nullptr;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

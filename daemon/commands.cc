@@ -108,6 +108,7 @@ json hello(const RequestContext& c, const json& request) {
   HelloReply reply{.server = "wardend/" WARDEN_VERSION};
   for (const auto& c : kCommands) reply.capabilities.push_back("cmd-" + std::string(c.name));
   reply.max_frame = c.max_frame;
+  reply.tracking = c.service.tracking();
   return to_json(reply);
 }
 

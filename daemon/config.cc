@@ -53,6 +53,11 @@ std::optional<Config> parse_config(int argc, char** argv) {
   app.add_option("--metrics-listen", c.metrics_listen,
                  "Serve Prometheus metrics over HTTP at this loopback HOST:PORT, e.g. "
                  "127.0.0.1:9464 (default: none; `wardenctl metrics` always works)");
+  app.add_option("--tracking", c.tracking,
+                 "How a job's processes are known: auto (a tracking cgroup v2 per job, where the "
+                 "hierarchy is writable, else a scan of /proc at cleanup) or scan")
+      ->check(CLI::IsMember({"auto", "scan"}))
+      ->capture_default_str();
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();

@@ -21,6 +21,9 @@ struct Config {
   std::string log_level = "info";
   std::size_t max_frame = kDefaultMaxFrame;
   std::string metrics_listen;  // HOST:PORT on loopback for Prometheus; empty: none
+  // "auto": a tracking cgroup per job where cgroup v2 is writable, else scanning /proc at cleanup;
+  // "scan": always scanning.
+  std::string tracking = "auto";
   SupervisorLimits limits;
   ConnectionLimits connections;
   CleanupOptions cleanup;

@@ -17,6 +17,7 @@
 #include <optional>
 #include <spdlog/spdlog.h>
 
+#include "daemon/cgroup.h"
 #include "daemon/config.h"
 #include "daemon/metrics_http.h"
 #include "daemon/server.h"
@@ -125,11 +126,19 @@ int main(int argc, char** argv) {
       spdlog::warn("--no-durable: jobs are kept in memory only and a restart forgets them");
     }
     warden::Journal journal(io, std::move(store));
+    std::unique_ptr<warden::KernelCgroups> cgroups;
+    if (config->tracking == "auto") {
+      std::string why;
+      cgroups = warden::KernelCgroups::open(io.get_executor(), why);
+      if (!cgroups) spdlog::warn("tracking=scan: {}; jobs' processes are found by scanning /proc", why);
+    }
     warden::Service service(io,
                             {.limits = config->limits,
                              .cleanup = config->cleanup,
                              .socket = config->socket,
-                             .systemd = &systemd},
+                             .systemd = &systemd,
+                             .cgroups = cgroups.get(),
+                             .cgroup_prefix = warden::cgroup_prefix(config->state_dir)},
                             journal);
     if (stored) service.recover(std::move(*stored), systemd.take_stored_pidfds());
     warden::Server server(io, service, journal,

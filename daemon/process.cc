@@ -52,6 +52,17 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
   return parse_proc_stat(*text);
 }
 
+std::string read_command_line(pid_t pid) {
+  constexpr std::size_t kMax = 256;
+  std::string line = read_proc_file(pid, "cmdline", kMax).value_or("");
+  if (line.size() > kMax) line.resize(kMax);
+  while (!line.empty() && line.back() == '\0') line.pop_back();
+  for (char& c : line) {
+    if (c == '\0') c = ' ';
+  }
+  return line;
+}
+
 std::optional<uid_t> read_proc_real_uid(pid_t pid) {
   auto text = read_proc_file(pid, "status");
   if (!text) return std::nullopt;

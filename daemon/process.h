@@ -43,6 +43,9 @@ std::optional<std::string> read_proc_file(pid_t pid, const char* name,
 std::optional<ProcStat> parse_proc_stat(const std::string& text);
 // Reads /proc/PID/stat; nullopt if the process does not exist (any more).
 std::optional<ProcStat> read_proc_stat(pid_t pid);
+// The command line from /proc/PID/cmdline, arguments joined by spaces and cut at 256 bytes, for
+// reports; empty if the process is gone (or a kernel thread).
+std::string read_command_line(pid_t pid);
 // The real uid from /proc/PID/status; nullopt if the process does not exist.
 std::optional<uid_t> read_proc_real_uid(pid_t pid);
 

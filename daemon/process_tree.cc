@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdlib>
 #include <deque>
+#include <sstream>
 #include <string_view>
 
 namespace warden {
@@ -39,6 +40,31 @@ std::vector<ProcEntry> scan_processes(bool with_uid) {
     out.push_back({.pid = static_cast<pid_t>(pid), .stat = *stat, .uid = *uid});
   }
   ::closedir(proc);
+  return out;
+}
+
+std::vector<pid_t> read_descendants(pid_t pid) {
+  // Bounded, as a fork bomb's tree would otherwise hold the registration.
+  constexpr std::size_t kMax = 65'536;
+  std::vector<pid_t> out;
+  std::deque<pid_t> pending{pid};
+  while (!pending.empty() && out.size() < kMax) {
+    pid_t parent = pending.front();
+    pending.pop_front();
+    std::string tasks = "/proc/" + std::to_string(parent) + "/task";
+    DIR* dir = ::opendir(tasks.c_str());
+    if (dir == nullptr) continue;  // exited meanwhile
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      std::string name = "task/" + std::string(e->d_name) + "/children";
+      std::istringstream children(read_proc_file(parent, name.c_str()).value_or(""));
+      for (pid_t child = 0; children >> child;) {
+        out.push_back(child);
+        pending.push_back(child);
+      }
+    }
+    ::closedir(dir);
+  }
   return out;
 }
 

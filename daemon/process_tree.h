@@ -25,6 +25,9 @@ struct ProcEntry {
 // Every process now on the machine (kernel threads excluded). `with_uid`: also read each one's
 // real uid (a second file per process), which only a non-root job's discovery needs.
 std::vector<ProcEntry> scan_processes(bool with_uid);
+// The descendants of `pid` now, from the kernel's lists of each thread's children
+// (/proc/PID/task/TID/children): what a registration needs without scanning every process.
+std::vector<pid_t> read_descendants(pid_t pid);
 // The environment a process started with, as "K=V\0K=V\0..."; nullopt if unreadable.
 std::optional<std::string> read_environ(pid_t pid);
 

@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <cstring>
+
+#include "daemon/process_tree.h"
 
 #include "daemon/systemd.h"
 #include "daemon/wall_clock.h"
@@ -29,6 +32,8 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
     : io_(io),
       socket_(options.socket),
       systemd_(options.systemd),
+      cgroups_(options.cgroups),
+      cgroup_prefix_(options.cgroup_prefix),
       cleanup_options_(options.cleanup),
       journal_(journal),
       core_(options.limits),
@@ -88,20 +93,90 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
                .diagnose = request.diagnose,
                .group = request.group};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
-  spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={}", id,
-               request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s);
+  std::string cgroup = make_tracking_cgroup(id, main);
+  core_.set_cgroup(id, cgroup);
+  spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={} tracking={}",
+               id, request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s,
+               cgroup.empty() ? "scan" : cgroup);
   watch_.watch(id, std::move(main));
   rearm_deadline();
   const Job& job = *core_.find(id);
   status_changed();
-  journal_.stage({job_record(job), event_record(job), NextJobId{core_.next_id()}}, [this, id] {
-    if (core_.discard_job(id)) {
-      spdlog::warn("job={} registration taken back: it could not be recorded", id);
-      watch_.forget_job(id);
-      rearm_deadline();
-    }
-  });
+  journal_.stage({job_record(job), event_record(job), NextJobId{core_.next_id()}},
+                 [this, id, cgroup] {
+                   if (core_.discard_job(id)) {
+                     spdlog::warn("job={} registration taken back: it could not be recorded", id);
+                     watch_.forget_job(id);
+                     if (!cgroup.empty()) release_cgroup(cgroup);
+                     rearm_deadline();
+                   }
+                 });
   return id;
+}
+
+std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
+  const pid_t pid = main.identity.pid;
+  const pid_t self = ::getpid();
+  // A frozen or killed cgroup must never hold wardend, which ends its members.
+  if (cgroups_ == nullptr || pid == self) return "";
+  try {
+    auto home = cgroups_->cgroup_of(pid);
+    std::string cgroup = cgroups_->create_beneath(pid, cgroup_prefix_ + std::to_string(id));
+    // The pid named the main process when it was moved only if that process is alive still.
+    if (pidfd_exited(main.pidfd.get())) {
+      release_cgroup(cgroup);
+      return "";
+    }
+    for (pid_t descendant : read_descendants(pid)) {
+      // wardend itself may descend from the main process (started by a test, or by the job).
+      if (descendant == self || cgroups_->cgroup_of(descendant) != home) continue;
+      try {
+        cgroups_->move(descendant, cgroup);
+      } catch (const std::system_error&) {
+        // Exited meanwhile; one that cannot be moved is still found by its parentage at cleanup.
+      }
+    }
+    return cgroup;
+  } catch (const std::exception& e) {
+    spdlog::info("job={} tracking=scan: no tracking cgroup ({})", id, e.what());
+    return "";
+  }
+}
+
+void Service::release_cgroup(const std::string& cgroup) {
+  try {
+    for (pid_t pid : cgroups_->members(cgroup)) cgroups_->move(pid, parent_cgroup(cgroup));
+  } catch (const std::exception& e) {
+    spdlog::warn("cgroup={} cannot give its processes back: {}", cgroup, e.what());
+  }
+  if (int err = cgroups_->remove(cgroup); err != 0) {
+    spdlog::warn("cgroup={} cannot be removed: {}", cgroup, std::strerror(err));
+  }
+}
+
+void Service::sweep_cgroups() {
+  if (cgroups_ == nullptr) return;
+  for (const std::string& cgroup : cgroups_->find(cgroup_prefix_)) {
+    std::string name = cgroup.substr(cgroup.rfind('/') + 1);
+    JobId id = std::strtoull(name.c_str() + cgroup_prefix_.size(), nullptr, 10);
+    const Job* job = core_.find(id);
+    if (job != nullptr && job->cgroup == cgroup && job->state != JobState::cleaned) continue;
+    if (job == nullptr) {
+      spdlog::info("cgroup={} belongs to no recorded job; its processes go back to {}", cgroup,
+                   parent_cgroup(cgroup));
+      release_cgroup(cgroup);
+      continue;
+    }
+    auto own = cgroups_->cgroup_of(::getpid());
+    if (own && (*own == cgroup || own->rfind(cgroup + "/", 0) == 0)) continue;  // wardend is in it
+    spdlog::info("job={} cgroup={} outlived the job's cleanup; killing what is left", id, cgroup);
+    try {
+      cgroups_->kill(cgroup);
+    } catch (const std::exception& e) {
+      spdlog::warn("cgroup={} kill: {}", cgroup, e.what());
+    }
+    cgroups_->when_empty(cgroup, [this, cgroup] { cgroups_->remove(cgroup); });
+  }
 }
 
 ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request,
@@ -257,7 +332,7 @@ void Service::start_cleanup(CleanupPlan plan) {
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
                   {.options = cleanup_options_, .blocking = blocking_.get_executor(),
-                   .self = ::getpid(), .socket = socket_}),
+                   .self = ::getpid(), .socket = socket_, .cgroups = cgroups_}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -375,6 +450,7 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
     spdlog::info("job={} cleanup interrupted by a restart; resuming it", id);
     start_cleanup(core_.resume_cleanup(id));
   }
+  sweep_cgroups();
   rearm_deadline();
   spdlog::info(
       "recovered jobs={} running={} main_died_while_down={} cleanups_resumed={} "
@@ -396,6 +472,8 @@ JobStatus Service::to_status(const Job& job, bool summary) const {
               .grace_s = to_seconds(job.spec.grace),
               .created_unix_ms = to_unix_ms(job.created),
               .hooks = job.hooks.size(),
+              .tracking = job.cgroup.empty() ? "scan" : "cgroup",
+              .cgroup = job.cgroup,
               .live_processes = job.live_workers() + (job.state == JobState::running ? 1 : 0)};
   if (job.last_beat) s.last_beat_unix_ms = to_unix_ms(*job.last_beat);
   for (const auto& p : job.paths) {

@@ -30,6 +30,10 @@ struct ServiceOptions {
   CleanupOptions cleanup;
   std::string socket;  // where clients reach this daemon; part of each job's cookie
   Systemd* systemd = nullptr;  // for STATUS= and the pidfd store, when run by systemd
+  // Tracking cgroups, where this wardend has them (nullptr: jobs are found by scanning), and the
+  // prefix of their names (cgroup_prefix()).
+  Cgroups* cgroups = nullptr;
+  std::string cgroup_prefix;
 };
 
 // Single-threaded: every call runs on the io_context's thread. Every change it makes to the core is
@@ -55,6 +59,9 @@ class Service {
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
   std::vector<json> events(const Caller& caller, const EventsRequest& request);
   bool has_history() { return journal_.store() != nullptr; }
+  // How a new job's processes are known: "cgroup" or "scan" (a job may still fall back to "scan"
+  // where its own cgroup cannot take a child).
+  std::string_view tracking() const { return cgroups_ != nullptr ? "cgroup" : "scan"; }
 
   // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
   // is written; it must only queue it (not unsubscribe). Returns an id for unsubscribe().
@@ -76,6 +83,15 @@ class Service {
 
 
  private:
+  // Makes the job's tracking cgroup and moves its main process (and those of its descendants that
+  // share its cgroup) in; "" where it cannot, and the job is tracked by scanning.
+  std::string make_tracking_cgroup(JobId id, const ProcessHandle& main);
+  // Gives a tracking cgroup's members back to the cgroup above and removes it (a registration
+  // taken back).
+  void release_cgroup(const std::string& cgroup);
+  // A restart's sweep: this wardend's cgroups that no active job owns are removed; members of one
+  // whose job was never acknowledged go back to the cgroup above, a finished job's are killed.
+  void sweep_cgroups();
   void on_process_exit(JobId job, pid_t pid);
   void on_deadline(boost::system::error_code ec);
   void rearm_deadline();
@@ -92,6 +108,8 @@ class Service {
   boost::asio::io_context& io_;
   const std::string socket_;
   Systemd* const systemd_;
+  Cgroups* const cgroups_;
+  const std::string cgroup_prefix_;
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
 

@@ -17,7 +17,7 @@ namespace warden {
 namespace {
 
 // Bumped whenever the schema changes; a store from a newer wardend is refused, not guessed at.
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
@@ -27,7 +27,7 @@ CREATE TABLE jobs(
   main_pidfs_inode INTEGER NOT NULL,
   state TEXT NOT NULL, reason TEXT, reason_detail TEXT NOT NULL,
   cleanup_includes_main INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL,
-  finished_unix_ms INTEGER, report TEXT) STRICT;
+  finished_unix_ms INTEGER, report TEXT, cgroup TEXT NOT NULL DEFAULT '') STRICT;
 CREATE TABLE processes(
   job INTEGER NOT NULL, pid INTEGER NOT NULL, start_time INTEGER NOT NULL, uid INTEGER NOT NULL,
   pidfs_inode INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY(job, pid, start_time))
@@ -45,6 +45,14 @@ CREATE TABLE events(
   body TEXT NOT NULL) STRICT;
 CREATE INDEX events_by_job ON events(job);
 )sql";
+
+// What each schema version adds to the one before, applied in one transaction at start.
+constexpr const char* kMigrations[] = {
+    nullptr,  // version 1: the first
+    // 2: a job's tracking cgroup ('' for jobs tracked by scanning).
+    "ALTER TABLE jobs ADD COLUMN cgroup TEXT NOT NULL DEFAULT ''",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion);
 
 // SQLite integers are signed 64-bit; pids, uids, inodes and start times all fit.
 template <class T>
@@ -147,7 +155,8 @@ JobRecord job_record(const Job& job) {
               .reason_detail = job.reason_detail,
               .cleanup_includes_main = job.cleanup_includes_main,
               .created_unix_ms = to_unix_ms(job.created),
-              .report = job.report};
+              .report = job.report,
+              .cgroup = job.cgroup};
   if (job.state == JobState::cleaned) r.finished_unix_ms = to_unix_ms(job.finished);
   return r;
 }
@@ -185,6 +194,16 @@ Store::Store(StoreOptions options) try
     writer_.exec(kSchema);
     writer_.exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
     create.commit();
+  } else if (version < kSchemaVersion && !read_only_) {
+    SQLite::Transaction migrate(writer_);
+    for (int v = version + 1; v <= kSchemaVersion; ++v) writer_.exec(kMigrations[v - 1]);
+    writer_.exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
+    migrate.commit();
+  } else if (version < kSchemaVersion) {
+    throw StoreError("the state store " + options_.path + " has schema version " +
+                     std::to_string(version) + " and lies on a read-only file system, so it "
+                     "cannot be upgraded to version " + std::to_string(kSchemaVersion) +
+                     "; start this wardend once with the directory writable");
   } else if (version != kSchemaVersion) {
     throw StoreError("the state store " + options_.path + " has schema version " +
                      std::to_string(version) + ", written by a newer wardend (this one knows " +
@@ -205,7 +224,7 @@ StoredState Store::load() try {
   SQLite::Statement rows(writer_,
                          "SELECT id, uid, gid, spec, main_pid, main_start, main_uid, state, reason, "
                          "reason_detail, cleanup_includes_main, created_unix_ms, finished_unix_ms, "
-                         "report, main_pidfs_inode FROM jobs ORDER BY id");
+                         "report, main_pidfs_inode, cgroup FROM jobs ORDER BY id");
   while (rows.executeStep()) {
     Job job;
     job.id = static_cast<JobId>(rows.getColumn(0).getInt64());
@@ -227,6 +246,7 @@ StoredState Store::load() try {
     if (!rows.getColumn(13).isNull()) {
       job.report = parse_cleanup_report(json::parse(rows.getColumn(13).getString()));
     }
+    job.cgroup = rows.getColumn(15).getString();
     jobs.emplace(job.id, std::move(job));
   }
 
@@ -299,8 +319,8 @@ void Store::apply(Record& record) {
           SQLite::Statement& s = prepared(
               "INSERT OR REPLACE INTO jobs(id, uid, gid, spec, main_pid, main_start, main_uid, "
               "main_pidfs_inode, state, reason, reason_detail, cleanup_includes_main, "
-              "created_unix_ms, finished_unix_ms, report) "
-              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+              "created_unix_ms, finished_unix_ms, report, cgroup) "
+              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
           s.bind(1, i64(r.id));
           s.bind(2, r.uid);
           s.bind(3, r.gid);
@@ -316,6 +336,7 @@ void Store::apply(Record& record) {
           s.bind(13, r.created_unix_ms);
           if (r.finished_unix_ms) s.bind(14, *r.finished_unix_ms);
           if (r.report) s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
+          s.bind(16, r.cgroup);
           s.exec();
         } else if constexpr (std::is_same_v<T, JobForgotten>) {
           for (const char* sql :

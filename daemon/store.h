@@ -37,6 +37,7 @@ struct JobRecord {
   std::int64_t created_unix_ms = 0;
   std::optional<std::int64_t> finished_unix_ms;
   std::optional<CleanupReport> report;  // once cleaned
+  std::string cgroup;                   // its tracking cgroup; empty: tracked by scanning
 };
 
 struct JobForgotten {  // retired from `status`; its history stays in the events

@@ -294,6 +294,10 @@ Job* Supervisor::running(JobId id) {
   return it == jobs_.end() || it->second.state != JobState::running ? nullptr : &it->second;
 }
 
+void Supervisor::set_cgroup(JobId id, std::string cgroup) {
+  if (auto it = jobs_.find(id); it != jobs_.end()) it->second.cgroup = std::move(cgroup);
+}
+
 CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string detail,
                                       bool include_main) {
   set_deadline(job, std::nullopt);
@@ -312,6 +316,7 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
                    .grace = job.spec.grace,
                    .main = job.main,
                    .main_spared = !include_main,
+                   .cgroup = job.cgroup,
                    .diagnose = reason == JobState::stalled,
                    .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt};
   if (include_main) {

@@ -88,6 +88,9 @@ struct Job {
   std::vector<TrackedProcess> workers;  // in registration order
   std::vector<TrackedPath> paths;
   std::vector<TrackedHook> hooks;
+  // The job's tracking cgroup (cgroup.h), which holds every process it forks; empty where it has
+  // none, and its processes are found by scanning /proc at cleanup.
+  std::string cgroup;
   JobState state = JobState::running;
   std::optional<JobState> reason;  // ended | failed | stalled, once the job has ended
   std::string reason_detail;
@@ -130,6 +133,7 @@ struct CleanupPlan {
   Duration grace{};
   ProcessIdentity main;
   bool main_spared = true;  // the main process is alive and not to be touched
+  std::string cgroup;       // the job's tracking cgroup; empty: find its processes by scanning
   std::vector<CleanupTarget> targets;
   std::vector<HookStep> hooks;
   std::vector<PathStep> paths;
@@ -165,6 +169,8 @@ class Supervisor {
   // True if the process is newly tracked (false: it already was).
   bool add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
                    Policy policy = Policy::always);
+  // The job's tracking cgroup, once the service has made it. Not a request: never throws.
+  void set_cgroup(JobId id, std::string cgroup);
   // `path.identity` is what the service found at the (validated) path. Returns the registration it
   // replaced, if the job had registered the same path before.
   std::optional<TrackedPath> add_path(const Caller& caller, JobId id, TrackedPath path);

@@ -378,7 +378,8 @@ json to_json(const HelloReply& r) {
   return {{"protocol", r.protocol},
           {"server", r.server},
           {"capabilities", r.capabilities},
-          {"max_frame", r.max_frame}};
+          {"max_frame", r.max_frame},
+          {"tracking", r.tracking}};
 }
 
 HelloReply parse_hello_reply(const json& j) {
@@ -387,6 +388,7 @@ HelloReply parse_hello_reply(const json& j) {
   r.server = j.value("server", "");
   r.capabilities = j.value("capabilities", std::vector<std::string>{});
   r.max_frame = j.value("max_frame", kDefaultMaxFrame);
+  r.tracking = j.value("tracking", "scan");
   return r;
 }
 
@@ -401,6 +403,7 @@ json to_json(const ProcessReport& p) {
          {"elapsed_ms", p.elapsed_ms}};
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
+  if (!p.command.empty()) j["command"] = p.command;
   return j;
 }
 
@@ -410,6 +413,7 @@ ProcessReport parse_process_report(const json& j) {
           .outcome = outcome_of(j),
           .leftover = j.value("leftover", false),
           .detail = j.value("detail", ""),
+          .command = j.value("command", ""),
           .elapsed_ms = j.value("elapsed_ms", 0.0)};
 }
 
@@ -535,7 +539,9 @@ json to_json(const JobStatus& s) {
                               return json{{"kind", to_string(p.kind)}, {"path", p.path},
                                           {"policy", to_string(p.policy)}};
                             })},
-         {"hooks", s.hooks}};
+         {"hooks", s.hooks},
+         {"tracking", s.tracking}};
+  if (!s.cgroup.empty()) j["cgroup"] = s.cgroup;
   if (s.reason) {
     j["reason"] = to_string(*s.reason);
     j["reason_detail"] = s.reason_detail;
@@ -577,6 +583,8 @@ JobStatus parse_job_status(const json& j) {
                        .policy = value_of(kPolicies, p.value("policy", "")).value_or(Policy::always)});
   }
   s.hooks = j.value("hooks", std::size_t{0});
+  s.tracking = j.value("tracking", "scan");
+  s.cgroup = j.value("cgroup", "");
   if (j.contains("report")) s.report = parse_cleanup_report(j["report"]);
   const json counts = j.value("counts", json::object());
   s.live_processes = counts.value("processes", std::size_t{0});

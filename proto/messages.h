@@ -183,6 +183,9 @@ struct HelloReply {
   std::string server;
   std::vector<std::string> capabilities;
   std::size_t max_frame = kDefaultMaxFrame;
+  // How new jobs' processes are known: "cgroup" (a tracking cgroup per job) or "scan" (/proc at
+  // cleanup).
+  std::string tracking = "scan";
 };
 
 struct ProcessStatus {
@@ -204,6 +207,7 @@ struct ProcessReport {
   Outcome outcome = Outcome::already_gone;
   bool leftover = false;  // still running after a clean end: the job forgot it
   std::string detail;
+  std::string command;    // its command line when cleanup found it alive (at most 256 bytes)
   double elapsed_ms = 0;  // from cleanup start until the process was seen gone
 };
 
@@ -272,6 +276,8 @@ struct JobStatus {
   std::vector<ProcessStatus> workers;
   std::vector<PathStatus> paths;
   std::size_t hooks = 0;
+  std::string tracking = "scan";  // "cgroup": the kernel keeps its processes in `cgroup`
+  std::string cgroup;             // its tracking cgroup, as /proc/PID/cgroup names it
   std::optional<CleanupReport> report;
   // Always present, also in a summary.
   std::size_t live_processes = 0;  // the main process (while running) and workers not exited

@@ -38,6 +38,33 @@ class Daemon:
                     raise RuntimeError("wardend did not start:\n" + self.log())
                 time.sleep(0.01)
 
+    def release_cgroups(self):
+        """Gives the processes in this wardend's tracking cgroups back to the cgroups above and
+        removes them: a test's wardend stops with jobs running."""
+        try:
+            with open(os.path.join(self.dir, "state", "instance")) as f:
+                prefix = "warden-%s-" % f.read().strip()
+        except FileNotFoundError:
+            return
+        mount = cgroup2_mount()
+        if mount is None:
+            return
+        for top, dirs, _ in os.walk(mount, topdown=False):
+            if not os.path.basename(top).startswith(prefix):
+                continue
+            parent = os.path.dirname(top)
+            while os.path.basename(parent).startswith(prefix):
+                parent = os.path.dirname(parent)
+            with open(os.path.join(top, "cgroup.procs")) as f:
+                pids = f.read().split()
+            for pid in pids:
+                try:
+                    with open(os.path.join(parent, "cgroup.procs"), "w") as f:
+                        f.write(pid)
+                except ProcessLookupError:
+                    pass
+            os.rmdir(top)
+
     def client(self):
         return warden.Client(self.socket)
 
@@ -69,6 +96,7 @@ def wardend(request, monkeypatch):
     monkeypatch.delenv("WARDEN_JOB", raising=False)
     yield daemon
     daemon.stop()
+    daemon.release_cgroups()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print("---- wardend log ----\n" + daemon.log())
     subprocess.run(["rm", "-rf", directory])
@@ -79,6 +107,16 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
+
+
+def cgroup2_mount():
+    """Where the cgroup v2 hierarchy is mounted, or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.startswith("cgroup2 "):
+                return left.split()[4]
+    return None
 
 
 def run_job(script, *args, env=None, **kwargs):

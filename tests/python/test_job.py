@@ -129,6 +129,7 @@ def test_job_carries_on_after_a_daemon_restart(tmp_path, monkeypatch):
         assert not os.path.exists(scratch)
     finally:
         daemon.stop()
+        daemon.release_cgroups()
 
 
 def test_job_takes_its_group_from_slurm_and_a_group_cleanup_ends_it(wardend):

@@ -1,5 +1,9 @@
 #include "tests/support/daemon_fixture.h"
 
+#include <boost/asio/io_context.hpp>
+
+#include "daemon/cgroup.h"
+
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -95,8 +99,27 @@ Daemon::~Daemon() {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
   }
+  release_cgroups(dir_ + "/state");
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
+}
+
+void release_cgroups(const std::string& state_dir) {
+  if (!std::filesystem::exists(state_dir + "/instance")) return;
+  boost::asio::io_context io;
+  std::string why;
+  auto cgroups = KernelCgroups::open(io.get_executor(), why);
+  if (!cgroups) return;
+  for (const auto& cgroup : cgroups->find(cgroup_prefix(state_dir))) {
+    for (pid_t pid : cgroups->members(cgroup)) {
+      try {
+        cgroups->move(pid, parent_cgroup(cgroup));
+      } catch (const std::system_error&) {
+        // exited meanwhile
+      }
+    }
+    cgroups->remove(cgroup);
+  }
 }
 
 std::string Daemon::log() const { return slurp(dir_ + "/wardend.log"); }

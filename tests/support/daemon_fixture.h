@@ -40,6 +40,11 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
+// Gives the processes in the tracking cgroups of the wardend with this state directory back to
+// the cgroups above and removes those cgroups: a test's wardend stops with jobs running, and their
+// cgroups would outlive the test.
+void release_cgroups(const std::string& state_dir);
+
 // Runs a command (argv, no shell) and returns its exit status and standard output.
 struct CommandResult {
   int status = -1;
