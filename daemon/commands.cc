@@ -11,7 +11,8 @@ namespace {
 json hello(const RequestContext& context, const json& request);
 
 json register_job(const RequestContext& c, const json& request) {
-  return {{"job", c.service.register_job(c.caller, parse_register_job(request))}};
+  auto job = c.service.register_job(c.caller, parse_register_job(request));
+  return {{"job", job.id}, {"tracking", job.cgroup.empty() ? "scan" : "cgroup"}};
 }
 
 json add_process(const RequestContext& c, const json& request) {

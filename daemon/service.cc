@@ -81,7 +81,7 @@ void Service::status_changed() {
   });
 }
 
-JobId Service::register_job(const Caller& caller, const RegisterJobRequest& request) {
+Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request) {
   // A job registering itself is known by the connection's own pidfd, free of any pid race.
   ProcessHandle main = request.pid == caller.pid && caller.pidfd >= 0
                            ? identify(request.pid, dup_fd(caller.pidfd))
@@ -111,7 +111,7 @@ JobId Service::register_job(const Caller& caller, const RegisterJobRequest& requ
                      rearm_deadline();
                    }
                  });
-  return id;
+  return {id, cgroup};
 }
 
 std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {

@@ -44,7 +44,12 @@ class Service {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
-  JobId register_job(const Caller& caller, const RegisterJobRequest& request);
+  // The new job's id and its tracking cgroup ("" where it is tracked by scanning).
+  struct Registered {
+    JobId id = 0;
+    std::string cgroup;
+  };
+  Registered register_job(const Caller& caller, const RegisterJobRequest& request);
   // `pidfd`: the one the client passed for request.pid, if any.
   ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request,
                               UniqueFd pidfd = {});

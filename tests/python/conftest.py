@@ -19,7 +19,7 @@ JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
 
 
 class Daemon:
-    def __init__(self, directory):
+    def __init__(self, directory, *args):
         self.dir = directory
         self.socket = os.path.join(directory, "warden.sock")
         self.log_path = os.path.join(directory, "wardend.log")
@@ -27,7 +27,7 @@ class Daemon:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [WARDEND, "--socket", self.socket, "--state-dir", os.path.join(directory, "state"),
-                 "--log-level", "debug"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 "--log-level", "debug", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 10  # generous: a loaded CI machine starts slowly
         while True:
             try:
@@ -90,8 +90,18 @@ class Daemon:
 
 @pytest.fixture
 def wardend(request, monkeypatch):
+    yield from serve(request, monkeypatch)
+
+
+@pytest.fixture(params=["auto", "scan"])
+def wardend_each_tracking(request, monkeypatch):
+    """A wardend with tracking cgroups (where this machine allows them), and one without."""
+    yield from serve(request, monkeypatch, "--tracking", request.param)
+
+
+def serve(request, monkeypatch, *args):
     directory = tempfile.mkdtemp(prefix="warden-py-")
-    daemon = Daemon(directory)
+    daemon = Daemon(directory, *args)
     monkeypatch.setenv("WARDEN_SOCKET", daemon.socket)
     monkeypatch.delenv("WARDEN_JOB", raising=False)
     yield daemon

@@ -61,6 +61,38 @@ def test_sigkilled_job_leaves_no_worker_tempdir_or_segment(wardend, sharing):
     assert outcomes[job["workers"][1]] == "killed", "the worker ignoring SIGTERM needed SIGKILL"
 
 
+def test_two_line_adoption_ends_workers_it_was_never_told_of(wardend_each_tracking):
+    """The README's two lines, no worker_init_fn: the kernel's cgroup knows the workers; without
+    one, each forked worker registered itself (the client's fork hook)."""
+    daemon = wardend_each_tracking
+    client = daemon.client()
+    tracking = client.call({"op": "hello", "protocol": 1})["tracking"]
+    proc, job = start("--two-line")
+    status = client.status()[0]
+    assert status["tracking"] == tracking
+    registered = sorted(w["pid"] for w in status["workers"])
+    if tracking == "cgroup":
+        assert registered == [], "nobody told wardend of the workers"
+    else:
+        assert registered == sorted(job["workers"]), "each fork registered itself"
+
+    killed = time.monotonic()
+    os.kill(job["main"], signal.SIGKILL)
+    proc.wait(10)
+    grace = status["grace_s"]
+    left = wait_gone(job["workers"], grace + 1)
+    took = time.monotonic() - killed
+    assert left == [], "workers still alive %.1f s after SIGKILL" % took
+    print("tracking=%s: all 4 workers gone %.2f s after the SIGKILL" % (tracking, took))
+    status = daemon.wait_for_state(status["id"], "cleaned")
+    reported = {p["pid"]: p for p in status["report"]["processes"]}
+    for pid in job["workers"]:
+        assert pid in reported, "the report names every worker"
+        assert reported[pid]["outcome"] in ("terminated", "killed")
+    assert reported[job["workers"][1]]["outcome"] == "killed", "it ignored SIGTERM"
+    assert not os.path.exists(job["tempdir"])
+
+
 def test_without_warden_the_stuck_workers_outlive_the_job():
     """The contrast, measured in the same run: nothing ends the workers of a SIGKILLed job."""
     proc, job = start("--no-warden")

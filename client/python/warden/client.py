@@ -109,6 +109,14 @@ class Client:
 
     def register_job(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
                      diagnose=None, group=None):
+        """Registers a job and returns its id."""
+        return self.register(name, pid, heartbeat, grace, kill_main_on_stall, diagnose, group)["job"]
+
+    def register(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
+                 diagnose=None, group=None):
+        """Registers a job and returns the whole reply: ``job`` (its id) and ``tracking``
+        (``"cgroup"``: the kernel keeps every process it forks; ``"scan"``: wardend finds them at
+        cleanup, so forks should register themselves)."""
         request = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
                    "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
         if diagnose:
@@ -117,7 +125,7 @@ class Client:
         group = group or os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
         if group:
             request["group"] = group
-        return self.call(request)["job"]
+        return self.call(request)
 
     def cleanup(self, job=None, group=None):
         """Clean a job, or every job of a group, now (as failed, main process included)."""

@@ -12,6 +12,40 @@ from .errors import NotFound, Unavailable, WardenError
 log = logging.getLogger("warden")
 
 _current = None  # the Job this process started most recently and has not ended
+_fork_hook_installed = False
+
+
+def _after_fork_in_child():
+    """In a child forked from a job's process (a DataLoader worker, a multiprocessing process).
+
+    The child is not the job's owner, and the parent's connection is not its to use. Where wardend
+    tracks the job by scanning (no tracking cgroup), the child registers itself: once its parent
+    has died, nothing else would tell wardend that it belongs to the job. Fail-open, with a short
+    bound, so that a fork never waits long on wardend.
+    """
+    global _current
+    job, _current = _current, None
+    if job is None:
+        return
+    job._owner = False
+    job._client = None
+    job._beat_thread = None
+    if job.tracking != "scan" or job.id is None or job._ended:
+        return
+    try:
+        with Client(job._socket_path, timeout=1.0) as client:
+            client.add_process(job.id, os.getpid())
+    except (WardenError, OSError) as e:
+        if job.strict:
+            raise
+        log.warning("warden: this forked process of job %s is not registered: %s", job.id, e)
+
+
+def _install_fork_hook():
+    global _fork_hook_installed
+    if not _fork_hook_installed:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
 
 
 def current_job():
@@ -51,6 +85,7 @@ class Job:
         self.group = group  # None: the client takes it from SLURM_JOB_ID or TORCHELASTIC_RUN_ID
         self.strict = strict
         self.id = None
+        self.tracking = None  # "cgroup" or "scan" once registered (see Client.register)
         self._socket_path = socket_path
         self._client = None
         self._registered = []  # (method name, args, kwargs) to replay after a daemon restart
@@ -174,9 +209,13 @@ class Job:
     def _register(self):
         if self._client is None:
             self._connect()
-        self.id = self._client.register_job(
+        reply = self._client.register(
             self.name, os.getpid(), heartbeat=self.heartbeat, grace=self.grace,
             kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose, group=self.group)
+        self.id = reply["job"]
+        self.tracking = reply.get("tracking", "scan")
+        if self.tracking == "scan":
+            _install_fork_hook()
         self._last_beat = time.monotonic()
         os.environ["WARDEN_JOB"] = str(self.id)
         os.environ["WARDEN_SOCKET"] = self._socket_path

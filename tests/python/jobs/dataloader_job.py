@@ -3,7 +3,10 @@ and whose worker 1 ignores SIGTERM (and is busy, so that DataLoader's own orphan
 runs only between batches, cannot end it either). Prints one JSON line with its pids, tempdir and shm segments
 once every worker is running, then trains until killed.
 
-    dataloader_job.py [--no-warden] [--sharing file_system|file_descriptor]
+    dataloader_job.py [--no-warden | --two-line] [--sharing file_system|file_descriptor]
+
+--two-line is the README's adoption as it stands: `with warden.Job("train", heartbeat=60)` around
+a DataLoader without warden's worker_init_fn, so wardend is told of no worker.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import warden.torch
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--no-warden", action="store_true")
+parser.add_argument("--two-line", action="store_true")
 parser.add_argument("--sharing", default="file_descriptor")
 parser.add_argument("--grace", type=float, default=1.0)
 args = parser.parse_args()
@@ -38,6 +42,8 @@ class Stuck(Dataset):
         worker = get_worker_info()
         with open(os.path.join(ready_dir, str(os.getpid())), "w"):
             pass
+        if worker.id == 1 and args.two_line:  # no worker_init_fn to do it in
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if worker.id == 0:
             while True:  # a hang: never returns, never looks at its parent again
                 time.sleep(1)
@@ -64,7 +70,12 @@ def train(job):
     if scratch:
         with open(os.path.join(scratch, "checkpoint.tmp"), "w") as f:
             f.write("partial")
-    init = warden.torch.worker_init_fn(ignore_term) if job else ignore_term
+    if args.two_line:
+        init = None
+    elif job:
+        init = warden.torch.worker_init_fn(ignore_term)
+    else:
+        init = ignore_term
     loader = DataLoader(Stuck(), batch_size=4, num_workers=4, worker_init_fn=init,
                         prefetch_factor=2)
     threading.Thread(target=announce, args=(scratch,), daemon=True).start()
@@ -75,6 +86,9 @@ def train(job):
 
 if args.no_warden:
     train(None)
+elif args.two_line:
+    with warden.Job("train", heartbeat=60) as job:
+        train(job)
 else:
     with warden.Job("dataloader", heartbeat=0, grace=args.grace, strict=True) as job:
         train(job)
