@@ -56,13 +56,14 @@ void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
   // The group column only where some job has one (a cluster node), so a workstation's table stays narrow.
   bool groups = std::any_of(jobs.begin(), jobs.end(), [](const JobStatus& j) { return !j.group.empty(); });
   auto group = [&](const std::string& g) { return groups ? fmt::format("  {:<12.12}", g) : std::string(); };
-  fmt::print(out, "{:>6}  {:<20}{}  {:<10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}\n", "JOB", "NAME",
-             group("GROUP"), "USER", "STATE", "AGE", "LAST BEAT", "PROCS", "FILES", "SHM");
+  fmt::print(out, "{:>6}  {:<20}{}  {:<10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}  {}\n", "JOB",
+             "NAME", group("GROUP"), "USER", "STATE", "AGE", "LAST BEAT", "PROCS", "FILES", "SHM",
+             "TRACKING");
   for (const auto& job : jobs) {
     std::string beat = job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "-";
-    fmt::print(out, "{:>6}  {:<20.20}{}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}\n", job.id,
-               job.name, group(job.group), user_name(job.uid), state_text(job),
-               age(job.created_unix_ms), beat, job.live_processes, job.files, job.shm);
+    fmt::print(out, "{:>6}  {:<20.20}{}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}  {}\n",
+               job.id, job.name, group(job.group), user_name(job.uid), state_text(job),
+               age(job.created_unix_ms), beat, job.live_processes, job.files, job.shm, job.tracking);
   }
 }
 
@@ -79,6 +80,11 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
                job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "never");
   }
   fmt::print(out, "  grace      {:g} s\n", job.grace_s);
+  if (job.tracking == "cgroup") {
+    fmt::print(out, "  tracking   cgroup {} (every process the job forks)\n", job.cgroup);
+  } else {
+    fmt::print(out, "  tracking   scan (registered processes, their trees and the job's environment)\n");
+  }
   if (!job.report) {
     fmt::print(out, "  workers    {} tracked, {} exited on their own\n", live_workers(job),
                job.workers.size() - live_workers(job));
@@ -108,8 +114,9 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
   }
   if (!r.processes.empty()) fmt::print(out, "  processes\n");
   for (const auto& p : r.processes) {
-    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}\n", p.pid, p.role, to_string(p.outcome),
-               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
+    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}{}\n", p.pid, p.role, to_string(p.outcome),
+               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail,
+               p.command.empty() ? "" : "  [" + p.command + "]");
   }
   if (!r.hooks.empty()) fmt::print(out, "  hooks\n");
   for (const auto& h : r.hooks) {

@@ -46,6 +46,9 @@ TEST_F(Wardenctl, RegisterAddBeatEndAndStatus) {
   ASSERT_EQ(table.status, 0);
   EXPECT_NE(table.out.find("cli job"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("running"), std::string::npos) << table.out;
+  const std::string tracking = client.server().tracking;  // cgroup where this machine allows it
+  EXPECT_NE(table.out.find("TRACKING"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("  " + tracking + "\n"), std::string::npos) << table.out;
 
   auto js = ctl({"status", "--json"});
   ASSERT_EQ(js.status, 0);
@@ -55,6 +58,8 @@ TEST_F(Wardenctl, RegisterAddBeatEndAndStatus) {
   EXPECT_EQ(jobs[0]["main"]["pid"], main);
   EXPECT_EQ(jobs[0]["workers"][0]["pid"], worker);
   EXPECT_EQ(jobs[0]["heartbeat_s"], 60.0);
+  EXPECT_EQ(jobs[0]["tracking"], tracking);
+  EXPECT_NE(ctl({"status", id}).out.find("tracking   " + tracking), std::string::npos);
 
   ASSERT_EQ(ctl({"end", "--job", id, "--failed"}).status, 0);
   ASSERT_TRUE(testing::wait_exited(worker, std::chrono::seconds(10)));
