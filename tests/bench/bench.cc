@@ -22,6 +22,8 @@
 #include <thread>
 
 #include "proto/unique_fd.h"
+#include "tests/bench/cleanup_bench.h"
+#include "tests/bench/measure.h"
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
 #include "warden/client.h"
@@ -32,20 +34,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using testing::Behaviour;
-
-double us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-struct Stats {
-  double p50 = 0, p99 = 0;
-  std::size_t n = 0;
-};
-
-Stats stats(std::vector<double> v) {
-  if (v.empty()) return {};
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
-  return {.p50 = at(0.50), .p99 = at(0.99), .n = v.size()};
-}
 
 // The baseline for request latency: a Unix-socket server that echoes each line back, in a thread
 // of this process, answering the same bytes a heartbeat exchange moves.
@@ -77,48 +65,6 @@ class EchoServer {
   std::string path_;
   UniqueFd listen_;
   std::thread thread_;
-};
-
-UniqueFd connect_to(const std::string& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{.sun_family = AF_UNIX};
-  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    throw std::runtime_error("connect " + path);
-  }
-  return fd;
-}
-
-// Round trips of `request` (one line) against a line-answering server, each timed.
-std::vector<double> round_trips(int fd, const std::string& request, int count,
-                                const std::function<bool()>& keep_going = [] { return true; }) {
-  std::vector<double> out;
-  out.reserve(count);
-  char buf[4096];
-  for (int i = 0; i < count && keep_going(); ++i) {
-    auto start = Clock::now();
-    if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) break;
-    std::size_t got = 0;
-    while (got == 0 || buf[got - 1] != '\n') {
-      ssize_t n = ::read(fd, buf + got, sizeof(buf) - got);
-      if (n <= 0) return out;
-      got += n;
-    }
-    out.push_back(us(Clock::now() - start));
-  }
-  return out;
-}
-
-std::string heartbeat_line(JobId job) {
-  return json{{"id", 1}, {"op", "heartbeat"}, {"job", job}}.dump() + "\n";
-}
-
-struct Report {
-  std::vector<std::string> rows;
-  void row(const std::string& what, const std::string& measured, const std::string& baseline,
-           const std::string& ratio, const std::string& target) {
-    rows.push_back(fmt::format("| {} | {} | {} | {} | {} |", what, measured, baseline, ratio, target));
-  }
 };
 
 // Heartbeat round trip against a raw Unix-socket echo of the same size.
@@ -185,38 +131,6 @@ void heartbeat_during_removal(testing::Daemon& daemon, Client& client, JobId bea
 
 // Main process SIGKILLed -> its 64 workers dead, 1,000 files and 64 shm segments removed (grace 0),
 // timed until the job reads `cleaned`.
-void death_to_clean(testing::Daemon& daemon, Client& client, Report& report) {
-  constexpr int kTrials = 20;
-  std::vector<double> ms;
-  for (int trial = 0; trial < kTrials; ++trial) {
-    auto tree = testing::spawn_tree(std::vector<Behaviour>(64, Behaviour::sleep));
-    JobId job = client.register_job({.name = "death", .pid = tree.main, .grace_s = 0});
-    for (pid_t w : tree.workers) client.add_process(job, w);
-    std::string dir = daemon.dir() + "/files" + std::to_string(trial);
-    fs::create_directory(dir);
-    for (int f = 0; f < 1000; ++f) std::ofstream(dir + "/f" + std::to_string(f)) << f;
-    client.add_path({.job = job, .kind = PathKind::dir, .path = dir});
-    for (int s = 0; s < 64; ++s) {
-      std::string name = fmt::format("warden_bench_{}_{}", tree.main, s);
-      UniqueFd fd(::shm_open(("/" + name).c_str(), O_CREAT | O_RDWR, 0600));
-      client.add_path({.job = job, .kind = PathKind::shm, .path = name});
-    }
-    auto start = Clock::now();
-    ::kill(tree.main, SIGKILL);
-    while (client.status(job).at(0).state != JobState::cleaned) {
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-    ms.push_back(us(Clock::now() - start) / 1000);
-    std::vector<pid_t> all = tree.workers;
-    all.push_back(tree.main);
-    testing::kill_and_reap(all);
-  }
-  auto s = stats(ms);
-  report.row(fmt::format("death to clean p50 ({} trials: 64 workers, 1,000 files, 64 shm)", kTrials),
-             fmt::format("{:.1f} ms", s.p50), "-", "-", "≤ 20 ms");
-  report.row("death to clean p99", fmt::format("{:.1f} ms", s.p99), "-", "-", "≤ 50 ms");
-}
-
 // Heartbeats per second from 64 clients, each with one connection and one request in flight.
 void heartbeat_throughput(testing::Daemon& daemon, JobId job, Report& report) {
   constexpr int kClients = 64;
@@ -432,7 +346,7 @@ int main() {
   heartbeat_throughput(daemon, beating, report);
   // Before the 100,000-file removal and the registration benchmark: the file system's writeback of
   // what they delete slows file removal for a while after each.
-  death_to_clean(daemon, client, report);
+  cleanup_benchmarks(report);
   heartbeat_during_removal(daemon, client, beating, report);
   stall_precision(daemon, client, report);
   testing::kill_and_reap({main_pid});

@@ -1,0 +1,219 @@
+#include "tests/bench/cleanup_bench.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/daemon_fixture.h"
+#include "tests/support/processes.h"
+#include "warden/client.h"
+
+namespace warden::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Behaviour;
+
+constexpr int kTrials = 20;
+constexpr int kWorkers = 64;
+constexpr int kFiles = 1000;
+constexpr int kSegments = 64;
+
+// What one death-to-clean trial ends: a main process with 64 sleeping workers, a directory of
+// 1,000 files and 64 shm segments.
+struct Victim {
+  testing::ProcessTree tree;
+  std::string dir;
+  std::vector<std::string> segments;  // names as given to shm_open, without the slash
+
+  Victim(const std::string& base, int trial, int workers, int files, int segments_wanted)
+      : tree(testing::spawn_tree(std::vector<Behaviour>(workers, Behaviour::sleep))),
+        dir(base + "/files" + std::to_string(trial)) {
+    fs::create_directory(dir);
+    for (int f = 0; f < files; ++f) std::ofstream(dir + "/f" + std::to_string(f)) << f;
+    for (int s = 0; s < segments_wanted; ++s) {
+      segments.push_back(fmt::format("warden_bench_{}_{}", tree.main, s));
+      UniqueFd fd(::shm_open(("/" + segments.back()).c_str(), O_CREAT | O_RDWR, 0600));
+    }
+  }
+  void reap() {
+    std::vector<pid_t> all = tree.workers;
+    all.push_back(tree.main);
+    testing::kill_and_reap(all);
+  }
+  JobId register_with(Client& client, double grace_s) {
+    JobId job = client.register_job({.name = "victim", .pid = tree.main, .grace_s = grace_s});
+    for (pid_t w : tree.workers) client.add_process(job, w);
+    client.add_path({.job = job, .kind = PathKind::dir, .path = dir});
+    for (const auto& name : segments) {
+      client.add_path({.job = job, .kind = PathKind::shm, .path = name});
+    }
+    return job;
+  }
+};
+
+// The floor: what any cleaner must do, done directly. pidfds are opened beforehand (wardend holds
+// them from registration on); then SIGKILL to every process, a wait until every pidfd says it
+// exited, the directory removed and the segments unlinked.
+double floor_trial(const std::string& base, int trial) {
+  Victim v(base, trial, kWorkers, kFiles, kSegments);
+  std::vector<UniqueFd> fds;
+  fds.push_back(testing::open_pidfd(v.tree.main));
+  for (pid_t w : v.tree.workers) fds.push_back(testing::open_pidfd(w));
+  auto start = Clock::now();
+  for (const auto& fd : fds) ::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
+  for (const auto& fd : fds) {
+    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
+    ::poll(&p, 1, -1);
+  }
+  fs::remove_all(v.dir);
+  for (const auto& name : v.segments) ::shm_unlink(("/" + name).c_str());
+  double took = ms(Clock::now() - start);
+  v.reap();
+  return took;
+}
+
+// SIGKILL of the main process until `status` reads cleaned (asked every 0.2 ms).
+double daemon_trial(testing::Daemon& daemon, Client& client, int trial) {
+  Victim v(daemon.dir(), trial, kWorkers, kFiles, kSegments);
+  JobId job = v.register_with(client, 0);
+  auto start = Clock::now();
+  ::kill(v.tree.main, SIGKILL);
+  while (client.status(job).at(0).state != JobState::cleaned) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  double took = ms(Clock::now() - start);
+  v.reap();
+  return took;
+}
+
+Stats death_to_clean(testing::Daemon& daemon) {
+  Client client(daemon.socket());
+  std::vector<double> v;
+  for (int trial = 0; trial < kTrials; ++trial) v.push_back(daemon_trial(daemon, client, trial));
+  return stats(v);
+}
+
+// Idle processes that belong to no job, as on a GPU node running thousands: each waits forever.
+std::vector<pid_t> crowd(int n) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) pids.push_back(testing::spawn(Behaviour::sleep));
+  return pids;
+}
+
+std::string ratio(double measured, double baseline) { return fmt::format("{:.2f}×", measured / baseline); }
+
+void death_to_clean_rows(Report& report) {
+  // Every figure of a row comes from this one run, one after another, each against its baseline.
+  testing::Daemon tracked({"--log-level", "warn"});
+  testing::Daemon scanned({"--log-level", "warn", "--tracking", "scan"});
+  Stats floor = [&] {
+    std::vector<double> v;
+    for (int trial = 0; trial < kTrials; ++trial) v.push_back(floor_trial(tracked.dir(), 1000 + trial));
+    return stats(v);
+  }();
+  Stats quiet = death_to_clean(tracked);
+  Stats quiet_scan = death_to_clean(scanned);
+  std::vector<pid_t> idle = crowd(3000);
+  Stats crowded = death_to_clean(tracked);
+  Stats crowded_scan = death_to_clean(scanned);
+  testing::kill_and_reap(idle);
+
+  report.row(fmt::format("death to clean p50, tracking cgroup ({} trials: 64 workers, 1,000 files, "
+                         "64 shm) vs the floor (the same kills, waits and removals, no daemon)",
+                         kTrials),
+             fmt::format("{:.1f} ms", quiet.p50), fmt::format("{:.1f} ms", floor.p50),
+             ratio(quiet.p50, floor.p50), "≤ 1.3×");
+  report.row("death to clean p99, tracking cgroup", fmt::format("{:.1f} ms", quiet.p99), "-", "-",
+             "≤ 50 ms");
+  report.row("death to clean p50 with 3,000 idle processes on the node, tracking cgroup vs quiet",
+             fmt::format("{:.1f} ms", crowded.p50), fmt::format("{:.1f} ms", quiet.p50),
+             ratio(crowded.p50, quiet.p50), "≤ 1.2×");
+  report.row("the same with 3,000 idle processes, tracking scan vs quiet scan",
+             fmt::format("{:.1f} ms", crowded_scan.p50), fmt::format("{:.1f} ms", quiet_scan.p50),
+             ratio(crowded_scan.p50, quiet_scan.p50), "(what cgroups avoid)");
+}
+
+struct MassDeath {
+  double all_cleaned_ms = 0;
+  Stats beats;  // another job's heartbeat round trips meanwhile, µs
+};
+
+// `jobs` jobs of 8 workers and 100 files each, whose mains are SIGKILLed all at once; the time until
+// `status` shows every one cleaned.
+MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
+  testing::Daemon daemon(args);
+  Client client(daemon.socket());
+  pid_t beating_main = testing::spawn(Behaviour::sleep);
+  JobId beating = client.register_job({.name = "beating", .pid = beating_main, .heartbeat_s = 3600});
+  std::vector<Victim> victims;
+  victims.reserve(jobs);
+  for (int j = 0; j < jobs; ++j) {
+    victims.emplace_back(daemon.dir(), j, 8, 100, 0);
+    victims.back().register_with(client, 1);
+  }
+
+  std::atomic<bool> done = false;
+  std::vector<double> beats;
+  std::thread beater([&] {
+    UniqueFd fd = connect_to(daemon.socket());
+    beats = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the beater is under way
+  auto start = Clock::now();
+  for (auto& v : victims) ::kill(v.tree.main, SIGKILL);
+  for (;;) {
+    std::size_t cleaned = 0;
+    for (const auto& s : client.status(std::nullopt, /*summary=*/true)) {
+      cleaned += s.state == JobState::cleaned;
+    }
+    if (cleaned == static_cast<std::size_t>(jobs)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  MassDeath result{.all_cleaned_ms = ms(Clock::now() - start)};
+  done = true;
+  beater.join();
+  result.beats = stats(beats);
+  for (auto& v : victims) v.reap();
+  testing::kill_and_reap({beating_main});
+  return result;
+}
+
+void mass_death_rows(Report& report) {
+  const std::vector<std::string> tracked{"--log-level", "warn"};
+  const std::vector<std::string> scanned{"--log-level", "warn", "--tracking", "scan"};
+  MassDeath two = mass_death(tracked, 200);
+  MassDeath four = mass_death(tracked, 400);
+  MassDeath two_scan = mass_death(scanned, 200);
+  report.row("mass death: 200 jobs × 8 workers × 100 files, mains SIGKILLed at once, until all "
+             "cleaned (tracking cgroup)",
+             fmt::format("{:.0f} ms", two.all_cleaned_ms), "-", "-", "≤ 1,000 ms");
+  report.row("mass death: 400 jobs vs 200 jobs (tracking cgroup)",
+             fmt::format("{:.0f} ms", four.all_cleaned_ms),
+             fmt::format("{:.0f} ms", two.all_cleaned_ms),
+             ratio(four.all_cleaned_ms, two.all_cleaned_ms), "≤ 2.2×");
+  report.row("another job's heartbeat p99 during the 200- and 400-job mass deaths",
+             fmt::format("{:.2f} / {:.2f} ms", two.beats.p99 / 1000, four.beats.p99 / 1000),
+             "-", "-", "≤ 10 ms");
+  report.row("mass death: 200 jobs, tracking scan",
+             fmt::format("{:.0f} ms", two_scan.all_cleaned_ms), "-", "-", "≤ 2,000 ms");
+  report.row("another job's heartbeat p99 during the scan mass death",
+             fmt::format("{:.2f} ms", two_scan.beats.p99 / 1000), "-", "-", "≤ 10 ms");
+}
+
+}  // namespace
+
+void cleanup_benchmarks(Report& report) {
+  death_to_clean_rows(report);
+  mass_death_rows(report);
+}
+
+}  // namespace warden::bench

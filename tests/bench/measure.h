@@ -1,0 +1,43 @@
+// What the benchmarks share: percentiles, the report table, and raw request round trips on a Unix
+// socket (no client library in the timed path).
+#pragma once
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "proto/messages.h"
+#include "proto/unique_fd.h"
+
+namespace warden::bench {
+
+using Clock = std::chrono::steady_clock;
+
+double us(Clock::duration d);
+double ms(Clock::duration d);
+
+struct Stats {
+  double p50 = 0, p99 = 0, max = 0;
+  std::size_t n = 0;
+};
+Stats stats(std::vector<double> v);
+
+// The Markdown table `make bench` writes: one row per figure, with its same-run baseline.
+struct Report {
+  std::vector<std::string> rows;
+  void row(const std::string& what, const std::string& measured, const std::string& baseline,
+           const std::string& ratio, const std::string& target) {
+    rows.push_back(fmt::format("| {} | {} | {} | {} | {} |", what, measured, baseline, ratio, target));
+  }
+};
+
+UniqueFd connect_to(const std::string& path);
+// Round trips of `request` (one line) against a line-answering server, each timed in µs.
+std::vector<double> round_trips(int fd, const std::string& request, int count,
+                                const std::function<bool()>& keep_going = [] { return true; });
+std::string heartbeat_line(JobId job);
+
+}  // namespace warden::bench
