@@ -246,6 +246,25 @@ TEST_F(TrackedJob, RestartInTheMiddleOfTheCleanupFinishesItThroughTheCgroup) {
   EXPECT_FALSE(fs::exists(*mount() + cgroup));
 }
 
+TEST_F(TrackedJob, RestartSweepsItsCgroupsThatNoRecordedJobOwnsAndSparesTheirProcesses) {
+  // As a crash between making a job's cgroup and recording the job would leave it: a cgroup with
+  // this wardend's name for a job it never acknowledged, holding a process.
+  std::ifstream instance(daemon.dir() + "/state/instance");
+  std::string id;
+  instance >> id;
+  std::string orphan = "/warden-" + id + "-999";
+  ASSERT_TRUE(fs::create_directory(*mount() + orphan));
+  pid_t p = track(testing::spawn(Behaviour::sleep));
+  std::ofstream(*mount() + orphan + "/cgroup.procs") << p;
+  ASSERT_EQ(members(orphan), std::vector<pid_t>{p});
+
+  daemon.crash();
+  daemon.restart();
+  EXPECT_FALSE(fs::exists(*mount() + orphan)) << "removed at start";
+  EXPECT_FALSE(testing::is_gone(p)) << "never acknowledged, so never killed: it went back up";
+  EXPECT_EQ(slurp("/proc/" + std::to_string(p) + "/cgroup").find(orphan), std::string::npos);
+}
+
 class ScanTracking : public testing::DaemonTest {
  protected:
   ScanTracking() : DaemonTest({"--tracking", "scan"}) {}
