@@ -174,8 +174,10 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
                                        const CleanupPlan& plan, const CleanupContext& context,
                                        int first_signal) {
   auto query = t->query(plan, context.self, context.socket);
-  auto scan = [&query, &t, owner = plan.uid] {
-    return discover(scan_processes(owner != 0), query, read_environ, t->cookie_memo);
+  // Asked now, after this cleanup's last SIGSTOPs: a scan begun later shows its tree frozen.
+  auto scan = [&query, &t, scans = context.scans, asked = Clock::now(), owner = plan.uid] {
+    auto environ_of = [scans](pid_t pid) { return scans->cookie_entries(pid); };
+    return discover(*scans->processes(asked, owner != 0), query, environ_of, t->cookie_memo);
   };
   auto found = co_await offload(context.blocking, scan);
   std::size_t added = 0;

@@ -72,6 +72,50 @@ std::optional<std::string> read_environ(pid_t pid) {
   return read_proc_file(pid, "environ", 1 << 20);
 }
 
+ScanCache::Processes ScanCache::processes(std::chrono::steady_clock::time_point asked,
+                                          bool with_uid) {
+  std::lock_guard lock(mutex_);
+  if (latest_ && started_ >= asked && (with_uid_ || !with_uid)) return latest_;
+  started_ = std::chrono::steady_clock::now();
+  with_uid_ = with_uid;
+  latest_ = std::make_shared<const std::vector<ProcEntry>>(scan_processes(with_uid));
+  // Only processes still alive keep their cookie entries, so the memo stays the node's size.
+  std::map<std::pair<pid_t, std::uint64_t>, std::string> kept;
+  start_times_.clear();
+  for (const auto& e : *latest_) {
+    start_times_[e.pid] = e.stat.start_time;
+    auto it = cookies_.find({e.pid, e.stat.start_time});
+    if (it != cookies_.end()) kept.insert(cookies_.extract(it));
+  }
+  cookies_ = std::move(kept);
+  return latest_;
+}
+
+std::optional<std::string> ScanCache::cookie_entries(pid_t pid) {
+  std::lock_guard lock(mutex_);
+  auto start = start_times_.find(pid);
+  if (start == start_times_.end()) return std::nullopt;
+  std::pair key{pid, start->second};
+  if (auto it = cookies_.find(key); it != cookies_.end()) return it->second;
+  auto environ = read_environ(pid);
+  // A read that raced with an exit or a recycled pid is not remembered under this identity.
+  auto now = read_proc_stat(pid);
+  if (!environ || !now || now->start_time != start->second) return std::nullopt;
+  std::string entries;
+  std::string_view env = *environ;
+  for (std::size_t pos = 0; pos < env.size();) {
+    std::size_t end = env.find('\0', pos);
+    if (end == std::string_view::npos) end = env.size();
+    std::string_view entry = env.substr(pos, end - pos);
+    if (entry.starts_with("WARDEN_JOB=") || entry.starts_with("WARDEN_SOCKET=")) {
+      entries.append(entry).push_back('\0');
+    }
+    pos = end + 1;
+  }
+  cookies_.emplace(key, entries);
+  return entries;
+}
+
 std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket) {
   return {"WARDEN_JOB=" + std::to_string(job), "WARDEN_SOCKET=" + socket};
 }

@@ -4,7 +4,10 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <map>
 #include <optional>
 #include <set>
@@ -30,6 +33,29 @@ std::vector<ProcEntry> scan_processes(bool with_uid);
 std::vector<pid_t> read_descendants(pid_t pid);
 // The environment a process started with, as "K=V\0K=V\0..."; nullopt if unreadable.
 std::optional<std::string> read_environ(pid_t pid);
+
+// What the cleanups running at once share, so that many jobs dying together cost about one job's
+// scans, not one each: a scan of /proc serves every cleanup that asked for one before it began
+// (each caller has frozen its tree by then, so the scan still shows it whole), and each process's
+// cookie entries (below) are read from its environment once, not once per cleanup. Thread-safe;
+// the calls block on /proc, so they belong on the blocking executor.
+class ScanCache {
+ public:
+  using Processes = std::shared_ptr<const std::vector<ProcEntry>>;
+  // The processes now on the machine, from a scan that began at or after `asked`.
+  Processes processes(std::chrono::steady_clock::time_point asked, bool with_uid);
+  // The process's WARDEN_JOB and WARDEN_SOCKET entries in environ form ("K=V\0..."), all a
+  // cookie check needs; nullopt if its environment cannot be read now (asked again next time).
+  std::optional<std::string> cookie_entries(pid_t pid);
+
+ private:
+  std::mutex mutex_;
+  Processes latest_;
+  std::chrono::steady_clock::time_point started_{};
+  bool with_uid_ = false;
+  std::map<pid_t, std::uint64_t> start_times_;  // of the latest scan
+  std::map<std::pair<pid_t, std::uint64_t>, std::string> cookies_;
+};
 
 // The environment entries that mark a job's processes: clients export WARDEN_JOB=<id> and
 // WARDEN_SOCKET=<the daemon's socket>, and every descendant started by exec inherits them, even one

@@ -332,7 +332,8 @@ void Service::start_cleanup(CleanupPlan plan) {
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
                   {.options = cleanup_options_, .blocking = blocking_.get_executor(),
-                   .self = ::getpid(), .socket = socket_, .cgroups = cgroups_}),
+                   .self = ::getpid(), .socket = socket_, .scans = &scans_,
+                   .cgroups = cgroups_}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {

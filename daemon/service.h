@@ -117,6 +117,7 @@ class Service {
   const std::string cgroup_prefix_;
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
+  ScanCache scans_;  // what concurrent cleanups share
 
   // Mutable state.
   CleanupOptions cleanup_options_;

@@ -40,22 +40,28 @@ std::optional<std::string> mount() {
 struct Hider {
   pid_t main = 0;
   UniqueFd go;
-  UniqueFd pids;  // the escapee's and then the forker's pid, as the main learns them
+  UniqueFd escapee_pid;  // written by the escapee itself
+  UniqueFd forker_pid;   // written by the main
 
   void start() {
     char byte = 1;
     ASSERT_EQ(::write(go.get(), &byte, 1), 1);
   }
-  pid_t next_pid() {
+  static pid_t read_pid(const UniqueFd& fd) {
     pid_t pid = 0;
-    EXPECT_EQ(::read(pids.get(), &pid, sizeof(pid)), static_cast<ssize_t>(sizeof(pid)));
+    EXPECT_EQ(::read(fd.get(), &pid, sizeof(pid)), static_cast<ssize_t>(sizeof(pid)));
     return pid;
   }
+  pid_t escapee() { return read_pid(escapee_pid); }
+  pid_t forker() { return read_pid(forker_pid); }
 };
 
 Hider spawn_hider() {
-  int go[2], out[2];
-  if (::pipe2(go, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) std::abort();
+  int go[2], out[2], forker_out[2];
+  if (::pipe2(go, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
+      ::pipe2(forker_out, O_CLOEXEC) != 0) {
+    std::abort();
+  }
   pid_t main = ::fork();
   if (main == 0) {
     char byte;
@@ -84,12 +90,14 @@ Hider spawn_hider() {
         ::usleep(10'000);
       }
     }
-    if (::write(out[1], &forker, sizeof(forker)) < 0) ::_exit(1);
+    if (::write(forker_out[1], &forker, sizeof(forker)) < 0) ::_exit(1);
     for (;;) ::pause();
   }
   ::close(go[0]);
   ::close(out[1]);
-  return {.main = main, .go = UniqueFd(go[1]), .pids = UniqueFd(out[0])};
+  ::close(forker_out[1]);
+  return {.main = main, .go = UniqueFd(go[1]), .escapee_pid = UniqueFd(out[0]),
+          .forker_pid = UniqueFd(forker_out[0])};
 }
 
 class TrackedJob : public testing::DaemonTest {
@@ -131,8 +139,8 @@ TEST_F(TrackedJob, EscapeeWithoutEnvironmentAndAProcessForkingEvery10msAreBothGo
   JobStatus running = client.status(id).at(0);
   ASSERT_EQ(running.tracking, "cgroup");
   hider.start();
-  pid_t escapee = track(hider.next_pid());
-  pid_t forker = track(hider.next_pid());
+  pid_t escapee = track(hider.escapee());
+  pid_t forker = track(hider.forker());
   std::this_thread::sleep_for(200ms);  // let the forker fork a few times
   std::vector<pid_t> before = members(running.cgroup);
   EXPECT_GT(before.size(), 5u) << "main, escapee, forker and the forker's children";
@@ -209,8 +217,8 @@ TEST_F(TrackedJob, RestartInTheMiddleOfTheJobKeepsItsCgroupAndWhatItForksLater) 
   Client again(daemon.socket());
   EXPECT_EQ(again.status(id).at(0).cgroup, cgroup) << "kept with the job";
   hider.start();  // forks only now, while the restarted wardend watches
-  pid_t escapee = track(hider.next_pid());
-  pid_t forker = track(hider.next_pid());
+  pid_t escapee = track(hider.escapee());
+  pid_t forker = track(hider.forker());
   ::kill(hider.main, SIGKILL);
   EXPECT_TRUE(testing::wait_exited(escapee, 1500ms));
   EXPECT_TRUE(testing::wait_exited(forker, 1500ms));
