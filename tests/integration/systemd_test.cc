@@ -68,6 +68,7 @@ class FakeSystemd : public ::testing::Test {
     }
     stop(SIGKILL);
     kill_and_reap(spawned);
+    testing::release_cgroups(dir + "/state");
     fs::remove_all(dir);
   }
 

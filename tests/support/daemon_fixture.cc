@@ -48,6 +48,7 @@ Daemon::Daemon(std::vector<std::string> extra_args, std::vector<std::string> lau
     extra_args.insert(extra_args.end(), {"--log-level", "debug"});
   }
   argv_.insert(argv_.end(), extra_args.begin(), extra_args.end());
+  state_dir_ = *std::next(std::find(extra_args.begin(), extra_args.end(), "--state-dir"));
   argv_.insert(argv_.begin(), launcher.begin(), launcher.end());
   start(false);
 }
@@ -99,7 +100,7 @@ Daemon::~Daemon() {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
   }
-  release_cgroups(dir_ + "/state");
+  release_cgroups(state_dir_);
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
 }

@@ -36,6 +36,7 @@ class Daemon {
 
   std::string dir_;
   std::string socket_;
+  std::string state_dir_;
   std::vector<std::string> argv_;
   pid_t pid_ = -1;
 };
