@@ -225,20 +225,6 @@ void stall_precision(testing::Daemon& daemon, Client& client, Report& report) {
   (void)daemon;
 }
 
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  std::size_t value = 0;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      in >> value;
-      return value;
-    }
-    in.ignore(1 << 20, '\n');
-  }
-  return 0;
-}
-
 std::size_t voluntary_switches(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;

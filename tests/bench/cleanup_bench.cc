@@ -214,11 +214,63 @@ void mass_death_rows(Report& report) {
              fmt::format("{:.2f} ms", two_scan.beats.p99 / 1000), "-", "-", "≤ 10 ms");
 }
 
+// 8 clients for 30 s, each in a loop: register a job with 2 workers, a directory and a segment,
+// then end it ok, end it failed, or SIGKILL its main, in rotation. Sampled every 100 ms: how many
+// jobs are being cleaned, and wardend's RSS.
+void churn_rows(Report& report) {
+  constexpr int kClients = 8;
+  constexpr auto kLength = std::chrono::seconds(30);
+  testing::Daemon daemon({"--log-level", "warn"});
+  auto end = Clock::now() + kLength;
+  std::atomic<std::size_t> churned = 0;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      Client client(daemon.socket());
+      for (int n = 0; Clock::now() < end; ++n) {
+        Victim v(daemon.dir(), c * 1'000'000 + n, 2, 1, 1);
+        JobId job = v.register_with(client, 0.5);
+        switch (n % 3) {
+          case 0: client.end_job(job, true); break;
+          case 1: client.end_job(job, false); break;
+          default: ::kill(v.tree.main, SIGKILL);
+        }
+        v.reap();
+        ++churned;
+      }
+    });
+  }
+  Client monitor(daemon.socket());
+  std::size_t most_cleaning = 0, rss_at_10s = 0;
+  auto started = Clock::now();
+  while (Clock::now() < end) {
+    std::size_t cleaning = 0;
+    for (const auto& s : monitor.status(std::nullopt, /*summary=*/true)) {
+      cleaning += s.state == JobState::cleaning;
+    }
+    most_cleaning = std::max(most_cleaning, cleaning);
+    if (rss_at_10s == 0 && Clock::now() - started >= std::chrono::seconds(10)) {
+      rss_at_10s = rss_kib(daemon.pid());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (auto& t : clients) t.join();
+  std::size_t rss_at_end = rss_kib(daemon.pid());
+  report.row(fmt::format("churn: 8 clients for 30 s (register, 2 workers, a dir, a segment; end ok / "
+                         "failed / SIGKILL in rotation; {} jobs): most jobs in `cleaning` at once",
+                         churned.load()),
+             fmt::format("{}", most_cleaning), "-", "-", "< 50");
+  report.row("churn: wardend's RSS at 30 s vs at 10 s", fmt::format("{} KiB", rss_at_end),
+             fmt::format("{} KiB", rss_at_10s),
+             ratio(static_cast<double>(rss_at_end), static_cast<double>(rss_at_10s)), "flat");
+}
+
 }  // namespace
 
 void cleanup_benchmarks(Report& report) {
   death_to_clean_rows(report);
   mass_death_rows(report);
+  churn_rows(report);
 }
 
 }  // namespace warden::bench

@@ -39,5 +39,7 @@ UniqueFd connect_to(const std::string& path);
 std::vector<double> round_trips(int fd, const std::string& request, int count,
                                 const std::function<bool()>& keep_going = [] { return true; });
 std::string heartbeat_line(JobId job);
+// A process's resident set (VmRSS), KiB.
+std::size_t rss_kib(pid_t pid);
 
 }  // namespace warden::bench
