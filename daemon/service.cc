@@ -121,6 +121,15 @@ std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
   if (cgroups_ == nullptr || pid == self) return "";
   try {
     auto home = cgroups_->cgroup_of(pid);
+    // A process that is already the main one of a running tracked job (registered again, as a
+    // benchmark does thousands of times) gets no cgroup nested in that job's: the nesting would
+    // grow without bound. A job started inside a job has another main process and nests.
+    if (const Job* owner = home ? job_of_cgroup(*home) : nullptr;
+        owner != nullptr && owner->state == JobState::running && owner->main == main.identity) {
+      spdlog::info("job={} tracking=scan: its main process is already job {}'s, tracked by {}", id,
+                   owner->id, *home);
+      return "";
+    }
     std::string cgroup = cgroups_->create_beneath(pid, cgroup_prefix_ + std::to_string(id));
     // The pid named the main process when it was moved only if that process is alive still.
     if (pidfd_exited(main.pidfd.get())) {
@@ -154,13 +163,18 @@ void Service::release_cgroup(const std::string& cgroup) {
   }
 }
 
+const Job* Service::job_of_cgroup(const std::string& cgroup) const {
+  std::string name = cgroup.substr(cgroup.rfind('/') + 1);
+  if (!name.starts_with(cgroup_prefix_)) return nullptr;
+  const Job* job = core_.find(std::strtoull(name.c_str() + cgroup_prefix_.size(), nullptr, 10));
+  return job != nullptr && job->cgroup == cgroup ? job : nullptr;
+}
+
 void Service::sweep_cgroups() {
   if (cgroups_ == nullptr) return;
   for (const std::string& cgroup : cgroups_->find(cgroup_prefix_)) {
-    std::string name = cgroup.substr(cgroup.rfind('/') + 1);
-    JobId id = std::strtoull(name.c_str() + cgroup_prefix_.size(), nullptr, 10);
-    const Job* job = core_.find(id);
-    if (job != nullptr && job->cgroup == cgroup && job->state != JobState::cleaned) continue;
+    const Job* job = job_of_cgroup(cgroup);
+    if (job != nullptr && job->state != JobState::cleaned) continue;
     if (job == nullptr) {
       spdlog::info("cgroup={} belongs to no recorded job; its processes go back to {}", cgroup,
                    parent_cgroup(cgroup));
@@ -169,7 +183,8 @@ void Service::sweep_cgroups() {
     }
     auto own = cgroups_->cgroup_of(::getpid());
     if (own && (*own == cgroup || own->rfind(cgroup + "/", 0) == 0)) continue;  // wardend is in it
-    spdlog::info("job={} cgroup={} outlived the job's cleanup; killing what is left", id, cgroup);
+    spdlog::info("job={} cgroup={} outlived the job's cleanup; killing what is left", job->id,
+                 cgroup);
     try {
       cgroups_->kill(cgroup);
     } catch (const std::exception& e) {

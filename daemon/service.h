@@ -94,6 +94,8 @@ class Service {
   // Gives a tracking cgroup's members back to the cgroup above and removes it (a registration
   // taken back).
   void release_cgroup(const std::string& cgroup);
+  // The job whose tracking cgroup `cgroup` is; nullptr if none of this wardend's jobs has it.
+  const Job* job_of_cgroup(const std::string& cgroup) const;
   // A restart's sweep: this wardend's cgroups that no active job owns are removed; members of one
   // whose job was never acknowledged go back to the cgroup above, a finished job's are killed.
   void sweep_cgroups();

@@ -254,6 +254,20 @@ TEST_F(TrackedJob, RestartInTheMiddleOfTheCleanupFinishesItThroughTheCgroup) {
   EXPECT_FALSE(fs::exists(*mount() + cgroup));
 }
 
+TEST_F(TrackedJob, AMainRegisteredAgainGetsNoNestedCgroupButAJobInsideAJobDoes) {
+  auto t = tree({Behaviour::sleep});
+  JobId first = client.register_job({.name = "first", .pid = t.main});
+  JobId again = client.register_job({.name = "again", .pid = t.main});
+  std::string outer = client.status(first).at(0).cgroup;
+  EXPECT_EQ(client.status(first).at(0).tracking, "cgroup");
+  EXPECT_EQ(client.status(again).at(0).tracking, "scan") << "no cgroup nested per registration";
+  // The worker, a process of the first job, starts a job of its own: that one nests.
+  JobId inner = client.register_job({.name = "inner", .pid = t.workers[0]});
+  JobStatus s = client.status(inner).at(0);
+  EXPECT_EQ(s.tracking, "cgroup");
+  EXPECT_EQ(parent_cgroup(s.cgroup), outer);
+}
+
 TEST_F(TrackedJob, RestartSweepsItsCgroupsThatNoRecordedJobOwnsAndSparesTheirProcesses) {
   // As a crash between making a job's cgroup and recording the job would leave it: a cgroup with
   // this wardend's name for a job it never acknowledged, holding a process.
