@@ -43,6 +43,10 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text) {
     if (!(in >> skip)) return std::nullopt;
   }
   if (!(in >> st.start_time)) return std::nullopt;
+  for (int field = 23; field < 48; ++field) {
+    if (!(in >> skip)) return st;
+  }
+  in >> st.env_start;
   return st;
 }
 

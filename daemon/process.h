@@ -31,6 +31,10 @@ struct ProcStat {
   pid_t pgrp = 0;
   pid_t session = 0;
   std::uint64_t start_time = 0;
+  // Where the environment block starts (field 48, Linux 3.5+; 0 where absent). Every execve makes
+  // a new one, while pid and start time stay: what was read of /proc/PID/environ before an exec
+  // says nothing of the program after it.
+  std::uint64_t env_start = 0;
 };
 
 // Reads /proc/PID/NAME, at most `limit` bytes. nullopt (with errno set) if it cannot be read,

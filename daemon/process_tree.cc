@@ -80,11 +80,11 @@ ScanCache::Processes ScanCache::processes(std::chrono::steady_clock::time_point 
   with_uid_ = with_uid;
   latest_ = std::make_shared<const std::vector<ProcEntry>>(scan_processes(with_uid));
   // Only processes still alive keep their cookie entries, so the memo stays the node's size.
-  std::map<std::pair<pid_t, std::uint64_t>, std::string> kept;
-  start_times_.clear();
+  std::map<ProcessImage, std::string> kept;
+  images_.clear();
   for (const auto& e : *latest_) {
-    start_times_[e.pid] = e.stat.start_time;
-    auto it = cookies_.find({e.pid, e.stat.start_time});
+    images_[e.pid] = image_of(e);
+    auto it = cookies_.find(image_of(e));
     if (it != cookies_.end()) kept.insert(cookies_.extract(it));
   }
   cookies_ = std::move(kept);
@@ -93,14 +93,16 @@ ScanCache::Processes ScanCache::processes(std::chrono::steady_clock::time_point 
 
 std::optional<std::string> ScanCache::cookie_entries(pid_t pid) {
   std::lock_guard lock(mutex_);
-  auto start = start_times_.find(pid);
-  if (start == start_times_.end()) return std::nullopt;
-  std::pair key{pid, start->second};
+  auto image = images_.find(pid);
+  if (image == images_.end()) return std::nullopt;
+  const ProcessImage& key = image->second;
   if (auto it = cookies_.find(key); it != cookies_.end()) return it->second;
   auto environ = read_environ(pid);
-  // A read that raced with an exit or a recycled pid is not remembered under this identity.
+  // A read that raced with an exec, an exit or a recycled pid is not remembered for this image.
   auto now = read_proc_stat(pid);
-  if (!environ || !now || now->start_time != start->second) return std::nullopt;
+  if (!environ || !now || ProcessImage{pid, now->start_time, now->env_start} != key) {
+    return std::nullopt;
+  }
   std::string entries;
   std::string_view env = *environ;
   for (std::size_t pos = 0; pos < env.size();) {
@@ -149,7 +151,7 @@ std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const Disco
     return false;
   };
   auto carries_cookie = [&](const ProcEntry& e) {
-    std::pair<pid_t, std::uint64_t> key{e.pid, e.stat.start_time};
+    ProcessImage key = image_of(e);
     if (auto it = memo.find(key); it != memo.end()) return it->second;
     auto env = environ_of(e.pid);
     // An environment that could not be read (the process was mid-exec, say) is asked again in the

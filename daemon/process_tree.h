@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "daemon/process.h"
@@ -25,6 +26,13 @@ struct ProcEntry {
   uid_t uid = 0;  // real uid (0 where the scan did not read it)
 };
 
+// One program run by one process: pid and start time name the process, and the environment
+// block's address (ProcStat::env_start) changes with every execve. A process's environment as
+// /proc shows it is fixed for one image, so what is read of it is remembered per image.
+using ProcessImage = std::tuple<pid_t, std::uint64_t, std::uint64_t>;
+inline ProcessImage image_of(const ProcEntry& e) {
+  return {e.pid, e.stat.start_time, e.stat.env_start};
+}
 // Every process now on the machine (kernel threads excluded). `with_uid`: also read each one's
 // real uid (a second file per process), which only a non-root job's discovery needs.
 std::vector<ProcEntry> scan_processes(bool with_uid);
@@ -53,8 +61,8 @@ class ScanCache {
   Processes latest_;
   std::chrono::steady_clock::time_point started_{};
   bool with_uid_ = false;
-  std::map<pid_t, std::uint64_t> start_times_;  // of the latest scan
-  std::map<std::pair<pid_t, std::uint64_t>, std::string> cookies_;
+  std::map<pid_t, ProcessImage> images_;  // of the latest scan
+  std::map<ProcessImage, std::string> cookies_;
 };
 
 // The environment entries that mark a job's processes: clients export WARDEN_JOB=<id> and
@@ -84,9 +92,8 @@ struct Discovered {
   std::string found_by;  // "child of 4312", "in session of 4313", "carries WARDEN_JOB=7"
 };
 
-// Whether a process (pid, start time) carries the job's cookie, remembered across the scans of
-// one cleanup: a process's environment is fixed when it starts its program.
-using CookieMemo = std::map<std::pair<pid_t, std::uint64_t>, bool>;
+// Whether a process image carries the job's cookie, remembered across the scans of one cleanup.
+using CookieMemo = std::map<ProcessImage, bool>;
 
 // Pure: the processes in `scan` that belong to the job and are not yet members, to a fixpoint
 // (a child of a found process is found too). `environ_of` reads a process's environment.

@@ -1,6 +1,7 @@
 #include "daemon/process_tree.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 namespace warden {
 namespace {
@@ -124,6 +125,30 @@ TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
   scan[1] = proc(11, 1, 0, 0, kUser, 777);
   discover(scan, q, env, memo);
   EXPECT_EQ(reads[11], 2);
+}
+
+TEST(Discover, AProcessThatExecsIsAskedAgainForItsNewEnvironment) {
+  // Read between its fork and its exec, an escapee's environment is its parent's original one,
+  // without the cookie; its exec (a new environment block) brings the cookie.
+  std::vector<ProcEntry> scan{proc(10, 1), proc(12, 1)};
+  scan[1].stat.env_start = 0x7ffc1000;
+  DiscoveryQuery q = query({10});
+  bool execd = false;
+  auto env = [&](pid_t) -> std::optional<std::string> {
+    using namespace std::string_literals;
+    return execd ? "WARDEN_JOB=7\0WARDEN_SOCKET=/s\0"s : "PATH=/bin\0"s;
+  };
+  CookieMemo memo;
+  EXPECT_TRUE(discover(scan, q, env, memo).empty());
+  execd = true;
+  scan[1].stat.env_start = 0x7ffd2000;
+  EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
+}
+
+TEST(ProcStatParse, ReadsTheEnvironmentBlocksAddress) {
+  auto st = read_proc_stat(::getpid());
+  ASSERT_TRUE(st);
+  EXPECT_NE(st->env_start, 0u);
 }
 
 TEST(Discover, AnEnvironmentThatCouldNotBeReadIsAskedAgainInTheNextScan) {
