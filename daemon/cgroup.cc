@@ -91,6 +91,10 @@ std::string parent_cgroup(const std::string& cgroup) {
   return slash == 0 || slash == std::string::npos ? "/" : cgroup.substr(0, slash);
 }
 
+bool cgroup_within(const std::optional<std::string>& inner, const std::string& outer) {
+  return inner && (*inner == outer || inner->starts_with(outer + "/"));
+}
+
 std::string cgroup_prefix(const std::string& state_dir) {
   std::string path = state_dir + "/instance";
   std::string id = read_file(path).value_or("");

@@ -26,6 +26,9 @@ std::optional<std::string> find_cgroup2_mount(std::string_view mountinfo);
 std::optional<std::string> parse_cgroup2_path(std::string_view proc_cgroup);
 // The cgroup above `cgroup` ("/" for a top-level one).
 std::string parent_cgroup(const std::string& cgroup);
+// Whether `inner` is `outer` or a cgroup beneath it (a job registered inside a job); false for
+// nullopt (a process that is gone).
+bool cgroup_within(const std::optional<std::string>& inner, const std::string& outer);
 // The prefix of this wardend's cgroup names, "warden-<id>-" (a job's is the prefix and its id).
 // The id is random, made once and kept in STATE_DIR/instance, so that a restarted wardend finds
 // its cgroups again and two wardends on one node never take each other's. Throws

@@ -1,6 +1,7 @@
 #include "daemon/cleanup.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -198,11 +199,6 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
   co_return added;
 }
 
-// Whether `cgroup` is `job_cgroup` or a cgroup beneath it (a job registered inside the job).
-bool within(const std::optional<std::string>& cgroup, const std::string& job_cgroup) {
-  return cgroup && (*cgroup == job_cgroup || cgroup->rfind(job_cgroup + "/", 0) == 0);
-}
-
 // The job's tracking cgroup during one cleanup. A cgroup step that fails (the cgroup was removed
 // from under wardend, say) turns the rest of the cleanup into scans: slower, never less thorough.
 struct Tracking {
@@ -215,7 +211,8 @@ struct Tracking {
     if (!cgroups) return;
     try {
       step(*cgroups);
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      spdlog::warn("cgroup={} {}; cleaning the rest of the job by scanning /proc", cgroup, e.what());
       cgroups = nullptr;
     }
   }
@@ -241,7 +238,7 @@ std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan
     } catch (const Error&) {
       continue;  // gone already
     }
-    if (!within(tracking.cgroups->cgroup_of(pid), tracking.cgroup) ||
+    if (!cgroup_within(tracking.cgroups->cgroup_of(pid), tracking.cgroup) ||
         pidfd_exited(handle.pidfd.get())) {
       continue;
     }
@@ -263,11 +260,11 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
     if (!tracking) return;
     Cgroups& c = *tracking.cgroups;
     try {
-      if (within(c.cgroup_of(pid), plan.cgroup)) c.move(pid, outside);
+      if (cgroup_within(c.cgroup_of(pid), plan.cgroup)) c.move(pid, outside);
     } catch (const std::exception&) {
     }
     // One that could not be moved out would die with the cgroup: end the job by scanning instead.
-    if (within(c.cgroup_of(pid), plan.cgroup)) tracking.cgroups = nullptr;
+    if (cgroup_within(c.cgroup_of(pid), plan.cgroup)) tracking.cgroups = nullptr;
   };
   if (plan.main_spared) release(plan.main.pid);
   std::vector<ProcessReport> kept;
@@ -284,7 +281,8 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
     } else if (target.exited || !fd || pidfd_exited(fd.get())) {
       t->add_gone(std::move(report));
     } else {
-      bool member = tracking && within(tracking.cgroups->cgroup_of(target.identity.pid), plan.cgroup);
+      bool member =
+          tracking && cgroup_within(tracking.cgroups->cgroup_of(target.identity.pid), plan.cgroup);
       t->add(std::move(report), target.identity.start_time, std::move(fd), t, member);
     }
   }
@@ -373,7 +371,7 @@ asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& pla
   // wardend may have been started from inside the job (a test, a user's own wardend): it must
   // never freeze or kill itself, and the scan knows to leave it alone.
   tracking.attempt([&](Cgroups& c) {
-    if (within(c.cgroup_of(context.self), tracking.cgroup)) tracking.cgroups = nullptr;
+    if (cgroup_within(c.cgroup_of(context.self), tracking.cgroup)) tracking.cgroups = nullptr;
   });
   std::vector<ProcessReport> kept = classify(plan, pidfds, t, tracking);
   // Done means the cgroup is empty too: cgroup.events says so, on the event loop.

@@ -181,8 +181,7 @@ void Service::sweep_cgroups() {
       release_cgroup(cgroup);
       continue;
     }
-    auto own = cgroups_->cgroup_of(::getpid());
-    if (own && (*own == cgroup || own->rfind(cgroup + "/", 0) == 0)) continue;  // wardend is in it
+    if (cgroup_within(cgroups_->cgroup_of(::getpid()), cgroup)) continue;  // wardend is in it
     spdlog::info("job={} cgroup={} outlived the job's cleanup; killing what is left", job->id,
                  cgroup);
     try {

@@ -42,6 +42,14 @@ TEST(CgroupPaths, ParentOfACgroup) {
   EXPECT_EQ(parent_cgroup("/warden-1-2"), "/");
 }
 
+TEST(CgroupPaths, WithinMeansTheSameOrBeneathNotAPrefixOfTheName) {
+  EXPECT_TRUE(cgroup_within("/a/warden-1-2", "/a/warden-1-2"));
+  EXPECT_TRUE(cgroup_within("/a/warden-1-2/warden-1-9", "/a/warden-1-2"));
+  EXPECT_FALSE(cgroup_within("/a/warden-1-23", "/a/warden-1-2"));
+  EXPECT_FALSE(cgroup_within("/a", "/a/warden-1-2"));
+  EXPECT_FALSE(cgroup_within(std::nullopt, "/a/warden-1-2"));
+}
+
 TEST(CgroupPrefix, IsMadeOnceAndKeptInTheStateDirectory) {
   char tmpl[] = "/tmp/warden-prefix-XXXXXX";
   std::string dir = ::mkdtemp(tmpl);
