@@ -106,6 +106,9 @@ class FakeCgroups final : public Cgroups {
  private:
   void poll(const std::string& cgroup, std::shared_ptr<boost::asio::steady_timer> timer,
             std::function<void()> emptied) {
+    // A wait forgotten while its timer's completion was already queued ends here.
+    auto waiting = waits_.find(cgroup);
+    if (waiting == waits_.end() || waiting->second != timer) return;
     if (!populated(cgroup)) {
       waits_.erase(cgroup);
       emptied();
