@@ -39,7 +39,9 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text) {
   ProcStat st;
   std::string skip;
   if (!(in >> st.state >> st.ppid >> st.pgrp >> st.session)) return std::nullopt;
-  for (int field = 7; field < 22; ++field) {
+  // Fields 7 (tty) and 8 (tpgid), then 9: flags.
+  if (!(in >> skip >> skip >> st.flags)) return std::nullopt;
+  for (int field = 10; field < 22; ++field) {
     if (!(in >> skip)) return std::nullopt;
   }
   if (!(in >> st.start_time)) return std::nullopt;

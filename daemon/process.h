@@ -30,12 +30,17 @@ struct ProcStat {
   pid_t ppid = 0;
   pid_t pgrp = 0;
   pid_t session = 0;
+  std::uint64_t flags = 0;  // the kernel's PF_* flags (field 9)
   std::uint64_t start_time = 0;
   // Where the environment block starts (field 48, Linux 3.5+; 0 where absent). Every execve makes
   // a new one, while pid and start time stay: what was read of /proc/PID/environ before an exec
   // says nothing of the program after it.
   std::uint64_t env_start = 0;
 };
+
+// A kernel thread, as the kernel says (PF_KTHREAD), not by its number: inside a PID namespace
+// pid 2 is an ordinary process.
+inline bool is_kernel_thread(const ProcStat& st) { return (st.flags & 0x00200000) != 0; }
 
 // Reads /proc/PID/NAME, at most `limit` bytes. nullopt (with errno set) if it cannot be read,
 // e.g. because the process is gone.

@@ -34,7 +34,7 @@ std::vector<ProcEntry> scan_processes(bool with_uid) {
     long pid = std::strtol(e->d_name, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
     auto stat = read_proc_stat(static_cast<pid_t>(pid));
-    if (!stat || stat->ppid == 2 || pid == 2) continue;  // gone, or a kernel thread
+    if (!stat || is_kernel_thread(*stat)) continue;  // gone, or a kernel thread
     std::optional<uid_t> uid = with_uid ? read_proc_real_uid(static_cast<pid_t>(pid)) : 0;
     if (!uid) continue;
     out.push_back({.pid = static_cast<pid_t>(pid), .stat = *stat, .uid = *uid});

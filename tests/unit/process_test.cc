@@ -28,6 +28,22 @@ TEST(ProcStat, ParsesFieldsAfterACommandNameWithParenthesesAndSpaces) {
   EXPECT_EQ(st->start_time, 987654u);
 }
 
+TEST(ProcStat, KernelThreadsAreKnownByTheirFlagNotTheirNumber) {
+  // kthreadd on the host (flags 0x208040), and an ordinary process that is pid 2 of a PID
+  // namespace, child of that namespace's init (flags 0x400100).
+  auto kthreadd = parse_proc_stat(
+      "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 3 0 0 18446744073709551615\n");
+  auto in_namespace = parse_proc_stat(
+      "2 (python3) S 1 2 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0 18446744073709551615\n");
+  ASSERT_TRUE(kthreadd && in_namespace);
+  EXPECT_EQ(kthreadd->flags, 2129984u);
+  EXPECT_TRUE(is_kernel_thread(*kthreadd));
+  EXPECT_FALSE(is_kernel_thread(*in_namespace));
+  auto self = read_proc_stat(::getpid());
+  ASSERT_TRUE(self);
+  EXPECT_FALSE(is_kernel_thread(*self));
+}
+
 TEST(ProcStat, RejectsTruncatedText) {
   EXPECT_FALSE(parse_proc_stat("12 (x) S 1 2"));
   EXPECT_FALSE(parse_proc_stat("garbage"));

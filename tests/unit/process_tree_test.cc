@@ -166,11 +166,18 @@ TEST(Discover, AnEnvironmentThatCouldNotBeReadIsAskedAgainInTheNextScan) {
   EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
 }
 
-TEST(Discover, ScanOfThisMachineIncludesThisProcess) {
+TEST(Discover, ScanOfThisMachineIncludesThisProcessAndNoKernelThread) {
   auto scan = scan_processes(true);
   bool self = false;
-  for (const auto& e : scan) self |= e.pid == ::getpid();
+  for (const auto& e : scan) {
+    self |= e.pid == ::getpid();
+    EXPECT_FALSE(is_kernel_thread(e.stat)) << e.pid;
+  }
   EXPECT_TRUE(self);
+  // Where this test runs on a host, kthreadd is pid 2 and must be absent.
+  if (auto kthreadd = read_proc_stat(2); kthreadd && is_kernel_thread(*kthreadd)) {
+    for (const auto& e : scan) EXPECT_NE(e.pid, 2);
+  }
 }
 
 }  // namespace
