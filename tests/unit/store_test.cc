@@ -36,6 +36,7 @@ class StoreTest : public ::testing::Test {
                 .kill_main_on_stall = true,
                 .diagnose = CommandSpec{.argv = {"py-spy", "dump", "--pid", "{pid}"}, .timeout_s = 5}};
     job.main = {.pid = 4242, .start_time = 123456789, .uid = 1000};
+    job.cgroup = "/user.slice/warden-0123456789abcdef-7";
     job.created = Clock::now() - seconds(60);
     return job;
   }
@@ -68,6 +69,7 @@ TEST_F(StoreTest, WhatIsWrittenIsLoadedBackAfterReopening) {
   ASSERT_TRUE(j.spec.diagnose);
   EXPECT_EQ(*j.spec.diagnose, *job.spec.diagnose);
   EXPECT_EQ(j.main, job.main);
+  EXPECT_EQ(j.cgroup, job.cgroup);
   EXPECT_EQ(j.state, JobState::running);
   EXPECT_NEAR(to_seconds(j.created - job.created), 0, 0.01);
   ASSERT_EQ(j.workers.size(), 1u);
@@ -150,6 +152,32 @@ TEST_F(StoreTest, AStoreFromANewerWardendIsRefused) {
     db.exec("PRAGMA user_version=99");
   }
   EXPECT_THROW(Store({.path = path}), StoreError);
+}
+
+TEST_F(StoreTest, AStoreOfSchema1IsUpgradedInPlaceAndKeepsItsJobs) {
+  // A store as the wardend before tracking cgroups left it: no cgroup column, user_version 1.
+  Job job = sample_job();
+  {
+    Store store({.path = path});
+    write(store, {job_record(job)});
+  }
+  {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    db.exec("ALTER TABLE jobs DROP COLUMN cgroup");
+    db.exec("PRAGMA user_version=1");
+  }
+  {
+    Store store({.path = path});
+    StoredState state = store.load();
+    ASSERT_EQ(state.jobs.size(), 1u);
+    EXPECT_EQ(state.jobs[0].spec.name, "train");
+    EXPECT_EQ(state.jobs[0].cgroup, "") << "tracked by scanning, as it was";
+    write(store, {job_record(job)});
+  }
+  Store store({.path = path});
+  EXPECT_EQ(store.load().jobs.at(0).cgroup, job.cgroup) << "the new column is written and read";
+  SQLite::Database db(path, SQLite::OPEN_READONLY);
+  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), 2);
 }
 
 TEST_F(StoreTest, ARowThatDoesNotParseIsReportedNotSkipped) {
