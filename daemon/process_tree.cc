@@ -12,15 +12,21 @@
 namespace warden {
 namespace {
 
-bool has_entry(std::string_view environ, std::string_view entry) {
-  std::size_t pos = 0;
-  while (pos < environ.size()) {
+// Calls `visit` with each "K=V" entry of an environment in /proc form ("K=V\0K=V\0..."), until
+// it returns true; returns whether one did.
+template <class Visit>
+bool any_entry(std::string_view environ, Visit visit) {
+  for (std::size_t pos = 0; pos < environ.size();) {
     std::size_t end = environ.find('\0', pos);
     if (end == std::string_view::npos) end = environ.size();
-    if (environ.substr(pos, end - pos) == entry) return true;
+    if (visit(environ.substr(pos, end - pos))) return true;
     pos = end + 1;
   }
   return false;
+}
+
+bool has_entry(std::string_view environ, std::string_view entry) {
+  return any_entry(environ, [entry](std::string_view e) { return e == entry; });
 }
 
 }  // namespace
@@ -104,16 +110,12 @@ std::optional<std::string> ScanCache::cookie_entries(pid_t pid) {
     return std::nullopt;
   }
   std::string entries;
-  std::string_view env = *environ;
-  for (std::size_t pos = 0; pos < env.size();) {
-    std::size_t end = env.find('\0', pos);
-    if (end == std::string_view::npos) end = env.size();
-    std::string_view entry = env.substr(pos, end - pos);
+  any_entry(*environ, [&entries](std::string_view entry) {
     if (entry.starts_with("WARDEN_JOB=") || entry.starts_with("WARDEN_SOCKET=")) {
       entries.append(entry).push_back('\0');
     }
-    pos = end + 1;
-  }
+    return false;  // every entry
+  });
   cookies_.emplace(key, entries);
   return entries;
 }
