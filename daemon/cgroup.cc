@@ -146,23 +146,12 @@ std::optional<std::string> KernelCgroups::cgroup_of(pid_t pid) {
   return parse_cgroup2_path(*text);
 }
 
-std::string KernelCgroups::create_beneath(pid_t pid, const std::string& name) {
-  auto parent = cgroup_of(pid);
-  if (!parent) {
-    errno = ESRCH;
-    fail("read the cgroup of process " + std::to_string(pid));
-  }
-  std::string cgroup = (*parent == "/" ? "" : *parent) + "/" + name;
+std::string KernelCgroups::create(const std::string& parent, const std::string& name) {
+  std::string cgroup = (parent == "/" ? "" : parent) + "/" + name;
   std::string dir = mount_ + cgroup;
   // One that exists already is a leftover of this very job (a restart in the middle of a
   // registration): names carry wardend's instance and the job id.
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) fail("mkdir " + dir);
-  try {
-    move(pid, cgroup);
-  } catch (...) {
-    ::rmdir(dir.c_str());
-    throw;
-  }
   return cgroup;
 }
 

@@ -44,9 +44,10 @@ class Cgroups {
  public:
   virtual ~Cgroups() = default;
 
-  // Makes the cgroup `name` beneath the one `pid` is in now and moves `pid` into it. Nothing is
-  // enabled in it: the limits and accounting of the cgroups above still cover its members.
-  virtual std::string create_beneath(pid_t pid, const std::string& name) = 0;
+  // Makes the cgroup `name` beneath `parent` and returns its path; one that exists already is
+  // taken as it is. Nothing is enabled in it: the limits and accounting of the cgroups above
+  // still cover its members.
+  virtual std::string create(const std::string& parent, const std::string& name) = 0;
   virtual void move(pid_t pid, const std::string& cgroup) = 0;
   // The cgroup `pid` is in now; nullopt if the process is gone.
   virtual std::optional<std::string> cgroup_of(pid_t pid) = 0;
@@ -79,7 +80,7 @@ class KernelCgroups final : public Cgroups {
   KernelCgroups(const KernelCgroups&) = delete;
   KernelCgroups& operator=(const KernelCgroups&) = delete;
 
-  std::string create_beneath(pid_t pid, const std::string& name) override;
+  std::string create(const std::string& parent, const std::string& name) override;
   void move(pid_t pid, const std::string& cgroup) override;
   std::optional<std::string> cgroup_of(pid_t pid) override;
   std::vector<pid_t> members(const std::string& cgroup) override;

@@ -6,6 +6,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <cstring>
+#include <stdexcept>
 
 #include "daemon/process_tree.h"
 
@@ -121,16 +122,25 @@ std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
   if (cgroups_ == nullptr || pid == self) return "";
   try {
     auto home = cgroups_->cgroup_of(pid);
+    if (!home) {
+      throw std::runtime_error("the cgroup of process " + std::to_string(pid) + " cannot be read");
+    }
     // A process that is already the main one of a running tracked job (registered again, as a
     // benchmark does thousands of times) gets no cgroup nested in that job's: the nesting would
     // grow without bound. A job started inside a job has another main process and nests.
-    if (const Job* owner = home ? job_of_cgroup(*home) : nullptr;
+    if (const Job* owner = job_of_cgroup(*home);
         owner != nullptr && owner->state == JobState::running && owner->main == main.identity) {
       spdlog::info("job={} tracking=scan: its main process is already job {}'s, tracked by {}", id,
                    owner->id, *home);
       return "";
     }
-    std::string cgroup = cgroups_->create_beneath(pid, cgroup_prefix_ + std::to_string(id));
+    std::string cgroup = cgroups_->create(*home, cgroup_prefix_ + std::to_string(id));
+    try {
+      cgroups_->move(pid, cgroup);
+    } catch (...) {
+      cgroups_->remove(cgroup);
+      throw;
+    }
     // The pid named the main process when it was moved only if that process is alive still.
     if (pidfd_exited(main.pidfd.get())) {
       release_cgroup(cgroup);

@@ -33,9 +33,9 @@ class FakeCgroups final : public Cgroups {
   // --- what the engine did ---
   std::vector<std::string> calls;  // "freeze /job 1", "kill /job", "move 42 /", "remove /job"
 
-  std::string create_beneath(pid_t pid, const std::string& name) override {
-    std::string cgroup = "/" + name;
-    move(pid, cgroup);
+  std::string create(const std::string& parent, const std::string& name) override {
+    std::string cgroup = (parent == "/" ? "" : parent) + "/" + name;
+    members_of[cgroup];
     return cgroup;
   }
   void move(pid_t pid, const std::string& cgroup) override {

@@ -87,8 +87,9 @@ TEST_F(KernelCgroupsTest, ACgroupBeneathAProcessHoldsItAndItsForksAndIsKilledAnd
   pid_t p = spawn(Behaviour::ignore_term);
   auto home = cgroups->cgroup_of(p);
   ASSERT_TRUE(home);
-  made = cgroups->create_beneath(p, "warden-unittest-" + std::to_string(::getpid()));
+  made = cgroups->create(*home, "warden-unittest-" + std::to_string(::getpid()));
   EXPECT_EQ(parent_cgroup(made), *home) << "beneath the process's own cgroup";
+  cgroups->move(p, made);
   EXPECT_EQ(cgroups->cgroup_of(p), made);
   EXPECT_EQ(cgroups->members(made), std::vector<pid_t>{p});
   EXPECT_TRUE(cgroups->populated(made));
@@ -108,7 +109,8 @@ TEST_F(KernelCgroupsTest, ACgroupBeneathAProcessHoldsItAndItsForksAndIsKilledAnd
 
 TEST_F(KernelCgroupsTest, APopulatedCgroupIsNotRemoved) {
   pid_t p = spawn(Behaviour::sleep);
-  made = cgroups->create_beneath(p, "warden-unittest-busy-" + std::to_string(::getpid()));
+  made = cgroups->create(*cgroups->cgroup_of(p), "warden-unittest-busy-" + std::to_string(::getpid()));
+  cgroups->move(p, made);
   EXPECT_EQ(cgroups->remove(made), EBUSY);
   cgroups->move(p, parent_cgroup(made));
   EXPECT_EQ(cgroups->remove(made), 0);
