@@ -10,8 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <fstream>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -41,16 +39,6 @@ class ConnectionLost : public Error {
 
 [[noreturn]] void lost(const std::string& what, bool maybe_delivered = false) {
   throw ConnectionLost(what, maybe_delivered);
-}
-
-bool is_own_child(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  auto close = stat.rfind(')');
-  if (close == std::string::npos) return false;
-  char state = 0;
-  pid_t ppid = 0;
-  return std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == ::getpid();
 }
 
 }  // namespace
@@ -118,9 +106,9 @@ Client::~Client() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void Client::send_line(const std::string& line) {
+void Client::send_line(const std::string& line, int pass_fd) {
   std::size_t sent = 0;
-  if (pass_fd_ >= 0) {
+  if (pass_fd >= 0) {
     // The descriptor goes with the first bytes of the line (SCM_RIGHTS).
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
     iovec iov{.iov_base = const_cast<char*>(line.data()), .iov_len = line.size()};
@@ -130,7 +118,7 @@ void Client::send_line(const std::string& line) {
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pass_fd_, sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
     ssize_t n;
     do {
       n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
@@ -159,13 +147,15 @@ std::string Client::read_line() {
   }
 }
 
-json Client::call(json request) {
+json Client::call(json request) { return call(std::move(request), -1); }
+
+json Client::call(json request, int pass_fd) {
   const bool resendable = request.value("op", "") != "register_job";
   last_call_resent_ = false;
   for (;;) {
     try {
       if (fd_ < 0) lost("not connected to " + socket_path_);
-      return exchange(request);
+      return exchange(request, pass_fd);
     } catch (const ConnectionLost& e) {
       if (options_.reconnect_for.count() == 0) throw;
       if (!reconnect()) {
@@ -182,11 +172,11 @@ json Client::call(json request) {
   }
 }
 
-json Client::exchange(const json& request_body) {
+json Client::exchange(const json& request_body, int pass_fd) {
   json request = request_body;
   std::uint64_t id = next_id_++;
   request["id"] = id;
-  send_line(request.dump() + "\n");
+  send_line(request.dump() + "\n", pass_fd);
   for (;;) {
     json reply = json::parse(read_line(), nullptr, /*allow_exceptions=*/false);
     if (!reply.is_object()) unavailable("wardend sent a reply that is not a JSON object");
@@ -207,26 +197,26 @@ json Client::exchange(const json& request_body) {
   }
 }
 
+json Client::call_with_pidfd(json request, pid_t pid) {
+  // wardend cannot tell which process a bare pid names when this process is in a container (its
+  // numbering is not wardend's); a pidfd says it. The process itself is known by its connection.
+  // For a child of this process the pidfd is also certainly that child's: it cannot be reaped,
+  // nor its pid reused, before this process waits for it.
+  UniqueFd pidfd;
+  if (pid != ::getpid()) pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (pidfd) request["pidfd"] = true;
+  return call(std::move(request), pidfd.get());
+}
+
 JobId Client::register_job(const RegisterJobRequest& request) {
-  if (!request.group.empty()) return call(to_json(request)).at("job").get<JobId>();
   RegisterJobRequest with_group = request;
-  with_group.group = group_from_environment();
-  return call(to_json(with_group)).at("job").get<JobId>();
+  if (with_group.group.empty()) with_group.group = group_from_environment();
+  return call_with_pidfd(to_json(with_group), request.pid).at("job").get<JobId>();
 }
 
 std::uint64_t Client::add_process(JobId job, pid_t pid, Policy policy) {
-  // A child of this process cannot be reaped, nor its pid reused, before this process waits for
-  // it: a pidfd opened now is certainly that child's, and wardend gets it instead of a pid to
-  // look up. For other processes wardend opens its own.
-  UniqueFd pidfd;
-  if (is_own_child(pid)) pidfd = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  AddProcessRequest request{.job = job, .pid = pid, .policy = policy, .pidfd = bool(pidfd)};
-  pass_fd_ = pidfd.get();
-  struct Clear {
-    int& fd;
-    ~Clear() { fd = -1; }
-  } clear{pass_fd_};
-  return call(to_json(request)).value("start_time", std::uint64_t{0});
+  AddProcessRequest request{.job = job, .pid = pid, .policy = policy};
+  return call_with_pidfd(to_json(request), pid).value("start_time", std::uint64_t{0});
 }
 
 std::string Client::add_path(const AddPathRequest& request) {
@@ -313,6 +303,7 @@ Job::Job(Client& client, const RegisterJobRequest& request)
       uncaught_at_start_(std::uncaught_exceptions()) {
   ::setenv("WARDEN_JOB", std::to_string(id_).c_str(), 1);
   ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
+  ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
 }
 
 std::string Job::add_file(const std::string& path, Policy policy) {

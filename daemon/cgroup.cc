@@ -95,7 +95,7 @@ bool cgroup_within(const std::optional<std::string>& inner, const std::string& o
   return inner && (*inner == outer || inner->starts_with(outer + "/"));
 }
 
-std::string cgroup_prefix(const std::string& state_dir) {
+std::string instance_id(const std::string& state_dir) {
   std::string path = state_dir + "/instance";
   std::string id = read_file(path).value_or("");
   while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
@@ -110,7 +110,11 @@ std::string cgroup_prefix(const std::string& state_dir) {
       fail("write " + path);
     }
   }
-  return "warden-" + id + "-";
+  return id;
+}
+
+std::string cgroup_prefix(const std::string& state_dir) {
+  return "warden-" + instance_id(state_dir) + "-";
 }
 
 std::unique_ptr<KernelCgroups> KernelCgroups::open(const boost::asio::any_io_executor& executor,

@@ -29,11 +29,13 @@ std::string parent_cgroup(const std::string& cgroup);
 // Whether `inner` is `outer` or a cgroup beneath it (a job registered inside a job); false for
 // nullopt (a process that is gone).
 bool cgroup_within(const std::optional<std::string>& inner, const std::string& outer);
-// The prefix of this wardend's cgroup names, "warden-<id>-" (a job's is the prefix and its id).
-// The id is random, made once and kept in STATE_DIR/instance, so that a restarted wardend finds
-// its cgroups again and two wardends on one node never take each other's. Throws
-// std::system_error if it can neither read nor make the file (a read-only state directory
-// without one gets an id for this run only).
+// This wardend's id: random, made once and kept in STATE_DIR/instance, so that a restarted wardend
+// finds its cgroups and its jobs' processes again and two wardends on one node never take each
+// other's. Throws std::system_error if it can neither read nor make the file (a read-only state
+// directory without one gets an id for this run only).
+std::string instance_id(const std::string& state_dir);
+// The prefix of this wardend's cgroup names, "warden-<instance id>-" (a job's is the prefix and
+// its id).
 std::string cgroup_prefix(const std::string& state_dir);
 
 // The kernel side of tracking cgroups. Cgroups are named by their path in the v2 hierarchy, as

@@ -154,9 +154,9 @@ struct Termination {
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 
-  DiscoveryQuery query(const CleanupPlan& plan, pid_t self, const std::string& socket) const {
+  DiscoveryQuery query(const CleanupPlan& plan, pid_t self, const std::string& instance) const {
     DiscoveryQuery q{.owner = plan.uid,
-                     .cookie = job_cookie(plan.job, socket),
+                     .cookie = job_cookie(plan.job, instance),
                      .spared = plan.main_spared ? plan.main.pid : 0,
                      .self = self};
     for (const auto& e : entries) {
@@ -174,7 +174,7 @@ struct Termination {
 asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
                                        const CleanupPlan& plan, const CleanupContext& context,
                                        int first_signal) {
-  auto query = t->query(plan, context.self, context.socket);
+  auto query = t->query(plan, context.self, context.instance);
   // Asked now, after this cleanup's last SIGSTOPs: a scan begun later shows its tree frozen.
   auto scan = [&query, &t, scans = context.scans, asked = Clock::now(), owner = plan.uid] {
     auto environ_of = [scans](pid_t pid) { return scans->cookie_entries(pid); };
@@ -426,36 +426,50 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   std::vector<std::pair<std::string, std::string>> env{
       {"WARDEN_JOB", std::to_string(plan.job)}, {"WARDEN_REASON", std::string(to_string(plan.reason))}};
 
+  const View* home = context.home.get();
+  // A container job's commands run in its mount namespace and root; a stall's diagnose command in
+  // its PID namespace too (the job is alive then), so that "{pid}" and /proc agree.
+  Place place = home != nullptr && !home->shares_paths()
+                    ? Place{.mount_ns = home->mount_namespace(), .root = home->root()}
+                    : Place{};
+  constexpr const char* kHomeGone =
+      "the job's container is gone and wardend, restarted since, holds no way into it";
+
   if (plan.diagnose) {
     auto capture = [&plan] { return capture_diagnostics(plan); };
     report.diagnostics = co_await offload(context.blocking, capture);
-    if (plan.diagnose_command) {
-      CommandSpec command = with_pid(*plan.diagnose_command, plan.main.pid);
-      report.diagnostics->command = co_await run_command(command, user, env);
+    if (plan.diagnose_command && home != nullptr) {
+      Place inside = place;
+      inside.pid_ns = home->pid_namespace();
+      pid_t pid = home->local_pid(plan.main.pid).value_or(plan.main.pid);
+      CommandSpec command = with_pid(*plan.diagnose_command, pid);
+      report.diagnostics->command = co_await run_command(command, user, env, inside);
     }
   }
 
   report.processes = co_await end_processes(plan, pidfds, context);
 
   for (const auto& hook : plan.hooks) {
-    if (hook.keep) {
-      report.hooks.push_back({.argv = hook.command.argv, .outcome = Outcome::kept,
-                              .detail = "policy: failure only"});
+    if (hook.keep || home == nullptr) {
+      report.hooks.push_back({.argv = hook.command.argv,
+                              .outcome = hook.keep ? Outcome::kept : Outcome::failed,
+                              .detail = hook.keep ? "policy: failure only" : kHomeGone});
       continue;
     }
-    report.hooks.push_back(co_await run_command(hook.command, user, env));
+    report.hooks.push_back(co_await run_command(hook.command, user, env, place));
   }
 
   // All paths in one hop to the worker thread: a hop per path costs more than a small file.
-  auto remove_all = [&plan, &context] {
+  auto remove_all = [&plan, &context, home, kHomeGone] {
     std::vector<PathReport> reports;
     for (const auto& step : plan.paths) {
-      if (step.keep) {
+      if (step.keep || home == nullptr) {
         reports.push_back({.kind = step.path.kind, .path = step.path.path,
-                           .outcome = Outcome::kept, .detail = "policy: failure only"});
+                           .outcome = step.keep ? Outcome::kept : Outcome::failed,
+                           .detail = step.keep ? "policy: failure only" : kHomeGone});
         continue;
       }
-      PathReport removed = remove_path(context.options.paths, step.path, plan.uid);
+      PathReport removed = remove_path(context.options.paths, home->root(), step.path, plan.uid);
       removed.leftover = step.leftover && removed.outcome == Outcome::removed;
       reports.push_back(std::move(removed));
     }

@@ -7,6 +7,7 @@
 
 #include "daemon/cgroup.h"
 #include "daemon/files.h"
+#include "daemon/namespaces.h"
 #include "daemon/process_tree.h"
 #include "daemon/supervisor.h"
 #include "proto/unique_fd.h"
@@ -26,11 +27,14 @@ struct CleanupContext {
   CleanupOptions options;
   boost::asio::any_io_executor blocking;
   pid_t self = 0;      // wardend, never a candidate
-  std::string socket;  // wardend's socket, part of the job cookie (process_tree.h)
+  std::string instance;  // wardend's id, part of the job cookie (process_tree.h)
   ScanCache* scans = nullptr;  // shared by every cleanup of this wardend; required
   // Tracking cgroups, where this wardend has them; a plan with a cgroup is carried out through
   // it: the kernel names every member, ends them all at once and says when none is left.
   Cgroups* cgroups = nullptr;
+  // Where the job's paths are removed and its hooks run (namespaces.h); nullptr where the job
+  // lived in a container that is gone and that this wardend, restarted, holds no descriptor of.
+  std::shared_ptr<const View> home;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

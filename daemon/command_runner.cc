@@ -1,9 +1,14 @@
 #include "daemon/command_runner.h"
 
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <linux/openat2.h>
+#include <sched.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,7 +69,25 @@ Account account_of(RunAs user) {
   return a;
 }
 
-std::string find_program(const std::string& name) {
+// Whether `path` names a directory (or an executable file) as the command will see it: beneath
+// `place`'s root, its symlinks resolved there.
+bool exists_at(const Place& place, const std::string& path, bool directory) {
+  if (place.root < 0) {
+    return directory ? std::filesystem::is_directory(path) : ::access(path.c_str(), X_OK) == 0;
+  }
+  open_how how{.flags = static_cast<std::uint64_t>(O_PATH | O_CLOEXEC | (directory ? O_DIRECTORY : 0)),
+               .mode = 0,
+               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+  long fd = ::syscall(SYS_openat2, place.root, path.c_str(), &how, sizeof(how));
+  if (fd < 0) return false;
+  struct stat st {};
+  bool ok = ::fstat(static_cast<int>(fd), &st) == 0 &&
+            (directory ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0);
+  ::close(static_cast<int>(fd));
+  return ok;
+}
+
+std::string find_program(const std::string& name, const Place& place) {
   if (name.find('/') != std::string::npos) return name;
   std::string dirs = kSearchPath;
   std::size_t pos = 0;
@@ -72,22 +95,46 @@ std::string find_program(const std::string& name) {
     std::size_t end = dirs.find(':', pos);
     if (end == std::string::npos) end = dirs.size();
     std::string candidate = dirs.substr(pos, end - pos) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (exists_at(place, candidate, false)) return candidate;
     pos = end + 1;
   }
   return {};
 }
 
-// Runs in the child between fork and exec: its own process group, then the job's identity.
+// In the child: joins the job's namespaces. With a PID namespace it forks once more; the process
+// outside (the one the launcher knows) waits and passes the command's status on, so a timeout's
+// SIGKILL of the process group reaches both.
+int enter(const Place& place) {
+  if (place.mount_ns >= 0) {
+    if (::setns(place.mount_ns, CLONE_NEWNS) != 0) return errno;
+    if (::fchdir(place.root) != 0 || ::chroot(".") != 0) return errno;
+  }
+  if (place.pid_ns < 0) return 0;
+  if (::setns(place.pid_ns, CLONE_NEWPID) != 0) return errno;
+  pid_t command = ::fork();
+  if (command < 0) return errno;
+  if (command == 0) return 0;
+  // Closing the launcher's exec-error pipe here leaves the command's copy to report its exec.
+  ::close_range(3, ~0U, 0);
+  int status = 0;
+  while (::waitpid(command, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+// Runs in the child between fork and exec: its own process group, the job's namespaces, then the
+// job's identity.
 struct BecomeUser {
   RunAs user;
   std::vector<gid_t> groups;
   bool switch_user;
+  Place place;
 
   bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
                                const char* const*) const {
     auto fail = [] { return bp::error_code(errno, bp::system_category()); };
     if (::setpgid(0, 0) != 0) return fail();
+    if (int err = enter(place); err != 0) return bp::error_code(err, bp::system_category());
     if (!switch_user) return {};
     if (::setgroups(groups.size(), groups.data()) != 0) return fail();
     if (::setgid(user.gid) != 0) return fail();
@@ -119,7 +166,7 @@ asio::awaitable<void> read_bounded(asio::readable_pipe& pipe, CommandReport& rep
 
 asio::awaitable<CommandReport> run_command(
     const CommandSpec& spec, RunAs user,
-    const std::vector<std::pair<std::string, std::string>>& extra_env) {
+    const std::vector<std::pair<std::string, std::string>>& extra_env, Place place) {
   auto ex = co_await asio::this_coro::executor;
   CommandReport report{.argv = spec.argv};
   auto start = std::chrono::steady_clock::now();
@@ -137,7 +184,7 @@ asio::awaitable<CommandReport> run_command(
                                           std::to_string(user.uid));
   }
   Account account = account_of(user);
-  std::string program = find_program(spec.argv[0]);
+  std::string program = find_program(spec.argv[0], place);
   if (program.empty()) {
     co_return finish(Outcome::failed, spec.argv[0] + ": not found in " + kSearchPath);
   }
@@ -147,7 +194,7 @@ asio::awaitable<CommandReport> run_command(
   for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
   for (const auto& [k, v] : spec.env) env.push_back(k + "=" + v);
   std::string cwd = !spec.cwd.empty() ? spec.cwd : account.home;
-  if (!std::filesystem::is_directory(cwd)) cwd = "/";
+  if (!exists_at(place, cwd, true)) cwd = "/";
 
   asio::readable_pipe out(ex);
   asio::writable_pipe out_writer(ex);
@@ -159,7 +206,8 @@ asio::awaitable<CommandReport> run_command(
   // the working directory is done with the user's permissions.
   bp::process proc = bp::default_process_launcher()(
       ex, ec, program, args,
-      BecomeUser{.user = user, .groups = account.groups, .switch_user = switch_user},
+      BecomeUser{.user = user, .groups = account.groups, .switch_user = switch_user,
+                 .place = place},
       bp::process_stdio{nullptr, out_writer, out_writer}, bp::process_environment{env},
       bp::process_start_dir{cwd});
   out_writer.close();

@@ -18,6 +18,14 @@ struct RunAs {
   gid_t gid = 0;
 };
 
+// Where a command runs: in wardend's namespaces (the defaults), or in a containerised job's, so
+// that its program, files and (with pid_ns) pids are the job's.
+struct Place {
+  int mount_ns = -1;  // joined, and then `root` made the command's root
+  int root = -1;
+  int pid_ns = -1;  // joined; the command is forked once more so that it is a member
+};
+
 // Starts the command in its own process group as `user` (never gaining privileges: a daemon that
 // is not root runs commands only for its own uid) with only a minimal environment (PATH, HOME,
 // USER, LOGNAME) plus `extra_env` and the command's own variables. Output (stdout and stderr
@@ -26,6 +34,6 @@ struct RunAs {
 // The caller keeps the arguments alive while it awaits the result.
 boost::asio::awaitable<CommandReport> run_command(
     const CommandSpec& spec, RunAs user,
-    const std::vector<std::pair<std::string, std::string>>& extra_env);
+    const std::vector<std::pair<std::string, std::string>>& extra_env, Place place = {});
 
 }  // namespace warden

@@ -10,25 +10,30 @@ namespace {
 
 json hello(const RequestContext& context, const json& request);
 
+// The descriptor that came with a request whose field 'pidfd' is true.
+UniqueFd passed_pidfd(const RequestContext& c, bool announced) {
+  if (!announced) return {};
+  if (c.passed_fds == nullptr || c.passed_fds->empty()) {
+    throw Error(ErrorCode::bad_request,
+                "field 'pidfd' is true but no descriptor came with the request (send it with "
+                "SCM_RIGHTS along with the request line)");
+  }
+  UniqueFd pidfd = std::move(c.passed_fds->front());
+  c.passed_fds->pop_front();
+  return pidfd;
+}
+
 json register_job(const RequestContext& c, const json& request) {
-  auto job = c.service.register_job(c.caller, parse_register_job(request));
+  RegisterJobRequest r = parse_register_job(request);
+  auto job = c.service.register_job(c.caller, r, passed_pidfd(c, r.pidfd));
   return {{"job", job.id}, {"tracking", job.cgroup.empty() ? "scan" : "cgroup"}};
 }
 
 json add_process(const RequestContext& c, const json& request) {
   AddProcessRequest r = parse_add_process(request);
-  UniqueFd pidfd;
-  if (r.pidfd) {
-    if (c.passed_fds == nullptr || c.passed_fds->empty()) {
-      throw Error(ErrorCode::bad_request,
-                  "field 'pidfd' is true but no descriptor came with the request (send it with "
-                  "SCM_RIGHTS along with the request line)");
-    }
-    pidfd = std::move(c.passed_fds->front());
-    c.passed_fds->pop_front();
-  }
-  auto identity = c.service.add_process(c.caller, r, std::move(pidfd));
-  return {{"pid", identity.pid}, {"start_time", identity.start_time}};
+  auto identity = c.service.add_process(c.caller, r, passed_pidfd(c, r.pidfd));
+  // The pid as the caller numbers it (the one it named), which in a container is not wardend's.
+  return {{"pid", r.pid}, {"start_time", identity.start_time}};
 }
 
 // add_file, add_dir, add_shm and add_shm_glob differ only in the kind of path.
@@ -110,6 +115,7 @@ json hello(const RequestContext& c, const json& request) {
   for (const auto& c : kCommands) reply.capabilities.push_back("cmd-" + std::string(c.name));
   reply.max_frame = c.max_frame;
   reply.tracking = c.service.tracking();
+  reply.instance = c.service.instance();
   return to_json(reply);
 }
 

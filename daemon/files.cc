@@ -106,8 +106,21 @@ struct OpenedParent {
   int err = 0;
 };
 
-OpenedParent open_parent(const Location& at) {
-  UniqueFd root(::open(at.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+// An allowed root (trusted, from the config) as the job sees it: beneath its "/", where symlinks
+// are resolved as they are for the job.
+UniqueFd open_allowed_root(int job_root, const std::string& path, int flags) {
+  if (job_root == AT_FDCWD) return UniqueFd(::open(path.c_str(), flags | O_CLOEXEC));
+  open_how how{.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC), .mode = 0,
+               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+  for (;;) {
+    long fd = ::syscall(SYS_openat2, job_root, path.c_str(), &how, sizeof(how));
+    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if (errno != EAGAIN && errno != EINTR) return {};
+  }
+}
+
+OpenedParent open_parent(int job_root, const Location& at) {
+  UniqueFd root = open_allowed_root(job_root, at.root, O_PATH | O_DIRECTORY);
   if (!root) return {.err = errno};
   if (at.parent.empty()) return {.fd = std::move(root)};
   UniqueFd parent(open_beneath(root.get(), at.parent, O_PATH | O_DIRECTORY));
@@ -176,9 +189,9 @@ void empty_tree(int dirfd, dev_t dev, uid_t owner, const std::string& where, int
   ::closedir(dir);
 }
 
-PathReport remove_glob(const PathRules& rules, const TrackedPath& glob, uid_t owner) {
+PathReport remove_glob(const PathRules& rules, int job_root, const TrackedPath& glob, uid_t owner) {
   PathReport report{.kind = PathKind::shm_glob, .path = glob.path, .outcome = Outcome::already_gone};
-  UniqueFd dirfd(::open(rules.shm_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd dirfd = open_allowed_root(job_root, rules.shm_dir, O_RDONLY | O_DIRECTORY);
   DIR* dir = dirfd ? ::fdopendir(::dup(dirfd.get())) : nullptr;
   if (dir == nullptr) {
     report.outcome = Outcome::failed;
@@ -209,7 +222,8 @@ PathReport remove_glob(const PathRules& rules, const TrackedPath& glob, uid_t ow
 
 }  // namespace
 
-TrackedPath resolve_path(const PathRules& rules, PathKind kind, const std::string& given) {
+TrackedPath resolve_path(const PathRules& rules, int job_root, PathKind kind,
+                         const std::string& given) {
   if (kind == PathKind::shm_glob) {
     if (given.find('/') != std::string::npos) refuse(given, "a shm pattern must not contain '/'");
     return {.kind = kind, .path = given};
@@ -218,7 +232,7 @@ TrackedPath resolve_path(const PathRules& rules, PathKind kind, const std::strin
   Location at = kind == PathKind::shm
                     ? Location{.root = rules.shm_dir, .name = shm_name(given)}
                     : locate(rules, path);
-  auto parent = open_parent(at);
+  auto parent = open_parent(job_root, at);
   if (!parent.fd) {
     if (parent.err == ENOENT) throw Error(ErrorCode::not_found, path + ": no such directory");
     if (parent.err == ELOOP || parent.err == EXDEV) {
@@ -247,10 +261,11 @@ TrackedPath resolve_path(const PathRules& rules, PathKind kind, const std::strin
   return {.kind = kind, .path = canonical, .identity = identity_of(st)};
 }
 
-PathReport remove_path(const PathRules& rules, const TrackedPath& tracked, uid_t owner) {
+PathReport remove_path(const PathRules& rules, int job_root, const TrackedPath& tracked,
+                       uid_t owner) {
   auto start = std::chrono::steady_clock::now();
   PathReport report = tracked.kind == PathKind::shm_glob
-                          ? remove_glob(rules, tracked, owner)
+                          ? remove_glob(rules, job_root, tracked, owner)
                           : PathReport{.kind = tracked.kind, .path = tracked.path};
   auto finish = [&] {
     report.elapsed_ms =
@@ -262,7 +277,7 @@ PathReport remove_path(const PathRules& rules, const TrackedPath& tracked, uid_t
   Location at = tracked.kind == PathKind::shm
                     ? Location{.root = rules.shm_dir, .name = tracked.path.substr(rules.shm_dir.size() + 1)}
                     : locate(rules, tracked.path);
-  auto parent = open_parent(at);
+  auto parent = open_parent(job_root, at);
   if (!parent.fd) {
     if (parent.err == ENOENT) {
       report.outcome = Outcome::already_gone;

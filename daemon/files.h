@@ -15,17 +15,21 @@ struct PathRules {
   std::string shm_dir = "/dev/shm";  // where POSIX shm segments and named semaphores live
 };
 
+// `root` is the directory a job's "/" is (View::root(): AT_FDCWD for a job where wardend is, a
+// container's root otherwise); the allowed roots are found beneath it, symlinks in them resolved
+// within it.
+//
 // Checks a path for registration and returns it with its identity. Throws Error:
 // bad_request for a relative path, a "." or ".." component, a path outside the allowed roots or a
 // root itself, a symlink in any component, or the wrong type (a directory for add_file, a device);
 // not_found if nothing is there. For PathKind::shm, `path` is the segment's name ("/name",
 // "name" or "sem.name"); for PathKind::shm_glob, an fnmatch pattern over names in the shm dir.
-TrackedPath resolve_path(const PathRules& rules, PathKind kind, const std::string& path);
+TrackedPath resolve_path(const PathRules& rules, int root, PathKind kind, const std::string& path);
 
 // Removes a registered path (blocking: run it off the event loop). Files and segments are
 // unlinked; directories are emptied depth-first without crossing into other mounts or into
 // subdirectories `owner` does not own (owner 0 may enter any). Before anything is removed the
 // entry is checked against the registered identity; a changed one is `refused`.
-PathReport remove_path(const PathRules& rules, const TrackedPath& path, uid_t owner);
+PathReport remove_path(const PathRules& rules, int root, const TrackedPath& path, uid_t owner);
 
 }  // namespace warden

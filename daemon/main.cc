@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     warden::Service service(io,
                             {.limits = config->limits,
                              .cleanup = config->cleanup,
-                             .socket = config->socket,
+                             .instance = warden::instance_id(config->state_dir),
                              .systemd = &systemd,
                              .cgroups = cgroups.get(),
                              .cgroup_prefix = warden::cgroup_prefix(config->state_dir)},

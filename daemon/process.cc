@@ -103,24 +103,17 @@ ProcessHandle open_process(pid_t pid) {
   return identify(pid, UniqueFd(fd));
 }
 
-UniqueFd adopt_pidfd(UniqueFd fd, pid_t pid) {
-  std::string path = "/proc/self/fdinfo/" + std::to_string(fd.get());
-  std::ifstream in(path);
-  std::optional<long> named;
+pid_t pidfd_pid(int fd) {
+  std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
+  std::optional<long> pid;
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("Pid:", 0) == 0) named = std::strtol(line.c_str() + 4, nullptr, 10);
+    if (line.rfind("Pid:", 0) == 0) pid = std::strtol(line.c_str() + 4, nullptr, 10);
   }
-  if (!named) {
+  if (!pid) {
     throw Error(ErrorCode::bad_request, "the descriptor passed with the request is not a pidfd");
   }
-  if (*named == -1) {
-    throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
-  }
-  if (*named != pid) {
-    throw Error(ErrorCode::bad_request, "the pidfd passed is of process " + std::to_string(*named) +
-                                            ", not of pid " + std::to_string(pid));
-  }
-  return fd;
+  if (*pid <= 0) throw Error(ErrorCode::no_such_process, "the pidfd passed is of a process that has exited");
+  return static_cast<pid_t>(*pid);
 }
 
 ProcessHandle identify(pid_t pid, UniqueFd pidfd) {

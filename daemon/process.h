@@ -71,9 +71,10 @@ ProcessHandle open_process(pid_t pid);
 
 // The same for a pidfd already held (from SO_PEERPIDFD) of the process `pid`.
 ProcessHandle identify(pid_t pid, UniqueFd pidfd);
-// Checks that a descriptor a client passed is a pidfd of `pid` (its fdinfo says so) and returns
-// it; throws Error{bad_request} otherwise, or no_such_process if that process has exited.
-UniqueFd adopt_pidfd(UniqueFd fd, pid_t pid);
+// The pid, in wardend's numbering, of the process a descriptor a client passed is a pidfd of (its
+// fdinfo says). Throws Error{bad_request} if it is no pidfd, no_such_process if that process has
+// exited.
+pid_t pidfd_pid(int fd);
 
 // Signals through a pidfd. Returns 0 or an errno value (ESRCH: the process is gone).
 int pidfd_signal(int pidfd, int sig);

@@ -111,7 +111,7 @@ std::optional<std::string> ScanCache::cookie_entries(pid_t pid) {
   }
   std::string entries;
   any_entry(*environ, [&entries](std::string_view entry) {
-    if (entry.starts_with("WARDEN_JOB=") || entry.starts_with("WARDEN_SOCKET=")) {
+    if (entry.starts_with("WARDEN_JOB=") || entry.starts_with("WARDEN_INSTANCE=")) {
       entries.append(entry).push_back('\0');
     }
     return false;  // every entry
@@ -120,8 +120,8 @@ std::optional<std::string> ScanCache::cookie_entries(pid_t pid) {
   return entries;
 }
 
-std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket) {
-  return {"WARDEN_JOB=" + std::to_string(job), "WARDEN_SOCKET=" + socket};
+std::vector<std::string> job_cookie(std::uint64_t job, const std::string& instance) {
+  return {"WARDEN_JOB=" + std::to_string(job), "WARDEN_INSTANCE=" + instance};
 }
 
 std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,

@@ -52,7 +52,7 @@ class ScanCache {
   using Processes = std::shared_ptr<const std::vector<ProcEntry>>;
   // The processes now on the machine, from a scan that began at or after `asked`.
   Processes processes(std::chrono::steady_clock::time_point asked, bool with_uid);
-  // The process's WARDEN_JOB and WARDEN_SOCKET entries in environ form ("K=V\0..."), all a
+  // The process's WARDEN_JOB and WARDEN_INSTANCE entries in environ form ("K=V\0..."), all a
   // cookie check needs; nullopt if its environment cannot be read now (asked again next time).
   std::optional<std::string> cookie_entries(pid_t pid);
 
@@ -66,12 +66,14 @@ class ScanCache {
 };
 
 // The environment entries that mark a job's processes: clients export WARDEN_JOB=<id> and
-// WARDEN_SOCKET=<the daemon's socket>, and every descendant started by exec inherits them, even one
-// that double-forked and called setsid(). Both must match, so that jobs of two daemons on one
-// machine (a system and a per-user instance) never claim each other's processes. Processes that
+// WARDEN_INSTANCE=<the daemon's instance id> (from the register_job reply), and every descendant
+// started by exec inherits them, even one that double-forked and called setsid(). Both must match,
+// so that jobs of two daemons on one machine (a system and a per-user instance) never claim each
+// other's processes. The instance id, unlike the socket's path, is the same inside a container
+// that has the socket bind-mounted elsewhere. Processes that
 // fork without exec keep the environment their program started with, so DataLoader-style
 // workers are found by registration and parentage, not by this.
-std::vector<std::string> job_cookie(std::uint64_t job, const std::string& socket);
+std::vector<std::string> job_cookie(std::uint64_t job, const std::string& instance);
 
 // Processes are named by pid and start time throughout: a pid whose process in the scan started at
 // another time was recycled and means nothing to the job.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -19,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/commands.h"
+#include "daemon/namespaces.h"
 #include "proto/framing.h"
 
 namespace warden {
@@ -359,12 +361,21 @@ asio::awaitable<void> Server::session(Socket socket) {
 
   Caller caller;
   UniqueFd caller_pidfd;
+  std::string refusal;
   try {
     caller = peer_credentials(socket);
     caller_pidfd = peer_pidfd(socket);
+    // Before Linux 6.5 the pid might be taken by another process meanwhile: a small race that
+    // the kernel's own pidfd closes. Out of descriptors, the connection is served without one.
+    if (!caller_pidfd) caller_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, caller.pid, 0)));
     caller.pidfd = caller_pidfd.get();
+    caller.view = View::of(caller.pid, caller.pidfd);
   } catch (const std::exception& e) {
-    spdlog::warn("dropping connection: {}", e.what());
+    refusal = std::string("wardend cannot serve this connection: ") + e.what();
+  }
+  if (!refusal.empty()) {
+    spdlog::info("dropping connection: {}", refusal);
+    co_await write_all(socket, error_reply(nullptr, ErrorCode::unavailable, refusal) + "\n");
     co_return;
   }
   const ConnectionLimits& limits = options_.limits;
@@ -390,8 +401,8 @@ asio::awaitable<void> Server::session(Socket socket) {
     co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
     co_return;
   }
-  spdlog::debug("connect pid={} uid={} peer_pidfd={}", caller.pid, caller.uid,
-                caller_pidfd ? "yes" : "no");
+  spdlog::debug("connect pid={} uid={} peer_pidfd={} container={}", caller.pid, caller.uid,
+                caller_pidfd ? "yes" : "no", caller.view->is_wardends() ? "no" : "yes");
 
   std::optional<Follow> follow;
   std::deque<UniqueFd> passed_fds;

@@ -31,7 +31,7 @@ std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
 
 Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
     : io_(io),
-      socket_(options.socket),
+      instance_(options.instance),
       systemd_(options.systemd),
       cgroups_(options.cgroups),
       cgroup_prefix_(options.cgroup_prefix),
@@ -82,18 +82,84 @@ void Service::status_changed() {
   });
 }
 
-Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request) {
-  // A job registering itself is known by the connection's own pidfd, free of any pid race.
-  ProcessHandle main = request.pid == caller.pid && caller.pidfd >= 0
-                           ? identify(request.pid, dup_fd(caller.pidfd))
-                           : open_process(request.pid);
+ProcessHandle Service::process_named(const Caller& caller, pid_t pid, UniqueFd passed) const {
+  const View& view = caller.view != nullptr ? *caller.view : *View::wardends();
+  if (passed) {
+    pid_t host = pidfd_pid(passed.get());
+    auto local = view.local_pid(host);
+    if (!local) {
+      throw Error(ErrorCode::permission_denied,
+                  "the pidfd passed is of a process outside your PID namespace");
+    }
+    if (*local != pid) {
+      throw Error(ErrorCode::bad_request, "the pidfd passed is of process " +
+                                              std::to_string(*local) + ", not of pid " +
+                                              std::to_string(pid));
+    }
+    return identify(host, std::move(passed));
+  }
+  // A process naming itself is known by the connection's own pidfd, free of any pid race.
+  if (caller.pidfd >= 0 && view.local_pid(caller.pid) == pid) {
+    return identify(caller.pid, dup_fd(caller.pidfd));
+  }
+  if (view.shares_pids()) return open_process(pid);
+  // A bare pid from a container: found through the numbers its processes have there.
+  auto host = view.host_pid(pid);
+  if (!host) {
+    throw Error(ErrorCode::no_such_process,
+                "no process " + std::to_string(pid) + " in your PID namespace (a container's); "
+                "pass a pidfd of it with the request (\"pidfd\": true and SCM_RIGHTS), as the "
+                "warden clients do");
+  }
+  ProcessHandle handle = open_process(*host);
+  // The pidfd is the process that had the number when it was looked up only if it has it still.
+  if (view.local_pid(*host) != pid) {
+    throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
+  }
+  return handle;
+}
+
+std::shared_ptr<const View> Service::home_of(JobId id) const {
+  if (auto it = homes_.find(id); it != homes_.end()) return it->second;
+  const Job* job = core_.find(id);
+  return job != nullptr && job->spec.home ? nullptr : View::wardends();
+}
+
+void Service::find_home(const Job& job) {
+  if (!job.spec.home) return;
+  std::vector<const ProcessIdentity*> members{&job.main};
+  for (const auto& w : job.workers) members.push_back(&w.identity);
+  for (const ProcessIdentity* member : members) {
+    auto handle = reopen(*member);
+    if (!handle) continue;
+    try {
+      auto view = View::of(member->pid, handle->pidfd.get());
+      if (view->home() == job.spec.home) {
+        homes_[job.id] = std::move(view);
+        return;
+      }
+    } catch (const Error&) {
+      // Exited meanwhile.
+    }
+  }
+  spdlog::warn("job={} lived in a container none of whose processes is left: its paths and hooks "
+               "cannot be reached any more",
+               job.id);
+}
+
+Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request,
+                                          UniqueFd pidfd) {
+  ProcessHandle main = process_named(caller, request.pid, std::move(pidfd));
+  const bool contained = caller.view != nullptr && !caller.view->is_wardends();
   JobSpec spec{.name = request.name,
                .heartbeat = from_seconds(request.heartbeat_s),
                .grace = from_seconds(request.grace_s),
                .kill_main_on_stall = request.kill_main_on_stall,
                .diagnose = request.diagnose,
-               .group = request.group};
+               .group = request.group,
+               .home = contained ? caller.view->home() : std::nullopt};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
+  if (contained) homes_[id] = caller.view;
   std::string cgroup = make_tracking_cgroup(id, main);
   core_.set_cgroup(id, cgroup);
   spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={} tracking={}",
@@ -108,6 +174,7 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
                    if (core_.discard_job(id)) {
                      spdlog::warn("job={} registration taken back: it could not be recorded", id);
                      watch_.forget_job(id);
+                     homes_.erase(id);
                      if (!cgroup.empty()) release_cgroup(cgroup);
                      rearm_deadline();
                    }
@@ -206,8 +273,7 @@ void Service::sweep_cgroups() {
 ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request,
                                      UniqueFd pidfd) {
   const bool passed = bool(pidfd);
-  ProcessHandle process = passed ? identify(request.pid, adopt_pidfd(std::move(pidfd), request.pid))
-                                 : open_process(request.pid);
+  ProcessHandle process = process_named(caller, request.pid, std::move(pidfd));
   ProcessIdentity identity = process.identity;
   if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
   spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,
@@ -225,7 +291,18 @@ ProcessIdentity Service::add_process(const Caller& caller, const AddProcessReque
 std::string Service::add_path(const Caller& caller, const AddPathRequest& request) {
   // Checking the job first spares a stranger's request the file-system work.
   core_.visible_job(caller, request.job);
-  TrackedPath path = resolve_path(cleanup_options_.paths, request.kind, request.path);
+  // A path means what it means where the job lives; asked from elsewhere, it would name another file.
+  auto home = home_of(request.job);
+  if (home == nullptr) {
+    throw Error(ErrorCode::invalid_state, "job " + std::to_string(request.job) + " has ended");
+  }
+  const bool caller_home = caller.view == nullptr || caller.view->is_wardends();
+  if (home->is_wardends() ? !caller_home : caller.view == nullptr || !(caller.view->home() == home->home())) {
+    throw Error(ErrorCode::permission_denied,
+                "job " + std::to_string(request.job) + " lives in another mount namespace or root "
+                "than you (a container); register its paths from inside it");
+  }
+  TrackedPath path = resolve_path(cleanup_options_.paths, home->root(), request.kind, request.path);
   path.policy = request.policy;
   std::string canonical = path.path;
   JobId job = request.job;
@@ -291,9 +368,11 @@ std::vector<json> Service::events(const Caller& caller, const EventsRequest& req
 std::vector<JobStatus> Service::status(const Caller& caller, const StatusRequest& request) const {
   std::vector<JobStatus> out;
   if (request.job) {
-    out.push_back(to_status(core_.visible_job(caller, *request.job), request.summary));
+    out.push_back(to_status(core_.visible_job(caller, *request.job), request.summary, caller));
   } else {
-    for (const Job* job : core_.visible_jobs(caller)) out.push_back(to_status(*job, request.summary));
+    for (const Job* job : core_.visible_jobs(caller)) {
+      out.push_back(to_status(*job, request.summary, caller));
+    }
   }
   return out;
 }
@@ -356,8 +435,8 @@ void Service::start_cleanup(CleanupPlan plan) {
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
                   {.options = cleanup_options_, .blocking = blocking_.get_executor(),
-                   .self = ::getpid(), .socket = socket_, .scans = &scans_,
-                   .cgroups = cgroups_}),
+                   .self = ::getpid(), .instance = instance_, .scans = &scans_,
+                   .cgroups = cgroups_, .home = home_of(id)}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -403,6 +482,7 @@ void Service::cleanup_finished(JobId id, CleanupReport report) {
   metrics_.cleanup_finished(report);
   std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
   watch_.forget_job(id);
+  homes_.erase(id);
   if (const Job* job = core_.find(id)) record_state(*job);
   if (!retired.empty()) {
     std::vector<Record> forgotten;
@@ -447,6 +527,8 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
     if (pidfd_exited(kept->second.get())) return std::nullopt;
     return ProcessHandle{identity, std::move(kept->second)};
   };
+  for (JobId id : to_check) find_home(*core_.find(id));
+  for (JobId id : to_resume) find_home(*core_.find(id));
   for (JobId id : to_check) {
     const Job& job = *core_.find(id);
     auto main = find(id, job.main);
@@ -483,7 +565,12 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
       jobs, resumed, dead, to_resume.size(), from_systemd);
 }
 
-JobStatus Service::to_status(const Job& job, bool summary) const {
+JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer) const {
+  // Pids as the viewer numbers them; one it cannot see (gone, or outside its PID namespace) is 0.
+  auto seen = [&viewer](const ProcessIdentity& p, bool alive) {
+    if (viewer.view == nullptr || viewer.view->shares_pids()) return p.pid;
+    return alive ? viewer.view->local_pid(p.pid).value_or(0) : 0;
+  };
   JobStatus s{.id = job.id,
               .name = job.spec.name,
               .group = job.spec.group,
@@ -491,7 +578,7 @@ JobStatus Service::to_status(const Job& job, bool summary) const {
               .state = job.state,
               .reason = job.reason,
               .reason_detail = job.reason_detail,
-              .main_pid = job.main.pid,
+              .main_pid = seen(job.main, job.state == JobState::running),
               .main_start_time = job.main.start_time,
               .heartbeat_s = to_seconds(job.spec.heartbeat),
               .grace_s = to_seconds(job.spec.grace),
@@ -508,7 +595,7 @@ JobStatus Service::to_status(const Job& job, bool summary) const {
   s.report = job.report;
   s.workers.reserve(job.workers.size());
   for (const auto& w : job.workers) {
-    s.workers.push_back({.pid = w.identity.pid,
+    s.workers.push_back({.pid = seen(w.identity, !w.exited_at),
                          .start_time = w.identity.start_time,
                          .exited = w.exited_at.has_value(),
                          .policy = w.policy});

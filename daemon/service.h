@@ -17,6 +17,7 @@
 #include "daemon/cleanup.h"
 #include "daemon/journal.h"
 #include "daemon/metrics.h"
+#include "daemon/namespaces.h"
 #include "daemon/supervisor.h"
 #include "daemon/watch.h"
 #include "proto/messages.h"
@@ -28,7 +29,7 @@ class Systemd;
 struct ServiceOptions {
   SupervisorLimits limits;
   CleanupOptions cleanup;
-  std::string socket;  // where clients reach this daemon; part of each job's cookie
+  std::string instance;  // this wardend's id (instance_id()), part of each job's cookie
   Systemd* systemd = nullptr;  // for STATUS= and the pidfd store, when run by systemd
   // Tracking cgroups, where this wardend has them (nullptr: jobs are found by scanning), and the
   // prefix of their names (cgroup_prefix()).
@@ -49,8 +50,9 @@ class Service {
     JobId id = 0;
     std::string cgroup;
   };
-  Registered register_job(const Caller& caller, const RegisterJobRequest& request);
   // `pidfd`: the one the client passed for request.pid, if any.
+  Registered register_job(const Caller& caller, const RegisterJobRequest& request,
+                          UniqueFd pidfd = {});
   ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request,
                               UniqueFd pidfd = {});
   // add_file, add_dir, add_shm and add_shm_glob; returns the canonical path (or the pattern).
@@ -64,6 +66,7 @@ class Service {
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
   std::vector<json> events(const Caller& caller, const EventsRequest& request);
   bool has_history() { return journal_.store() != nullptr; }
+  const std::string& instance() const { return instance_; }
   // How a new job's processes are known: "cgroup" or "scan" (a job may still fall back to "scan"
   // where its own cgroup cannot take a child).
   std::string_view tracking() const { return cgroups_ != nullptr ? "cgroup" : "scan"; }
@@ -88,6 +91,15 @@ class Service {
 
 
  private:
+  // The process the caller names `pid` (in its own PID namespace), held by the pidfd it passed or
+  // by one wardend opens. Throws Error if it names none, or one outside its namespace.
+  ProcessHandle process_named(const Caller& caller, pid_t pid, UniqueFd passed) const;
+  // Where the job's paths are resolved and its hooks run: the view of the client that registered
+  // it (wardend's own for a job on the host).
+  // nullptr where the job lives in a container that a restarted wardend could not find again.
+  std::shared_ptr<const View> home_of(JobId id) const;
+  // After a restart: finds a container job's view again through a process of it still alive.
+  void find_home(const Job& job);
   // Makes the job's tracking cgroup and moves its main process (and those of its descendants that
   // share its cgroup) in; "" where it cannot, and the job is tracked by scanning.
   std::string make_tracking_cgroup(JobId id, const ProcessHandle& main);
@@ -109,11 +121,12 @@ class Service {
   void record_state(const Job& job);
   // Tells systemd the new summary, at most once a second.
   void status_changed();
-  JobStatus to_status(const Job& job, bool summary) const;
+  // Pids in it as `viewer` numbers them.
+  JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
 
   // Constant after construction.
   boost::asio::io_context& io_;
-  const std::string socket_;
+  const std::string instance_;
   Systemd* const systemd_;
   Cgroups* const cgroups_;
   const std::string cgroup_prefix_;
@@ -137,6 +150,9 @@ class Service {
     EventSink push;
   };
   std::map<std::uint64_t, Subscriber> subscribers_;
+  // The views of jobs that live in containers, held (with their mount namespaces) until the job's
+  // cleanup is done, so that its paths can be removed after every process in it is gone.
+  std::map<JobId, std::shared_ptr<const View>> homes_;
   Metrics metrics_;
   std::uint64_t next_subscriber_ = 1;
 };

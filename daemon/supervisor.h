@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -32,13 +33,28 @@ inline Duration from_seconds(double s) {
 }
 inline double to_seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
 
+class View;
+
 // Who is asking, from the connection's SO_PEERCRED; never from the request body.
 struct Caller {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
   int pidfd = -1;  // the connecting process (SO_PEERPIDFD, Linux 6.5+), owned by the connection
+  // Its namespaces and root (namespaces.h); nullptr: it shares wardend's.
+  std::shared_ptr<const View> view;
   bool is_admin() const { return uid == 0; }
+};
+
+// Where a job's client lives when that is not where wardend does (a container): the namespaces its
+// pids and paths were read in, by inode, so that a restarted wardend can find them again through a
+// process of the job still in them. Zero where it shares wardend's.
+struct JobHome {
+  std::uint64_t pid_ns = 0;
+  std::uint64_t mount_ns = 0;
+  std::uint64_t root_dev = 0;
+  std::uint64_t root_ino = 0;
+  bool operator==(const JobHome&) const = default;
 };
 
 struct JobSpec {
@@ -48,6 +64,7 @@ struct JobSpec {
   bool kill_main_on_stall = false;
   std::optional<CommandSpec> diagnose;
   std::string group;
+  std::optional<JobHome> home;  // nullopt: the job lives where wardend does
 };
 
 struct TrackedProcess {

@@ -235,6 +235,7 @@ RegisterJobRequest parse_register_job(const json& j) {
   r.kill_main_on_stall = bool_field(j, "kill_main_on_stall", false);
   if (find(j, "group") != nullptr) r.group = string_field(j, "group", kMaxNameBytes);
   if (find(j, "diagnose") != nullptr) r.diagnose = command_field(j, "diagnose");
+  r.pidfd = bool_field(j, "pidfd", false);
   return r;
 }
 
@@ -322,6 +323,7 @@ json to_json(const RegisterJobRequest& r) {
          {"grace_s", r.grace_s},     {"kill_main_on_stall", r.kill_main_on_stall}};
   if (r.diagnose) j["diagnose"] = to_json(*r.diagnose);
   if (!r.group.empty()) j["group"] = r.group;
+  if (r.pidfd) j["pidfd"] = true;
   return j;
 }
 
@@ -379,7 +381,8 @@ json to_json(const HelloReply& r) {
           {"server", r.server},
           {"capabilities", r.capabilities},
           {"max_frame", r.max_frame},
-          {"tracking", r.tracking}};
+          {"tracking", r.tracking},
+          {"instance", r.instance}};
 }
 
 HelloReply parse_hello_reply(const json& j) {
@@ -389,6 +392,7 @@ HelloReply parse_hello_reply(const json& j) {
   r.capabilities = j.value("capabilities", std::vector<std::string>{});
   r.max_frame = j.value("max_frame", kDefaultMaxFrame);
   r.tracking = j.value("tracking", "scan");
+  r.instance = j.value("instance", "");
   return r;
 }
 

@@ -86,13 +86,17 @@ struct RegisterJobRequest {
   // Run at a stall before cleanup, e.g. {"py-spy", "dump", "--pid", "{pid}"}; "{pid}" in any
   // argument becomes the main process's pid. Empty: none.
   std::optional<CommandSpec> diagnose;
+  // A pidfd of `pid` travels with this request line (SCM_RIGHTS). Not needed where `pid` is the
+  // connecting process itself.
+  bool pidfd = false;
 };
 
 struct AddProcessRequest {
   JobId job = 0;
   pid_t pid = 0;
   Policy policy = Policy::always;
-  // A pidfd of `pid` travels with this request line (SCM_RIGHTS): no pid race at all.
+  // A pidfd of `pid` travels with this request line (SCM_RIGHTS): no pid race, and no question
+  // of which PID namespace `pid` is numbered in.
   bool pidfd = false;
 };
 
@@ -186,6 +190,9 @@ struct HelloReply {
   // How new jobs' processes are known: "cgroup" (a tracking cgroup per job) or "scan" (/proc at
   // cleanup).
   std::string tracking = "scan";
+  // This wardend's id, the same wherever its socket is mounted: a job exports it as
+  // WARDEN_INSTANCE so that its escaped descendants are recognised (PROTOCOL.md, "Cookie").
+  std::string instance;
 };
 
 struct ProcessStatus {

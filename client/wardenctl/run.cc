@@ -42,6 +42,7 @@ int run_job(Client& client, const RunOptions& options) {
     if (::read(go[0], id, sizeof(id) - 1) <= 0) ::_exit(127);  // registration failed
     ::setenv("WARDEN_JOB", id, 1);
     ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
+    ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
     ::setenv("TMPDIR", tmpdir.c_str(), 1);
     std::vector<char*> argv;
     for (const auto& a : options.command) argv.push_back(const_cast<char*>(a.c_str()));

@@ -31,6 +31,7 @@ class CleanupEngine : public testing::DaemonTest {
     DaemonTest::TearDown();
     ::unsetenv("WARDEN_JOB");
     ::unsetenv("WARDEN_SOCKET");
+    ::unsetenv("WARDEN_INSTANCE");
     for (const auto& name : shm_names) ::shm_unlink(name.c_str());
     std::error_code ec;
     fs::remove_all(dir, ec);
@@ -45,7 +46,7 @@ class CleanupEngine : public testing::DaemonTest {
     JobId id = client.register_job(request);
     for (pid_t w : t.workers) client.add_process(id, w);
     ::setenv("WARDEN_JOB", std::to_string(id).c_str(), 1);
-    ::setenv("WARDEN_SOCKET", daemon.socket().c_str(), 1);
+    ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
     return {t, id};
   }
 
@@ -60,7 +61,7 @@ class CleanupEngine : public testing::DaemonTest {
   // Every process on the machine still carrying this job's cookie.
   std::vector<pid_t> carriers(JobId id) const {
     std::vector<pid_t> out;
-    auto cookie = job_cookie(id, daemon.socket());
+    auto cookie = job_cookie(id, client.server().instance);
     for (const auto& e : scan_processes(true)) {
       if (e.stat.state == 'Z') continue;
       auto env = read_environ(e.pid);

@@ -28,6 +28,7 @@ class Daemon {
 
   const std::string& socket() const { return socket_; }
   const std::string& dir() const { return dir_; }
+  const std::string& state_dir() const { return state_dir_; }
   pid_t pid() const { return pid_; }
   std::string log() const;
 

@@ -39,7 +39,7 @@ class Files : public ::testing::Test {
     std::ofstream(path) << text;
   }
 
-  PathReport remove(const TrackedPath& p) { return remove_path(rules, p, ::getuid()); }
+  PathReport remove(const TrackedPath& p) { return remove_path(rules, AT_FDCWD, p, ::getuid()); }
 
   std::string dir, root, outside;
   PathRules rules;
@@ -47,7 +47,7 @@ class Files : public ::testing::Test {
 
 TEST_F(Files, RegistersAFileBeneathAnAllowedRoot) {
   write(root + "/a");
-  auto p = resolve_path(rules, PathKind::file, root + "//a");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::file, root + "//a");
   EXPECT_EQ(p.path, root + "/a");
   EXPECT_EQ(p.identity.uid, ::getuid());
   EXPECT_EQ(p.identity.type, S_IFREG);
@@ -60,7 +60,7 @@ TEST_F(Files, RefusesBadPathsAtRegistration) {
   fs::create_directory_symlink(outside, root + "/dirlink");
   write(outside + "/victim");
   auto code = [&](PathKind kind, const std::string& path) {
-    return code_of([&] { resolve_path(rules, kind, path); });
+    return code_of([&] { resolve_path(rules, AT_FDCWD, kind, path); });
   };
   EXPECT_EQ(code(PathKind::file, "a"), ErrorCode::bad_request) << "relative";
   EXPECT_EQ(code(PathKind::file, root + "/d/../a"), ErrorCode::bad_request) << "..";
@@ -79,13 +79,13 @@ TEST_F(Files, RefusesBadPathsAtRegistration) {
 TEST_F(Files, RefusesDevices) {
   if (::geteuid() != 0) GTEST_SKIP() << "mknod needs root";
   ASSERT_EQ(::mknod((root + "/null").c_str(), S_IFCHR | 0666, ::makedev(1, 3)), 0);
-  EXPECT_EQ(code_of([&] { resolve_path(rules, PathKind::file, root + "/null"); }),
+  EXPECT_EQ(code_of([&] { resolve_path(rules, AT_FDCWD, PathKind::file, root + "/null"); }),
             ErrorCode::bad_request);
 }
 
 TEST_F(Files, RemovesAFileAndReportsOneAlreadyGone) {
   write(root + "/a");
-  auto p = resolve_path(rules, PathKind::file, root + "/a");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::file, root + "/a");
   EXPECT_EQ(remove(p).outcome, Outcome::removed);
   EXPECT_FALSE(fs::exists(root + "/a"));
   EXPECT_EQ(remove(p).outcome, Outcome::already_gone);
@@ -94,7 +94,7 @@ TEST_F(Files, RemovesAFileAndReportsOneAlreadyGone) {
 TEST_F(Files, FileSwappedForASymlinkIsRefusedAndTheTargetSurvives) {
   write(root + "/a");
   write(outside + "/canary", "alive");
-  auto p = resolve_path(rules, PathKind::file, root + "/a");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::file, root + "/a");
   fs::remove(root + "/a");
   fs::create_symlink(outside + "/canary", root + "/a");
   auto r = remove(p);
@@ -104,7 +104,7 @@ TEST_F(Files, FileSwappedForASymlinkIsRefusedAndTheTargetSurvives) {
 
 TEST_F(Files, FileSwappedForAnotherFileIsRefused) {
   write(root + "/a");
-  auto p = resolve_path(rules, PathKind::file, root + "/a");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::file, root + "/a");
   write(root + "/b");
   fs::rename(root + "/b", root + "/a");
   EXPECT_EQ(remove(p).outcome, Outcome::refused);
@@ -117,7 +117,7 @@ TEST_F(Files, RemovesADirectoryTree) {
   write(root + "/tree/x/y/g");
   fs::create_symlink(outside, root + "/tree/x/escape");
   write(outside + "/canary");
-  auto p = resolve_path(rules, PathKind::dir, root + "/tree");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::dir, root + "/tree");
   auto r = remove(p);
   EXPECT_EQ(r.outcome, Outcome::removed) << r.detail;
   EXPECT_EQ(r.removed, 6u);  // f, x, y, g, escape, and tree itself
@@ -128,7 +128,7 @@ TEST_F(Files, RemovesADirectoryTree) {
 TEST_F(Files, DirectorySwappedForASymlinkIsRefusedAndItsTargetSurvives) {
   fs::create_directory(root + "/tree");
   write(outside + "/canary");
-  auto p = resolve_path(rules, PathKind::dir, root + "/tree");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::dir, root + "/tree");
   fs::remove(root + "/tree");
   fs::create_directory_symlink(outside, root + "/tree");
   EXPECT_EQ(remove(p).outcome, Outcome::refused);
@@ -139,7 +139,7 @@ TEST_F(Files, ParentSwappedForASymlinkIsRefusedAndTheCanarySurvives) {
   fs::create_directory(root + "/parent");
   write(root + "/parent/a");
   write(outside + "/a", "canary");
-  auto p = resolve_path(rules, PathKind::file, root + "/parent/a");
+  auto p = resolve_path(rules, AT_FDCWD, PathKind::file, root + "/parent/a");
   fs::rename(root + "/parent", root + "/old");
   fs::create_directory_symlink(outside, root + "/parent");
   EXPECT_EQ(remove(p).outcome, Outcome::refused);
@@ -153,7 +153,7 @@ TEST_F(Files, DoesNotCrossIntoAMountInsideATree) {
     GTEST_SKIP() << "cannot mount tmpfs here";
   }
   write(root + "/tree/mnt/inside");
-  auto r = remove(resolve_path(rules, PathKind::dir, root + "/tree"));
+  auto r = remove(resolve_path(rules, AT_FDCWD, PathKind::dir, root + "/tree"));
   EXPECT_EQ(r.outcome, Outcome::failed);
   EXPECT_NE(r.detail.find("mount point"), std::string::npos) << r.detail;
   EXPECT_TRUE(fs::exists(root + "/tree/mnt/inside"));
@@ -165,11 +165,11 @@ TEST_F(Files, ShmSegmentsAndGlobsLiveInTheShmDirectory) {
   write(root + "/torch_42_a");
   write(root + "/torch_42_b");
   write(root + "/torch_43_a");
-  auto seg = resolve_path(rules, PathKind::shm, "/seg");
+  auto seg = resolve_path(rules, AT_FDCWD, PathKind::shm, "/seg");
   EXPECT_EQ(seg.path, root + "/seg");
   EXPECT_EQ(remove(seg).outcome, Outcome::removed);
 
-  auto glob = resolve_path(rules, PathKind::shm_glob, "torch_42_*");
+  auto glob = resolve_path(rules, AT_FDCWD, PathKind::shm_glob, "torch_42_*");
   auto r = remove(glob);
   EXPECT_EQ(r.outcome, Outcome::removed);
   EXPECT_EQ(r.removed, 2u);
@@ -182,7 +182,7 @@ TEST_F(Files, GlobSparesOtherUsersSegments) {
   rules.shm_dir = root;
   write(root + "/torch_1_a");
   ASSERT_EQ(::chown((root + "/torch_1_a").c_str(), 65534, 65534), 0);
-  auto r = remove(resolve_path(rules, PathKind::shm_glob, "torch_1_*"));
+  auto r = remove(resolve_path(rules, AT_FDCWD, PathKind::shm_glob, "torch_1_*"));
   EXPECT_EQ(r.outcome, Outcome::already_gone);
   EXPECT_TRUE(fs::exists(root + "/torch_1_a"));
 }

@@ -57,8 +57,8 @@ TEST(Discover, FindsMembersOfGroupsAndSessionsAMemberLeads) {
 TEST(Discover, FindsCookieCarriersOfTheOwnerOnly) {
   std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1), proc(50, 1), proc(60, 1, 0, 0, 1001)};
   auto f = found(scan, query({10}),
-                 {{50, std::string("A=1\0WARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 34)},
-                  {60, std::string("WARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 30)}});
+                 {{50, std::string("A=1\0WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 36)},
+                  {60, std::string("WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 32)}});
   EXPECT_EQ(f.at(50), "carries WARDEN_JOB=7");
   EXPECT_FALSE(f.contains(60)) << "another user's process is never taken";
 }
@@ -66,9 +66,9 @@ TEST(Discover, FindsCookieCarriersOfTheOwnerOnly) {
 TEST(Discover, CookieMustMatchExactlyAndNameThisDaemon) {
   std::vector<ProcEntry> scan{proc(1, 0), proc(50, 1), proc(51, 1), proc(52, 1)};
   auto f = found(scan, query({}),
-                 {{50, std::string("WARDEN_JOB=70\0WARDEN_SOCKET=/s\0", 31)},
-                  {51, std::string("XWARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 31)},
-                  {52, std::string("WARDEN_JOB=7\0WARDEN_SOCKET=/other\0", 34)}});
+                 {{50, std::string("WARDEN_JOB=70\0WARDEN_INSTANCE=/s\0", 33)},
+                  {51, std::string("XWARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 33)},
+                  {52, std::string("WARDEN_JOB=7\0WARDEN_INSTANCE=/other\0", 36)}});
   EXPECT_TRUE(f.empty());
 }
 
@@ -93,7 +93,7 @@ TEST(Discover, NeverTakesInitWardendOrTheSparedMainProcess) {
                               proc(11, 10)};
   DiscoveryQuery q = query({10});
   q.spared = 5;
-  std::string cookie("WARDEN_JOB=7\0WARDEN_SOCKET=/s\0", 30);
+  std::string cookie("WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 30);
   auto f = found(scan, q, {{1, cookie}, {99, cookie}, {5, cookie}, {6, cookie}});
   EXPECT_EQ(f.size(), 1u);
   EXPECT_TRUE(f.contains(11));
@@ -115,7 +115,7 @@ TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
   auto env = [&](pid_t pid) -> std::optional<std::string> {
     ++reads[pid];
     using namespace std::string_literals;
-    return pid == 12 ? "WARDEN_JOB=7\0WARDEN_SOCKET=/s\0"s : "X=1"s;
+    return pid == 12 ? "WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0"s : "X=1"s;
   };
   CookieMemo memo;
   EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
@@ -136,7 +136,7 @@ TEST(Discover, AProcessThatExecsIsAskedAgainForItsNewEnvironment) {
   bool execd = false;
   auto env = [&](pid_t) -> std::optional<std::string> {
     using namespace std::string_literals;
-    return execd ? "WARDEN_JOB=7\0WARDEN_SOCKET=/s\0"s : "PATH=/bin\0"s;
+    return execd ? "WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0"s : "PATH=/bin\0"s;
   };
   CookieMemo memo;
   EXPECT_TRUE(discover(scan, q, env, memo).empty());
@@ -158,7 +158,7 @@ TEST(Discover, AnEnvironmentThatCouldNotBeReadIsAskedAgainInTheNextScan) {
   auto env = [&](pid_t) -> std::optional<std::string> {
     using namespace std::string_literals;
     if (!readable) return std::nullopt;
-    return "WARDEN_JOB=7\0WARDEN_SOCKET=/s\0"s;
+    return "WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0"s;
   };
   CookieMemo memo;
   EXPECT_TRUE(discover(scan, q, env, memo).empty());

@@ -10,9 +10,9 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr Caller kAlice{.pid = 100, .uid = 1000, .gid = 1000};
-constexpr Caller kBob{.pid = 200, .uid = 1001, .gid = 1001};
-constexpr Caller kRoot{.pid = 1, .uid = 0, .gid = 0};
+const Caller kAlice{.pid = 100, .uid = 1000, .gid = 1000};
+const Caller kBob{.pid = 200, .uid = 1001, .gid = 1001};
+const Caller kRoot{.pid = 1, .uid = 0, .gid = 0};
 
 ProcessIdentity proc(pid_t pid, uid_t uid = 1000) {
   return {.pid = pid, .start_time = static_cast<std::uint64_t>(pid) * 10, .uid = uid};

@@ -84,8 +84,12 @@ class Client {
   void disconnect();
   // Connects again with backoff; false once options_.reconnect_for has passed.
   bool reconnect();
-  json exchange(const json& request);
-  void send_line(const std::string& line);
+  // call() with `pass_fd` (unless -1) sent along with the request line, each time it is sent.
+  json call(json request, int pass_fd);
+  json exchange(const json& request, int pass_fd = -1);
+  // call() with a pidfd of `pid` passed along, unless `pid` is this process.
+  json call_with_pidfd(json request, pid_t pid);
+  void send_line(const std::string& line, int pass_fd);
   std::string read_line();
 
   std::string socket_path_;
@@ -93,7 +97,6 @@ class Client {
   int fd_ = -1;
   std::size_t reconnects_ = 0;
   bool last_call_resent_ = false;  // the last call() was sent again on a new connection
-  int pass_fd_ = -1;               // a descriptor to send with the next request line
   std::uint64_t next_id_ = 1;
   FrameDecoder decoder_;
   HelloReply hello_;

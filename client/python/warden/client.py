@@ -68,8 +68,9 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def call(self, request):
-        """Sends one request (a dict with "op") and returns the successful reply as a dict."""
+    def call(self, request, pidfd=None):
+        """Sends one request (a dict with "op") and returns the successful reply as a dict.
+        ``pidfd``: a descriptor passed along with it (SCM_RIGHTS)."""
         with self._lock:
             if self._sock is None:
                 self._connect()
@@ -77,7 +78,10 @@ class Client:
             self._next_id += 1
             line = json.dumps(dict(request, id=request_id), separators=(",", ":")) + "\n"
             try:
-                self._sock.sendall(line.encode())
+                data = line.encode()
+                if pidfd is not None:
+                    data = data[socket.send_fds(self._sock, [data], [pidfd]):]
+                self._sock.sendall(data)
                 reply = json.loads(self._read_line())
             except (OSError, ValueError) as e:
                 self._sock.close()
@@ -125,7 +129,7 @@ class Client:
         group = group or os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
         if group:
             request["group"] = group
-        return self.call(request)
+        return self._call_naming(request, pid)
 
     def cleanup(self, job=None, group=None):
         """Clean a job, or every job of a group, now (as failed, main process included)."""
@@ -137,7 +141,21 @@ class Client:
         return self.call(request)["jobs"]
 
     def add_process(self, job, pid, policy="always"):
-        return self.call({"op": "add_process", "job": job, "pid": pid, "policy": policy})
+        return self._call_naming({"op": "add_process", "job": job, "pid": pid, "policy": policy}, pid)
+
+    def _call_naming(self, request, pid):
+        """Sends a request that names process ``pid`` with a pidfd of it: in a container a bare
+        pid is not wardend's numbering. This process itself is known by its connection."""
+        if pid == os.getpid():
+            return self.call(request)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone: wardend's answer to the bare pid says so
+            return self.call(request)
+        try:
+            return self.call(dict(request, pidfd=True), pidfd=pidfd)
+        finally:
+            os.close(pidfd)
 
     def add_file(self, job, path, policy="always"):
         return self.call({"op": "add_file", "job": job, "path": path, "policy": policy})["path"]

@@ -108,7 +108,8 @@ class Job:
         return False
 
     def start(self):
-        """Registers the job (main process: this one) and exports WARDEN_JOB and WARDEN_SOCKET."""
+        """Registers the job (main process: this one) and exports WARDEN_JOB, WARDEN_SOCKET and
+        WARDEN_INSTANCE."""
         global _current
         with self._lock:
             if not self._try(self._register):
@@ -219,6 +220,8 @@ class Job:
         self._last_beat = time.monotonic()
         os.environ["WARDEN_JOB"] = str(self.id)
         os.environ["WARDEN_SOCKET"] = self._socket_path
+        # Marks this job's descendants, even those that escape (PROTOCOL.md, "Cookie").
+        os.environ["WARDEN_INSTANCE"] = self._client.server.get("instance", "")
         for method, args, kwargs in self._registered:
             try:
                 getattr(self._client, method)(self.id, *args, **kwargs)
