@@ -67,6 +67,12 @@ json spec_to_json(const JobSpec& spec) {
          {"kill_main_on_stall", spec.kill_main_on_stall},
          {"group", spec.group}};
   if (spec.diagnose) j["diagnose"] = to_json(*spec.diagnose);
+  if (spec.home) {
+    j["home"] = {{"pid_ns", spec.home->pid_ns},
+                 {"mount_ns", spec.home->mount_ns},
+                 {"root_dev", spec.home->root_dev},
+                 {"root_ino", spec.home->root_ino}};
+  }
   return j;
 }
 
@@ -77,6 +83,13 @@ JobSpec spec_from_json(const json& j) {
                .kill_main_on_stall = j.at("kill_main_on_stall").get<bool>(),
                .group = j.value("group", "")};
   if (j.contains("diagnose")) spec.diagnose = parse_command(j["diagnose"]);
+  if (j.contains("home")) {
+    const json& h = j["home"];
+    spec.home = JobHome{.pid_ns = h.at("pid_ns").get<std::uint64_t>(),
+                        .mount_ns = h.at("mount_ns").get<std::uint64_t>(),
+                        .root_dev = h.at("root_dev").get<std::uint64_t>(),
+                        .root_ino = h.at("root_ino").get<std::uint64_t>()};
+  }
   return spec;
 }
 

@@ -23,11 +23,21 @@ class Daemon:
         self.dir = directory
         self.socket = os.path.join(directory, "warden.sock")
         self.log_path = os.path.join(directory, "wardend.log")
+        self.args = args
+        self._start("w")
+
+    def restart(self):
+        """Stops wardend (SIGTERM: its jobs run on) and starts it again on the same state."""
+        self.stop()
+        self._start("a")
+
+    def _start(self, log_mode):
         env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-        with open(self.log_path, "w") as log:
+        with open(self.log_path, log_mode) as log:
             self.proc = subprocess.Popen(
-                [WARDEND, "--socket", self.socket, "--state-dir", os.path.join(directory, "state"),
-                 "--log-level", "debug", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+                [WARDEND, "--socket", self.socket, "--state-dir", os.path.join(self.dir, "state"),
+                 "--log-level", "debug", *self.args], stdout=log, stderr=subprocess.STDOUT,
+                env=env)
         deadline = time.monotonic() + 10  # generous: a loaded CI machine starts slowly
         while True:
             try:

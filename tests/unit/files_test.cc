@@ -187,5 +187,34 @@ TEST_F(Files, GlobSparesOtherUsersSegments) {
   EXPECT_TRUE(fs::exists(root + "/torch_1_a"));
 }
 
+// A container's file tree, as a job in it names its paths: "/tmp/x" means the container's /tmp,
+// and a symlink in it (an absolute /tmp -> /scratch, common in images) resolves within it.
+TEST_F(Files, PathsOfAJobWithAnotherRootAreFoundAndRemovedBeneathThatRoot) {
+  const std::string container = dir + "/container";
+  fs::create_directories(container + "/scratch");
+  fs::create_directory_symlink("/scratch", container + "/tmp");
+  fs::create_directories(container + "/dev/shm");
+  write(container + "/scratch/x");
+  write(container + "/dev/shm/seg");
+  PathRules in_container{.allowed_roots = {"/tmp", "/dev/shm"}, .shm_dir = "/dev/shm"};
+  UniqueFd container_root(::open(container.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(container_root);
+
+  auto file = resolve_path(in_container, container_root.get(), PathKind::file, "/tmp/x");
+  EXPECT_EQ(file.path, "/tmp/x") << "named as the job wrote it";
+  auto seg = resolve_path(in_container, container_root.get(), PathKind::shm, "seg");
+  EXPECT_EQ(code_of([&] {
+              resolve_path(in_container, container_root.get(), PathKind::file, "/tmp/missing");
+            }),
+            ErrorCode::not_found);
+
+  EXPECT_EQ(remove_path(in_container, container_root.get(), file, ::getuid()).outcome,
+            Outcome::removed);
+  EXPECT_EQ(remove_path(in_container, container_root.get(), seg, ::getuid()).outcome,
+            Outcome::removed);
+  EXPECT_FALSE(fs::exists(container + "/scratch/x"));
+  EXPECT_FALSE(fs::exists(container + "/dev/shm/seg"));
+}
+
 }  // namespace
 }  // namespace warden

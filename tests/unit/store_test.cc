@@ -34,7 +34,9 @@ class StoreTest : public ::testing::Test {
                 .heartbeat = seconds(30),
                 .grace = std::chrono::milliseconds(1500),
                 .kill_main_on_stall = true,
-                .diagnose = CommandSpec{.argv = {"py-spy", "dump", "--pid", "{pid}"}, .timeout_s = 5}};
+                .diagnose = CommandSpec{.argv = {"py-spy", "dump", "--pid", "{pid}"}, .timeout_s = 5},
+                .home = JobHome{.pid_ns = 4026532001, .mount_ns = 4026532002, .root_dev = 64769,
+                                .root_ino = 1ULL << 40}};
     job.main = {.pid = 4242, .start_time = 123456789, .uid = 1000};
     job.cgroup = "/user.slice/warden-0123456789abcdef-7";
     job.created = Clock::now() - seconds(60);
@@ -68,6 +70,7 @@ TEST_F(StoreTest, WhatIsWrittenIsLoadedBackAfterReopening) {
   EXPECT_TRUE(j.spec.kill_main_on_stall);
   ASSERT_TRUE(j.spec.diagnose);
   EXPECT_EQ(*j.spec.diagnose, *job.spec.diagnose);
+  EXPECT_EQ(j.spec.home, job.spec.home) << "a container job's namespaces, to be found again";
   EXPECT_EQ(j.main, job.main);
   EXPECT_EQ(j.cgroup, job.cgroup);
   EXPECT_EQ(j.state, JobState::running);

@@ -29,6 +29,7 @@ parser.add_argument("--no-warden", action="store_true")
 parser.add_argument("--two-line", action="store_true")
 parser.add_argument("--sharing", default="file_descriptor")
 parser.add_argument("--grace", type=float, default=1.0)
+parser.add_argument("--segment", help="a /dev/shm segment to create and register")
 args = parser.parse_args()
 mp.set_sharing_strategy(args.sharing)
 ready_dir = os.environ["READY_DIR"]
@@ -57,12 +58,15 @@ def ignore_term(worker_id):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def announce(scratch):
-    """Prints the pids once all four workers have started fetching (worker 0 blocks the loop)."""
+def announce(job, scratch):
+    """Prints the pids once all four workers have started fetching (worker 0 blocks the loop),
+    with the main pid as wardend's status shows it to this process."""
     while len(os.listdir(ready_dir)) < 4:
         time.sleep(0.01)
     workers = sorted(int(p) for p in os.listdir(ready_dir))
-    print(json.dumps({"main": os.getpid(), "workers": workers, "tempdir": scratch}), flush=True)
+    seen = warden.Client().status(job.id)["main"]["pid"] if job else None
+    print(json.dumps({"main": os.getpid(), "workers": workers, "tempdir": scratch,
+                      "status_main_pid": seen}), flush=True)
 
 
 def train(job):
@@ -70,6 +74,10 @@ def train(job):
     if scratch:
         with open(os.path.join(scratch, "checkpoint.tmp"), "w") as f:
             f.write("partial")
+    if args.segment:
+        with open("/dev/shm/" + args.segment, "w") as f:
+            f.write("segment")
+        job.add_shm(args.segment)
     if args.two_line:
         init = None
     elif job:
@@ -78,7 +86,7 @@ def train(job):
         init = ignore_term
     loader = DataLoader(Stuck(), batch_size=4, num_workers=4, worker_init_fn=init,
                         prefetch_factor=2)
-    threading.Thread(target=announce, args=(scratch,), daemon=True).start()
+    threading.Thread(target=announce, args=(job, scratch), daemon=True).start()
     for batch in loader:  # blocks at once on worker 0's first batch, forever
         if job:
             job.beat()
