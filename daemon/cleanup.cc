@@ -427,11 +427,9 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
       {"WARDEN_JOB", std::to_string(plan.job)}, {"WARDEN_REASON", std::string(to_string(plan.reason))}};
 
   const View* home = context.home.get();
-  // A container job's commands run in its mount namespace and root; a stall's diagnose command in
-  // its PID namespace too (the job is alive then), so that "{pid}" and /proc agree.
-  Place place = home != nullptr && !home->shares_paths()
-                    ? Place{.mount_ns = home->mount_namespace(), .root = home->root()}
-                    : Place{};
+  // A container job's commands run in its file tree; a stall's diagnose command in its PID
+  // namespace too (the job is alive then), so that "{pid}" and /proc agree.
+  Place place = home != nullptr && !home->shares_paths() ? Place{.root = home->root()} : Place{};
   constexpr const char* kHomeGone =
       "the job's container is gone and wardend, restarted since, holds no way into it";
 

@@ -101,14 +101,11 @@ std::string find_program(const std::string& name, const Place& place) {
   return {};
 }
 
-// In the child: joins the job's namespaces. With a PID namespace it forks once more; the process
+// In the child: takes the job's root and joins its PID namespace. With a PID namespace it forks once more; the process
 // outside (the one the launcher knows) waits and passes the command's status on, so a timeout's
 // SIGKILL of the process group reaches both.
 int enter(const Place& place) {
-  if (place.mount_ns >= 0) {
-    if (::setns(place.mount_ns, CLONE_NEWNS) != 0) return errno;
-    if (::fchdir(place.root) != 0 || ::chroot(".") != 0) return errno;
-  }
+  if (place.root >= 0 && (::fchdir(place.root) != 0 || ::chroot(".") != 0)) return errno;
   if (place.pid_ns < 0) return 0;
   if (::setns(place.pid_ns, CLONE_NEWPID) != 0) return errno;
   pid_t command = ::fork();

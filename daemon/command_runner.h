@@ -18,10 +18,12 @@ struct RunAs {
   gid_t gid = 0;
 };
 
-// Where a command runs: in wardend's namespaces (the defaults), or in a containerised job's, so
-// that its program, files and (with pid_ns) pids are the job's.
+// Where a command runs: where wardend is (the defaults), or where a containerised job is, so that
+// its program and files (and, with pid_ns, its pids) are the job's.
 struct Place {
-  int mount_ns = -1;  // joined, and then `root` made the command's root
+  // The job's "/" (View::root()), made the command's root: a directory of another mount namespace
+  // is looked up through that namespace's mounts, so chroot() alone (no setns(), which the unit's
+  // sandbox forbids) shows the command the job's file tree.
   int root = -1;
   int pid_ns = -1;  // joined; the command is forked once more so that it is a member
 };

@@ -40,9 +40,6 @@ class View {
   // A directory descriptor of the viewer's "/", whose lookups cross the viewer's mounts; AT_FDCWD
   // where it shares wardend's paths.
   int root() const { return root_ ? root_.get() : AT_FDCWD; }
-  // Its mount namespace (held: a mount namespace lives on while a descriptor of it is open, so its
-  // private /tmp stays reachable after every process in it is gone); -1 where it shares wardend's.
-  int mount_namespace() const { return mount_ns_ ? mount_ns_.get() : -1; }
   // Its PID namespace; -1 where it shares wardend's.
   int pid_namespace() const { return pid_ns_ ? pid_ns_.get() : -1; }
   // What identifies it across a restart (stored with a job); nullopt for wardend's view.
@@ -52,6 +49,9 @@ class View {
   View() = default;
   std::size_t depth_ = 1;  // namespaces from wardend's down to the viewer's (its NSpid entries)
   UniqueFd pid_ns_;
+  // Held, not used: a mount namespace lives on while a descriptor of it is open, and with it the
+  // mounts root_ is looked up through (a pod's private /tmp, a volume), after every process in it
+  // is gone.
   UniqueFd mount_ns_;
   UniqueFd root_;
   std::optional<JobHome> home_;

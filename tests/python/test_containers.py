@@ -169,11 +169,29 @@ def test_what_a_gone_pod_left_on_a_mount_that_outlives_it_is_removed(wardend):
         status = wardend.wait_for_state(job["id"], "cleaned")
         paths = {p["path"]: p["outcome"] for p in status["report"]["paths"]}
         assert paths == {"/tmp/data/out": "removed", "/tmp/scratch": "removed"}
-        assert os.listdir(host_dir) == [], "the hostPath-like mount kept nothing of the job"
+        assert status["report"]["hooks"][0]["outcome"] == "succeeded"
+        assert os.listdir(host_dir) == ["hook-ran"], "the mount kept nothing of the job but what " \
+                                                     "its hook wrote there, in the pod's file tree"
+        with open(os.path.join(host_dir, "hook-ran")) as f:
+            assert f.read().strip() == "failed"
     finally:
         if pod.proc.poll() is None:
             pod.stop()
         shutil.rmtree(host_dir)
+
+
+def test_a_stalled_pods_diagnose_command_sees_the_pods_pids(wardend):
+    pod = Pod(wardend, python_job("pod_job.py", "stall"))
+    try:
+        inside = pod.ready()
+        status = wardend.wait_for_state(inside["job"], "cleaned")
+        assert status["reason"] == "stalled"
+        command = status["report"]["diagnostics"]["command"]
+        assert command["outcome"] == "succeeded", command
+        assert command["output"].split() == [str(inside["main"]), "python3"], \
+            "{pid} is the pod's number for the main process, and the pod's /proc agrees"
+    finally:
+        pod.stop()
 
 
 def nspawn_root():

@@ -5,8 +5,11 @@ prints one JSON line when it is ready, then waits to be killed.
                                    host process has in wardend's (arranged with ns_last_pid), by
                                    its bare pid
     pod_job.py mistakes            names a pid and a path this container does not have
-    pod_job.py outlived DIR        registers DIR/out (on a mount that outlives the container) and
-                                   /tmp/scratch (on the container's own /tmp)
+    pod_job.py outlived DIR        registers DIR/out (on a mount that outlives the container),
+                                   /tmp/scratch (on the container's own /tmp) and a hook that
+                                   writes DIR/hook-ran
+    pod_job.py stall               registers with a 0.5 s heartbeat it never keeps and a diagnose
+                                   command that names the main process by {pid}
 """
 
 import json
@@ -18,7 +21,11 @@ import warden
 
 mode = sys.argv[1]
 client = warden.Client()
-job = client.register_job("pod-" + mode, os.getpid())
+if mode == "stall":
+    job = client.register_job("pod-stall", os.getpid(), heartbeat=0.5, kill_main_on_stall=True,
+                              diagnose="echo {pid} $(cat /proc/{pid}/comm)")
+else:
+    job = client.register_job("pod-" + mode, os.getpid())
 out = {"job": job, "main": os.getpid()}
 
 if mode == "impostor":
@@ -50,6 +57,8 @@ elif mode == "outlived":
     os.makedirs("/tmp/scratch")
     client.add_dir(job, out_dir)
     client.add_dir(job, "/tmp/scratch")
+    # Runs in the pod's file tree, where DIR is, even once the pod is gone.
+    client.add_hook(job, ["/bin/sh", "-c", "echo $WARDEN_REASON > %s/hook-ran" % sys.argv[2]])
 
 print(json.dumps(out), flush=True)
 while True:
