@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -25,6 +26,41 @@ std::string errno_text(const std::string& what, int err) { return what + ": " + 
   throw Error(ErrorCode::bad_request, path + ": " + why);
 }
 
+// Opens `relative` beneath `dirfd` one component at a time, none of them a symlink (ELOOP): what
+// openat2 does where a seccomp filter does not know it and answers ENOSYS (systemd's and some
+// container runtimes' filters do).
+int walk_beneath(int dirfd, const std::string& relative, std::uint64_t flags) {
+  std::vector<std::string> parts;
+  for (std::size_t i = 0; i <= relative.size();) {
+    std::size_t j = std::min(relative.find('/', i), relative.size());
+    if (j > i) parts.push_back(relative.substr(i, j - i));
+    i = j + 1;
+  }
+  if (parts.empty()) return ::openat(dirfd, ".", static_cast<int>(flags) | O_CLOEXEC);
+  UniqueFd held;
+  int at = dirfd;
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    const bool last = k + 1 == parts.size();
+    int fd = ::openat(at, parts[k].c_str(),
+                      (last ? static_cast<int>(flags) : O_PATH | O_DIRECTORY) | O_NOFOLLOW |
+                          O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      struct stat st {};
+      if ((err == ENOTDIR || err == ELOOP) &&
+          ::fstatat(at, parts[k].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+        err = ELOOP;
+      }
+      errno = err;
+      return -1;
+    }
+    if (last) return fd;
+    held.reset(fd);
+    at = fd;
+  }
+  return -1;  // not reached
+}
+
 // openat2 beneath `dirfd`, refusing symlinks (and /proc magic links) in every component.
 int open_beneath(int dirfd, const std::string& relative, std::uint64_t flags) {
   open_how how{};
@@ -32,6 +68,7 @@ int open_beneath(int dirfd, const std::string& relative, std::uint64_t flags) {
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   for (;;) {
     long fd = ::syscall(SYS_openat2, dirfd, relative.c_str(), &how, sizeof(how));
+    if (fd < 0 && errno == ENOSYS) return walk_beneath(dirfd, relative, flags);
     if (fd >= 0 || errno != EAGAIN) return static_cast<int>(fd);
   }
 }
@@ -107,7 +144,7 @@ struct OpenedParent {
 };
 
 // An allowed root (trusted, from the config) as the job sees it: beneath its "/", where symlinks
-// are resolved as they are for the job.
+// are resolved as they are for the job (without openat2, a symlink in it is refused instead).
 UniqueFd open_allowed_root(int job_root, const std::string& path, int flags) {
   if (job_root == AT_FDCWD) return UniqueFd(::open(path.c_str(), flags | O_CLOEXEC));
   open_how how{.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC), .mode = 0,
@@ -115,6 +152,7 @@ UniqueFd open_allowed_root(int job_root, const std::string& path, int flags) {
   for (;;) {
     long fd = ::syscall(SYS_openat2, job_root, path.c_str(), &how, sizeof(how));
     if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if (errno == ENOSYS) return UniqueFd(walk_beneath(job_root, path, static_cast<std::uint64_t>(flags)));
     if (errno != EAGAIN && errno != EINTR) return {};
   }
 }
