@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <utility>
@@ -59,6 +60,13 @@ void Client::connect() {
   std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) unavailable(std::string("socket: ") + std::strerror(errno));
+  if (options_.timeout.count() > 0) {
+    // Bounds connect() (a full listen backlog) and every send.
+    auto ms = options_.timeout.count();
+    timeval bound{.tv_sec = static_cast<time_t>(ms / 1000),
+                  .tv_usec = static_cast<suseconds_t>(ms % 1000 * 1000)};
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
+  }
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int err = errno;
     disconnect();
@@ -129,15 +137,33 @@ void Client::send_line(const std::string& line, int pass_fd) {
   while (sent < line.size()) {
     ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      disconnect();
+      unavailable("wardend took no more of the request within " +
+                  std::to_string(options_.timeout.count()) + " ms on " + socket_path_);
+    }
     if (n < 0) lost("send to " + socket_path_ + ": " + std::strerror(errno));
     sent += static_cast<std::size_t>(n);
   }
 }
 
-std::string Client::read_line() {
+std::string Client::read_line(bool bounded) {
   for (;;) {
     if (auto line = decoder_.next()) return std::string(*line);
     if (decoder_.overflowed()) unavailable("reply from wardend exceeds the client's limit");
+    if (bounded && options_.timeout.count() > 0) {
+      pollfd ready{.fd = fd_, .events = POLLIN, .revents = 0};
+      int n;
+      do {
+        n = ::poll(&ready, 1, static_cast<int>(options_.timeout.count()));
+      } while (n < 0 && errno == EINTR);
+      if (n == 0) {
+        // A late answer would be taken for the next request's: the connection goes.
+        disconnect();
+        unavailable("wardend did not answer within " + std::to_string(options_.timeout.count()) +
+                    " ms on " + socket_path_ + " (is it stopped or overloaded?)");
+      }
+    }
     auto space = decoder_.prepare(64 * 1024);
     ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
     if (n < 0 && errno == EINTR) continue;
@@ -266,7 +292,7 @@ void Client::follow_events(EventsRequest request,
     }
     try {
       for (;;) {
-        json line = json::parse(read_line(), nullptr, /*allow_exceptions=*/false);
+        json line = json::parse(read_line(false), nullptr, /*allow_exceptions=*/false);
         if (line.contains("event") && !deliver(line["event"])) return;
       }
     } catch (const ConnectionLost& e) {
@@ -297,13 +323,75 @@ std::vector<JobStatus> Client::status(std::optional<JobId> job, bool summary) {
   return out;
 }
 
-Job::Job(Client& client, const RegisterJobRequest& request)
+Job::Job(Client& client, const RegisterJobRequest& request, std::chrono::milliseconds beat_timeout)
     : client_(client),
       id_(client.register_job(request)),
-      uncaught_at_start_(std::uncaught_exceptions()) {
+      uncaught_at_start_(std::uncaught_exceptions()),
+      beat_every_ns_(static_cast<std::int64_t>(request.heartbeat_s * 1e9 / 4)),
+      socket_path_(client.socket_path()),
+      beat_timeout_(beat_timeout) {
   ::setenv("WARDEN_JOB", std::to_string(id_).c_str(), 1);
   ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
   ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
+  last_beat_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (beat_every_ns_ > 0) sender_ = std::thread([this] { send_beats(); });
+}
+
+void Job::beat() {
+  if (beat_every_ns_ <= 0) return;
+  const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (now - last_beat_ns_.load(std::memory_order_relaxed) < beat_every_ns_) return;
+  last_beat_ns_.store(now, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(mutex_);
+    beat_due_ = true;
+  }
+  wake_.notify_one();
+}
+
+void Job::send_beats() {
+  std::optional<Client> beater;
+  std::optional<std::chrono::steady_clock::time_point> lost_at;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this] { return beat_due_ || stopping_; });
+    if (stopping_) return;
+    beat_due_ = false;
+    lock.unlock();
+    try {
+      if (!beater) {
+        beater.emplace(socket_path_, ClientOptions{.reconnect_for = std::chrono::milliseconds(0),
+                                                   .timeout = beat_timeout_});
+      }
+      beater->heartbeat(id_);
+      if (lost_at) {
+        std::fprintf(stderr, "warden: job %llu is supervised again, after %.1f s without\n",
+                     static_cast<unsigned long long>(id_),
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - *lost_at)
+                         .count());
+        lost_at.reset();
+      }
+    } catch (const Error& e) {
+      beater.reset();  // the next beat connects anew
+      if (!lost_at) {
+        lost_at = std::chrono::steady_clock::now();
+        std::fprintf(stderr, "warden: a heartbeat of job %llu did not get through (%s); the job "
+                     "runs on, and beats are tried again\n",
+                     static_cast<unsigned long long>(id_), e.what());
+      }
+    }
+    lock.lock();
+  }
+}
+
+void Job::stop_beats() {
+  if (!sender_.joinable()) return;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  sender_.join();
 }
 
 std::string Job::add_file(const std::string& path, Policy policy) {
@@ -327,6 +415,7 @@ void Job::add_hook(const CommandSpec& hook, Policy policy) {
 }
 
 Job::~Job() {
+  stop_beats();
   if (ended_) return;
   try {
     end(std::uncaught_exceptions() == uncaught_at_start_);
@@ -336,6 +425,7 @@ Job::~Job() {
 }
 
 void Job::end(bool ok) {
+  stop_beats();
   ended_ = true;
   client_.end_job(id_, ok);
 }

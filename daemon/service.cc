@@ -405,8 +405,19 @@ void Service::rearm_deadline() {
 
 void Service::on_deadline(boost::system::error_code ec) {
   if (ec) return;  // re-armed or cancelled
+  const auto now = Clock::now();
+  // A timer that fires long after it was due means wardend itself did not run (SIGSTOP, a stuck
+  // disk, a suspended machine): jobs' beats may be waiting unread in its sockets. Jobs are given
+  // the time wardend lost, so that they are judged by their beats, not by its pause.
+  constexpr Duration kLate = std::chrono::seconds(1);
+  if (armed_deadline_ && now - *armed_deadline_ > kLate) {
+    spdlog::warn("wardend did not run for {:.1f} s (stopped or starved); heartbeat deadlines move "
+                 "that much later",
+                 to_seconds(now - *armed_deadline_));
+    core_.postpone_deadlines(now - *armed_deadline_);
+  }
   armed_deadline_.reset();
-  for (auto& plan : core_.expire(Clock::now())) start_cleanup(std::move(plan));
+  for (auto& plan : core_.expire(now)) start_cleanup(std::move(plan));
   rearm_deadline();
 }
 

@@ -187,6 +187,15 @@ std::vector<CleanupPlan> Supervisor::expire(TimePoint now) {
   return plans;
 }
 
+void Supervisor::postpone_deadlines(Duration by) {
+  std::set<std::pair<TimePoint, JobId>> later;
+  for (auto [deadline, id] : deadlines_) {
+    jobs_.at(id).deadline = deadline + by;
+    later.insert({deadline + by, id});
+  }
+  deadlines_ = std::move(later);
+}
+
 std::optional<TimePoint> Supervisor::next_deadline() const {
   if (deadlines_.empty()) return std::nullopt;
   return deadlines_.begin()->first;

@@ -207,6 +207,9 @@ class Supervisor {
   ExitEffect process_exited(JobId id, pid_t pid, TimePoint now);
   // Marks every job whose deadline is at or before `now` stalled and returns their plans.
   std::vector<CleanupPlan> expire(TimePoint now);
+  // Moves every running job's deadline `by` later: time wardend itself lost (stopped, a stuck
+  // disk, a suspended machine), during which beats may have waited unread in its sockets.
+  void postpone_deadlines(Duration by);
   std::optional<TimePoint> next_deadline() const;
   // Returns the cleaned jobs retired to make room (finished_jobs_kept), now forgotten.
   std::vector<JobId> cleanup_finished(JobId id, CleanupReport report, TimePoint now);

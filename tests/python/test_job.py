@@ -81,7 +81,7 @@ def test_without_wardend_training_runs_on_with_one_warning(tmp_path):
     assert "trained: total=4032" in out
     warnings = [l for l in err.splitlines() if "warden" in l]
     assert len(warnings) == 1, err
-    assert "runs on without supervision" in warnings[0]
+    assert "the job runs on" in warnings[0]
     assert info["job"] is None
 
 

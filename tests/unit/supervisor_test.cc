@@ -81,6 +81,19 @@ TEST_F(SupervisorTest, HeartbeatPushesTheDeadline) {
   EXPECT_EQ(core.expire(t0 + seconds(9)).size(), 1u);
 }
 
+TEST_F(SupervisorTest, TimeWardendLostIsAddedToEveryDeadline) {
+  JobId a = core.register_job(kAlice, spec(seconds(5)), proc(10), t0);
+  JobId b = core.register_job(kBob, spec(seconds(2)), proc(20, 1001), t0);
+  core.postpone_deadlines(seconds(30));
+  EXPECT_EQ(core.next_deadline(), t0 + seconds(32));
+  EXPECT_TRUE(core.expire(t0 + seconds(31)).empty());
+  EXPECT_EQ(core.heartbeat(kAlice, a, t0 + seconds(31)), t0 + seconds(36))
+      << "a beat still sets the deadline from now";
+  auto plans = core.expire(t0 + seconds(32));
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].job, b);
+}
+
 TEST_F(SupervisorTest, StallPolicyMayIncludeTheMainProcess) {
   auto s = spec(seconds(1));
   s.kill_main_on_stall = true;

@@ -9,10 +9,14 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proto/errors.h"
@@ -25,6 +29,10 @@ struct ClientOptions {
   // When the connection breaks (wardend restarted), how long to keep reconnecting, with backoff,
   // before giving up. Zero: never reconnect.
   std::chrono::milliseconds reconnect_for = std::chrono::seconds(30);
+  // How long connecting, sending, and waiting for each answer may take before the call throws
+  // unavailable (and drops the connection): a hung wardend (stopped, a stuck disk) costs a caller
+  // at most this. Zero: no bound.
+  std::chrono::milliseconds timeout = std::chrono::seconds(5);
 };
 
 // The group a job started here belongs to, from the scheduler's environment: SLURM_JOB_ID, else
@@ -75,6 +83,7 @@ class Client {
   json call(json request);
 
   const HelloReply& server() const { return hello_; }
+  const ClientOptions& options() const { return options_; }
   const std::string& socket_path() const { return socket_path_; }
   // Connections made after the first, because one broke.
   std::size_t reconnects() const { return reconnects_; }
@@ -90,7 +99,8 @@ class Client {
   // call() with a pidfd of `pid` passed along, unless `pid` is this process.
   json call_with_pidfd(json request, pid_t pid);
   void send_line(const std::string& line, int pass_fd);
-  std::string read_line();
+  // Waits at most options_.timeout for the line unless `bounded` is false (a followed stream).
+  std::string read_line(bool bounded = true);
 
   std::string socket_path_;
   ClientOptions options_;
@@ -106,12 +116,17 @@ class Client {
 // is left normally, failed when an exception is propagating. Destructor errors are swallowed (the
 // daemon cleans a job whose main process exits anyway).
 //
+// beat() never waits on wardend: a background thread sends the beats, on a connection of its own
+// bounded by `beat_timeout`, and a wardend that does not answer costs the training loop nothing
+// (one line on stderr when beats stop getting through, one when they do again).
+//
 // The constructor exports WARDEN_JOB=<id> and WARDEN_SOCKET into this process's environment, so
 // that children started afterwards inherit them: wardend finds a job's escaped descendants by
 // WARDEN_JOB, and a child can reach the job. Like any setenv(), do this before starting threads.
 class Job {
  public:
-  Job(Client& client, const RegisterJobRequest& request);
+  Job(Client& client, const RegisterJobRequest& request,
+      std::chrono::milliseconds beat_timeout = std::chrono::seconds(1));
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
   ~Job();
@@ -125,15 +140,29 @@ class Job {
   std::string add_shm(const std::string& name, Policy policy = Policy::always);
   void add_shm_glob(const std::string& pattern, Policy policy = Policy::always);
   void add_hook(const CommandSpec& hook, Policy policy = Policy::always);
-  void beat() { client_.heartbeat(id_); }
+  // Signals progress; returns at once (a few atomic operations). Safe to call every step: at
+  // most one beat per quarter of the deadline is handed to the background thread.
+  void beat();
   // Ends the job now; the destructor then does nothing.
   void end(bool ok);
 
  private:
+  void send_beats();  // the background thread
+  void stop_beats();
+
   Client& client_;
   JobId id_;
   int uncaught_at_start_;
   bool ended_ = false;
+  const std::int64_t beat_every_ns_;  // a quarter of the deadline; 0: the job has none
+  const std::string socket_path_;
+  const std::chrono::milliseconds beat_timeout_;
+  std::atomic<std::int64_t> last_beat_ns_{0};
+  std::mutex mutex_;  // held by the sender only while it waits, never during I/O
+  std::condition_variable wake_;
+  bool beat_due_ = false;
+  bool stopping_ = false;
+  std::thread sender_;
 };
 
 }  // namespace warden

@@ -56,6 +56,13 @@ class Client:
         self._sock = sock
         self._buffer = b""
 
+    def settimeout(self, timeout):
+        """How long each later call may wait on wardend before it raises Unavailable."""
+        with self._lock:
+            self._timeout = timeout
+            if self._sock is not None:
+                self._sock.settimeout(timeout)
+
     def close(self):
         with self._lock:
             if self._sock is not None:

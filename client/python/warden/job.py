@@ -20,8 +20,8 @@ def _after_fork_in_child():
 
     The child is not the job's owner, and the parent's connection is not its to use. Where wardend
     tracks the job by scanning (no tracking cgroup), the child registers itself: once its parent
-    has died, nothing else would tell wardend that it belongs to the job. Fail-open, with a short
-    bound, so that a fork never waits long on wardend.
+    has died, nothing else would tell wardend that it belongs to the job. Fail-open, from a
+    background thread (a strict job's: before the fork returns, bounded by its ``timeout``).
     """
     global _current
     job, _current = _current, None
@@ -29,11 +29,20 @@ def _after_fork_in_child():
         return
     job._owner = False
     job._client = None
-    job._beat_thread = None
+    job._beater = None
+    job._supervisor = None
     if job.tracking != "scan" or job.id is None or job._ended:
         return
+    if job.strict:
+        _register_fork(job)
+    else:  # never hold the fork on wardend
+        threading.Thread(target=_register_fork, args=(job,), daemon=True,
+                         name="warden-fork").start()
+
+
+def _register_fork(job):
     try:
-        with Client(job._socket_path, timeout=1.0) as client:
+        with Client(job._socket_path, timeout=job.timeout) as client:
             client.add_process(job.id, os.getpid())
     except (WardenError, OSError) as e:
         if job.strict:
@@ -70,13 +79,19 @@ class Job:
     again (with everything it added) if the daemon no longer knows it.
 
     ``heartbeat`` (seconds, 0 for none) is the deadline; call :meth:`beat` from the training loop
-    (cheap: at most one request per quarter of the deadline), or pass ``heartbeat_thread=True`` to
-    beat from a background thread (which only catches death, not hangs).
+    (it returns at once: a background thread sends at most one beat per quarter of the deadline),
+    or pass ``heartbeat_thread=True`` to beat from that thread alone (which only catches death,
+    not hangs).
+
+    A hung wardend never stalls training: beats are sent off the calling thread, every other call
+    gives up after ``timeout`` seconds (registration after ``start_timeout``) with one warning,
+    and reconnecting, re-registering and sending what was added meanwhile happen in the
+    background once wardend answers again.
     """
 
     def __init__(self, name=None, heartbeat=0.0, grace=5.0, diagnose=None,
                  kill_main_on_stall=False, strict=False, heartbeat_thread=False,
-                 socket_path=None, group=None):
+                 socket_path=None, group=None, timeout=1.0, start_timeout=5.0):
         self.name = name or os.path.basename(os.environ.get("_", "")) or "job"
         self.heartbeat = float(heartbeat)
         self.grace = float(grace)
@@ -84,19 +99,26 @@ class Job:
         self.kill_main_on_stall = kill_main_on_stall
         self.group = group  # None: the client takes it from SLURM_JOB_ID or TORCHELASTIC_RUN_ID
         self.strict = strict
+        self.timeout = float(timeout)
+        self.start_timeout = float(start_timeout)
         self.id = None
         self.tracking = None  # "cgroup" or "scan" once registered (see Client.register)
         self._socket_path = socket_path
         self._client = None
         self._registered = []  # (method name, args, kwargs) to replay after a daemon restart
-        self._lock = threading.RLock()
+        self._pending = []  # what was added while wardend could not be reached, to send later
+        self._lock = threading.RLock()  # serialises calls on _client and changes to the above
         self._last_beat = 0.0
-        self._warned = False
         self._ended = False
         self._owner = True  # False for a job attached from a child process
-        self._beat_thread = None
-        self._stop_beating = threading.Event()
         self._heartbeat_thread = heartbeat_thread
+        # The background thread: beats (on its own connection, _beater), and reconnects.
+        self._supervisor = None
+        self._beater = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._beat_due = False
+        self._lost_since = None  # time.monotonic() when wardend stopped answering; None: supervised
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -109,25 +131,36 @@ class Job:
 
     def start(self):
         """Registers the job (main process: this one) and exports WARDEN_JOB, WARDEN_SOCKET and
-        WARDEN_INSTANCE."""
+        WARDEN_INSTANCE. Without wardend it runs on unsupervised (``strict``: raises), and the
+        background thread registers it once wardend answers."""
         global _current
         with self._lock:
-            if not self._try(self._register):
+            try:
+                self._register(self.start_timeout)
+                self._client.settimeout(self.timeout)
+            except Unavailable as e:
+                if self.strict:
+                    raise
+                self._lose(e)
+            except WardenError as e:
+                if self.strict:
+                    raise
+                log.warning("warden: %s: %s; the job runs on without supervision", e.code, e)
                 return self
             _current = self
-            if self._heartbeat_thread and self.heartbeat > 0:
-                self._beat_thread = threading.Thread(target=self._beat_forever, daemon=True,
-                                                     name="warden-heartbeat")
-                self._beat_thread.start()
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                                name="warden-supervision")
+            self._supervisor.start()
         return self
 
     @classmethod
-    def attach(cls, job=None, socket_path=None, strict=False):
+    def attach(cls, job=None, socket_path=None, strict=False, timeout=1.0):
         """The job another process registered (default: $WARDEN_JOB), to add resources to it."""
-        self = cls(strict=strict, socket_path=socket_path or os.environ.get("WARDEN_SOCKET"))
+        self = cls(strict=strict, socket_path=socket_path or os.environ.get("WARDEN_SOCKET"),
+                   timeout=timeout)
         self.id = int(job if job is not None else os.environ["WARDEN_JOB"])
         self._owner = False
-        self._try(self._connect)
+        self._try(lambda: self._connect(self.timeout))
         return self
 
     def end(self, ok=True):
@@ -137,33 +170,112 @@ class Job:
             if self._ended or not self._owner:
                 return
             self._ended = True
-            self._stop_beating.set()
+            self._stop.set()
+            self._wake.set()
             if _current is self:
                 _current = None
-            if self.id is not None:
-                self._try(lambda: self._call("end_job", self.id, ok=ok))
+            if self.id is None:
+                return
+            if self._lost_since is not None and not self._regain():
+                log.warning("warden: job %s ends while wardend does not answer; wardend will see "
+                            "its main process exit and clean it as failed", self.id)
+                return
+            self._try(lambda: self._call("end_job", self.id, ok=ok))
 
     @property
     def active(self):
         """True while the job is registered with a reachable wardend."""
-        return self.id is not None and self._client is not None and not self._ended
+        return self.id is not None and self._lost_since is None and not self._ended
+
+    @property
+    def supervised_since_lost(self):
+        """Seconds since wardend stopped answering; None while the job is supervised."""
+        lost = self._lost_since
+        return None if lost is None else time.monotonic() - lost
 
     # --- heartbeats --------------------------------------------------------------------------
 
     def beat(self):
-        """Signals progress. Safe to call every batch: coalesced to a quarter of the deadline."""
-        if self.heartbeat <= 0 or not self.active:
+        """Signals progress. Returns at once, whatever wardend is doing: the background thread
+        sends the beat, at most one per quarter of the deadline."""
+        if self.heartbeat <= 0 or self._ended or not self._owner:
             return
         now = time.monotonic()
         if now - self._last_beat < self.heartbeat / 4:
             return
         self._last_beat = now
-        self._try(lambda: self._call("heartbeat", self.id))
+        self._beat_due = True
+        self._wake.set()
 
-    def _beat_forever(self):
-        while not self._stop_beating.wait(self.heartbeat / 4):
-            self._last_beat = 0.0
-            self.beat()
+    def _supervise(self):
+        """The background thread: sends due beats, and while wardend does not answer, tries again
+        every half second to reconnect (registering again if wardend forgot the job)."""
+        period = self.heartbeat / 4 if self._heartbeat_thread and self.heartbeat > 0 else None
+        while not self._stop.is_set():
+            self._wake.wait(0.5 if self._lost_since is not None else period)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._lost_since is not None and not self._regain():
+                continue
+            if period is not None:
+                self._beat_due = True
+            if self._beat_due and self.heartbeat > 0:
+                self._beat_due = False
+                self._send_beat()
+
+    def _send_beat(self):
+        try:
+            if self._beater is None:
+                self._beater = Client(self._socket_path, timeout=self.timeout)
+            self._beater.heartbeat(self.id)
+        except Unavailable as e:
+            self._beater = None
+            self._lose(e)
+        except WardenError as e:
+            log.warning("warden: heartbeat refused: %s: %s", e.code, e)
+
+    def _lose(self, error):
+        """wardend did not answer in time: the job runs on; the background thread takes over."""
+        with self._lock:
+            if self._lost_since is not None:
+                return
+            self._lost_since = time.monotonic()
+            self._client = None
+        log.warning("warden: %s; the job runs on, and supervision resumes in the background when "
+                    "wardend answers", error)
+        self._wake.set()
+
+    def _regain(self):
+        """Tries once to reach wardend again; True once the job is supervised again."""
+        try:
+            with self._lock:
+                if self._lost_since is None:
+                    return True  # another thread did it
+                self._connect(self.timeout)
+                if self.id is None:
+                    self._register(self.timeout)
+                else:
+                    try:
+                        state = self._client.status(self.id)["state"]
+                    except NotFound:
+                        state = None
+                    if state != "running":
+                        log.warning("warden: wardend no longer knows job %s; registering it again",
+                                    self.id)
+                        self._register(self.timeout)
+                    else:
+                        for method, args, kwargs in self._pending:
+                            self._replay(method, args, kwargs)
+                self._pending = []
+                took = time.monotonic() - self._lost_since
+                self._lost_since = None
+        except (WardenError, OSError):
+            self._client = None
+            return False
+        log.warning("warden: job %s is supervised again, after %.1f s without", self.id, took)
+        self._beat_due = True
+        return True
 
     # --- resources -----------------------------------------------------------------------------
 
@@ -199,17 +311,21 @@ class Job:
             self._registered.append((method, args, kwargs))
             if self.id is None:
                 return None
+            if self._lost_since is not None:
+                if self._owner:
+                    self._pending.append((method, args, kwargs))  # sent once wardend answers
+                return None
             return self._try(lambda: self._call(method, self.id, *args, **kwargs))
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _connect(self):
-        self._client = Client(self._socket_path)
+    def _connect(self, timeout):
+        self._client = Client(self._socket_path, timeout=timeout)
         self._socket_path = self._client.socket_path
 
-    def _register(self):
+    def _register(self, timeout):
         if self._client is None:
-            self._connect()
+            self._connect(timeout)
         reply = self._client.register(
             self.name, os.getpid(), heartbeat=self.heartbeat, grace=self.grace,
             kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose, group=self.group)
@@ -223,56 +339,56 @@ class Job:
         # Marks this job's descendants, even those that escape (PROTOCOL.md, "Cookie").
         os.environ["WARDEN_INSTANCE"] = self._client.server.get("instance", "")
         for method, args, kwargs in self._registered:
-            try:
-                getattr(self._client, method)(self.id, *args, **kwargs)
-            except WardenError as e:  # e.g. a worker that exited meanwhile
-                log.info("warden: could not re-register %s%r: %s", method, args, e)
+            self._replay(method, args, kwargs)
         return True
 
+    def _replay(self, method, args, kwargs):
+        try:
+            getattr(self._client, method)(self.id, *args, **kwargs)
+        except WardenError as e:  # e.g. a worker that exited meanwhile
+            log.info("warden: could not register %s%r again: %s", method, args, e)
+
     def _call(self, method, *args, **kwargs):
-        """Calls the client; after a lost connection, reconnects (with backoff) and resumes."""
+        """Calls wardend, bounded by ``timeout``. A connection that broke at once (wardend
+        restarted) is tried once more on a new one; a wardend that does not answer is left to the
+        background thread (an attached job, which has none, simply runs on)."""
         if self._client is None:
-            self._connect()
+            self._connect(self.timeout)
+        started = time.monotonic()
         try:
             return getattr(self._client, method)(*args, **kwargs)
         except Unavailable:
-            self._resume()
-            args = (self.id,) + args[1:] if args else args
+            if time.monotonic() - started >= self.timeout / 2:
+                raise  # it waited: wardend hangs, and another try would wait as long
             return getattr(self._client, method)(*args, **kwargs)
-
-    def _resume(self, attempts=8):
-        delay = 0.05
-        for attempt in range(attempts):
-            try:
-                self._connect()
-                break
-            except Unavailable:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        if not self._owner:
-            return
-        try:
-            state = self._client.status(self.id)["state"]
-        except NotFound:
-            state = None
-        if state != "running":
-            log.warning("warden: wardend no longer knows job %s; registering it again", self.id)
-            self._register()
 
     def _try(self, fn):
         """Runs fn; in fail-open mode turns a warden error into one warning and a no-op."""
         try:
             return fn()
+        except Unavailable as e:
+            if self.strict:
+                raise
+            if self._owner:
+                self._lose(e)
+            elif self._lost_since is None:
+                self._lost_since = time.monotonic()
+                self._client = None
+                log.warning("warden: %s; this process runs on without registering with job %s",
+                            e, self.id)
+            return None
+        except NotFound as e:
+            if self.strict:
+                raise
+            if self._owner:
+                # wardend forgot the job (restarted without its store): registered again, with
+                # all it had, in the background.
+                self._lose(e)
+            else:
+                log.warning("warden: %s: %s", e.code, e)
+            return None
         except WardenError as e:
             if self.strict:
                 raise
-            if isinstance(e, Unavailable):
-                if not self._warned:
-                    self._warned = True
-                    log.warning("warden: %s; the job runs on without supervision", e)
-                self._client = None
-            else:
-                log.warning("warden: %s: %s", e.code, e)
+            log.warning("warden: %s: %s", e.code, e)
             return None

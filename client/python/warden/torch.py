@@ -11,6 +11,7 @@ SIGKILLed job leaves no segment behind.
 """
 
 import os
+import threading
 
 from .job import Job, current_job
 
@@ -24,18 +25,25 @@ def _sharing_strategy():
 
 
 def register_worker(job=None):
-    """Registers the calling process (a worker) with the job; returns the attached job or None."""
+    """Registers the calling process (a worker) with the job. A strict job's worker registers
+    before this returns (raising if it cannot); any other's from a background thread, so that a
+    worker never waits on wardend."""
     job = job or current_job()
-    if job is None:
-        return None
     if not isinstance(job, Job) or job.id is None:
-        return job
-    attached = Job.attach(job.id, socket_path=os.environ.get("WARDEN_SOCKET"), strict=job.strict)
+        return
+    if job.strict:
+        _register(job.id, job.strict)
+    else:
+        threading.Thread(target=_register, args=(job.id, False), daemon=True,
+                         name="warden-worker").start()
+
+
+def _register(job_id, strict):
+    attached = Job.attach(job_id, socket_path=os.environ.get("WARDEN_SOCKET"), strict=strict)
     attached.add_process(os.getpid())
     if _sharing_strategy() == "file_system":
         attached.add_shm_glob("torch_%d_*" % os.getpid())
         attached.add_shm_glob("torch_%d_*" % os.getppid())
-    return attached
 
 
 def worker_init_fn(user_fn=None):
