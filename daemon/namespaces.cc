@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "daemon/process.h"
@@ -114,6 +115,14 @@ std::shared_ptr<const View> View::of(pid_t pid, int pidfd) {
   if (pidfd_exited(pidfd) || view->depth_ == 0) throw gone();
   view->home_ = home;
   return view;
+}
+
+bool View::same_paths(const View& other) const {
+  auto paths = [](const View& v) {
+    JobHome h = v.home_.value_or(JobHome{});
+    return std::tuple(h.mount_ns, h.root_dev, h.root_ino);
+  };
+  return paths(*this) == paths(other);
 }
 
 std::optional<pid_t> View::local_pid(pid_t host) const {

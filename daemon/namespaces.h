@@ -42,6 +42,8 @@ class View {
   int root() const { return root_ ? root_.get() : AT_FDCWD; }
   // Its PID namespace; -1 where it shares wardend's.
   int pid_namespace() const { return pid_ns_ ? pid_ns_.get() : -1; }
+  // Whether a path means the same file to both (the same mount namespace and root).
+  bool same_paths(const View& other) const;
   // What identifies it across a restart (stored with a job); nullopt for wardend's view.
   std::optional<JobHome> home() const { return home_; }
 

@@ -296,8 +296,8 @@ std::string Service::add_path(const Caller& caller, const AddPathRequest& reques
   if (home == nullptr) {
     throw Error(ErrorCode::invalid_state, "job " + std::to_string(request.job) + " has ended");
   }
-  const bool caller_home = caller.view == nullptr || caller.view->is_wardends();
-  if (home->is_wardends() ? !caller_home : caller.view == nullptr || !(caller.view->home() == home->home())) {
+  const View& where = caller.view != nullptr ? *caller.view : *View::wardends();
+  if (!where.same_paths(*home)) {
     throw Error(ErrorCode::permission_denied,
                 "job " + std::to_string(request.job) + " lives in another mount namespace or root "
                 "than you (a container); register its paths from inside it");

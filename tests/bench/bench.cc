@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "proto/unique_fd.h"
+#include "tests/bench/beat_bench.h"
 #include "tests/bench/cleanup_bench.h"
 #include "tests/bench/measure.h"
 #include "tests/support/daemon_fixture.h"
@@ -330,6 +331,7 @@ int main() {
   Report report;
   heartbeat_latency(daemon, beating, report);
   heartbeat_throughput(daemon, beating, report);
+  beat_cost(report);
   // Before the 100,000-file removal and the registration benchmark: the file system's writeback of
   // what they delete slows file removal for a while after each.
   cleanup_benchmarks(report);

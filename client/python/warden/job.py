@@ -233,7 +233,8 @@ class Job:
             self._beater = None
             self._lose(e)
         except WardenError as e:
-            log.warning("warden: heartbeat refused: %s: %s", e.code, e)
+            if not self._ended:  # a beat that crossed end_job is of no interest
+                log.warning("warden: heartbeat refused: %s: %s", e.code, e)
 
     def _lose(self, error):
         """wardend did not answer in time: the job runs on; the background thread takes over."""
