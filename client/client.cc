@@ -252,8 +252,8 @@ std::string Client::add_path(const AddPathRequest& request) {
 
 void Client::add_hook(const AddHookRequest& request) { call(to_json(request)); }
 
-std::optional<double> Client::heartbeat(JobId job) {
-  json reply = call(to_json(HeartbeatRequest{.job = job}));
+std::optional<double> Client::heartbeat(JobId job, double unsupervised_s) {
+  json reply = call(to_json(HeartbeatRequest{.job = job, .unsupervised_s = unsupervised_s}));
   if (!reply.contains("deadline_in_s")) return std::nullopt;
   return reply["deadline_in_s"].get<double>();
 }
@@ -363,12 +363,13 @@ void Job::send_beats() {
         beater.emplace(socket_path_, ClientOptions{.reconnect_for = std::chrono::milliseconds(0),
                                                    .timeout = beat_timeout_});
       }
-      beater->heartbeat(id_);
+      double unsupervised_s =
+          lost_at ? std::chrono::duration<double>(std::chrono::steady_clock::now() - *lost_at).count()
+                  : 0;
+      beater->heartbeat(id_, unsupervised_s);
       if (lost_at) {
         std::fprintf(stderr, "warden: job %llu is supervised again, after %.1f s without\n",
-                     static_cast<unsigned long long>(id_),
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - *lost_at)
-                         .count());
+                     static_cast<unsigned long long>(id_), unsupervised_s);
         lost_at.reset();
       }
     } catch (const Error& e) {

@@ -328,6 +328,14 @@ void Service::add_hook(const Caller& caller, const AddHookRequest& request) {
 std::optional<Duration> Service::heartbeat(const Caller& caller, const HeartbeatRequest& request) {
   auto now = Clock::now();
   auto deadline = core_.heartbeat(caller, request.job, now);
+  if (request.unsupervised_s > 0) {
+    // Not a state change: the job's history says when it ran without wardend hearing of it.
+    EventRecord event = event_record(*core_.find(request.job));
+    event.reason_detail = fmt::format(
+        "supervised again: the job could not reach wardend for {:.1f} s", request.unsupervised_s);
+    spdlog::warn("job={} {}", request.job, event.reason_detail);
+    journal_.stage({std::move(event)});
+  }
   if (!deadline) return std::nullopt;
   // A beat only ever moves a deadline later, so the armed timer stays valid; it re-arms when it fires.
   return *deadline - now;

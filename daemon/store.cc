@@ -99,10 +99,8 @@ json to_json(const EventRecord& e) {
   json j{{"unix_ms", e.unix_ms}, {"job", e.job},    {"uid", e.uid},
          {"name", e.name},       {"state", to_string(e.state)}};
   if (e.seq != 0) j["seq"] = e.seq;
-  if (e.reason) {
-    j["reason"] = to_string(*e.reason);
-    j["reason_detail"] = e.reason_detail;
-  }
+  if (e.reason) j["reason"] = to_string(*e.reason);
+  if (e.reason || !e.reason_detail.empty()) j["reason_detail"] = e.reason_detail;
   if (e.report) j["report"] = to_json(*e.report);
   return j;
 }

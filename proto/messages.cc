@@ -72,6 +72,7 @@ constexpr std::size_t kMaxNameBytes = 256;
 constexpr std::size_t kMaxPathBytes = 4096;
 constexpr std::size_t kMaxArgs = 256;
 constexpr double kMaxHeartbeatS = 7 * 24 * 3600.0;
+constexpr double kMaxUnsupervisedS = 365 * 24 * 3600.0;
 constexpr double kMaxGraceS = 3600.0;
 constexpr double kMaxCommandS = 3600.0;
 
@@ -270,7 +271,10 @@ AddHookRequest parse_add_hook(const json& j) {
   return {.job = job_field(j, "job"), .hook = command_field(j, "hook"), .policy = policy_field(j)};
 }
 
-HeartbeatRequest parse_heartbeat(const json& j) { return {.job = job_field(j, "job")}; }
+HeartbeatRequest parse_heartbeat(const json& j) {
+  return {.job = job_field(j, "job"),
+          .unsupervised_s = seconds_field(j, "unsupervised_s", 0, kMaxUnsupervisedS)};
+}
 
 EndJobRequest parse_end_job(const json& j) {
   EndJobRequest r{.job = job_field(j, "job")};
@@ -345,7 +349,11 @@ json to_json(const AddHookRequest& r) {
           {"policy", to_string(r.policy)}};
 }
 
-json to_json(const HeartbeatRequest& r) { return {{"op", "heartbeat"}, {"job", r.job}}; }
+json to_json(const HeartbeatRequest& r) {
+  json j{{"op", "heartbeat"}, {"job", r.job}};
+  if (r.unsupervised_s > 0) j["unsupervised_s"] = r.unsupervised_s;
+  return j;
+}
 
 json to_json(const EndJobRequest& r) {
   return {{"op", "end_job"}, {"job", r.job}, {"outcome", r.ok ? "ok" : "failed"}};

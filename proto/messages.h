@@ -118,6 +118,9 @@ struct AddHookRequest {
 
 struct HeartbeatRequest {
   JobId job = 0;
+  // The first beat after the client could not reach wardend for this long (its own clock): the
+  // job's history records that it ran unsupervised. 0: none.
+  double unsupervised_s = 0;
 };
 
 struct EndJobRequest {

@@ -39,6 +39,8 @@ void print_event(std::ostream& out, const json& event) {
     what = summary(parse_cleanup_report(event["report"]));
   } else if (event.contains("reason")) {
     what = event.value("reason", "") + ": " + event.value("reason_detail", "");
+  } else {
+    what = event.value("reason_detail", "");  // e.g. a running job supervised again
   }
   fmt::print(out, "{:%Y-%m-%d %H:%M:%S}  job {:<6} {:<20.20} {:<10.10} {:<9} {}\n", local,
              event.value("job", JobId{0}), event.value("name", ""),

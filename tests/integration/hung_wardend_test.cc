@@ -54,6 +54,11 @@ TEST_F(HungWardend, BeatsTakeMicrosecondsWhileItIsStoppedAndTheJobIsKeptAfter) {
   // Beats get through again, and wardend's own pause was no stall of the job.
   beat_for(job, 3s);
   EXPECT_EQ(client.status(job.id()).at(0).state, JobState::running);
+  bool told = false;
+  for (const auto& e : client.events({.job = job.id()})) {
+    told |= e.value("reason_detail", "").find("could not reach wardend") != std::string::npos;
+  }
+  EXPECT_TRUE(told) << "the job's history says it ran unsupervised";
   ::kill(main, SIGKILL);
   EXPECT_EQ(wait_for_state(job.id(), JobState::cleaned).reason, JobState::failed);
 }

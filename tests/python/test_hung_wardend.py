@@ -55,6 +55,15 @@ def test_beats_take_microseconds_while_wardend_is_stopped_and_supervision_resume
         assert regained["supervised"]
         status = wardend.client().status(job.info["job"])
         assert status["state"] == "running", "wardend's own pause is no stall of the job"
+        deadline = time.monotonic() + 5  # the next beat tells wardend how long it lasted
+        while time.monotonic() < deadline:
+            events = wardend.client().call({"op": "events", "job": job.info["job"]})["events"]
+            told = [e for e in events if "could not reach wardend" in e.get("reason_detail", "")]
+            if told:
+                break
+            job.ask("beat 0.2")
+        assert told, "the job's history says it ran unsupervised"
+        print("event:", told[0]["reason_detail"])
 
         os.kill(job.info["pid"], signal.SIGKILL)
         assert wardend.wait_for_state(job.info["job"], "cleaned")["reason"] == "failed"

@@ -66,7 +66,9 @@ class Client {
   std::string add_path(const AddPathRequest& request);
   void add_hook(const AddHookRequest& request);
   // Returns the seconds left until the new heartbeat deadline (nullopt: the job has none).
-  std::optional<double> heartbeat(JobId job);
+  // `unsupervised_s`: on the first beat after this client could not reach wardend, how long that
+  // lasted (the job's history records it).
+  std::optional<double> heartbeat(JobId job, double unsupervised_s = 0);
   void end_job(JobId job, bool ok);
   // Cleans a job or a group now (as failed, main process included); returns how many jobs.
   std::size_t cleanup(const CleanupRequest& request);

@@ -185,8 +185,13 @@ class Client:
             hook["cwd"] = cwd
         return self.call({"op": "add_hook", "job": job, "hook": hook, "policy": policy})
 
-    def heartbeat(self, job):
-        return self.call({"op": "heartbeat", "job": job}).get("deadline_in_s")
+    def heartbeat(self, job, unsupervised=None):
+        """``unsupervised``: on the first beat after this client could not reach wardend, how
+        many seconds that lasted (the job's history records it)."""
+        request = {"op": "heartbeat", "job": job}
+        if unsupervised:
+            request["unsupervised_s"] = unsupervised
+        return self.call(request).get("deadline_in_s")
 
     def end_job(self, job, ok=True):
         self.call({"op": "end_job", "job": job, "outcome": "ok" if ok else "failed"})

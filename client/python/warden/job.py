@@ -119,6 +119,7 @@ class Job:
         self._stop = threading.Event()
         self._beat_due = False
         self._lost_since = None  # time.monotonic() when wardend stopped answering; None: supervised
+        self._unsupervised = None  # seconds without supervision, told with the next beat
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -228,7 +229,8 @@ class Job:
         try:
             if self._beater is None:
                 self._beater = Client(self._socket_path, timeout=self.timeout)
-            self._beater.heartbeat(self.id)
+            self._beater.heartbeat(self.id, unsupervised=self._unsupervised)
+            self._unsupervised = None
         except Unavailable as e:
             self._beater = None
             self._lose(e)
@@ -271,6 +273,7 @@ class Job:
                 self._pending = []
                 took = time.monotonic() - self._lost_since
                 self._lost_since = None
+                self._unsupervised = took
         except (WardenError, OSError):
             self._client = None
             return False
