@@ -323,19 +323,35 @@ std::vector<JobStatus> Client::status(std::optional<JobId> job, bool summary) {
   return out;
 }
 
-Job::Job(Client& client, const RegisterJobRequest& request, std::chrono::milliseconds beat_timeout)
+template <class Call, class Result>
+Result Job::guarded(Call call, Result fallback) {
+  try {
+    return call();
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::unavailable || options_.strict) throw;
+    if (!warned_) {
+      warned_ = true;
+      std::fprintf(stderr, "warden: %s; the job runs on without supervision\n", e.what());
+    }
+    return fallback;
+  }
+}
+
+Job::Job(Client& client, const RegisterJobRequest& request, JobOptions options)
     : client_(client),
-      id_(client.register_job(request)),
+      options_(options),
       uncaught_at_start_(std::uncaught_exceptions()),
-      beat_every_ns_(static_cast<std::int64_t>(request.heartbeat_s * 1e9 / 4)),
-      socket_path_(client.socket_path()),
-      beat_timeout_(beat_timeout) {
+      socket_path_(client.socket_path()) {
+  id_ = guarded([&] { return client.register_job(request); }, JobId{0});
+  if (id_ == 0) return;
   ::setenv("WARDEN_JOB", std::to_string(id_).c_str(), 1);
   ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
   ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
+  beat_every_ns_ = static_cast<std::int64_t>(request.heartbeat_s * 1e9 / 4);
   last_beat_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   if (beat_every_ns_ > 0) sender_ = std::thread([this] { send_beats(); });
 }
+
 
 void Job::beat() {
   if (beat_every_ns_ <= 0) return;
@@ -361,7 +377,7 @@ void Job::send_beats() {
     try {
       if (!beater) {
         beater.emplace(socket_path_, ClientOptions{.reconnect_for = std::chrono::milliseconds(0),
-                                                   .timeout = beat_timeout_});
+                                                   .timeout = options_.beat_timeout});
       }
       double unsupervised_s =
           lost_at ? std::chrono::duration<double>(std::chrono::steady_clock::now() - *lost_at).count()
@@ -395,24 +411,55 @@ void Job::stop_beats() {
   sender_.join();
 }
 
+void Job::add_process(pid_t pid, Policy policy) {
+  if (id_ != 0) guarded([&] { return client_.add_process(id_, pid, policy); }, std::uint64_t{0});
+}
+
 std::string Job::add_file(const std::string& path, Policy policy) {
-  return client_.add_path({.job = id_, .kind = PathKind::file, .path = path, .policy = policy});
+  if (id_ == 0) return path;
+  return guarded(
+      [&] {
+        return client_.add_path({.job = id_, .kind = PathKind::file, .path = path, .policy = policy});
+      },
+      path);
 }
 
 std::string Job::add_dir(const std::string& path, Policy policy) {
-  return client_.add_path({.job = id_, .kind = PathKind::dir, .path = path, .policy = policy});
+  if (id_ == 0) return path;
+  return guarded(
+      [&] {
+        return client_.add_path({.job = id_, .kind = PathKind::dir, .path = path, .policy = policy});
+      },
+      path);
 }
 
 std::string Job::add_shm(const std::string& name, Policy policy) {
-  return client_.add_path({.job = id_, .kind = PathKind::shm, .path = name, .policy = policy});
+  if (id_ == 0) return name;
+  return guarded(
+      [&] {
+        return client_.add_path({.job = id_, .kind = PathKind::shm, .path = name, .policy = policy});
+      },
+      name);
 }
 
 void Job::add_shm_glob(const std::string& pattern, Policy policy) {
-  client_.add_path({.job = id_, .kind = PathKind::shm_glob, .path = pattern, .policy = policy});
+  if (id_ == 0) return;
+  guarded(
+      [&] {
+        return client_.add_path(
+            {.job = id_, .kind = PathKind::shm_glob, .path = pattern, .policy = policy});
+      },
+      pattern);
 }
 
 void Job::add_hook(const CommandSpec& hook, Policy policy) {
-  client_.add_hook({.job = id_, .hook = hook, .policy = policy});
+  if (id_ == 0) return;
+  guarded(
+      [&] {
+        client_.add_hook({.job = id_, .hook = hook, .policy = policy});
+        return true;
+      },
+      false);
 }
 
 Job::~Job() {
@@ -428,7 +475,13 @@ Job::~Job() {
 void Job::end(bool ok) {
   stop_beats();
   ended_ = true;
-  client_.end_job(id_, ok);
+  if (id_ == 0) return;
+  guarded(
+      [&] {
+        client_.end_job(id_, ok);
+        return true;
+      },
+      false);
 }
 
 }  // namespace warden

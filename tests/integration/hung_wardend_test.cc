@@ -63,5 +63,21 @@ TEST_F(HungWardend, BeatsTakeMicrosecondsWhileItIsStoppedAndTheJobIsKeptAfter) {
   EXPECT_EQ(wait_for_state(job.id(), JobState::cleaned).reason, JobState::failed);
 }
 
+TEST_F(HungWardend, AJobFailsOpenWhenWardendDoesNotAnswerAndAStrictOneThrows) {
+  pid_t main = track(testing::spawn(Behaviour::sleep));
+  Client bounded(daemon.socket(), {.timeout = 500ms});
+  ::kill(daemon.pid(), SIGSTOP);
+  {
+    Job job(bounded, {.name = "fail-open", .pid = main, .heartbeat_s = 1});
+    EXPECT_EQ(job.id(), 0u) << "unsupervised";
+    EXPECT_EQ(job.add_dir("/tmp/scratch"), "/tmp/scratch");
+    job.beat();
+  }
+  EXPECT_THROW(Job(bounded, {.name = "strict", .pid = main}, {.strict = true}), Error);
+  // (What the stopped wardend had read of the two registrations, it may carry out once it runs
+  // again: the job then ends like any whose beats stop or whose main exits.)
+  ::kill(daemon.pid(), SIGCONT);
+}
+
 }  // namespace
 }  // namespace warden

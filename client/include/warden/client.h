@@ -114,29 +114,39 @@ class Client {
   HelloReply hello_;
 };
 
+struct JobOptions {
+  // How long a beat may wait on wardend, on the background thread's own connection.
+  std::chrono::milliseconds beat_timeout = std::chrono::seconds(1);
+  // Throw when wardend cannot be reached, instead of one line on stderr and carrying on
+  // unsupervised. Refusals (a bad path, another user's process) throw either way.
+  bool strict = false;
+};
+
 // A job registered for the lifetime of this object. Its destructor ends the job: ok when the scope
 // is left normally, failed when an exception is propagating. Destructor errors are swallowed (the
 // daemon cleans a job whose main process exits anyway).
 //
-// beat() never waits on wardend: a background thread sends the beats, on a connection of its own
-// bounded by `beat_timeout`, and a wardend that does not answer costs the training loop nothing
-// (one line on stderr when beats stop getting through, one when they do again).
+// Fail-open: without a reachable wardend (one that stopped answering within the Client's
+// ClientOptions::timeout; use about a second for a training loop) the job says so once on stderr
+// and its calls do nothing; JobOptions::strict throws instead. (Constructing the Client throws
+// unavailable where no wardend runs at all: catch it to run unsupervised.) beat() never waits on
+// wardend: a background thread sends the beats, on a connection of its own, and a wardend that
+// does not answer costs the training loop nothing (one line on stderr when beats stop getting
+// through, one when they do again).
 //
 // The constructor exports WARDEN_JOB=<id> and WARDEN_SOCKET into this process's environment, so
 // that children started afterwards inherit them: wardend finds a job's escaped descendants by
 // WARDEN_JOB, and a child can reach the job. Like any setenv(), do this before starting threads.
 class Job {
  public:
-  Job(Client& client, const RegisterJobRequest& request,
-      std::chrono::milliseconds beat_timeout = std::chrono::seconds(1));
+  Job(Client& client, const RegisterJobRequest& request, JobOptions options = {});
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
   ~Job();
 
+  // 0 where wardend could not be reached at registration (the job runs unsupervised).
   JobId id() const { return id_; }
-  void add_process(pid_t pid, Policy policy = Policy::always) {
-    client_.add_process(id_, pid, policy);
-  }
+  void add_process(pid_t pid, Policy policy = Policy::always);
   std::string add_file(const std::string& path, Policy policy = Policy::always);
   std::string add_dir(const std::string& path, Policy policy = Policy::always);
   std::string add_shm(const std::string& name, Policy policy = Policy::always);
@@ -151,14 +161,19 @@ class Job {
  private:
   void send_beats();  // the background thread
   void stop_beats();
+  // Runs a call of an unsupervised-or-not job: nothing without a job, and an unreachable wardend
+  // is one warning and `fallback` (strict: rethrown).
+  template <class Call, class Result>
+  Result guarded(Call call, Result fallback);
 
   Client& client_;
-  JobId id_;
+  const JobOptions options_;
+  JobId id_ = 0;
   int uncaught_at_start_;
   bool ended_ = false;
-  const std::int64_t beat_every_ns_;  // a quarter of the deadline; 0: the job has none
+  bool warned_ = false;
+  std::int64_t beat_every_ns_ = 0;  // a quarter of the deadline; 0: no beats to send
   const std::string socket_path_;
-  const std::chrono::milliseconds beat_timeout_;
   std::atomic<std::int64_t> last_beat_ns_{0};
   std::mutex mutex_;  // held by the sender only while it waits, never during I/O
   std::condition_variable wake_;
