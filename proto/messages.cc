@@ -72,6 +72,7 @@ constexpr std::size_t kMaxNameBytes = 256;
 constexpr std::size_t kMaxPathBytes = 4096;
 constexpr std::size_t kMaxArgs = 256;
 constexpr double kMaxHeartbeatS = 7 * 24 * 3600.0;
+constexpr double kMinHeartbeatS = 0.01;
 constexpr double kMaxUnsupervisedS = 365 * 24 * 3600.0;
 constexpr double kMaxGraceS = 3600.0;
 constexpr double kMaxCommandS = 3600.0;
@@ -232,6 +233,11 @@ RegisterJobRequest parse_register_job(const json& j) {
   r.name = string_field(j, "name", kMaxNameBytes);
   r.pid = pid_field(j, "pid");
   r.heartbeat_s = seconds_field(j, "heartbeat_s", 0, kMaxHeartbeatS);
+  // A deadline shorter than this cannot be kept by any beat (and under a nanosecond it would
+  // round to "none").
+  if (r.heartbeat_s != 0 && r.heartbeat_s < kMinHeartbeatS) {
+    bad_field("heartbeat_s", "must be 0 (no deadline) or at least 0.01 seconds");
+  }
   r.grace_s = seconds_field(j, "grace_s", r.grace_s, kMaxGraceS);
   r.kill_main_on_stall = bool_field(j, "kill_main_on_stall", false);
   if (find(j, "group") != nullptr) r.group = string_field(j, "group", kMaxNameBytes);

@@ -47,6 +47,12 @@ TEST(Messages, BadFieldsAreBadRequestsNamingTheField) {
             std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":7,"heartbeat_s":"soon"})")).find("'heartbeat_s'"),
             std::string::npos);
+  // Under a nanosecond a heartbeat once became "none"; nothing can beat that often anyway.
+  for (const char* tiny : {R"({"name":"x","pid":7,"heartbeat_s":1e-10})",
+                           R"({"name":"x","pid":7,"heartbeat_s":0.009})"}) {
+    EXPECT_NE(message_of(parse(tiny)).find("at least 0.01 seconds"), std::string::npos) << tiny;
+  }
+  EXPECT_NO_THROW(parse(R"({"name":"x","pid":7,"heartbeat_s":0.01})")());
   EXPECT_NE(message_of(parse(R"({"name":"","pid":7})")).find("'name'"), std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":7,"kill_main_on_stall":1})"))
                 .find("'kill_main_on_stall'"),
