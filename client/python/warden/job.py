@@ -250,33 +250,40 @@ class Job:
         self._wake.set()
 
     def _regain(self):
-        """Tries once to reach wardend again; True once the job is supervised again."""
+        """Tries once to reach wardend again; True once the job is supervised again. The lock is
+        taken only once wardend has answered, so a call of the training thread never waits on
+        an attempt."""
         try:
-            with self._lock:
-                if self._lost_since is None:
-                    return True  # another thread did it
-                self._connect(self.timeout)
-                if self.id is None:
-                    self._register(self.timeout)
+            client = Client(self._socket_path, timeout=self.timeout)
+            state = None
+            if self.id is not None:
+                try:
+                    state = client.status(self.id)["state"]
+                except NotFound:
+                    pass
+        except (WardenError, OSError):
+            return False
+        with self._lock:
+            if self._lost_since is None:
+                client.close()
+                return True  # another thread did it
+            self._client = client
+            try:
+                if state == "running":
+                    for method, args, kwargs in self._pending:
+                        self._replay(method, args, kwargs)
                 else:
-                    try:
-                        state = self._client.status(self.id)["state"]
-                    except NotFound:
-                        state = None
-                    if state != "running":
+                    if self.id is not None:
                         log.warning("warden: wardend no longer knows job %s; registering it again",
                                     self.id)
-                        self._register(self.timeout)
-                    else:
-                        for method, args, kwargs in self._pending:
-                            self._replay(method, args, kwargs)
-                self._pending = []
-                took = time.monotonic() - self._lost_since
-                self._lost_since = None
-                self._unsupervised = took
-        except (WardenError, OSError):
-            self._client = None
-            return False
+                    self._register(self.timeout)
+            except (WardenError, OSError):
+                self._client = None
+                return False
+            self._pending = []
+            took = time.monotonic() - self._lost_since
+            self._lost_since = None
+            self._unsupervised = took
         log.warning("warden: job %s is supervised again, after %.1f s without", self.id, took)
         self._beat_due = True
         return True
