@@ -27,6 +27,33 @@ std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
   return std::nullopt;
 }
 
+// Processes no job may hold, since a job's processes are ended at cleanup: wardend itself and its
+// ancestors (ending one may end wardend), the init of wardend's PID namespace (ending it ends every
+// process in it) and kernel threads. `named` is the pid as the caller gave it. A container's own
+// init (its pid 1, a pod's main) is another process and stays allowed.
+void refuse_untouchable(const ProcessHandle& process, pid_t named) {
+  const pid_t pid = process.identity.pid;
+  std::string why;
+  if (pid == ::getpid()) {
+    why = "is wardend itself";
+  } else if (pid == 1) {
+    why = "is the init of wardend's PID namespace";
+  } else if (auto st = read_proc_stat(pid); st && is_kernel_thread(*st)) {
+    why = "is a kernel thread";
+  } else {
+    for (pid_t up = ::getppid(); up > 1 && why.empty();) {
+      if (up == pid) why = "is an ancestor of wardend, which ending it could end";
+      auto above = read_proc_stat(up);
+      up = above ? above->ppid : 0;
+    }
+  }
+  if (!why.empty()) {
+    throw Error(ErrorCode::permission_denied,
+                "process " + std::to_string(named) + " " + why +
+                    "; a job's processes are ended at cleanup, so it cannot be one");
+  }
+}
+
 }  // namespace
 
 Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
@@ -150,6 +177,7 @@ void Service::find_home(const Job& job) {
 Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request,
                                           UniqueFd pidfd) {
   ProcessHandle main = process_named(caller, request.pid, std::move(pidfd));
+  refuse_untouchable(main, request.pid);
   const bool contained = caller.view != nullptr && !caller.view->is_wardends();
   JobSpec spec{.name = request.name,
                .heartbeat = from_seconds(request.heartbeat_s),
@@ -274,6 +302,7 @@ ProcessIdentity Service::add_process(const Caller& caller, const AddProcessReque
                                      UniqueFd pidfd) {
   const bool passed = bool(pidfd);
   ProcessHandle process = process_named(caller, request.pid, std::move(pidfd));
+  refuse_untouchable(process, request.pid);
   ProcessIdentity identity = process.identity;
   if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
   spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,

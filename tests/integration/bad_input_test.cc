@@ -156,6 +156,34 @@ TEST_F(BadInput, HelloAdvertisesEveryCommandAndTheFrameLimit) {
   EXPECT_EQ(client.server().max_frame, 1024u);
 }
 
+// A job's processes are ended at cleanup: wardend, its parent (this test), the init of its PID
+// namespace and kernel threads can be none of them.
+TEST_F(BadInput, WardendItsAncestorsInitAndKernelThreadsCannotBeAJobsProcesses) {
+  pid_t kthreadd = 2;  // pid 2 is kthreadd in the initial PID namespace, where these tests run
+  for (pid_t pid : {daemon.pid(), ::getpid(), pid_t{1}, kthreadd}) {
+    try {
+      client.register_job({.name = "untouchable", .pid = pid});
+      ADD_FAILURE() << "process " << pid << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::permission_denied) << pid;
+      EXPECT_NE(std::string(e.what()).find("cannot be one"), std::string::npos) << e.what();
+    }
+  }
+  pid_t main = track(testing::spawn(testing::Behaviour::sleep));
+  JobId job = client.register_job({.name = "job", .pid = main});
+  for (pid_t pid : {daemon.pid(), pid_t{1}}) {
+    try {
+      client.add_process(job, pid);
+      ADD_FAILURE() << "process " << pid << " was accepted as a worker";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::permission_denied) << pid;
+    }
+  }
+  // The cleanup that once SIGSTOPped wardend itself: it still answers.
+  client.cleanup({.job = job});
+  EXPECT_EQ(wait_for_state(job, JobState::cleaned).state, JobState::cleaned);
+}
+
 TEST_F(BadInput, ResourceRequestsAreValidatedWithClearCodes) {
   auto t = tree({});
   JobId id = client.register_job({.name = "validated", .pid = t.main});

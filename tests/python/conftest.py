@@ -1,6 +1,7 @@
 """A real wardend per test, on a temporary socket; the warden package from client/python."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,6 +19,33 @@ WARDEND = os.environ.get("WARDEND", os.path.join(ROOT, "build", "bin", "wardend"
 JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
 
 
+class Detached:
+    """A process started through a shell that exits at once, so that this test process is not
+    among its ancestors (wardend refuses to supervise its own ancestors, and tests register this
+    process as a job). Has the parts of Popen the tests use."""
+
+    def __init__(self, argv, log_path, env):
+        launch = subprocess.run(
+            ["/bin/sh", "-c", 'log=$1; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!', "sh",
+             log_path, *argv], env=env, stdout=subprocess.PIPE, text=True, check=True)
+        self.pid = int(launch.stdout)
+        self._pidfd = os.pidfd_open(self.pid)
+
+    def poll(self):
+        """None while it runs, else 0 (its status went to whoever reaped it)."""
+        ready, _, _ = select.select([self._pidfd], [], [], 0)
+        return 0 if ready else None
+
+    def send_signal(self, sig):
+        signal.pidfd_send_signal(self._pidfd, sig)
+
+    def wait(self, timeout=None):
+        ready, _, _ = select.select([self._pidfd], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired("wardend", timeout)
+        return 0
+
+
 class Daemon:
     def __init__(self, directory, *args):
         self.dir = directory
@@ -33,11 +61,10 @@ class Daemon:
 
     def _start(self, log_mode):
         env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-        with open(self.log_path, log_mode) as log:
-            self.proc = subprocess.Popen(
-                [WARDEND, "--socket", self.socket, "--state-dir", os.path.join(self.dir, "state"),
-                 "--log-level", "debug", *self.args], stdout=log, stderr=subprocess.STDOUT,
-                env=env)
+        open(self.log_path, log_mode).close()
+        self.proc = Detached(
+            [WARDEND, "--socket", self.socket, "--state-dir", os.path.join(self.dir, "state"),
+             "--log-level", "debug", *self.args], self.log_path, env)
         deadline = time.monotonic() + 10  # generous: a loaded CI machine starts slowly
         while True:
             try:
