@@ -73,6 +73,17 @@ void Client::connect() {
     lost("cannot connect to " + socket_path_ + ": " + std::strerror(err) +
          " (is wardend running? set WARDEN_SOCKET or --socket)");
   }
+  // Only root's wardend or one's own is trusted with one's pids and paths: a process of another
+  // user listening there (a squatted /tmp/warden-UID) is an impostor.
+  ucred server{};
+  socklen_t len = sizeof(server);
+  if (::getsockopt(fd_, SOL_SOCKET, SO_PEERCRED, &server, &len) == 0 && server.uid != 0 &&
+      server.uid != ::geteuid()) {
+    disconnect();
+    unavailable("the process listening on " + socket_path_ + " runs as uid " +
+                std::to_string(server.uid) + ", neither root nor you: it is not your wardend "
+                "(another user may have squatted the path); refusing to talk to it");
+  }
   hello_ = parse_hello_reply(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
 }
 

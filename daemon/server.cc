@@ -1,6 +1,7 @@
 #include "daemon/server.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -87,6 +88,32 @@ bool socket_is_live(asio::io_context& io, const std::string& path) {
   return !ec;
 }
 
+// The socket's directory must be wardend's (or root's) and writable by no one else (but for a
+// sticky one, like /tmp): otherwise another user could have made it, or put a socket of their
+// own there, and clients would tell that process their pids and paths.
+void check_socket_dir(const std::string& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    throw std::runtime_error("stat " + dir + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    throw std::runtime_error(dir + " (the socket's directory) is not a directory (a symlink?); "
+                             "remove it or pass --socket");
+  }
+  if (st.st_uid != ::geteuid() && st.st_uid != 0) {
+    throw std::runtime_error(fmt::format(
+        "{} (the socket's directory) belongs to uid {}, not to wardend's uid {}: another user "
+        "made it and could put their own socket there; remove it, or pass --socket",
+        dir, st.st_uid, ::geteuid()));
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    throw std::runtime_error(fmt::format(
+        "{} (the socket's directory) is writable by other users (mode {:04o}): one could replace "
+        "the socket; chmod go-w it, or pass --socket",
+        dir, st.st_mode & 07777));
+  }
+}
+
 stream_protocol::acceptor bind_socket(asio::io_context& io, const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code fs_ec;
@@ -94,8 +121,10 @@ stream_protocol::acceptor bind_socket(asio::io_context& io, const std::string& p
   if (!dir.empty() && !fs::exists(dir, fs_ec)) {
     fs::create_directories(dir, fs_ec);
     if (fs_ec) throw std::runtime_error("create " + dir.string() + ": " + fs_ec.message());
-    ::chmod(dir.c_str(), 0755);
+    // Root's socket serves every user; a per-user wardend's serves its user alone.
+    ::chmod(dir.c_str(), ::geteuid() == 0 ? 0755 : 0700);
   }
+  if (!dir.empty()) check_socket_dir(dir.string());
   if (fs::is_socket(fs::symlink_status(path, fs_ec))) {
     if (socket_is_live(io, path)) {
       throw std::runtime_error("another wardend is already listening on " + path +
@@ -264,7 +293,7 @@ asio::awaitable<void> Server::shed_connection() {
   }
 }
 
-asio::awaitable<bool> Server::write_all(Socket& socket, const std::string& data) {
+asio::awaitable<bool> Server::write_all(Socket& socket, const std::string& data, uid_t uid) {
   using namespace asio::experimental::awaitable_operators;
   // Almost always the socket takes it all at once; only a client that does not read needs the
   // timer (and its cost).
@@ -282,7 +311,14 @@ asio::awaitable<bool> Server::write_all(Socket& socket, const std::string& data)
   auto result = co_await (asio::async_write(socket, asio::buffer(data.data() + sent, data.size() - sent),
                                             asio::as_tuple(asio::use_awaitable)) ||
                           timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
-  co_return result.index() == 0 && !std::get<0>(std::get<0>(result));
+  // The timer, or the read deadline (which cancels every wait on the socket), ended the write.
+  if (result.index() == 1 || std::get<0>(std::get<0>(result)) == asio::error::operation_aborted) {
+    spdlog::info("dropping connection uid={}: it read none of wardend's answers for {:g} s "
+                 "(request-timeout)",
+                 uid, to_seconds(options_.limits.request_timeout));
+    co_return false;
+  }
+  co_return !std::get<0>(std::get<0>(result));
 }
 
 // A connection's read deadline, kept by one timer that is re-armed lazily: a request only updates
@@ -321,10 +357,12 @@ asio::awaitable<bool> Server::answer_lines(Socket& socket, FrameDecoder& decoder
   std::vector<Reply> replies;
   std::vector<Unwritten> unwritten;
   std::string out;
+  constexpr std::size_t kLargeLine = 1 << 20;
   for (bool lines_left = true; lines_left;) {
     replies.clear();
     unwritten.clear();
     std::size_t bytes = 0;
+    bool large = false;
     while (bytes < options_.limits.max_pending_output) {
       auto line = decoder.next();
       if (!line) {
@@ -332,6 +370,7 @@ asio::awaitable<bool> Server::answer_lines(Socket& socket, FrameDecoder& decoder
         break;
       }
       std::uint64_t staged = journal_.last_staged();
+      large = large || line->size() > kLargeLine;
       replies.push_back(dispatch(context, *line));
       bytes += replies.back().line.size();
       if (journal_.last_staged() != staged) {
@@ -345,7 +384,9 @@ asio::awaitable<bool> Server::answer_lines(Socket& socket, FrameDecoder& decoder
       out += r.line;
       out += '\n';
     }
-    if (!out.empty() && !co_await write_all(socket, out)) co_return false;
+    if (!out.empty() && !co_await write_all(socket, out, context.caller.uid)) co_return false;
+    // Parsing a large line took memory that malloc would otherwise keep for good.
+    if (large) ::malloc_trim(0);
   }
   co_return true;
 }
@@ -375,7 +416,8 @@ asio::awaitable<void> Server::session(Socket socket) {
   }
   if (!refusal.empty()) {
     spdlog::info("dropping connection: {}", refusal);
-    co_await write_all(socket, error_reply(nullptr, ErrorCode::unavailable, refusal) + "\n");
+    co_await write_all(socket, error_reply(nullptr, ErrorCode::unavailable, refusal) + "\n",
+                       caller.uid);
     co_return;
   }
   const ConnectionLimits& limits = options_.limits;
@@ -396,9 +438,10 @@ asio::awaitable<void> Server::session(Socket socket) {
                           : "uid " + std::to_string(caller.uid) + " already has " +
                                 std::to_string(limits.max_connections_per_user) +
                                 " connections to wardend (the limit); close some";
-    spdlog::debug("refusing connection pid={} uid={}: {}", caller.pid, caller.uid, why);
+    spdlog::info("refusing connection pid={} uid={}: {}", caller.pid, caller.uid, why);
     service_.count_refusal(ErrorCode::limit_exceeded);
-    co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
+    co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n",
+                       caller.uid);
     co_return;
   }
   spdlog::debug("connect pid={} uid={} peer_pidfd={} container={}", caller.pid, caller.uid,
@@ -432,9 +475,10 @@ asio::awaitable<void> Server::session(Socket socket) {
                             : "connection idle for " +
                                   fmt::format("{:g}", to_seconds(limits.idle_timeout)) +
                                   " s; closing it (reconnect when needed)";
-      spdlog::debug("dropping connection pid={} uid={}: {}", caller.pid, caller.uid, why);
+      spdlog::info("dropping connection pid={} uid={}: {}", caller.pid, caller.uid, why);
       service_.count_refusal(ErrorCode::limit_exceeded);
-      co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
+      co_await write_all(socket, error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n",
+                         caller.uid);
       break;
     }
     auto space = decoder.prepare(kReadChunk);
@@ -466,7 +510,7 @@ asio::awaitable<void> Server::session(Socket socket) {
                         "connection closed in the middle of a request (" +
                             std::to_string(decoder.pending()) + " bytes without a newline)") + "\n";
     }
-    if (!out.empty() && !co_await write_all(socket, out)) break;
+    if (!out.empty() && !co_await write_all(socket, out, caller.uid)) break;
     if (ec || close) break;
     if (follow) {
       co_await follow_events(socket, caller, follow->job);

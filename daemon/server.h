@@ -69,7 +69,8 @@ class Server {
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> shed_connection();
   // Writes all of `data`; false if the peer is gone or does not read it within request_timeout.
-  boost::asio::awaitable<bool> write_all(Socket& socket, const std::string& data);
+  // False if the peer is gone, or read nothing for the request timeout (logged, with `uid`).
+  boost::asio::awaitable<bool> write_all(Socket& socket, const std::string& data, uid_t uid);
   boost::asio::awaitable<void> session(Socket socket);
   // Answers every complete line the decoder holds; false if the client is gone or stopped reading.
   boost::asio::awaitable<bool> answer_lines(Socket& socket, FrameDecoder& decoder,

@@ -18,6 +18,12 @@ void FrameDecoder::compact() {
 std::span<char> FrameDecoder::prepare(std::size_t n) {
   // Reclaim consumed bytes before growing, so a long-lived connection keeps a small buffer.
   if (start_ > 0 && (start_ >= size_ / 2 || size_ + n > buf_.size())) compact();
+  // A buffer grown for one large line is given back once that line is consumed.
+  constexpr std::size_t kUsual = 64 * 1024;
+  if (buf_.size() > 4 * kUsual && size_ - start_ + n <= kUsual) {
+    compact();
+    std::string(buf_, 0, kUsual).swap(buf_);
+  }
   if (buf_.size() < size_ + n) buf_.resize(size_ + n);
   return {buf_.data() + size_, n};
 }

@@ -15,6 +15,7 @@ namespace {
 
 struct Options {
   std::string socket;
+  double timeout_s = 5;
   bool json = false;
   std::optional<warden::JobId> job;
   warden::RegisterJobRequest registration;
@@ -116,6 +117,10 @@ int main(int argc, char** argv) {
   Options o;
   app.add_option("--socket", o.socket, "wardend's socket (default: $WARDEN_SOCKET, then " +
                                            std::string(warden::kSystemSocketPath) + ")");
+  app.add_option("--timeout", o.timeout_s,
+                 "Seconds to wait for wardend (to connect, and for each answer) before giving up")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 
   auto* status = app.add_subcommand("status", "Show jobs, or one job with its cleanup report");
   status->add_flag("--json", o.json, "Print JSON instead of a table");
@@ -217,7 +222,8 @@ int main(int argc, char** argv) {
   }
 
   try {
-    warden::Client client(o.socket);
+    warden::Client client(
+        o.socket, {.timeout = std::chrono::milliseconds(static_cast<long>(o.timeout_s * 1000))});
     if (status->parsed()) return run_status(client, o);
     if (cleanup->parsed()) {
       std::size_t n = client.cleanup({.job = o.job, .group = o.group});

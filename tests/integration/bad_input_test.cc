@@ -5,7 +5,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "proto/unique_fd.h"
 #include "tests/support/daemon_test.h"
@@ -182,6 +185,40 @@ TEST_F(BadInput, WardendItsAncestorsInitAndKernelThreadsCannotBeAJobsProcesses) 
   // The cleanup that once SIGSTOPped wardend itself: it still answers.
   client.cleanup({.job = job});
   EXPECT_EQ(wait_for_state(job, JobState::cleaned).state, JobState::cleaned);
+}
+
+// With the frame limit raised, one 10 MB request: answered, and its memory given back.
+class LargeFrames : public testing::DaemonTest {
+ protected:
+  LargeFrames() : DaemonTest({"--max-frame", "16777216"}) {}
+};
+
+std::size_t rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  }
+  return 0;
+}
+
+TEST_F(LargeFrames, ATenMegabyteRequestLeavesNoLastingMemoryBehind) {
+  std::size_t before = rss_kib(daemon.pid());
+  {
+    RawConnection c(daemon.socket());
+    c.send(R"({"id":1,"op":"hello","client":")" + std::string(10 << 20, 'x') + "\"}\n");
+    auto r = c.reply();
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->value("ok", false)) << *r;
+    c.send(R"({"id":2,"op":"hello"})" "\n");
+    ASSERT_TRUE(c.reply()) << "the same connection serves on";
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::size_t after = rss_kib(daemon.pid());
+  std::cout << "wardend RSS " << before << " KiB before the 10 MB request, " << after
+            << " KiB after\n";
+#if !defined(__SANITIZE_ADDRESS__)  // ASan keeps freed memory in quarantine on purpose
+  EXPECT_LT(after, before + 8 * 1024) << "the request's buffers were given back";
+#endif
 }
 
 TEST_F(BadInput, ResourceRequestsAreValidatedWithClearCodes) {

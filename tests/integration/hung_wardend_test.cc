@@ -79,5 +79,17 @@ TEST_F(HungWardend, AJobFailsOpenWhenWardendDoesNotAnswerAndAStrictOneThrows) {
   ::kill(daemon.pid(), SIGCONT);
 }
 
+TEST_F(HungWardend, WardenctlGivesUpWithAClearErrorInsteadOfHanging) {
+  ::kill(daemon.pid(), SIGSTOP);
+  auto started = std::chrono::steady_clock::now();
+  auto r = testing::run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "--timeout", "1",
+                                 "status"});
+  auto took = std::chrono::steady_clock::now() - started;
+  ::kill(daemon.pid(), SIGCONT);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("did not answer within 1000 ms"), std::string::npos) << r.err;
+  EXPECT_LT(took, 10s) << "bounded by its timeout, not by the daemon";
+}
+
 }  // namespace
 }  // namespace warden

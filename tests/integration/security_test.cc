@@ -1,6 +1,7 @@
 // SECURITY.md's promises, each shown with real users, real processes and real files: who may do
 // what, PID reuse, connection limits and timeouts, descriptor exhaustion.
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <thread>
 
+#include "proto/socket_path.h"
 #include "tests/support/daemon_test.h"
 
 namespace warden::testing {
@@ -110,6 +112,55 @@ TEST_F(Security, UsersActOnlyOnTheirOwnProcessesFilesAndJobsAndRootOnAll) {
   client.cleanup({.job = std::stoull(job)});
   EXPECT_TRUE(wait_exited(alices, 10s));
   EXPECT_TRUE(fs::exists(root_file) && fs::exists(bob_file));
+  fs::remove_all(dir);
+}
+
+// Without XDG_RUNTIME_DIR a user's wardend listens on /tmp/warden-UID/warden.sock. Bob makes
+// alice's directory first and listens there: alice's wardend refuses to start in it, and alice's
+// clients refuse to talk to bob's process.
+TEST_F(Security, ASquattedPerUserSocketIsRefusedByWardendAndByClients) {
+  if (fs::exists(kSystemSocketPath)) GTEST_SKIP() << "a system wardend runs here; clients use it";
+  const std::string dir = "/tmp/warden-" + std::to_string(alice);
+  const std::string path = dir + "/warden.sock";
+  fs::remove_all(dir);
+  pid_t impostor = track(::fork());
+  if (impostor == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(bob) != 0 || ::setuid(bob) != 0) ::_exit(1);
+    ::mkdir(dir.c_str(), 0755);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{.sun_family = AF_UNIX};
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) ::_exit(1);
+    ::chmod(path.c_str(), 0666);
+    ::listen(fd, 16);
+    for (;;) ::pause();
+  }
+  for (int i = 0; i < 500 && !fs::exists(path); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(fs::exists(path));
+
+  std::string state = daemon.dir() + "/alice-state";
+  fs::create_directory(state);
+  ASSERT_EQ(::chown(state.c_str(), alice, alice), 0);
+  auto wardend = run_command_as(alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", WARDEND_PATH,
+                                        "--state-dir", state, "--no-durable"});
+  EXPECT_NE(wardend.status, 0);
+  EXPECT_NE(wardend.err.find(dir + " (the socket's directory) belongs to uid " + std::to_string(bob)),
+            std::string::npos)
+      << wardend.err;
+
+  auto ctl = run_command_as(alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "WARDEN_SOCKET",
+                                    WARDENCTL_PATH, "status"});
+  EXPECT_NE(ctl.status, 0);
+  EXPECT_NE(ctl.err.find("runs as uid " + std::to_string(bob) + ", neither root nor you"),
+            std::string::npos)
+      << ctl.err;
+  auto python = run_command_as(
+      alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "WARDEN_SOCKET",
+              "PYTHONPATH=" WARDEN_SOURCE_DIR "/client/python", "/usr/bin/python3", "-c",
+              "import warden; warden.Client()"});
+  EXPECT_NE(python.status, 0);
+  EXPECT_NE(python.err.find("neither root nor you"), std::string::npos) << python.err;
+  ::kill(impostor, SIGKILL);
   fs::remove_all(dir);
 }
 
@@ -260,6 +311,25 @@ TEST_F(ConnectionLimitsTest, AClientSendingOneByteASecondIsDroppedAtItsTimeout) 
   EXPECT_LT(took, 3s);
   char c;
   EXPECT_EQ(::read(fd.get(), &c, 1), 0) << "the connection is closed";
+}
+
+TEST_F(ConnectionLimitsTest, AClientThatReadsNoAnswersIsDroppedAndTheDropIsLoggedWithItsUser) {
+  // Requests pipelined without reading a byte, until wardend's answers fill the socket.
+  UniqueFd fd = connect_raw(daemon.socket());
+  std::string burst;
+  for (int i = 0; i < 2000; ++i) burst += R"({"op":"status","id":1})" "\n";
+  // Until wardend, blocked on answers nobody reads, reads no more requests either.
+  timeval bound{.tv_sec = 3, .tv_usec = 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
+  for (int i = 0; i < 400; ++i) {
+    if (::send(fd.get(), burst.data(), burst.size(), MSG_NOSIGNAL) < 0) break;
+  }
+  std::string expected = "dropping connection uid=0: it read none of wardend's answers";
+  for (int i = 0; i < 100 && daemon.log().find(expected) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_NE(daemon.log().find(" info " + expected), std::string::npos) << "logged at info";
+  EXPECT_NO_THROW(client.status()) << "wardend serves on";
 }
 
 TEST_F(ConnectionLimitsTest, AnIdleConnectionIsClosedAndClientsReconnectByThemselves) {

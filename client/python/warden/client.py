@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import struct
 import threading
 
 from .errors import Unavailable, error_for
@@ -53,6 +54,14 @@ class Client:
             sock.close()
             raise Unavailable("cannot connect to %s: %s (is wardend running? set WARDEN_SOCKET)"
                               % (self.socket_path, e.strerror or e)) from None
+        # Only root's wardend or one's own is trusted with this process's pids and paths.
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+        if uid not in (0, os.geteuid()):
+            sock.close()
+            raise Unavailable("the process listening on %s runs as uid %d, neither root nor you: "
+                              "it is not your wardend (another user may have squatted the path); "
+                              "refusing to talk to it" % (self.socket_path, uid))
         self._sock = sock
         self._buffer = b""
 
