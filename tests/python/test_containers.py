@@ -33,6 +33,8 @@ class Pod:
     private /tmp hides the host's."""
 
     def __init__(self, daemon, argv, binds=(), env=None):
+        # The source tree too, which the private /tmp would hide where it is checked out there.
+        binds = [*binds, (ROOT, ROOT)]
         setup = ["mount -t tmpfs pod-mnt /mnt", "mkdir -p /mnt/warden /mnt/binds",
                  "mount --bind %s /mnt/warden" % os.path.dirname(daemon.socket)]
         for i, (host, _) in enumerate(binds):
