@@ -188,12 +188,6 @@ class Job:
         """True while the job is registered with a reachable wardend."""
         return self.id is not None and self._lost_since is None and not self._ended
 
-    @property
-    def supervised_since_lost(self):
-        """Seconds since wardend stopped answering; None while the job is supervised."""
-        lost = self._lost_since
-        return None if lost is None else time.monotonic() - lost
-
     # --- heartbeats --------------------------------------------------------------------------
 
     def beat(self):
