@@ -212,9 +212,9 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
 
 std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
   const pid_t pid = main.identity.pid;
-  const pid_t self = ::getpid();
-  // A frozen or killed cgroup must never hold wardend, which ends its members.
-  if (cgroups_ == nullptr || pid == self) return "";
+  // (wardend and its ancestors are never a job's main: refuse_untouchable(), so wardend, which a
+  // frozen or killed cgroup must never hold, is neither moved nor among the descendants.)
+  if (cgroups_ == nullptr) return "";
   try {
     auto home = cgroups_->cgroup_of(pid);
     if (!home) {
@@ -242,8 +242,7 @@ std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
       return "";
     }
     for (pid_t descendant : read_descendants(pid)) {
-      // wardend itself may descend from the main process (started by a test, or by the job).
-      if (descendant == self || cgroups_->cgroup_of(descendant) != home) continue;
+      if (cgroups_->cgroup_of(descendant) != home) continue;
       try {
         cgroups_->move(descendant, cgroup);
       } catch (const std::system_error&) {
