@@ -132,6 +132,7 @@ ProcessHandle identify(pid_t pid, UniqueFd pidfd) {
     throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
   }
   handle.identity.start_time = stat->start_time;
+  handle.kernel_thread = is_kernel_thread(*stat);
   handle.identity.uid = *uid;
   return handle;
 }

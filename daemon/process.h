@@ -62,6 +62,7 @@ std::optional<uid_t> read_proc_real_uid(pid_t pid);
 struct ProcessHandle {
   ProcessIdentity identity;
   UniqueFd pidfd;
+  bool kernel_thread = false;  // from the same read of /proc/PID/stat as the identity
 };
 
 // Opens a pidfd for `pid` and reads its identity. Because the identity is read after the pidfd is

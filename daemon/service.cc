@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <cstring>
 #include <stdexcept>
@@ -27,25 +28,35 @@ std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
   return std::nullopt;
 }
 
-// Processes no job may hold, since a job's processes are ended at cleanup: wardend itself and its
-// ancestors (ending one may end wardend), the init of wardend's PID namespace (ending it ends every
-// process in it) and kernel threads. `named` is the pid as the caller gave it. A container's own
-// init (its pid 1, a pod's main) is another process and stays allowed.
-void refuse_untouchable(const ProcessHandle& process, pid_t named) {
-  const pid_t pid = process.identity.pid;
+// wardend's ancestors, parent first, by identity: ancestors only ever go away (a process is
+// reparented to an ancestor), so the list read once at start can only hold too many, and a
+// recycled pid of one that went has another start time.
+std::vector<ProcessIdentity> read_ancestors() {
+  std::vector<ProcessIdentity> out;
+  for (pid_t up = ::getppid(); up > 1;) {
+    auto st = read_proc_stat(up);
+    if (!st) break;
+    out.push_back({.pid = up, .start_time = st->start_time});
+    up = st->ppid;
+  }
+  return out;
+}
+
+}  // namespace
+
+void Service::refuse_untouchable(const ProcessHandle& process, pid_t named) const {
+  const ProcessIdentity& p = process.identity;
   std::string why;
-  if (pid == ::getpid()) {
+  if (p.pid == ::getpid()) {
     why = "is wardend itself";
-  } else if (pid == 1) {
+  } else if (p.pid == 1) {
     why = "is the init of wardend's PID namespace";
-  } else if (auto st = read_proc_stat(pid); st && is_kernel_thread(*st)) {
+  } else if (process.kernel_thread) {
     why = "is a kernel thread";
-  } else {
-    for (pid_t up = ::getppid(); up > 1 && why.empty();) {
-      if (up == pid) why = "is an ancestor of wardend, which ending it could end";
-      auto above = read_proc_stat(up);
-      up = above ? above->ppid : 0;
-    }
+  } else if (std::any_of(ancestors_.begin(), ancestors_.end(), [&p](const ProcessIdentity& a) {
+               return a.pid == p.pid && a.start_time == p.start_time;
+             })) {
+    why = "is an ancestor of wardend, which ending it could end";
   }
   if (!why.empty()) {
     throw Error(ErrorCode::permission_denied,
@@ -54,11 +65,10 @@ void refuse_untouchable(const ProcessHandle& process, pid_t named) {
   }
 }
 
-}  // namespace
-
 Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
     : io_(io),
       instance_(options.instance),
+      ancestors_(read_ancestors()),
       systemd_(options.systemd),
       cgroups_(options.cgroups),
       cgroup_prefix_(options.cgroup_prefix),

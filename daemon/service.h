@@ -94,6 +94,11 @@ class Service {
   // The process the caller names `pid` (in its own PID namespace), held by the pidfd it passed or
   // by one wardend opens. Throws Error if it names none, or one outside its namespace.
   ProcessHandle process_named(const Caller& caller, pid_t pid, UniqueFd passed) const;
+  // Processes no job may hold, since a job's processes are ended at cleanup: wardend itself and
+  // its ancestors (ending one may end wardend), the init of wardend's PID namespace (ending it
+  // ends every process in it) and kernel threads; throws permission_denied saying which.
+  // `named` is the pid as the caller gave it. A container's own init is another process.
+  void refuse_untouchable(const ProcessHandle& process, pid_t named) const;
   // Where the job's paths are resolved and its hooks run: the view of the client that registered
   // it (wardend's own for a job on the host).
   // nullptr where the job lives in a container that a restarted wardend could not find again.
@@ -127,6 +132,7 @@ class Service {
   // Constant after construction.
   boost::asio::io_context& io_;
   const std::string instance_;
+  const std::vector<ProcessIdentity> ancestors_;  // read at start (refuse_untouchable())
   Systemd* const systemd_;
   Cgroups* const cgroups_;
   const std::string cgroup_prefix_;
