@@ -3,12 +3,10 @@
 #include <fmt/format.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/openat2.h>
 #include <sched.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +30,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "daemon/files.h"
 #include "daemon/supervisor.h"
 
 namespace warden {
@@ -75,18 +74,13 @@ bool exists_at(const Place& place, const std::string& path, bool directory) {
   if (place.root < 0) {
     return directory ? std::filesystem::is_directory(path) : ::access(path.c_str(), X_OK) == 0;
   }
-  open_how how{.flags = static_cast<std::uint64_t>(O_PATH | O_CLOEXEC | (directory ? O_DIRECTORY : 0)),
-               .mode = 0,
-               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-  long fd = ::syscall(SYS_openat2, place.root, path.c_str(), &how, sizeof(how));
+  UniqueFd fd = open_in_root(place.root, path, O_PATH | (directory ? O_DIRECTORY : 0));
   // Without openat2 (a seccomp filter that does not know it) it cannot be looked at from here:
   // the command's own chdir() and exec say whether it is there.
-  if (fd < 0) return errno == ENOSYS;
+  if (!fd) return errno == ENOSYS;
   struct stat st {};
-  bool ok = ::fstat(static_cast<int>(fd), &st) == 0 &&
-            (directory ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0);
-  ::close(static_cast<int>(fd));
-  return ok;
+  return ::fstat(fd.get(), &st) == 0 &&
+         (directory ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0);
 }
 
 std::string find_program(const std::string& name, const Place& place) {
@@ -103,9 +97,9 @@ std::string find_program(const std::string& name, const Place& place) {
   return {};
 }
 
-// In the child: takes the job's root and joins its PID namespace. With a PID namespace it forks once more; the process
-// outside (the one the launcher knows) waits and passes the command's status on, so a timeout's
-// SIGKILL of the process group reaches both.
+// In the child: takes the job's root and joins its PID namespace. With a PID namespace it forks
+// once more; the process outside (the one the launcher knows) waits and passes the command's
+// status on, so a timeout's SIGKILL of the process group reaches both.
 int enter(const Place& place) {
   if (place.root >= 0 && (::fchdir(place.root) != 0 || ::chroot(".") != 0)) return errno;
   if (place.pid_ns < 0) return 0;

@@ -147,14 +147,11 @@ struct OpenedParent {
 // are resolved as they are for the job (without openat2, a symlink in it is refused instead).
 UniqueFd open_allowed_root(int job_root, const std::string& path, int flags) {
   if (job_root == AT_FDCWD) return UniqueFd(::open(path.c_str(), flags | O_CLOEXEC));
-  open_how how{.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC), .mode = 0,
-               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-  for (;;) {
-    long fd = ::syscall(SYS_openat2, job_root, path.c_str(), &how, sizeof(how));
-    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
-    if (errno == ENOSYS) return UniqueFd(walk_beneath(job_root, path, static_cast<std::uint64_t>(flags)));
-    if (errno != EAGAIN && errno != EINTR) return {};
+  UniqueFd fd = open_in_root(job_root, path, flags);
+  if (!fd && errno == ENOSYS) {
+    return UniqueFd(walk_beneath(job_root, path, static_cast<std::uint64_t>(flags)));
   }
+  return fd;
 }
 
 OpenedParent open_parent(int job_root, const Location& at) {
@@ -259,6 +256,16 @@ PathReport remove_glob(const PathRules& rules, int job_root, const TrackedPath& 
 }
 
 }  // namespace
+
+UniqueFd open_in_root(int root, const std::string& path, int flags) {
+  open_how how{.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC), .mode = 0,
+               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+  for (;;) {
+    long fd = ::syscall(SYS_openat2, root, path.c_str(), &how, sizeof(how));
+    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if (errno != EAGAIN && errno != EINTR) return {};
+  }
+}
 
 TrackedPath resolve_path(const PathRules& rules, int job_root, PathKind kind,
                          const std::string& given) {

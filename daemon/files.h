@@ -15,6 +15,11 @@ struct PathRules {
   std::string shm_dir = "/dev/shm";  // where POSIX shm segments and named semaphores live
 };
 
+// Opens `path` as a process whose root is the directory `root` would (View::root()): symlinks
+// resolved within that root, no /proc magic links (openat2 with RESOLVE_IN_ROOT). Empty, with
+// errno set, on failure: ENOSYS where a seccomp filter does not know openat2.
+UniqueFd open_in_root(int root, const std::string& path, int flags);
+
 // `root` is the directory a job's "/" is (View::root(): AT_FDCWD for a job where wardend is, a
 // container's root otherwise); the allowed roots are found beneath it, symlinks in them resolved
 // within it.

@@ -112,7 +112,9 @@ pid_t pidfd_pid(int fd) {
   if (!pid) {
     throw Error(ErrorCode::bad_request, "the descriptor passed with the request is not a pidfd");
   }
-  if (*pid <= 0) throw Error(ErrorCode::no_such_process, "the pidfd passed is of a process that has exited");
+  if (*pid <= 0) {
+    throw Error(ErrorCode::no_such_process, "the pidfd passed is of a process that has exited");
+  }
   return static_cast<pid_t>(*pid);
 }
 

@@ -408,7 +408,9 @@ asio::awaitable<void> Server::session(Socket socket) {
     caller_pidfd = peer_pidfd(socket);
     // Before Linux 6.5 the pid might be taken by another process meanwhile: a small race that
     // the kernel's own pidfd closes. Out of descriptors, the connection is served without one.
-    if (!caller_pidfd) caller_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, caller.pid, 0)));
+    if (!caller_pidfd) {
+      caller_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, caller.pid, 0)));
+    }
     caller.pidfd = caller_pidfd.get();
     caller.view = View::of(caller.pid, caller.pidfd);
   } catch (const std::exception& e) {
