@@ -48,7 +48,12 @@ def test_beats_take_microseconds_while_wardend_is_stopped_and_supervision_resume
               % (healthy["max_ms"], healthy["p99_ms"], healthy["calls"]))
         print("beat() with wardend stopped 5 s: max %.3f ms, p99 %.3f ms over %d calls"
               % (stopped["max_ms"], stopped["p99_ms"], stopped["calls"]))
-        assert stopped["max_ms"] < 5, "a beat() call waited on the stopped wardend"
+        # A call that waited on wardend would take its 1 s timeout (it once took 95 s). The 5 ms
+        # bound holds on a quiet machine; where the shared cores alone make a healthy beat() take
+        # longer (5.5 ms seen in an ASan CI run: this thread preempted), that same-run figure is
+        # the floor.
+        assert stopped["max_ms"] < max(5, healthy["max_ms"] * 1.5), \
+            "a beat() call waited on the stopped wardend"
 
         regained = job.ask("regain")
         print("supervised again %.2f s after SIGCONT" % regained["after_s"])
