@@ -362,9 +362,38 @@ std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kep
   return reports;
 }
 
-asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& plan,
-                                                          std::vector<UniqueFd>& pidfds,
-                                                          const CleanupContext& context) {
+// Which GPUs the job's processes hold, read while they are stopped and before any is ended.
+asio::awaitable<GpuAccount> take_gpu_account(const Termination& t,
+                                             const CleanupContext& context) {
+  if (context.gpus == nullptr) co_return GpuAccount{};
+  std::vector<pid_t> pids;
+  for (const auto& e : t.entries) {
+    if (e.waiting && !e.gone_at) pids.push_back(e.report.pid);
+  }
+  auto look = [&pids, gpus = context.gpus.get()] { return account_gpus(*gpus, pids); };
+  co_return co_await offload(context.blocking, look);
+}
+
+// The report's GPU part, once the processes are gone: what each held, what was released and
+// who else still holds those GPUs.
+asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& plan,
+                                  const CleanupContext& context, CleanupReport& out) {
+  if (account.held.empty()) co_return;
+  std::vector<pid_t> alive;  // of the job, and still holding what they held
+  if (plan.main_spared) alive.push_back(plan.main.pid);
+  for (auto& p : out.processes) {
+    p.gpus = gpu_uses(account, p.pid);
+    if (p.outcome == Outcome::unkillable || p.outcome == Outcome::kept) alive.push_back(p.pid);
+  }
+  auto settle = [&account, &alive, gpus = context.gpus.get()] {
+    return settle_gpus(*gpus, account, alive);
+  };
+  out.gpus = co_await offload(context.blocking, settle);
+  out.gpu_note = account.before.note;
+}
+
+asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
+                                    const CleanupContext& context, CleanupReport& out) {
   auto t = std::make_shared<Termination>(co_await asio::this_coro::executor);
   Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups,
                     .cgroup = plan.cgroup};
@@ -381,6 +410,7 @@ asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& pla
   });
 
   const bool converged = co_await freeze(t, plan, context, tracking);
+  const GpuAccount gpus = co_await take_gpu_account(*t, context);
   if (plan.grace > Duration::zero()) co_await terminate(t, plan, tracking);
   // With no grace period nothing of the job has run since a freeze scan found nothing new, so
   // that scan already confirmed the whole tree and no rescan is needed after SIGKILL.
@@ -391,7 +421,8 @@ asio::awaitable<std::vector<ProcessReport>> end_processes(const CleanupPlan& pla
     // A member that outlived SIGKILL keeps it; the next start of wardend tries again.
     if (!t->cgroup_busy) context.cgroups->remove(plan.cgroup);
   }
-  co_return report(*t, std::move(kept));
+  out.processes = report(*t, std::move(kept));
+  co_await report_gpus(gpus, plan, context, out);
 }
 
 Diagnostics capture_diagnostics(const CleanupPlan& plan) {
@@ -445,7 +476,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     }
   }
 
-  report.processes = co_await end_processes(plan, pidfds, context);
+  co_await end_processes(plan, pidfds, context, report);
 
   for (const auto& hook : plan.hooks) {
     if (hook.keep || home == nullptr) {

@@ -7,6 +7,7 @@
 
 #include "daemon/cgroup.h"
 #include "daemon/files.h"
+#include "daemon/gpus.h"
 #include "daemon/namespaces.h"
 #include "daemon/process_tree.h"
 #include "daemon/supervisor.h"
@@ -19,6 +20,7 @@ struct CleanupOptions {
   // NFS or GPU driver call). Waiting longer would hold the job's cleanup hostage.
   Duration kill_timeout = std::chrono::seconds(5);
   PathRules paths;
+  GpuOptions gpus;
 };
 
 // Where a cleanup runs: the event loop it is spawned on, plus an executor for blocking work
@@ -35,6 +37,8 @@ struct CleanupContext {
   // Where the job's paths are removed and its hooks run (namespaces.h); nullptr where the job
   // lived in a container that is gone and that this wardend, restarted, holds no descriptor of.
   std::shared_ptr<const View> home;
+  // The node's GPUs, for the report's account of what the job held; nullptr: not looked at.
+  std::shared_ptr<Gpus> gpus;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

@@ -67,10 +67,19 @@ json cleanup(const RequestContext& c, const json& request) {
 json metrics(const RequestContext& c, const json&) { return {{"text", c.service.metrics_text()}}; }
 
 json status(const RequestContext& c, const json& request) {
+  StatusRequest r = parse_status(request);
   json jobs = json::array();
-  for (const auto& s : c.service.status(c.caller, parse_status(request))) jobs.push_back(to_json(s));
-  return {{"jobs", std::move(jobs)}};
+  for (const auto& s : c.service.status(c.caller, r)) jobs.push_back(to_json(s));
+  json reply{{"jobs", std::move(jobs)}};
+  // The node's view (not one job's) shows its GPUs too, where it has any.
+  if (!r.job) {
+    json gpus = to_json(c.service.gpus(c.caller));
+    if (!gpus["gpus"].empty()) reply["gpus"] = std::move(gpus["gpus"]);
+  }
+  return reply;
 }
+
+json gpus(const RequestContext& c, const json&) { return to_json(c.service.gpus(c.caller)); }
 
 json events(const RequestContext& c, const json& request) {
   EventsRequest r = parse_events(request);
@@ -83,7 +92,7 @@ json events(const RequestContext& c, const json& request) {
   return {{"events", std::move(events)}};
 }
 
-constexpr std::array<Command, 14> kCommands{{
+constexpr std::array<Command, 15> kCommands{{
     {"hello", "exchange protocol version, capabilities and limits", hello},
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
@@ -101,6 +110,7 @@ constexpr std::array<Command, 14> kCommands{{
      cleanup},
     {"status", "show all jobs the caller may see, or one", status},
     {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
+    {"gpus", "the node's GPUs and the processes holding each, with their jobs", gpus},
     {"metrics", "counters and gauges in Prometheus text format", metrics},
 }};
 

@@ -104,6 +104,15 @@ std::optional<Config> parse_config(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--shm-dir", c.cleanup.paths.shm_dir, "Where POSIX shm segments live")
       ->capture_default_str();
+  app.add_option("--gpu-devices", c.cleanup.gpus.devices,
+                 "Device nodes that count as GPUs (glob patterns): a process holds a GPU while it "
+                 "has its node open; cleanup reports and `wardenctl gpus` name them")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--nvml-library", c.cleanup.gpus.nvml_library,
+                 "NVIDIA's management library, loaded at run time for per-process GPU memory "
+                 "figures (empty: never)")
+      ->capture_default_str();
   app.add_option("--kill-timeout", kill_timeout_s,
                  "Seconds a process may survive SIGKILL before it is reported unkillable")
       ->check(CLI::Range(0.1, 600.0))

@@ -2,11 +2,59 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <optional>
+
 namespace warden {
 namespace {
 
 void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+// Per GPU: its memory (NVML), and per job ("untracked": no job of wardend's) the processes holding
+// it and the memory they hold.
+void render_gpus(std::string& out, const GpusReply& gpus) {
+  if (gpus.gpus.empty()) return;
+  header(out, "warden_gpu_holders", "gauge",
+         "Processes holding each GPU (its device node open), by job; job=\"untracked\": none of "
+         "warden's jobs.");
+  std::string memory;
+  for (const auto& gpu : gpus.gpus) {
+    // "untracked" always, so that a GPU nobody holds still has a series (0).
+    std::map<std::string, std::pair<std::size_t, std::optional<std::uint64_t>>> by_job{
+        {"untracked", {0, std::nullopt}}};
+    for (const auto& h : gpu.holders) {
+      auto& [count, bytes] = by_job[h.job ? std::to_string(*h.job) : "untracked"];
+      ++count;
+      if (h.memory_bytes) bytes = bytes.value_or(0) + *h.memory_bytes;
+    }
+    for (const auto& [job, held] : by_job) {
+      out += fmt::format("warden_gpu_holders{{device=\"{}\",job=\"{}\"}} {}\n", gpu.device, job,
+                         held.first);
+      if (held.second) {
+        memory += fmt::format("warden_gpu_held_bytes{{device=\"{}\",job=\"{}\"}} {}\n",
+                              gpu.device, job, *held.second);
+      }
+    }
+  }
+  if (!gpus.note.empty()) return;  // no NVML: no memory figures
+  header(out, "warden_gpu_held_bytes", "gauge", "Device memory held on each GPU, by job (NVML).");
+  out += memory;
+  header(out, "warden_gpu_memory_used_bytes", "gauge", "Device memory in use on each GPU (NVML).");
+  for (const auto& gpu : gpus.gpus) {
+    if (gpu.memory_used_bytes) {
+      out += fmt::format("warden_gpu_memory_used_bytes{{device=\"{}\"}} {}\n", gpu.device,
+                         *gpu.memory_used_bytes);
+    }
+  }
+  header(out, "warden_gpu_memory_total_bytes", "gauge", "Device memory of each GPU (NVML).");
+  for (const auto& gpu : gpus.gpus) {
+    if (gpu.memory_total_bytes) {
+      out += fmt::format("warden_gpu_memory_total_bytes{{device=\"{}\"}} {}\n", gpu.device,
+                         *gpu.memory_total_bytes);
+    }
+  }
 }
 
 }  // namespace
@@ -75,6 +123,7 @@ std::string Metrics::render(const Gauges& g) const {
   header(out, "warden_store_write_failures_total", "counter",
          "Batches the state store could not write (disk full, read-only, I/O error).");
   out += fmt::format("warden_store_write_failures_total {}\n", g.store_write_failures);
+  render_gpus(out, g.gpus);
   return out;
 }
 

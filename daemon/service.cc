@@ -72,6 +72,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       systemd_(options.systemd),
       cgroups_(options.cgroups),
       cgroup_prefix_(options.cgroup_prefix),
+      gpus_(std::make_shared<Gpus>(options.cleanup.gpus)),
       cleanup_options_(options.cleanup),
       journal_(journal),
       core_(options.limits),
@@ -101,6 +102,7 @@ void Service::publish(const EventRecord& event) {
 
 void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup) {
   core_.set_limits(limits);
+  if (cleanup.gpus != cleanup_options_.gpus) gpus_ = std::make_shared<Gpus>(cleanup.gpus);
   cleanup_options_ = cleanup;
 }
 
@@ -493,7 +495,7 @@ void Service::start_cleanup(CleanupPlan plan) {
       run_cleanup(std::move(plan), std::move(pidfds),
                   {.options = cleanup_options_, .blocking = blocking_.get_executor(),
                    .self = ::getpid(), .instance = instance_, .scans = &scans_,
-                   .cgroups = cgroups_, .home = home_of(id)}),
+                   .cgroups = cgroups_, .home = home_of(id), .gpus = gpus_}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -527,7 +529,8 @@ std::string Service::metrics_text() const {
   Gauges g{.processes = watch_.size(),
            .cleanups_running = cleanups_running_,
            .event_subscribers = subscribers_.size(),
-           .store_write_failures = journal_.failed_writes()};
+           .store_write_failures = journal_.failed_writes(),
+           .gpus = gpus(Caller{.uid = 0})};
   for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
     ++g.jobs[job->state];
     if (job->state != JobState::cleaned) g.paths += job->paths.size();

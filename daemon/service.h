@@ -64,6 +64,8 @@ class Service {
   // Returns how many jobs it started cleaning.
   std::size_t cleanup(const Caller& caller, const CleanupRequest& request);
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
+  // The node's GPUs and every process holding one, with the job each belongs to (service_gpus.cc).
+  GpusReply gpus(const Caller& caller) const;
   std::vector<json> events(const Caller& caller, const EventsRequest& request);
   bool has_history() { return journal_.store() != nullptr; }
   const std::string& instance() const { return instance_; }
@@ -113,6 +115,11 @@ class Service {
   void release_cgroup(const std::string& cgroup);
   // The job whose tracking cgroup `cgroup` is; nullptr if none of this wardend's jobs has it.
   const Job* job_of_cgroup(const std::string& cgroup) const;
+  // The registered processes of the jobs not yet cleaned, by pid.
+  std::map<pid_t, const Job*> registered_processes() const;
+  // The active job a process of the node belongs to: a member of its tracking cgroup, a registered
+  // process of it, or a descendant of one. nullptr: none (untracked).
+  const Job* job_of_process(pid_t pid, const std::map<pid_t, const Job*>& registered) const;
   // A restart's sweep: this wardend's cgroups that no active job owns are removed; members of one
   // whose job was never acknowledged go back to the cgroup above, a finished job's are killed.
   void sweep_cgroups();
@@ -139,6 +146,7 @@ class Service {
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
   ScanCache scans_;  // what concurrent cleanups share
+  std::shared_ptr<Gpus> gpus_;  // replaced when a reload changes the GPU settings
 
   // Mutable state.
   CleanupOptions cleanup_options_;

@@ -416,23 +416,90 @@ Outcome outcome_of(const json& j) {
   return outcome_from_string(j.value("outcome", "")).value_or(Outcome::failed);
 }
 
+template <class T>
+void put_optional(json& j, const char* key, const std::optional<T>& value) {
+  if (value) j[key] = *value;
+}
+
+template <class T>
+std::optional<T> get_optional(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return std::nullopt;
+  return it->get<T>();
+}
+
+json to_json(const GpuUse& g) {
+  json j{{"device", g.device}};
+  put_optional(j, "memory_bytes", g.memory_bytes);
+  return j;
+}
+
+json to_json(const GpuHolder& h) {
+  json j{{"pid", h.pid}, {"uid", h.uid}, {"command", h.command}};
+  put_optional(j, "memory_bytes", h.memory_bytes);
+  if (h.job) {
+    j["job"] = *h.job;
+    j["job_name"] = h.job_name;
+  }
+  return j;
+}
+
+GpuHolder parse_gpu_holder(const json& j) {
+  return {.pid = j.value("pid", 0),
+          .uid = j.value("uid", uid_t{0}),
+          .command = j.value("command", ""),
+          .memory_bytes = get_optional<std::uint64_t>(j, "memory_bytes"),
+          .job = get_optional<JobId>(j, "job"),
+          .job_name = j.value("job_name", "")};
+}
+
 json to_json(const ProcessReport& p) {
   json j{{"pid", p.pid}, {"role", p.role}, {"outcome", to_string(p.outcome)},
          {"elapsed_ms", p.elapsed_ms}};
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
   if (!p.command.empty()) j["command"] = p.command;
+  if (!p.gpus.empty()) {
+    j["gpus"] = json::array();
+    for (const auto& g : p.gpus) j["gpus"].push_back(to_json(g));
+  }
   return j;
 }
 
 ProcessReport parse_process_report(const json& j) {
-  return {.pid = j.value("pid", 0),
-          .role = j.value("role", ""),
-          .outcome = outcome_of(j),
-          .leftover = j.value("leftover", false),
-          .detail = j.value("detail", ""),
-          .command = j.value("command", ""),
-          .elapsed_ms = j.value("elapsed_ms", 0.0)};
+  ProcessReport p{.pid = j.value("pid", 0),
+                  .role = j.value("role", ""),
+                  .outcome = outcome_of(j),
+                  .leftover = j.value("leftover", false),
+                  .detail = j.value("detail", ""),
+                  .command = j.value("command", ""),
+                  .elapsed_ms = j.value("elapsed_ms", 0.0)};
+  for (const auto& g : j.value("gpus", json::array())) {
+    p.gpus.push_back({.device = g.value("device", ""),
+                      .memory_bytes = get_optional<std::uint64_t>(g, "memory_bytes")});
+  }
+  return p;
+}
+
+json to_json(const GpuReport& g) {
+  json holders = json::array();
+  for (const auto& h : g.still_held_by) holders.push_back(to_json(h));
+  json j{{"device", g.device}, {"still_held_by", std::move(holders)}};
+  if (!g.uuid.empty()) j["uuid"] = g.uuid;
+  put_optional(j, "held_bytes", g.held_bytes);
+  put_optional(j, "released_bytes", g.released_bytes);
+  return j;
+}
+
+GpuReport parse_gpu_report(const json& j) {
+  GpuReport g{.device = j.value("device", ""),
+              .uuid = j.value("uuid", ""),
+              .held_bytes = get_optional<std::uint64_t>(j, "held_bytes"),
+              .released_bytes = get_optional<std::uint64_t>(j, "released_bytes")};
+  for (const auto& h : j.value("still_held_by", json::array())) {
+    g.still_held_by.push_back(parse_gpu_holder(h));
+  }
+  return g;
 }
 
 json to_json(const PathReport& p) {
@@ -520,6 +587,8 @@ json to_json(const CleanupReport& r) {
          {"hooks", array_of(r.hooks, [](const auto& h) { return to_json(h); })},
          {"paths", array_of(r.paths, [](const auto& p) { return to_json(p); })}};
   if (r.diagnostics) j["diagnostics"] = to_json(*r.diagnostics);
+  if (!r.gpus.empty()) j["gpus"] = array_of(r.gpus, [](const auto& g) { return to_json(g); });
+  if (!r.gpu_note.empty()) j["gpu_note"] = r.gpu_note;
   return j;
 }
 
@@ -532,6 +601,36 @@ CleanupReport parse_cleanup_report(const json& j) {
   for (const auto& h : j.value("hooks", json::array())) r.hooks.push_back(parse_command_report(h));
   for (const auto& p : j.value("paths", json::array())) r.paths.push_back(parse_path_report(p));
   if (j.contains("diagnostics")) r.diagnostics = parse_diagnostics(j["diagnostics"]);
+  for (const auto& g : j.value("gpus", json::array())) r.gpus.push_back(parse_gpu_report(g));
+  r.gpu_note = j.value("gpu_note", "");
+  return r;
+}
+
+json to_json(const GpusReply& r) {
+  json gpus = json::array();
+  for (const auto& g : r.gpus) {
+    json e{{"device", g.device},
+           {"holders", array_of(g.holders, [](const auto& h) { return to_json(h); })}};
+    if (!g.uuid.empty()) e["uuid"] = g.uuid;
+    put_optional(e, "memory_total_bytes", g.memory_total_bytes);
+    put_optional(e, "memory_used_bytes", g.memory_used_bytes);
+    gpus.push_back(std::move(e));
+  }
+  json j{{"gpus", std::move(gpus)}};
+  if (!r.note.empty()) j["note"] = r.note;
+  return j;
+}
+
+GpusReply parse_gpus_reply(const json& j) {
+  GpusReply r{.note = j.value("note", "")};
+  for (const auto& e : j.value("gpus", json::array())) {
+    GpuStatus g{.device = e.value("device", ""),
+                .uuid = e.value("uuid", ""),
+                .memory_total_bytes = get_optional<std::uint64_t>(e, "memory_total_bytes"),
+                .memory_used_bytes = get_optional<std::uint64_t>(e, "memory_used_bytes")};
+    for (const auto& h : e.value("holders", json::array())) g.holders.push_back(parse_gpu_holder(h));
+    r.gpus.push_back(std::move(g));
+  }
   return r;
 }
 

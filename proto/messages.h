@@ -211,6 +211,12 @@ struct PathStatus {
   Policy policy = Policy::always;
 };
 
+// A GPU a process held when cleanup found it (a device node of the GPU set open).
+struct GpuUse {
+  std::string device;                         // the node, e.g. /dev/nvidia0
+  std::optional<std::uint64_t> memory_bytes;  // device memory it held there (NVML only)
+};
+
 struct ProcessReport {
   pid_t pid = 0;
   std::string role;  // "main" | "worker" | "descendant" (found at cleanup, see `detail`)
@@ -219,6 +225,7 @@ struct ProcessReport {
   std::string detail;
   std::string command;    // its command line when cleanup found it alive (at most 256 bytes)
   double elapsed_ms = 0;  // from cleanup start until the process was seen gone
+  std::vector<GpuUse> gpus;
 };
 
 struct PathReport {
@@ -259,6 +266,25 @@ struct Diagnostics {
   std::optional<CommandReport> command;
 };
 
+// A process that holds a GPU.
+struct GpuHolder {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  std::string command;
+  std::optional<std::uint64_t> memory_bytes;  // NVML only
+  std::optional<JobId> job;  // the job it belongs to; absent: "untracked", no job of this wardend
+  std::string job_name;
+};
+
+// What a job's cleanup did for one GPU its processes held.
+struct GpuReport {
+  std::string device;
+  std::string uuid;  // NVML only
+  std::optional<std::uint64_t> held_bytes;      // by the job's processes as cleanup began (NVML)
+  std::optional<std::uint64_t> released_bytes;  // of that, no longer held once they were gone
+  std::vector<GpuHolder> still_held_by;         // processes outside the job holding it afterwards
+};
+
 struct CleanupReport {
   JobState reason = JobState::failed;  // ended | failed | stalled
   std::int64_t started_unix_ms = 0;
@@ -267,6 +293,22 @@ struct CleanupReport {
   std::vector<ProcessReport> processes;
   std::vector<CommandReport> hooks;
   std::vector<PathReport> paths;
+  std::vector<GpuReport> gpus;  // each GPU a process of the job held
+  std::string gpu_note;         // why `gpus` has no memory figures, where it has none
+};
+
+// One GPU of the node and who holds it now (the `gpus` op).
+struct GpuStatus {
+  std::string device;
+  std::string uuid;  // NVML only
+  std::optional<std::uint64_t> memory_total_bytes;
+  std::optional<std::uint64_t> memory_used_bytes;
+  std::vector<GpuHolder> holders;
+};
+
+struct GpusReply {
+  std::vector<GpuStatus> gpus;  // empty: no device node of the GPU set exists on this node
+  std::string note;             // why there are no memory figures ("" with NVML)
 };
 
 struct JobStatus {
@@ -298,7 +340,9 @@ struct JobStatus {
 json to_json(const HelloReply& r);
 json to_json(const CleanupReport& r);
 json to_json(const JobStatus& s);
+json to_json(const GpusReply& r);
 HelloReply parse_hello_reply(const json& j);
+GpusReply parse_gpus_reply(const json& j);
 JobStatus parse_job_status(const json& j);
 CleanupReport parse_cleanup_report(const json& j);
 

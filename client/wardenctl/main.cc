@@ -7,7 +7,9 @@
 
 #include "proto/socket_path.h"
 #include "warden/client.h"
+#include "wardenctl/cleanup_wait.h"
 #include "wardenctl/events_view.h"
+#include "wardenctl/gpu_view.h"
 #include "wardenctl/run.h"
 #include "wardenctl/status_view.h"
 
@@ -28,6 +30,9 @@ struct Options {
   double hook_timeout_s = 30;
   bool keep_on_success = false;
   std::string group;
+  // cleanup
+  bool wait = false;
+  double wait_timeout_s = 120;
   // events
   std::string since;
   std::size_t limit = 100;
@@ -108,26 +113,88 @@ int run_events(warden::Client& client, const Options& o) {
   return 0;
 }
 
+int run_gpus(warden::Client& client, const Options& o) {
+  warden::json reply = client.call({{"op", "gpus"}});
+  reply.erase("id");
+  reply.erase("ok");
+  if (o.json) {
+    std::cout << reply.dump(2) << "\n";
+  } else {
+    warden::print_gpus(std::cout, warden::parse_gpus_reply(reply));
+  }
+  return 0;
+}
+
+int run_cleanup(warden::Client& client, const Options& o) {
+  warden::CleanupRequest request{.job = o.job, .group = o.group};
+  if (o.wait) {
+    auto bound = std::chrono::milliseconds(static_cast<long>(o.wait_timeout_s * 1000));
+    return warden::cleanup_and_wait(client, request, bound, std::cout);
+  }
+  std::size_t n = client.cleanup(request);
+  if (!o.job) std::cout << "cleaning " << n << " jobs of group " << o.group << "\n";
+  return 0;
+}
+
+// Where nothing else says (no --socket, no $WARDEN_SOCKET), the socket and timeout come from this
+// file: slurmd runs the epilog with no environment but SLURM_*. Keys are the global flags' names.
+std::string defaults_file() {
+  const char* path = std::getenv("WARDENCTL_CONFIG");
+  return path != nullptr && *path != '\0' ? path : "/etc/warden/wardenctl.conf";
+}
+
+void read_defaults(const std::string& path, Options& o) {
+  CLI::App file;
+  file.set_config("--config", path, "", /*config_required=*/false);
+  file.allow_config_extras(CLI::config_extras_mode::error);
+  std::string socket;
+  double timeout_s = o.timeout_s;
+  file.add_option("--socket", socket);
+  file.add_option("--timeout", timeout_s)->check(CLI::PositiveNumber);
+  try {
+    file.parse(std::vector<std::string>{});
+  } catch (const CLI::ParseError& e) {
+    throw std::runtime_error(path + ": " + e.what() + " (keys: socket, timeout)");
+  }
+  const char* env = std::getenv("WARDEN_SOCKET");
+  if (o.socket.empty() && (env == nullptr || *env == '\0')) o.socket = socket;
+  o.timeout_s = timeout_s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"wardenctl: register training jobs with wardend and inspect them", "wardenctl"};
   app.set_version_flag("--version", "wardenctl " WARDEN_VERSION);
   app.require_subcommand(1);
+  app.footer("Defaults for --socket and --timeout: " + defaults_file() +
+             " (WARDENCTL_CONFIG names another), e.g. socket = \"/run/warden/warden.sock\"");
   Options o;
   app.add_option("--socket", o.socket, "wardend's socket (default: $WARDEN_SOCKET, then " +
                                            std::string(warden::kSystemSocketPath) + ")");
-  app.add_option("--timeout", o.timeout_s,
-                 "Seconds to wait for wardend (to connect, and for each answer) before giving up")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  CLI::Option* timeout_flag =
+      app.add_option("--timeout", o.timeout_s,
+                     "Seconds to wait for wardend (to connect, and for each answer) before giving up")
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str();
 
-  auto* status = app.add_subcommand("status", "Show jobs, or one job with its cleanup report");
+  // Each subcommand with what it does; exactly one is given.
+  using Action = int (*)(warden::Client&, Options&);
+  std::vector<std::pair<CLI::App*, Action>> actions;
+  auto subcommand = [&](const char* name, const char* help, Action action) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    actions.emplace_back(sub, action);
+    return sub;
+  };
+
+  auto* status = subcommand("status", "Show jobs, or one job with its cleanup report",
+                            [](warden::Client& c, Options& o) { return run_status(c, o); });
   status->add_flag("--json", o.json, "Print JSON instead of a table");
   status->add_option("JOB", o.job, "A job id");
 
-  auto* events = app.add_subcommand(
-      "events", "Show the history of your jobs: state changes and cleanup reports");
+  auto* events = subcommand("events",
+                            "Show the history of your jobs: state changes and cleanup reports",
+                            [](warden::Client& c, Options& o) { return run_events(c, o); });
   events->add_option("--job", o.job, "Only this job");
   events->add_option("--since", o.since,
                      "From this time on: 90s, 15m, 2h, 3d ago, a date, or epoch seconds "
@@ -138,9 +205,27 @@ int main(int argc, char** argv) {
   events->add_flag("--json", o.json, "Print JSON (with --follow: one JSON object per line)");
   events->add_flag("--follow,-f", o.follow, "Keep printing new events as they happen");
 
-  auto* metrics = app.add_subcommand("metrics", "Print wardend's metrics (Prometheus text format)");
+  auto* gpus = subcommand(
+      "gpus", "Show the node's GPUs and every process holding one, by job (untracked: no job's)",
+      [](warden::Client& c, Options& o) { return run_gpus(c, o); });
+  gpus->add_flag("--json", o.json, "Print JSON instead of a table");
 
-  auto* reg = app.add_subcommand("register", "Register a job; prints its id");
+  subcommand("metrics", "Print wardend's metrics (Prometheus text format)",
+             [](warden::Client& c, Options&) {
+               std::cout << c.call({{"op", "metrics"}}).value("text", "");
+               return 0;
+             });
+
+  auto* reg = subcommand("register", "Register a job; prints its id",
+                         [](warden::Client& c, Options& o) {
+                           o.registration.group = o.group;
+                           if (!o.diagnose.empty()) {
+                             o.registration.diagnose =
+                                 shell_command(o.diagnose, o.diagnose_timeout_s);
+                           }
+                           std::cout << c.register_job(o.registration) << "\n";
+                           return 0;
+                         });
   reg->add_option("--pid", o.registration.pid, "The job's main process")->required();
   reg->add_option("--name", o.registration.name, "A name for people")->required();
   reg->add_option("--heartbeat", o.registration.heartbeat_s,
@@ -158,21 +243,30 @@ int main(int argc, char** argv) {
   reg->add_option("--diagnose-timeout", o.diagnose_timeout_s, "Seconds the diagnose command may run")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-
   reg->add_option("--group", o.group,
                   "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
 
-  auto* cleanup = app.add_subcommand(
-      "cleanup", "Clean a job, or every job of a group, now: as if it failed, main process included");
+  auto* cleanup = subcommand(
+      "cleanup", "Clean a job, or every job of a group, now: as if it failed, main process included",
+      [](warden::Client& c, Options& o) { return run_cleanup(c, o); });
   cleanup->add_option("JOB", o.job, "A job id");
   cleanup->add_option("--group", o.group, "Every job of this group (e.g. a Slurm job id)");
+  cleanup->add_flag("--wait", o.wait,
+                    "Return once every job is cleaned and no process of it that outlived SIGKILL "
+                    "holds a GPU; exit status 1 (and which) if that did not happen in time");
+  cleanup->add_option("--timeout", o.wait_timeout_s,
+                      "With --wait: seconds to wait at most (wardenctl's own --timeout, given "
+                      "before `cleanup`, bounds each answer from wardend)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cleanup->callback([&] {
     if (o.job.has_value() == !o.group.empty()) {
       throw CLI::ValidationError("cleanup", "give a JOB or --group, not both");
     }
   });
 
-  auto* add = app.add_subcommand("add", "Register what a job must not leave behind");
+  auto* add = subcommand("add", "Register what a job must not leave behind",
+                         [](warden::Client& c, Options& o) { return run_add(c, o); });
   add->add_option("--job", o.job, "The job id")->required();
   add->add_option("--pid", o.pids, "A worker process (its descendants come with it)");
   add->add_option("--file", o.files, "A file to remove");
@@ -194,15 +288,27 @@ int main(int argc, char** argv) {
     }
   });
 
-  auto* beat = app.add_subcommand("beat", "Send a job's heartbeat");
+  auto* beat = subcommand("beat", "Send a job's heartbeat", [](warden::Client& c, Options& o) {
+    c.heartbeat(*o.job);
+    return 0;
+  });
   beat->add_option("--job", o.job, "The job id")->required();
 
-  auto* end = app.add_subcommand("end", "End a job and clean what it registered");
+  auto* end = subcommand("end", "End a job and clean what it registered",
+                         [](warden::Client& c, Options& o) {
+                           c.end_job(*o.job, !o.failed);
+                           return 0;
+                         });
   end->add_option("--job", o.job, "The job id")->required();
   end->add_flag("--failed", o.failed, "The job failed: terminate and remove everything");
 
-  auto* run = app.add_subcommand(
-      "run", "Run a command as a job: its process tree and TMPDIR are cleaned however it ends");
+  auto* run = subcommand(
+      "run", "Run a command as a job: its process tree and TMPDIR are cleaned however it ends",
+      [](warden::Client& c, Options& o) {
+        if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
+        o.run.group = o.group;
+        return warden::run_job(c, o.run);
+      });
   run->add_option("--name", o.run.name, "A name for people (default: the command)");
   run->add_option("--heartbeat", o.run.heartbeat_s,
                   "Seconds without a heartbeat (wardenctl beat) before the job counts as stalled")
@@ -222,38 +328,22 @@ int main(int argc, char** argv) {
   }
 
   try {
+    Options from_file = o;
+    read_defaults(defaults_file(), from_file);
+    o.socket = from_file.socket;
+    if (timeout_flag->count() == 0) o.timeout_s = from_file.timeout_s;
+  } catch (const std::exception& e) {
+    std::cerr << "wardenctl: " << e.what() << "\n";
+    return 2;
+  }
+
+  try {
     warden::Client client(
         o.socket, {.timeout = std::chrono::milliseconds(static_cast<long>(o.timeout_s * 1000))});
-    if (status->parsed()) return run_status(client, o);
-    if (cleanup->parsed()) {
-      std::size_t n = client.cleanup({.job = o.job, .group = o.group});
-      if (!o.job) std::cout << "cleaning " << n << " jobs of group " << o.group << "\n";
-      return 0;
+    for (auto& [sub, action] : actions) {
+      if (sub->parsed()) return action(client, o);
     }
-    if (events->parsed()) return run_events(client, o);
-    if (metrics->parsed()) {
-      std::cout << client.call({{"op", "metrics"}}).value("text", "");
-      return 0;
-    }
-    if (run->parsed()) {
-      if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
-      o.run.group = o.group;
-      return warden::run_job(client, o.run);
-    }
-    if (reg->parsed()) {
-      o.registration.group = o.group;
-      if (!o.diagnose.empty()) {
-        o.registration.diagnose = shell_command(o.diagnose, o.diagnose_timeout_s);
-      }
-      std::cout << client.register_job(o.registration) << "\n";
-    } else if (add->parsed()) {
-      return run_add(client, o);
-    } else if (beat->parsed()) {
-      client.heartbeat(*o.job);
-    } else if (end->parsed()) {
-      client.end_job(*o.job, !o.failed);
-    }
-    return 0;
+    return 2;  // unreachable: require_subcommand(1)
   } catch (const warden::Error& e) {
     std::cerr << "wardenctl: " << warden::to_string(e.code()) << ": " << e.what() << "\n";
     return 1;

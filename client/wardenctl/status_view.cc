@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "wardenctl/gpu_view.h"
+
 namespace warden {
 
 std::string user_name(uid_t uid) {
@@ -114,8 +116,13 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
   }
   if (!r.processes.empty()) fmt::print(out, "  processes\n");
   for (const auto& p : r.processes) {
-    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}{}\n", p.pid, p.role, to_string(p.outcome),
-               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail,
+    std::string gpus;
+    for (const auto& g : p.gpus) {
+      gpus += fmt::format("{}{}{}", gpus.empty() ? "  gpu " : ", ", g.device,
+                          g.memory_bytes ? " " + bytes_text(*g.memory_bytes) : "");
+    }
+    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}{}{}\n", p.pid, p.role, to_string(p.outcome),
+               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail, gpus,
                p.command.empty() ? "" : "  [" + p.command + "]");
   }
   if (!r.hooks.empty()) fmt::print(out, "  hooks\n");
@@ -131,6 +138,7 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
     fmt::print(out, "    {:<8} {:<13} {}{}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
                p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
   }
+  print_gpu_report(out, r);
 }
 
 }  // namespace warden
