@@ -2,7 +2,11 @@
 
     import warden, warden.torch
     with warden.Job("train", heartbeat=60) as job:
-        loader = DataLoader(ds, num_workers=4, worker_init_fn=warden.torch.worker_init_fn())
+        loader = DataLoader(ds, num_workers=4, worker_init_fn=warden.torch.worker_init_fn)
+
+``worker_init_fn=warden.torch.worker_init_fn(my_init)`` registers the worker and then calls
+``my_init(worker_id)``; a ``worker_init_fn`` of your own may instead call
+``warden.torch.register_worker()`` itself.
 
 Workers are forked after the job exported WARDEN_JOB, so each finds the job in its environment.
 With torch's ``file_system`` sharing strategy, tensors travel through /dev/shm files named
@@ -47,7 +51,23 @@ def _register(job_id, strict):
 
 
 def worker_init_fn(user_fn=None):
-    """A DataLoader ``worker_init_fn`` that registers the worker, then calls ``user_fn(worker_id)``."""
+    """A DataLoader ``worker_init_fn`` in either form:
+
+    - ``worker_init_fn=warden.torch.worker_init_fn``: DataLoader calls it with the worker id, and it
+      registers the worker;
+    - ``worker_init_fn=warden.torch.worker_init_fn(my_init)`` (or ``()``): returns an init function
+      that registers the worker, then calls ``my_init(worker_id)``.
+
+    Anything else is a mistake that would leave workers untracked, so it raises TypeError at once.
+    """
+    if isinstance(user_fn, int) and not isinstance(user_fn, bool):
+        register_worker()  # called by DataLoader, in a worker: user_fn is the worker id
+        return None
+    if user_fn is not None and not callable(user_fn):
+        raise TypeError(
+            "warden.torch.worker_init_fn takes your own init function (or nothing), not %r; "
+            "pass worker_init_fn=warden.torch.worker_init_fn, or worker_init_fn="
+            "warden.torch.worker_init_fn(my_init)" % (user_fn,))
 
     def init(worker_id):
         register_worker()
