@@ -107,3 +107,22 @@ def test_without_warden_the_stuck_workers_outlive_the_job():
     finally:
         for pid in left:
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("form", ["direct", "wrapped", "own"])
+def test_each_worker_init_fn_form_registers_every_worker(wardend, form):
+    """worker_init_fn=warden.torch.worker_init_fn, =warden.torch.worker_init_fn(my_init), and a
+    function of the user's that calls register_worker() all register every worker."""
+    proc = run_job("init_forms_job.py", form)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    seen = json.loads(out)
+    assert len(seen["loader"]) == 2
+    assert seen["registered"] == seen["loader"]
+
+
+@pytest.mark.parametrize("wrong", ["my_init", 3.5, ["a"]])
+def test_worker_init_fn_misuse_raises_at_once(wrong):
+    import warden.torch
+    with pytest.raises(TypeError, match="worker_init_fn"):
+        warden.torch.worker_init_fn(wrong)
