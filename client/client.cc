@@ -359,7 +359,6 @@ Job::Job(Client& client, const RegisterJobRequest& request, JobOptions options)
   ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
   ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
   beat_every_ns_ = static_cast<std::int64_t>(request.heartbeat_s * 1e9 / 4);
-  last_beat_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
   if (beat_every_ns_ > 0) sender_ = std::thread([this] { send_beats(); });
 }
 
@@ -367,8 +366,17 @@ Job::Job(Client& client, const RegisterJobRequest& request, JobOptions options)
 void Job::beat() {
   if (beat_every_ns_ <= 0) return;
   const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
-  if (now - last_beat_ns_.load(std::memory_order_relaxed) < beat_every_ns_) return;
+  if (now - last_beat_ns_.load(std::memory_order_relaxed) < beat_every_ns_) {
+    // Coalesced: sent when this quarter ends, unless one is already waiting for that. (The lock,
+    // taken once a quarter, orders this with the sender's check before it sleeps.)
+    if (!trailing_.exchange(true, std::memory_order_relaxed)) {
+      { std::lock_guard lock(mutex_); }
+      wake_.notify_one();
+    }
+    return;
+  }
   last_beat_ns_.store(now, std::memory_order_relaxed);
+  trailing_.store(false, std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
     beat_due_ = true;
@@ -377,12 +385,34 @@ void Job::beat() {
 }
 
 void Job::send_beats() {
+  using std::chrono::steady_clock;
   std::optional<Client> beater;
-  std::optional<std::chrono::steady_clock::time_point> lost_at;
+  std::optional<steady_clock::time_point> lost_at;
   std::unique_lock lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [this] { return beat_due_ || stopping_; });
+    // A coalesced beat is due when the quarter of the last one sent ends.
+    auto quarter_end = [this] {
+      return steady_clock::time_point(steady_clock::duration(
+          last_beat_ns_.load(std::memory_order_relaxed) + beat_every_ns_));
+    };
+    auto trailing_due = [&] {
+      return trailing_.load(std::memory_order_relaxed) && steady_clock::now() >= quarter_end();
+    };
+    if (trailing_.load(std::memory_order_relaxed)) {
+      wake_.wait_until(lock, quarter_end(), [&] { return beat_due_ || stopping_; });
+    } else {
+      wake_.wait(lock, [this] {
+        return beat_due_ || stopping_ || trailing_.load(std::memory_order_relaxed);
+      });
+    }
     if (stopping_) return;
+    if (trailing_due()) {
+      trailing_.store(false, std::memory_order_relaxed);
+      last_beat_ns_.store(steady_clock::now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
+      beat_due_ = true;
+    }
+    if (!beat_due_) continue;
     beat_due_ = false;
     lock.unlock();
     try {
@@ -391,8 +421,7 @@ void Job::send_beats() {
                                                    .timeout = options_.beat_timeout});
       }
       double unsupervised_s =
-          lost_at ? std::chrono::duration<double>(std::chrono::steady_clock::now() - *lost_at).count()
-                  : 0;
+          lost_at ? std::chrono::duration<double>(steady_clock::now() - *lost_at).count() : 0;
       beater->heartbeat(id_, unsupervised_s);
       if (lost_at) {
         std::fprintf(stderr, "warden: job %llu is supervised again, after %.1f s without\n",
@@ -402,7 +431,7 @@ void Job::send_beats() {
     } catch (const Error& e) {
       beater.reset();  // the next beat connects anew
       if (!lost_at) {
-        lost_at = std::chrono::steady_clock::now();
+        lost_at = steady_clock::now();
         std::fprintf(stderr, "warden: a heartbeat of job %llu did not get through (%s); the job "
                      "runs on, and beats are tried again\n",
                      static_cast<unsigned long long>(id_), e.what());

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 
 #include "daemon/process_tree.h"
@@ -625,6 +626,31 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
       jobs, resumed, dead, to_resume.size(), from_systemd);
 }
 
+namespace {
+
+// What a cleaned job left behind: the processes that outlived its cleanup (or were kept by
+// policy) and the paths still there. `status` shows these, not what was registered.
+struct Remains {
+  std::set<pid_t> processes;
+  std::size_t files = 0;
+  std::size_t shm = 0;
+};
+
+Remains remains_of(const CleanupReport& report) {
+  Remains r;
+  for (const auto& p : report.processes) {
+    if (p.outcome == Outcome::unkillable || p.outcome == Outcome::kept) r.processes.insert(p.pid);
+  }
+  for (const auto& p : report.paths) {
+    bool present = p.outcome == Outcome::failed || p.outcome == Outcome::refused ||
+                   p.outcome == Outcome::kept;
+    if (present) (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
+  }
+  return r;
+}
+
+}  // namespace
+
 JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer) const {
   // Pids as the viewer numbers them; one it cannot see (gone, or outside its PID namespace) is 0.
   auto seen = [&viewer](const ProcessIdentity& p, bool alive) {
@@ -648,16 +674,25 @@ JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer)
               .cgroup = job.cgroup,
               .live_processes = job.live_workers() + (job.state == JobState::running ? 1 : 0)};
   if (job.last_beat) s.last_beat_unix_ms = to_unix_ms(*job.last_beat);
-  for (const auto& p : job.paths) {
-    (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? s.shm : s.files) += 1;
+  std::optional<Remains> left;
+  if (job.state == JobState::cleaned && job.report) left = remains_of(*job.report);
+  if (left) {
+    s.live_processes = left->processes.size();
+    s.files = left->files;
+    s.shm = left->shm;
+  } else {
+    for (const auto& p : job.paths) {
+      (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? s.shm : s.files) += 1;
+    }
   }
   if (summary) return s;
   s.report = job.report;
   s.workers.reserve(job.workers.size());
   for (const auto& w : job.workers) {
-    s.workers.push_back({.pid = seen(w.identity, !w.exited_at),
+    bool exited = w.exited_at || (left && !left->processes.contains(w.identity.pid));
+    s.workers.push_back({.pid = seen(w.identity, !exited),
                          .start_time = w.identity.start_time,
-                         .exited = w.exited_at.has_value(),
+                         .exited = exited,
                          .policy = w.policy});
   }
   for (const auto& p : job.paths) {

@@ -332,9 +332,11 @@ struct JobStatus {
   std::string cgroup;             // its tracking cgroup, as /proc/PID/cgroup names it
   std::optional<CleanupReport> report;
   // Always present, also in a summary.
+  // Until the job is cleaned, what it registered; once cleaned, what its cleanup left (processes
+  // that outlived it or were kept, paths still there).
   std::size_t live_processes = 0;  // the main process (while running) and workers not exited
-  std::size_t files = 0;           // registered files and directories
-  std::size_t shm = 0;             // registered shm segments and globs
+  std::size_t files = 0;           // files and directories
+  std::size_t shm = 0;             // shm segments and globs
 };
 
 json to_json(const HelloReply& r);

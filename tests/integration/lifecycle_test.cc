@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <optional>
 #include <thread>
 
 #include "tests/support/daemon_test.h"
@@ -130,6 +132,56 @@ TEST_F(Lifecycle, WorkerThatExitedIsReportedAlreadyGoneNotAnError) {
   for (const auto& p : done.report->processes) outcome[p.pid] = p.outcome;
   EXPECT_EQ(outcome.at(t.workers[0]), Outcome::already_gone);
   EXPECT_EQ(outcome.at(t.workers[1]), Outcome::terminated);
+}
+
+TEST_F(Lifecycle, StatusOfACleanedJobCountsWhatIsLeftNotWhatWasRegistered) {
+  auto t = tree({Behaviour::sleep, Behaviour::sleep});
+  JobId id = client.register_job({.name = "counted", .pid = t.main, .grace_s = 1});
+  for (pid_t w : t.workers) client.add_process(id, w);
+  const std::string dir = daemon.dir() + "/scratch";
+  const std::string kept = daemon.dir() + "/model.pt";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  ASSERT_TRUE(std::ofstream(kept) << "weights");
+  client.add_path({.job = id, .kind = PathKind::dir, .path = dir});
+  client.add_path({.job = id, .kind = PathKind::file, .path = kept, .policy = Policy::failure});
+  auto running = client.status(id).at(0);
+  EXPECT_EQ(running.live_processes, 3u);
+  EXPECT_EQ(running.files, 2u);
+
+  client.end_job(id, true);  // a clean end: workers swept, the scratch dir removed, model kept
+  auto done = wait_for_state(id, JobState::cleaned);
+  EXPECT_EQ(done.live_processes, 0u);
+  EXPECT_EQ(done.files, 1u) << "only the file kept by policy is still there";
+  ASSERT_EQ(done.workers.size(), 2u);
+  for (const auto& w : done.workers) EXPECT_TRUE(w.exited) << w.pid;
+  auto summary = client.status(std::nullopt, /*summary=*/true);
+  EXPECT_EQ(summary.at(0).files, 1u);
+  EXPECT_EQ(summary.at(0).live_processes, 0u);
+}
+
+TEST_F(Lifecycle, CoalescedBeatsStillAdvanceTheLastBeat) {
+  // (wardend is this test's child: the job's main process is another.)
+  pid_t main = track(testing::spawn(Behaviour::sleep));
+  // A quarter of the deadline is 500 ms: beats within it are coalesced into one at its end.
+  Job job(client, {.name = "beats", .pid = main, .heartbeat_s = 2});
+  job.beat();  // the first is sent at once
+  std::optional<std::int64_t> first;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s;
+       !first && std::chrono::steady_clock::now() < deadline;) {
+    first = client.status(job.id()).at(0).last_beat_unix_ms;
+    if (!first) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(first) << "the first beat was not sent";
+  job.beat();  // within the quarter: coalesced, and sent when the quarter ends
+  job.beat();
+  std::optional<std::int64_t> last = first;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s;
+       last == first && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(10ms);
+    last = client.status(job.id()).at(0).last_beat_unix_ms;
+  }
+  EXPECT_GT(*last, *first) << "the coalesced beats never reached wardend";
+  job.end(true);
 }
 
 TEST_F(Lifecycle, EndedJobCannotBeEndedTwice) {

@@ -148,3 +148,26 @@ def test_job_takes_its_group_from_slurm_and_a_group_cleanup_ends_it(wardend):
         assert wardend.wait_for_state(job, "cleaned")["reason"] == "failed"
     finally:
         rank.kill()
+
+
+def test_coalesced_beats_advance_the_last_beat(wardend):
+    """beat() sends its first beat at once and the last of each quarter of the deadline when the
+    quarter ends, so "last beat" is never "never" for a job that beats."""
+    def poll(read, until, timeout=5):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = read()
+            if until(value) or time.monotonic() > deadline:
+                return value
+            time.sleep(0.01)
+
+    client = wardend.client()
+    with warden.Job("beats", heartbeat=2.0) as job:
+        job.beat()
+        last_beat = lambda: client.status(job.id).get("last_beat_unix_ms")  # noqa: E731
+        first = poll(last_beat, lambda v: v is not None)
+        assert first is not None, "the first beat was not sent at once"
+        job.beat()  # within the quarter (0.5 s): coalesced
+        job.beat()
+        later = poll(last_beat, lambda v: v > first)
+        assert later > first, "the coalesced beats never reached wardend"

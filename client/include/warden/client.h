@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -152,8 +153,9 @@ class Job {
   std::string add_shm(const std::string& name, Policy policy = Policy::always);
   void add_shm_glob(const std::string& pattern, Policy policy = Policy::always);
   void add_hook(const CommandSpec& hook, Policy policy = Policy::always);
-  // Signals progress; returns at once (a few atomic operations). Safe to call every step: at
-  // most one beat per quarter of the deadline is handed to the background thread.
+  // Signals progress; returns at once (a few atomic operations). Safe to call every step: the
+  // first beat is sent at once, later ones at most one per quarter of the deadline (the last of a
+  // quarter when it ends), by the background thread.
   void beat();
   // Ends the job now; the destructor then does nothing.
   void end(bool ok);
@@ -174,7 +176,10 @@ class Job {
   bool warned_ = false;
   std::int64_t beat_every_ns_ = 0;  // a quarter of the deadline; 0: no beats to send
   const std::string socket_path_;
-  std::atomic<std::int64_t> last_beat_ns_{0};
+  // When a beat was last handed to the sender (steady clock); the lowest value: none yet, so the
+  // first is sent at once.
+  std::atomic<std::int64_t> last_beat_ns_{std::numeric_limits<std::int64_t>::min() / 2};
+  std::atomic<bool> trailing_{false};  // a beat() coalesced since, sent when its quarter ends
   std::mutex mutex_;  // held by the sender only while it waits, never during I/O
   std::condition_variable wake_;
   bool beat_due_ = false;

@@ -108,7 +108,8 @@ class Job:
         self._registered = []  # (method name, args, kwargs) to replay after a daemon restart
         self._pending = []  # what was added while wardend could not be reached, to send later
         self._lock = threading.RLock()  # serialises calls on _client and changes to the above
-        self._last_beat = 0.0
+        self._last_beat = float("-inf")  # when a beat was last handed to the background thread
+        self._trailing = False  # a beat() coalesced since then, to be sent when its quarter ends
         self._ended = False
         self._owner = True  # False for a job attached from a child process
         self._heartbeat_thread = heartbeat_thread
@@ -192,28 +193,43 @@ class Job:
 
     def beat(self):
         """Signals progress. Returns at once, whatever wardend is doing: the background thread
-        sends the beat, at most one per quarter of the deadline."""
+        sends the beat. The first is sent at once; later ones at most one per quarter of the
+        deadline, the last of a quarter when it ends, so wardend's "last beat" trails the job's
+        by a quarter at most."""
         if self.heartbeat <= 0 or self._ended or not self._owner:
             return
         now = time.monotonic()
         if now - self._last_beat < self.heartbeat / 4:
+            if not self._trailing:
+                self._trailing = True
+                self._wake.set()  # the background thread times the end of the quarter
             return
         self._last_beat = now
+        self._trailing = False
         self._beat_due = True
         self._wake.set()
 
     def _supervise(self):
         """The background thread: sends due beats, and while wardend does not answer, tries again
         every half second to reconnect (registering again if wardend forgot the job)."""
-        period = self.heartbeat / 4 if self._heartbeat_thread and self.heartbeat > 0 else None
+        quarter = self.heartbeat / 4
+        period = quarter if self._heartbeat_thread and self.heartbeat > 0 else None
         while not self._stop.is_set():
-            self._wake.wait(0.5 if self._lost_since is not None else period)
+            timeout = 0.5 if self._lost_since is not None else period
+            if self._trailing:
+                left = max(0.0, self._last_beat + quarter - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            self._wake.wait(timeout)
             self._wake.clear()
             if self._stop.is_set():
                 return
             if self._lost_since is not None and not self._regain():
                 continue
             if period is not None:
+                self._beat_due = True
+            if self._trailing and time.monotonic() - self._last_beat >= quarter:
+                self._trailing = False
+                self._last_beat = time.monotonic()
                 self._beat_due = True
             if self._beat_due and self.heartbeat > 0:
                 self._beat_due = False
@@ -338,7 +354,6 @@ class Job:
         self.tracking = reply.get("tracking", "scan")
         if self.tracking == "scan":
             _install_fork_hook()
-        self._last_beat = time.monotonic()
         os.environ["WARDEN_JOB"] = str(self.id)
         os.environ["WARDEN_SOCKET"] = self._socket_path
         # Marks this job's descendants, even those that escape (PROTOCOL.md, "Cookie").
