@@ -109,7 +109,7 @@ int cleanup_and_wait(Client& client, const CleanupRequest& request,
     fmt::print(out, "{}: no such jobs\n",
                request.job ? fmt::format("job {}", *request.job) : "group " + request.group);
   }
-  return done ? 0 : 1;
+  return done ? 0 : kNotAllCleaned;
 }
 
 }  // namespace warden

@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
   cleanup->add_option("--group", o.group, "Every job of this group (e.g. a Slurm job id)");
   cleanup->add_flag("--wait", o.wait,
                     "Return once every job is cleaned and no process of it that outlived SIGKILL "
-                    "holds a GPU; exit status 1 (and which) if that did not happen in time");
+                    "holds a GPU; exit status 3 (and which) if that did not happen in time");
   cleanup->add_option("--timeout", o.wait_timeout_s,
                       "With --wait: seconds to wait at most (wardenctl's own --timeout, given "
                       "before `cleanup`, bounds each answer from wardend)")
