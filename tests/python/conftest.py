@@ -1,4 +1,5 @@
-"""A real wardend per test, on a temporary socket; the warden package from client/python."""
+"""A real wardend per test, on a temporary socket; the warden package from client/python, or with
+WARDEN_PYTHON=installed the one this interpreter has installed (pip, the .deb)."""
 
 import os
 import select
@@ -11,9 +12,21 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "client", "python"))
+SOURCE = os.path.join(ROOT, "client", "python")
+INSTALLED = os.environ.get("WARDEN_PYTHON") == "installed"
+if not INSTALLED:
+    sys.path.insert(0, SOURCE)
 
 import warden  # noqa: E402
+
+if INSTALLED and os.path.abspath(warden.__file__).startswith(SOURCE + os.sep):
+    raise RuntimeError("WARDEN_PYTHON=installed, but warden comes from the source tree: "
+                       + warden.__file__)
+
+
+def package_env():
+    """What a job script's environment needs to import the same warden package as the tests."""
+    return {} if INSTALLED else {"PYTHONPATH": SOURCE}
 
 WARDEND = os.environ.get("WARDEND", os.path.join(ROOT, "build", "bin", "wardend"))
 JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
@@ -169,7 +182,7 @@ def cgroup2_mount():
 def run_job(script, *args, env=None, **kwargs):
     """Starts a job script from tests/python/jobs with this interpreter and the warden package."""
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.path.join(ROOT, "client", "python")
+    full_env.update(package_env())
     full_env.update(env or {})
     return subprocess.Popen([sys.executable, os.path.join(JOBS, script), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

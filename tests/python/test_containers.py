@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import JOBS, ROOT, alive, wait_gone
+from conftest import JOBS, ROOT, alive, package_env, wait_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                 reason="containers need root and unshare(1)")
@@ -46,8 +46,7 @@ class Pod:
         # PID 1 stays (sleep) while the job runs as its child.
         script = " && ".join(setup) + ' && { "$@" & } && exec sleep 3600'
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-        full_env.update({"WARDEN_SOCKET": POD_SOCKET, "READY_DIR": "/tmp/ready",
-                         "PYTHONPATH": os.path.join(ROOT, "client", "python")})
+        full_env.update({"WARDEN_SOCKET": POD_SOCKET, "READY_DIR": "/tmp/ready", **package_env()})
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             ["unshare", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child",
@@ -190,7 +189,9 @@ def test_a_stalled_pods_diagnose_command_sees_the_pods_pids(wardend):
         assert status["reason"] == "stalled"
         command = status["report"]["diagnostics"]["command"]
         assert command["outcome"] == "succeeded", command
-        assert command["output"].split() == [str(inside["main"]), "python3"], \
+        # /proc/PID/comm: the interpreter's file name (python3, or a venv's python), at most 15.
+        comm = os.path.basename(sys.executable)[:15]
+        assert command["output"].split() == [str(inside["main"]), comm], \
             "{pid} is the pod's number for the main process, and the pod's /proc agrees"
     finally:
         pod.stop()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Daemon, alive, run_job
+from conftest import Daemon, alive, package_env, run_job
 
 import warden
 
@@ -136,8 +136,7 @@ def test_job_takes_its_group_from_slurm_and_a_group_cleanup_ends_it(wardend):
     # A rank of Slurm job 777: a group cleanup (the epilog's) ends it, main process included.
     code = ("import sys, time, warden; job = warden.Job('rank0', strict=True).start(); "
             "print(job.id, flush=True); time.sleep(300)")
-    env = dict(os.environ, SLURM_JOB_ID="777",
-               PYTHONPATH=os.path.join(ROOT, "client", "python"))
+    env = dict(os.environ, SLURM_JOB_ID="777", **package_env())
     rank = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
     try:
         job = int(rank.stdout.readline())

@@ -9,6 +9,8 @@ cleans them up however the job ends (SIGKILL, OOM, segfault, hang).
             job.beat()
 """
 
+__version__ = "0.1.0"  # wardend's (CMakeLists.txt); a test checks that they agree
+
 from .client import Client, default_socket_path
 from .errors import (BadRequest, FrameTooLarge, InvalidState, LimitExceeded, NoSuchProcess,
                      NotFound, PermissionDenied, Unavailable, UnknownOp, UnsupportedProtocol,

@@ -33,11 +33,11 @@ data = TensorDataset(torch.arange(16, dtype=torch.float32))
 # strict: each worker registers before its init function returns, so once each has delivered a
 # batch (in order: batch i comes from worker i % 2), both are registered.
 with warden.Job("init-forms", strict=True) as job:
-    loader = DataLoader(data, batch_size=2, num_workers=2, worker_init_fn=init,
-                        persistent_workers=True)
+    loader = DataLoader(data, batch_size=2, num_workers=2, worker_init_fn=init)
     it = iter(loader)
     next(it)
     next(it)
     status = warden.Client().status(job.id)
     print(json.dumps({"loader": sorted(w.pid for w in it._workers),
                       "registered": sorted(w["pid"] for w in status["workers"])}), flush=True)
+    del it  # the workers shut down before the job ends (else its sweep would end them)
