@@ -16,6 +16,8 @@
 #include <exception>
 #include <utility>
 
+#include "proto/framing.h"
+#include "proto/messages.h"
 #include "proto/socket_path.h"
 #include "proto/unique_fd.h"
 
@@ -44,14 +46,63 @@ class ConnectionLost : public Error {
 
 }  // namespace
 
-Client::Client(std::string socket_path, ClientOptions options)
+// One connection to wardend and the protocol on it: everything of a Client but its typed
+// operations, kept out of the public header (framing, JSON).
+class Client::Connection {
+ public:
+  Connection(std::string socket_path, ClientOptions options);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection();
+
+  // Sends one request (an object with "op"; "id" is added) and returns the successful reply;
+  // `pass_fd` (unless -1) goes along with the request line, each time it is sent.
+  json call(json request, int pass_fd = -1);
+  // call() with a pidfd of `pid` passed along, unless `pid` is this process.
+  json call_with_pidfd(json request, pid_t pid);
+  // Connects again with backoff; false once options_.reconnect_for has passed.
+  bool reconnect();
+  // Waits at most options_.timeout for the line unless `bounded` is false (a followed stream).
+  std::string read_line(bool bounded = true);
+
+  const std::string socket_path_;
+  const ClientOptions options_;
+  std::size_t reconnects_ = 0;
+  bool last_call_resent_ = false;  // the last call() was sent again on a new connection
+  HelloReply hello_;
+
+ private:
+  void connect();
+  void disconnect();
+  json exchange(const json& request, int pass_fd = -1);
+  void send_line(const std::string& line, int pass_fd);
+
+  int fd_ = -1;
+  std::uint64_t next_id_ = 1;
+  FrameDecoder decoder_;
+};
+
+Client::Connection::Connection(std::string socket_path, ClientOptions options)
     : socket_path_(socket_path.empty() ? client_socket_path() : std::move(socket_path)),
       options_(options),
       decoder_(kMaxReplyBytes) {
   connect();
 }
 
-void Client::connect() {
+Client::Connection::~Connection() { disconnect(); }
+
+Client::Client(std::string socket_path, ClientOptions options)
+    : connection_(std::make_unique<Connection>(std::move(socket_path), options)) {}
+
+Client::Client(Client&& other) noexcept = default;
+Client::~Client() = default;
+
+const HelloReply& Client::server() const { return connection_->hello_; }
+const ClientOptions& Client::options() const { return connection_->options_; }
+const std::string& Client::socket_path() const { return connection_->socket_path_; }
+std::size_t Client::reconnects() const { return connection_->reconnects_; }
+
+void Client::Connection::connect() {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path_.size() >= sizeof(addr.sun_path)) {
@@ -87,13 +138,13 @@ void Client::connect() {
   hello_ = parse_hello_reply(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
 }
 
-void Client::disconnect() {
+void Client::Connection::disconnect() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   decoder_ = FrameDecoder(kMaxReplyBytes);
 }
 
-bool Client::reconnect() {
+bool Client::Connection::reconnect() {
   using namespace std::chrono;
   auto give_up = steady_clock::now() + options_.reconnect_for;
   auto pause = milliseconds(10);
@@ -112,20 +163,7 @@ bool Client::reconnect() {
   return false;
 }
 
-Client::Client(Client&& other) noexcept
-    : socket_path_(std::move(other.socket_path_)),
-      options_(other.options_),
-      fd_(std::exchange(other.fd_, -1)),
-      reconnects_(other.reconnects_),
-      next_id_(other.next_id_),
-      decoder_(std::move(other.decoder_)),
-      hello_(std::move(other.hello_)) {}
-
-Client::~Client() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void Client::send_line(const std::string& line, int pass_fd) {
+void Client::Connection::send_line(const std::string& line, int pass_fd) {
   std::size_t sent = 0;
   if (pass_fd >= 0) {
     // The descriptor goes with the first bytes of the line (SCM_RIGHTS).
@@ -158,7 +196,7 @@ void Client::send_line(const std::string& line, int pass_fd) {
   }
 }
 
-std::string Client::read_line(bool bounded) {
+std::string Client::Connection::read_line(bool bounded) {
   for (;;) {
     if (auto line = decoder_.next()) return std::string(*line);
     if (decoder_.overflowed()) unavailable("reply from wardend exceeds the client's limit");
@@ -184,9 +222,7 @@ std::string Client::read_line(bool bounded) {
   }
 }
 
-json Client::call(json request) { return call(std::move(request), -1); }
-
-json Client::call(json request, int pass_fd) {
+json Client::Connection::call(json request, int pass_fd) {
   const bool resendable = request.value("op", "") != "register_job";
   last_call_resent_ = false;
   for (;;) {
@@ -209,7 +245,7 @@ json Client::call(json request, int pass_fd) {
   }
 }
 
-json Client::exchange(const json& request_body, int pass_fd) {
+json Client::Connection::exchange(const json& request_body, int pass_fd) {
   json request = request_body;
   std::uint64_t id = next_id_++;
   request["id"] = id;
@@ -234,7 +270,7 @@ json Client::exchange(const json& request_body, int pass_fd) {
   }
 }
 
-json Client::call_with_pidfd(json request, pid_t pid) {
+json Client::Connection::call_with_pidfd(json request, pid_t pid) {
   // wardend cannot tell which process a bare pid names when this process is in a container (its
   // numbering is not wardend's); a pidfd says it. The process itself is known by its connection.
   // For a child of this process the pidfd is also certainly that child's: it cannot be reaped,
@@ -248,49 +284,49 @@ json Client::call_with_pidfd(json request, pid_t pid) {
 JobId Client::register_job(const RegisterJobRequest& request) {
   RegisterJobRequest with_group = request;
   if (with_group.group.empty()) with_group.group = group_from_environment();
-  return call_with_pidfd(to_json(with_group), request.pid).at("job").get<JobId>();
+  return connection_->call_with_pidfd(to_json(with_group), request.pid).at("job").get<JobId>();
 }
 
 std::uint64_t Client::add_process(JobId job, pid_t pid, Policy policy) {
   AddProcessRequest request{.job = job, .pid = pid, .policy = policy};
-  return call_with_pidfd(to_json(request), pid).value("start_time", std::uint64_t{0});
+  return connection_->call_with_pidfd(to_json(request), pid).value("start_time", std::uint64_t{0});
 }
 
 std::string Client::add_path(const AddPathRequest& request) {
-  json reply = call(to_json(request));
+  json reply = connection_->call(to_json(request));
   return reply.value(request.kind == PathKind::shm_glob ? "pattern" : "path", request.path);
 }
 
-void Client::add_hook(const AddHookRequest& request) { call(to_json(request)); }
+void Client::add_hook(const AddHookRequest& request) { connection_->call(to_json(request)); }
 
 std::optional<double> Client::heartbeat(JobId job, double unsupervised_s) {
-  json reply = call(to_json(HeartbeatRequest{.job = job, .unsupervised_s = unsupervised_s}));
+  json reply = connection_->call(to_json(HeartbeatRequest{.job = job, .unsupervised_s = unsupervised_s}));
   if (!reply.contains("deadline_in_s")) return std::nullopt;
   return reply["deadline_in_s"].get<double>();
 }
 
 void Client::end_job(JobId job, bool ok) {
   try {
-    call(to_json(EndJobRequest{.job = job, .ok = ok}));
+    connection_->call(to_json(EndJobRequest{.job = job, .ok = ok}));
   } catch (const Error& e) {
     // Sent again after a restart: the first one was recorded, only its reply was lost.
-    if (!(last_call_resent_ && e.code() == ErrorCode::invalid_state)) throw;
+    if (!(connection_->last_call_resent_ && e.code() == ErrorCode::invalid_state)) throw;
   }
 }
 
 std::size_t Client::cleanup(const CleanupRequest& request) {
-  return call(to_json(request)).value("jobs", std::size_t{0});
+  return connection_->call(to_json(request)).value("jobs", std::size_t{0});
 }
 
 void Client::follow_events(EventsRequest request,
-                           const std::function<bool(const json&)>& on_event) {
+                           const std::function<bool(const Event&)>& on_event) {
   request.follow = true;
   std::int64_t last_seq = 0;
   // Events already seen are skipped: the backlog and the live stream may overlap by a batch.
-  auto deliver = [&](const json& event) {
-    std::int64_t seq = event.value("seq", std::int64_t{0});
-    if (seq != 0 && seq <= last_seq) return true;
-    last_seq = std::max(last_seq, seq);
+  auto deliver = [&](const json& line) {
+    Event event = parse_event(line);
+    if (event.seq != 0 && event.seq <= last_seq) return true;
+    last_seq = std::max(last_seq, event.seq);
     return on_event(event);
   };
   for (;;) {
@@ -298,16 +334,16 @@ void Client::follow_events(EventsRequest request,
       request.after_seq = last_seq;
       request.since_unix_ms.reset();
     }
-    for (const auto& e : call(to_json(request)).value("events", json::array())) {
+    for (const auto& e : connection_->call(to_json(request)).value("events", json::array())) {
       if (!deliver(e)) return;
     }
     try {
       for (;;) {
-        json line = json::parse(read_line(false), nullptr, /*allow_exceptions=*/false);
+        json line = json::parse(connection_->read_line(false), nullptr, /*allow_exceptions=*/false);
         if (line.contains("event") && !deliver(line["event"])) return;
       }
     } catch (const ConnectionLost& e) {
-      if (options_.reconnect_for.count() == 0 || !reconnect()) throw;
+      if (connection_->options_.reconnect_for.count() == 0 || !connection_->reconnect()) throw;
     }
   }
 }
@@ -320,15 +356,19 @@ std::string group_from_environment() {
   return {};
 }
 
-std::vector<json> Client::events(const EventsRequest& request) {
-  json reply = call(to_json(request));
-  std::vector<json> out;
-  for (auto& e : reply.value("events", json::array())) out.push_back(std::move(e));
+std::vector<Event> Client::events(const EventsRequest& request) {
+  json reply = connection_->call(to_json(request));
+  std::vector<Event> out;
+  for (const auto& e : reply.value("events", json::array())) out.push_back(parse_event(e));
   return out;
 }
 
+GpusReply Client::gpus() { return parse_gpus_reply(connection_->call({{"op", "gpus"}})); }
+
+std::string Client::metrics() { return connection_->call({{"op", "metrics"}}).value("text", ""); }
+
 std::vector<JobStatus> Client::status(std::optional<JobId> job, bool summary) {
-  json reply = call(to_json(StatusRequest{.job = job, .summary = summary}));
+  json reply = connection_->call(to_json(StatusRequest{.job = job, .summary = summary}));
   std::vector<JobStatus> out;
   for (const auto& j : reply.value("jobs", json::array())) out.push_back(parse_job_status(j));
   return out;

@@ -40,7 +40,7 @@ Journal::~Journal() {
 std::uint64_t Journal::stage(std::vector<Record> records, std::function<void()> undo) {
   if (!store_) {
     for (const auto& r : records) {
-      if (const auto* e = std::get_if<EventRecord>(&r); e != nullptr && on_event_) on_event_(*e);
+      if (const auto* e = std::get_if<Event>(&r); e != nullptr && on_event_) on_event_(*e);
     }
     return 0;
   }
@@ -65,11 +65,11 @@ void Journal::start_write() {
         for (auto& r : change.records) records.push_back(std::move(r));
       }
       std::string error;
-      std::vector<EventRecord> events;
+      std::vector<Event> events;
       try {
         store_->write(records);
         for (auto& r : records) {
-          if (auto* e = std::get_if<EventRecord>(&r)) events.push_back(std::move(*e));
+          if (auto* e = std::get_if<Event>(&r)) events.push_back(std::move(*e));
         }
       } catch (const std::exception& e) {
         error = e.what();
@@ -90,7 +90,7 @@ void Journal::start_write() {
 }
 
 void Journal::write_finished(std::vector<Change> batch, std::string error,
-                             std::vector<EventRecord> events) {
+                             std::vector<Event> events) {
   writing_ = false;
   if (on_event_) {
     for (const auto& e : events) on_event_(e);

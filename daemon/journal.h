@@ -47,7 +47,7 @@ class Journal {
 
   Store* store() { return store_.get(); }
   // Called on the loop with each event once it is written (at once, without a store).
-  void on_event_written(std::function<void(const EventRecord&)> handler) {
+  void on_event_written(std::function<void(const Event&)> handler) {
     on_event_ = std::move(handler);
   }
   std::uint64_t failed_writes() const { return failed_writes_; }
@@ -65,7 +65,7 @@ class Journal {
 
   void start_write();
   void write_finished(std::vector<Change> batch, std::string error,
-                      std::vector<EventRecord> events);
+                      std::vector<Event> events);
   void answer_waiters(std::uint64_t last, const std::string& error,
                       const std::set<std::uint64_t>& undone);
 
@@ -83,7 +83,7 @@ class Journal {
   std::uint64_t failed_writes_ = 0;
   boost::asio::steady_timer retry_;  // rewrites kept changes after a failure
   Duration retry_after_;
-  std::function<void(const EventRecord&)> on_event_;
+  std::function<void(const Event&)> on_event_;
 };
 
 }  // namespace warden

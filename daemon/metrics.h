@@ -7,7 +7,7 @@
 #include <map>
 #include <string>
 
-#include "proto/errors.h"
+#include "warden/errors.h"
 #include "proto/messages.h"
 
 namespace warden {

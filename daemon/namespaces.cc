@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "daemon/process.h"
-#include "proto/errors.h"
+#include "warden/errors.h"
 
 namespace warden {
 namespace {

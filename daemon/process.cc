@@ -16,7 +16,7 @@
 #include <sstream>
 #include <system_error>
 
-#include "proto/errors.h"
+#include "warden/errors.h"
 
 namespace warden {
 std::optional<std::string> read_proc_file(pid_t pid, const char* name, std::size_t limit) {

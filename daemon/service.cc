@@ -81,7 +81,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
              options.systemd),
       deadline_timer_(io),
       status_timer_(io) {
-  journal_.on_event_written([this](const EventRecord& event) { publish(event); });
+  journal_.on_event_written([this](const Event& event) { publish(event); });
 }
 
 std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job, EventSink push) {
@@ -92,7 +92,7 @@ std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job,
 
 void Service::unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
 
-void Service::publish(const EventRecord& event) {
+void Service::publish(const Event& event) {
   if (subscribers_.empty()) return;
   json j = to_json(event);
   for (auto& [id, s] : subscribers_) {
@@ -371,7 +371,7 @@ std::optional<Duration> Service::heartbeat(const Caller& caller, const Heartbeat
   auto deadline = core_.heartbeat(caller, request.job, now);
   if (request.unsupervised_s > 0) {
     // Not a state change: the job's history says when it ran without wardend hearing of it.
-    EventRecord event = event_record(*core_.find(request.job));
+    Event event = event_record(*core_.find(request.job));
     event.reason_detail = fmt::format(
         "supervised again: the job could not reach wardend for {:.1f} s", request.unsupervised_s);
     spdlog::warn("job={} {}", request.job, event.reason_detail);

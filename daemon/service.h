@@ -128,7 +128,7 @@ class Service {
   void rearm_deadline();
   void start_cleanup(CleanupPlan plan);
   void cleanup_finished(JobId id, CleanupReport report);
-  void publish(const EventRecord& event);
+  void publish(const Event& event);
   // Stages the job's header and a state-change event (a change wardend made: never undone).
   void record_state(const Job& job);
   // Tells systemd the new summary, at most once a second.

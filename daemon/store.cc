@@ -95,16 +95,6 @@ JobSpec spec_from_json(const json& j) {
 
 }  // namespace
 
-json to_json(const EventRecord& e) {
-  json j{{"unix_ms", e.unix_ms}, {"job", e.job},    {"uid", e.uid},
-         {"name", e.name},       {"state", to_string(e.state)}};
-  if (e.seq != 0) j["seq"] = e.seq;
-  if (e.reason) j["reason"] = to_string(*e.reason);
-  if (e.reason || !e.reason_detail.empty()) j["reason_detail"] = e.reason_detail;
-  if (e.report) j["report"] = to_json(*e.report);
-  return j;
-}
-
 namespace {
 
 template <class T>
@@ -172,7 +162,7 @@ JobRecord job_record(const Job& job) {
   return r;
 }
 
-EventRecord event_record(const Job& job) {
+Event event_record(const Job& job) {
   return {.unix_ms = unix_ms_now(),
           .job = job.id,
           .uid = job.uid,
@@ -316,7 +306,7 @@ void Store::write(std::vector<Record>& records) {
   bool events = false;
   for (auto& record : records) {
     apply(record);
-    events = events || std::holds_alternative<EventRecord>(record);
+    events = events || std::holds_alternative<Event>(record);
   }
   if (events) trim_events(unix_ms_now());
   transaction.commit();
@@ -370,7 +360,7 @@ void Store::apply(Record& record) {
         } else if constexpr (std::is_same_v<T, HookRecord>) {
           execute("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)", i64(r.job),
                   to_json(r.hook.command).dump(), std::string(to_string(r.hook.policy)));
-        } else if constexpr (std::is_same_v<T, EventRecord>) {
+        } else if constexpr (std::is_same_v<T, Event>) {
           execute("INSERT INTO events(unix_ms, job, uid, body) VALUES(?, ?, ?, ?)", r.unix_ms,
                   i64(r.job), r.uid,
                   to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));

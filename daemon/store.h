@@ -59,31 +59,17 @@ struct HookRecord {  // hooks run in the order they were recorded
   TrackedHook hook;
 };
 
-// A job changed state: the event history that `wardenctl events` shows.
-struct EventRecord {
-  std::int64_t seq = 0;  // assigned when written
-  std::int64_t unix_ms = 0;
-  JobId job = 0;
-  std::int64_t uid = 0;
-  std::string name;
-  JobState state = JobState::running;
-  std::optional<JobState> reason;
-  std::string reason_detail;
-  std::optional<CleanupReport> report;  // with state cleaned
-};
-
 struct NextJobId {
   JobId value = 1;
 };
 
 using Record = std::variant<JobRecord, JobForgotten, ProcessRecord, PathRecord, HookRecord,
-                            EventRecord, NextJobId>;
+                            Event, NextJobId>;
 
 // Snapshots of a job's header and of its latest state change, taken on the event loop.
 JobRecord job_record(const Job& job);
-EventRecord event_record(const Job& job);
+Event event_record(const Job& job);
 // An event as the `events` op serves it.
-json to_json(const EventRecord& event);
 
 // The store cannot be opened or read: corrupt, from a newer wardend, unreadable. The message says
 // what to do; wardend refuses to start rather than start empty over jobs it could not read.

@@ -1,4 +1,4 @@
-#include "proto/errors.h"
+#include "warden/errors.h"
 
 #include <array>
 #include <utility>

@@ -710,4 +710,27 @@ JobStatus parse_job_status(const json& j) {
   return s;
 }
 
+json to_json(const Event& e) {
+  json j{{"unix_ms", e.unix_ms}, {"job", e.job},    {"uid", e.uid},
+         {"name", e.name},       {"state", to_string(e.state)}};
+  if (e.seq != 0) j["seq"] = e.seq;
+  if (e.reason) j["reason"] = to_string(*e.reason);
+  if (e.reason || !e.reason_detail.empty()) j["reason_detail"] = e.reason_detail;
+  if (e.report) j["report"] = to_json(*e.report);
+  return j;
+}
+
+Event parse_event(const json& j) {
+  Event e{.seq = j.value("seq", std::int64_t{0}),
+          .unix_ms = j.value("unix_ms", std::int64_t{0}),
+          .job = j.value("job", JobId{0}),
+          .uid = j.value("uid", uid_t{0}),
+          .name = j.value("name", ""),
+          .state = job_state_from_string(j.value("state", "")).value_or(JobState::running),
+          .reason_detail = j.value("reason_detail", "")};
+  if (j.contains("reason")) e.reason = job_state_from_string(j.value("reason", ""));
+  if (j.contains("report")) e.report = parse_cleanup_report(j["report"]);
+  return e;
+}
+
 }  // namespace warden

@@ -77,7 +77,7 @@ int cleanup_and_wait(Client& client, const CleanupRequest& request,
       std::set<pid_t> stuck;
       for (const auto& job : jobs) stuck.merge(stuck_on_gpus(job));
       if (!stuck.empty()) {
-        for (const auto& gpu : parse_gpus_reply(client.call({{"op", "gpus"}})).gpus) {
+        for (const auto& gpu : client.gpus().gpus) {
           for (const auto& h : gpu.holders) {
             if (stuck.contains(h.pid)) on_gpus.insert(h.pid);
           }

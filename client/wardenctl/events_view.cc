@@ -29,22 +29,20 @@ std::string summary(const CleanupReport& r) {
 
 }  // namespace
 
-void print_event(std::ostream& out, const json& event) {
-  std::time_t t = event.value("unix_ms", std::int64_t{0}) / 1000;
+void print_event(std::ostream& out, const Event& event) {
+  std::time_t t = event.unix_ms / 1000;
   std::tm local{};
   ::localtime_r(&t, &local);
-  std::string state = event.value("state", "?");
   std::string what;
-  if (state == "cleaned" && event.contains("report")) {
-    what = summary(parse_cleanup_report(event["report"]));
-  } else if (event.contains("reason")) {
-    what = event.value("reason", "") + ": " + event.value("reason_detail", "");
+  if (event.state == JobState::cleaned && event.report) {
+    what = summary(*event.report);
+  } else if (event.reason) {
+    what = std::string(to_string(*event.reason)) + ": " + event.reason_detail;
   } else {
-    what = event.value("reason_detail", "");  // e.g. a running job supervised again
+    what = event.reason_detail;  // e.g. a running job supervised again
   }
   fmt::print(out, "{:%Y-%m-%d %H:%M:%S}  job {:<6} {:<20.20} {:<10.10} {:<9} {}\n", local,
-             event.value("job", JobId{0}), event.value("name", ""),
-             user_name(event.value("uid", uid_t{0})), state, what);
+             event.job, event.name, user_name(event.uid), to_string(event.state), what);
 }
 
 std::optional<std::int64_t> parse_since(const std::string& text) {

@@ -11,7 +11,7 @@
 namespace warden {
 
 // One line per event: time, job, name, user, state, and why or what cleanup did.
-void print_event(std::ostream& out, const json& event);
+void print_event(std::ostream& out, const Event& event);
 
 // "90s", "15m", "2h", "3d" (that long ago), a date "2026-11-28" or "2026-11-28T14:05:00" (local
 // time), or seconds since the epoch. nullopt if it is none of these.

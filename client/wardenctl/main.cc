@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "proto/messages.h"
 #include "proto/socket_path.h"
 #include "warden/client.h"
 #include "wardenctl/cleanup_wait.h"
@@ -91,9 +92,9 @@ int run_events(warden::Client& client, const Options& o) {
   }
   if (o.follow) {
     // One line per event, as it happens; JSON lines with --json.
-    client.follow_events(request, [&](const warden::json& e) {
+    client.follow_events(request, [&](const warden::Event& e) {
       if (o.json) {
-        std::cout << e.dump() << std::endl;
+        std::cout << warden::to_json(e).dump() << std::endl;
       } else {
         warden::print_event(std::cout, e);
         std::cout.flush();
@@ -104,7 +105,9 @@ int run_events(warden::Client& client, const Options& o) {
   }
   auto events = client.events(request);
   if (o.json) {
-    std::cout << warden::json(events).dump(2) << "\n";
+    warden::json out = warden::json::array();
+    for (const auto& e : events) out.push_back(warden::to_json(e));
+    std::cout << out.dump(2) << "\n";
   } else if (events.empty()) {
     std::cout << "no events\n";
   } else {
@@ -114,13 +117,11 @@ int run_events(warden::Client& client, const Options& o) {
 }
 
 int run_gpus(warden::Client& client, const Options& o) {
-  warden::json reply = client.call({{"op", "gpus"}});
-  reply.erase("id");
-  reply.erase("ok");
+  warden::GpusReply gpus = client.gpus();
   if (o.json) {
-    std::cout << reply.dump(2) << "\n";
+    std::cout << warden::to_json(gpus).dump(2) << "\n";
   } else {
-    warden::print_gpus(std::cout, warden::parse_gpus_reply(reply));
+    warden::print_gpus(std::cout, gpus);
   }
   return 0;
 }
@@ -212,7 +213,7 @@ int main(int argc, char** argv) {
 
   subcommand("metrics", "Print wardend's metrics (Prometheus text format)",
              [](warden::Client& c, Options&) {
-               std::cout << c.call({{"op", "metrics"}}).value("text", "");
+               std::cout << c.metrics();
                return 0;
              });
 

@@ -91,9 +91,9 @@ double daemon_trial(testing::Daemon& daemon, Client& client, int trial) {
   Clock::time_point cleaned_at;
   std::thread follower([&] {
     Client events(daemon.socket());
-    events.follow_events({.job = job, .follow = true}, [&](const json& event) {
+    events.follow_events({.job = job, .follow = true}, [&](const Event& event) {
       following = true;  // the history's first event: the subscription is in place
-      if (event.value("state", "") != "cleaned") return true;
+      if (event.state != JobState::cleaned) return true;
       cleaned_at = Clock::now();
       return false;
     });
@@ -191,9 +191,9 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   std::thread follower([&] {
     Client events(daemon.socket());
     int cleaned = 0;
-    events.follow_events({.limit = 1, .follow = true}, [&](const json& event) {
+    events.follow_events({.limit = 1, .follow = true}, [&](const Event& event) {
       following = true;
-      if (event.value("state", "") == "cleaned" && ++cleaned == jobs) {
+      if (event.state == JobState::cleaned && ++cleaned == jobs) {
         all_cleaned = Clock::now();
         return false;
       }

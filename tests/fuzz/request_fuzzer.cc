@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "proto/errors.h"
+#include "warden/errors.h"
 #include "proto/framing.h"
 #include "proto/messages.h"
 

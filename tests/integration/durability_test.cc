@@ -137,12 +137,12 @@ TEST_F(Durability, EventHistoryOutlivesRestartsAndRetirement) {
 
   auto events = client.events({.job = id});
   ASSERT_EQ(events.size(), 3u);
-  EXPECT_EQ(events[0]["state"], "running");
-  EXPECT_EQ(events[1]["state"], "cleaning");
-  EXPECT_EQ(events[1]["reason"], "ended");
-  EXPECT_EQ(events[2]["state"], "cleaned");
-  EXPECT_TRUE(events[2].contains("report"));
-  EXPECT_LT(events[0]["seq"].get<std::int64_t>(), events[2]["seq"].get<std::int64_t>());
+  EXPECT_EQ(events[0].state, JobState::running);
+  EXPECT_EQ(events[1].state, JobState::cleaning);
+  EXPECT_EQ(events[1].reason, JobState::ended);
+  EXPECT_EQ(events[2].state, JobState::cleaned);
+  EXPECT_TRUE(events[2].report);
+  EXPECT_LT(events[0].seq, events[2].seq);
 
   // Ids continue after a restart instead of starting again at 1.
   auto t2 = tree({});

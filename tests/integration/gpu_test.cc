@@ -7,10 +7,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -113,7 +116,6 @@ class GpuTest : public testing::DaemonTest {
     return s;
   }
 
-  GpusReply gpus() { return parse_gpus_reply(client.call({{"op", "gpus"}})); }
 };
 
 TEST_F(GpuTest, ReportOfAKilledJobNamesEachWorkersGpuAndWhoStillHoldsIt) {
@@ -152,7 +154,7 @@ TEST_F(GpuTest, ReportOfAKilledJobNamesEachWorkersGpuAndWhoStillHoldsIt) {
 
 TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
   Scene s = scene();
-  GpusReply reply = gpus();
+  GpusReply reply = client.gpus();
   ASSERT_EQ(reply.gpus.size(), 1u);
   EXPECT_EQ(reply.gpus[0].device, node());
   EXPECT_NE(reply.note.find("not installed"), std::string::npos) << reply.note;
@@ -168,8 +170,17 @@ TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
   EXPECT_FALSE(outsider->job);
   EXPECT_EQ(find_holder(holders, s.main), nullptr);
 
-  // status of the node carries the same view.
-  json status = client.call({{"op", "status"}, {"summary", true}});
+  // status of the node carries the same view (the C++ client's status() returns the jobs only).
+  UniqueFd raw(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{.sun_family = AF_UNIX};
+  std::strncpy(addr.sun_path, daemon.socket().c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::connect(raw.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string request = R"({"id":1,"op":"status","summary":true})" "\n";
+  ASSERT_EQ(::write(raw.get(), request.data(), request.size()),
+            static_cast<ssize_t>(request.size()));
+  std::string line;
+  for (char c; line.find('\n') == std::string::npos && ::read(raw.get(), &c, 1) == 1;) line += c;
+  json status = json::parse(line);
   ASSERT_TRUE(status.contains("gpus")) << status.dump();
   EXPECT_EQ(status["gpus"][0]["device"], node());
 
@@ -178,7 +189,7 @@ TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
   EXPECT_NE(table.out.find(std::to_string(s.job) + " gpujob"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("untracked"), std::string::npos) << table.out;
 
-  std::string metrics = client.call({{"op", "metrics"}}).value("text", "");
+  std::string metrics = client.metrics();
   EXPECT_NE(metrics.find("warden_gpu_holders{device=\"" + node() + "\",job=\"" +
                          std::to_string(s.job) + "\"} 2"),
             std::string::npos)
@@ -219,14 +230,14 @@ TEST_F(GpuNvmlTest, ReportSaysHowMuchMemoryEachHeldAndWhatWasReleased) {
   Scene s = scene();
   held({{s.worker, 1 * GiB}, {s.stubborn, 2 * GiB}, {s.outsider, GiB / 2}});
 
-  GpusReply reply = gpus();
+  GpusReply reply = client.gpus();
   EXPECT_EQ(reply.note, "");
   ASSERT_EQ(reply.gpus.size(), 1u);
   EXPECT_EQ(reply.gpus[0].uuid, "GPU-fake-0");
   EXPECT_EQ(reply.gpus[0].memory_total_bytes, 80 * GiB);
   EXPECT_EQ(reply.gpus[0].memory_used_bytes, 3 * GiB + GiB / 2);
   EXPECT_EQ(find_holder(reply.gpus[0].holders, s.stubborn)->memory_bytes, 2 * GiB);
-  std::string metrics = client.call({{"op", "metrics"}}).value("text", "");
+  std::string metrics = client.metrics();
   EXPECT_NE(metrics.find("warden_gpu_held_bytes{device=\"" + node() + "\",job=\"" +
                          std::to_string(s.job) + "\"} " + std::to_string(3 * GiB)),
             std::string::npos)

@@ -56,7 +56,7 @@ TEST_F(HungWardend, BeatsTakeMicrosecondsWhileItIsStoppedAndTheJobIsKeptAfter) {
   EXPECT_EQ(client.status(job.id()).at(0).state, JobState::running);
   bool told = false;
   for (const auto& e : client.events({.job = job.id()})) {
-    told |= e.value("reason_detail", "").find("could not reach wardend") != std::string::npos;
+    told |= e.reason_detail.find("could not reach wardend") != std::string::npos;
   }
   EXPECT_TRUE(told) << "the job's history says it ran unsupervised";
   ::kill(main, SIGKILL);

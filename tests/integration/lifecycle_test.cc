@@ -174,13 +174,15 @@ TEST_F(Lifecycle, CoalescedBeatsStillAdvanceTheLastBeat) {
   ASSERT_TRUE(first) << "the first beat was not sent";
   job.beat();  // within the quarter: coalesced, and sent when the quarter ends
   job.beat();
+  // The coalesced beat comes a quarter (500 ms) after the first; wardend's wall-clock reading of
+  // a beat may differ by a millisecond between two looks.
   std::optional<std::int64_t> last = first;
   for (auto deadline = std::chrono::steady_clock::now() + 5s;
-       last == first && std::chrono::steady_clock::now() < deadline;) {
+       *last < *first + 100 && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(10ms);
     last = client.status(job.id()).at(0).last_beat_unix_ms;
   }
-  EXPECT_GT(*last, *first) << "the coalesced beats never reached wardend";
+  EXPECT_GE(*last, *first + 100) << "the coalesced beats never reached wardend";
   job.end(true);
 }
 

@@ -11,6 +11,7 @@
 
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
+#include "proto/messages.h"
 #include "warden/client.h"
 
 namespace warden::testing {

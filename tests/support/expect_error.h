@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "proto/errors.h"
+#include "warden/errors.h"
 
 namespace warden::testing {
 

@@ -14,15 +14,15 @@
 #include <condition_variable>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "proto/errors.h"
-#include "proto/framing.h"
-#include "proto/messages.h"
+#include "warden/errors.h"
+#include "warden/types.h"
 
 namespace warden {
 
@@ -75,44 +75,27 @@ class Client {
   std::size_t cleanup(const CleanupRequest& request);
   std::vector<JobStatus> status(std::optional<JobId> job = std::nullopt, bool summary = false);
 
+  // The node's GPUs and the processes holding each, with their jobs.
+  GpusReply gpus();
+  // wardend's metrics, in the Prometheus text format.
+  std::string metrics();
+
   // The event history: state changes and cleanup reports of the caller's jobs.
-  std::vector<json> events(const EventsRequest& request);
+  std::vector<Event> events(const EventsRequest& request);
   // Calls `on_event` with the events `request` selects, then with each new one as it happens,
   // until `on_event` returns false. Across a daemon restart it reconnects and carries on after
   // the last event seen. Uses this connection for nothing else meanwhile.
-  void follow_events(EventsRequest request, const std::function<bool(const json&)>& on_event);
+  void follow_events(EventsRequest request, const std::function<bool(const Event&)>& on_event);
 
-  // Sends one request (an object with "op"; "id" is added) and returns the successful reply.
-  json call(json request);
-
-  const HelloReply& server() const { return hello_; }
-  const ClientOptions& options() const { return options_; }
-  const std::string& socket_path() const { return socket_path_; }
+  const HelloReply& server() const;
+  const ClientOptions& options() const;
+  const std::string& socket_path() const;
   // Connections made after the first, because one broke.
-  std::size_t reconnects() const { return reconnects_; }
+  std::size_t reconnects() const;
 
  private:
-  void connect();
-  void disconnect();
-  // Connects again with backoff; false once options_.reconnect_for has passed.
-  bool reconnect();
-  // call() with `pass_fd` (unless -1) sent along with the request line, each time it is sent.
-  json call(json request, int pass_fd);
-  json exchange(const json& request, int pass_fd = -1);
-  // call() with a pidfd of `pid` passed along, unless `pid` is this process.
-  json call_with_pidfd(json request, pid_t pid);
-  void send_line(const std::string& line, int pass_fd);
-  // Waits at most options_.timeout for the line unless `bounded` is false (a followed stream).
-  std::string read_line(bool bounded = true);
-
-  std::string socket_path_;
-  ClientOptions options_;
-  int fd_ = -1;
-  std::size_t reconnects_ = 0;
-  bool last_call_resent_ = false;  // the last call() was sent again on a new connection
-  std::uint64_t next_id_ = 1;
-  FrameDecoder decoder_;
-  HelloReply hello_;
+  class Connection;  // the socket, framing and JSON (client.cc)
+  std::unique_ptr<Connection> connection_;
 };
 
 struct JobOptions {
