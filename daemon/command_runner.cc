@@ -32,6 +32,7 @@
 
 #include "daemon/files.h"
 #include "daemon/supervisor.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 namespace asio = boost::asio;

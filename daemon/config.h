@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "daemon/cleanup.h"
-#include "daemon/server.h"
+#include "daemon/connection_limits.h"
 #include "daemon/supervisor.h"
 
 namespace warden {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "daemon/supervisor.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 

@@ -12,22 +12,13 @@
 #include <vector>
 
 #include "daemon/commands.h"
+#include "daemon/connection_limits.h"
 #include "daemon/journal.h"
 #include "daemon/service.h"
 #include "proto/framing.h"
 #include "proto/unique_fd.h"
 
 namespace warden {
-
-// What one client, or all of them, may hold of wardend. Each refusal is a limit_exceeded error
-// line before the connection is closed.
-struct ConnectionLimits {
-  std::size_t max_connections = 4096;
-  std::size_t max_connections_per_user = 256;
-  Duration idle_timeout = std::chrono::hours(1);      // no request under way
-  Duration request_timeout = std::chrono::seconds(10);  // to finish a begun line, or take a reply
-  std::size_t max_pending_output = 4 << 20;           // reply bytes buffered before writing
-};
 
 struct ServerOptions {
   std::string socket_path;

@@ -66,6 +66,23 @@ void Service::refuse_untouchable(const ProcessHandle& process, pid_t named) cons
   }
 }
 
+namespace {
+
+// Under systemd, a copy of each watched pidfd goes to the service's descriptor store, so that a
+// restarted wardend gets back handles that a recycled pid cannot confuse.
+ProcessWatch::Keeper pidfd_keeper(Systemd* systemd) {
+  if (systemd == nullptr || !systemd->supervised()) return {};
+  return {.keep =
+              [systemd](JobId job, const ProcessIdentity& process, int pidfd) {
+                std::string name = Systemd::pidfd_name(job, process);
+                systemd->store_pidfd(name, pidfd);
+                return name;
+              },
+          .release = [systemd](const std::string& name) { systemd->remove_pidfd(name); }};
+}
+
+}  // namespace
+
 Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
     : io_(io),
       instance_(options.instance),
@@ -78,7 +95,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       journal_(journal),
       core_(options.limits),
       watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
-             options.systemd),
+             pidfd_keeper(options.systemd)),
       deadline_timer_(io),
       status_timer_(io) {
   journal_.on_event_written([this](const Event& event) { publish(event); });

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/process.h"
+#include "daemon/identity.h"
 #include "proto/messages.h"
 
 namespace warden {

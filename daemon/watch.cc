@@ -1,21 +1,16 @@
 #include "daemon/watch.h"
 
-#include "daemon/systemd.h"
-
 namespace warden {
 
 ProcessWatch::ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit,
-                           Systemd* systemd)
-    : executor_(std::move(executor)), on_exit_(std::move(on_exit)), systemd_(systemd) {}
+                           Keeper keeper)
+    : executor_(std::move(executor)), on_exit_(std::move(on_exit)), keeper_(std::move(keeper)) {}
 
 void ProcessWatch::watch(JobId job, ProcessHandle process) {
   Key key{job, process.identity.pid};
   if (entries_.contains(key)) return;
   Entry entry{.pidfd = std::make_unique<Descriptor>(executor_, process.pidfd.release())};
-  if (systemd_ != nullptr && systemd_->supervised()) {
-    entry.stored_as = Systemd::pidfd_name(job, process.identity);
-    systemd_->store_pidfd(entry.stored_as, entry.pidfd->native_handle());
-  }
+  if (keeper_.keep) entry.kept_as = keeper_.keep(job, process.identity, entry.pidfd->native_handle());
   auto [it, _] = entries_.emplace(key, std::move(entry));
   arm(key, *it->second.pidfd);
 }
@@ -48,7 +43,7 @@ void ProcessWatch::forget_job(JobId job) {
 
 void ProcessWatch::erase(std::map<Key, Entry>::iterator first, std::map<Key, Entry>::iterator last) {
   for (auto it = first; it != last; ++it) {
-    if (!it->second.stored_as.empty()) systemd_->remove_pidfd(it->second.stored_as);
+    if (!it->second.kept_as.empty()) keeper_.release(it->second.kept_as);
   }
   entries_.erase(first, last);
 }

@@ -15,18 +15,21 @@
 
 namespace warden {
 
-class Systemd;
-
 // Owns the pidfds of every tracked process. A process belongs to one job; the same pid may be
 // tracked under two jobs, each with its own pidfd. Lives on the io_context's thread; destroying it
-// cancels every wait (the handlers then do nothing). Under systemd, a copy of each pidfd is kept
-// in the service's descriptor store while it is watched.
+// cancels every wait (the handlers then do nothing). A copy of each pidfd may be kept elsewhere
+// while it is watched (under systemd, the service's descriptor store); the owner says how.
 class ProcessWatch {
  public:
   using ExitHandler = std::function<void(JobId, pid_t)>;
+  // Keeps a copy of a watched pidfd, returning the name it is kept under ("": not kept), and
+  // lets go of one by that name once it is no longer watched.
+  struct Keeper {
+    std::function<std::string(JobId, const ProcessIdentity&, int pidfd)> keep;
+    std::function<void(const std::string& name)> release;
+  };
 
-  ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit,
-               Systemd* systemd = nullptr);
+  ProcessWatch(boost::asio::any_io_executor executor, ExitHandler on_exit, Keeper keeper = {});
   ProcessWatch(const ProcessWatch&) = delete;
   ProcessWatch& operator=(const ProcessWatch&) = delete;
 
@@ -43,7 +46,7 @@ class ProcessWatch {
   using Descriptor = boost::asio::posix::stream_descriptor;
   struct Entry {
     std::unique_ptr<Descriptor> pidfd;
-    std::string stored_as;  // its name in systemd's descriptor store, if kept there
+    std::string kept_as;  // its name where the keeper keeps a copy; "" if none
   };
 
   void arm(Key key, Descriptor& fd);
@@ -51,7 +54,7 @@ class ProcessWatch {
 
   boost::asio::any_io_executor executor_;
   ExitHandler on_exit_;
-  Systemd* systemd_;
+  Keeper keeper_;
   std::map<Key, Entry> entries_;
 };
 

@@ -1,0 +1,3 @@
+// A header the supervisor core and the world side must not include (daemon/CMakeLists.txt):
+// sockets, the state store, systemd, log sinks and the command line belong to the edge.
+#error "warden layering: systemd/sd-bus.h is the edge's; this target is the core or the world side"
