@@ -65,10 +65,11 @@ struct Termination {
     std::optional<TimePoint> gone_at;
   };
 
-  explicit Termination(const asio::any_io_executor& ex) : executor(ex), timer(ex) {}
+  Termination(const asio::any_io_executor& ex, Kernel& k) : executor(ex), timer(ex), kernel(k) {}
 
   asio::any_io_executor executor;
   asio::steady_timer timer;
+  Kernel& kernel;
   std::vector<Entry> entries;
   std::size_t live = 0;
   bool cgroup_busy = false;  // the job's cgroup still holds a process (its cgroup.events says so)
@@ -81,7 +82,7 @@ struct Termination {
     std::size_t i = entries.size();
     Entry& e = entries.emplace_back();
     e.report = std::move(report);
-    if (e.report.command.empty()) e.report.command = read_command_line(e.report.pid);
+    if (e.report.command.empty()) e.report.command = kernel.command_line(e.report.pid);
     e.start_time = start_time;
     e.in_cgroup = in_cgroup;
     e.pidfd = std::make_unique<asio::posix::stream_descriptor>(executor, fd.release());
@@ -97,7 +98,8 @@ struct Termination {
     entries[i].pidfd->async_wait(asio::posix::descriptor_base::wait_read,
                                  [self, i](boost::system::error_code ec) {
                                    if (ec) return;
-                                   if (pidfd_exited(self->entries[i].pidfd->native_handle())) {
+                                   auto& e = self->entries[i];
+                                   if (self->kernel.exited(e.pidfd->native_handle())) {
                                      self->on_exit(i);
                                    } else {
                                      self->arm(i, self);
@@ -131,11 +133,17 @@ struct Termination {
       return e.waiting && !e.gone_at && !(tracked && e.in_cgroup);
     });
   }
+  // Whether such a process ran during the grace period, alive now or not: one that forked and
+  // then exited on SIGTERM left its child for a scan to find.
+  bool ran_outside_cgroup(bool tracked) const {
+    return std::any_of(entries.begin(), entries.end(),
+                       [tracked](const Entry& e) { return e.waiting && !(tracked && e.in_cgroup); });
+  }
 
   void signal(Entry& e, int sig) {
     if (!e.waiting || e.gone_at) return;
     if (sig == SIGKILL) e.sent_kill = true;
-    int err = pidfd_signal(e.pidfd->native_handle(), sig);
+    int err = kernel.signal(e.pidfd->native_handle(), sig);
     if (err == 0) return;
     if (err == ESRCH) return;  // exiting; its pidfd turns readable shortly
     e.waiting = false;
@@ -176,16 +184,15 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
                                        int first_signal) {
   auto query = t->query(plan, context.self, context.instance);
   // Asked now, after this cleanup's last SIGSTOPs: a scan begun later shows its tree frozen.
-  auto scan = [&query, &t, scans = context.scans, asked = Clock::now(), owner = plan.uid] {
-    auto environ_of = [scans](pid_t pid) { return scans->cookie_entries(pid); };
-    return discover(*scans->processes(asked, owner != 0), query, environ_of, t->cookie_memo);
+  auto scan = [&query, &t, asked = Clock::now()] {
+    return t->kernel.discover(query, asked, t->cookie_memo);
   };
   auto found = co_await offload(context.blocking, scan);
   std::size_t added = 0;
   for (const auto& d : found) {
     ProcessHandle handle;
     try {
-      handle = open_process(d.pid);
+      handle = t->kernel.open(d.pid);
     } catch (const Error&) {
       continue;  // already gone
     }
@@ -234,12 +241,12 @@ std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan
     if (known.contains(pid)) continue;
     ProcessHandle handle;
     try {
-      handle = open_process(pid);
+      handle = t->kernel.open(pid);
     } catch (const Error&) {
       continue;  // gone already
     }
     if (!cgroup_within(tracking.cgroups->cgroup_of(pid), tracking.cgroup) ||
-        pidfd_exited(handle.pidfd.get())) {
+        t->kernel.exited(handle.pidfd.get())) {
       continue;
     }
     t->add({.pid = pid, .role = "descendant", .leftover = plan.reason == JobState::ended,
@@ -276,9 +283,9 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
     if (target.keep) {
       report.outcome = Outcome::kept;
       report.detail = "policy: failure only";
-      if (fd && !pidfd_exited(fd.get())) release(target.identity.pid);
+      if (fd && !t->kernel.exited(fd.get())) release(target.identity.pid);
       kept.push_back(std::move(report));
-    } else if (target.exited || !fd || pidfd_exited(fd.get())) {
+    } else if (target.exited || !fd || t->kernel.exited(fd.get())) {
       t->add_gone(std::move(report));
     } else {
       bool member =
@@ -327,13 +334,17 @@ asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const Clea
   add_members(t, plan, tracking);
   tracking.attempt([&](Cgroups& c) { c.kill(tracking.cgroup); });
   auto kill_deadline = Clock::now() + context.options.kill_timeout;
+  std::size_t added = 0;
   for (int round = 0;; ++round) {
     t->signal_all(SIGKILL);
-    std::size_t added = ran_since_freeze && t->needs_scan(bool(tracking))
-                            ? co_await find_more(t, plan, context, SIGKILL)
-                            : 0;
+    // What ran outside the cgroup since the freeze is looked for once, even if all of it has
+    // exited; then again while any of it lives or the last look found more.
+    bool look = ran_since_freeze && (round == 0 ? t->ran_outside_cgroup(bool(tracking))
+                                                : added > 0 || t->needs_scan(bool(tracking)));
+    added = look ? co_await find_more(t, plan, context, SIGKILL) : 0;
     if (t->live == 0 && !t->cgroup_busy && added == 0) break;
-    if (Clock::now() >= kill_deadline || round >= kMaxScanRounds || !t->needs_scan(bool(tracking))) {
+    if (Clock::now() >= kill_deadline || round >= kMaxScanRounds ||
+        (added == 0 && !t->needs_scan(bool(tracking)))) {
       co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
       break;
     }
@@ -394,7 +405,7 @@ asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& 
 
 asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
                                     const CleanupContext& context, CleanupReport& out) {
-  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor);
+  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel);
   Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups,
                     .cgroup = plan.cgroup};
   // wardend may have been started from inside the job (a test, a user's own wardend): it must

@@ -8,6 +8,7 @@
 #include "daemon/cgroup.h"
 #include "daemon/files.h"
 #include "daemon/gpus.h"
+#include "daemon/kernel.h"
 #include "daemon/namespaces.h"
 #include "daemon/process_tree.h"
 #include "daemon/supervisor.h"
@@ -30,7 +31,7 @@ struct CleanupContext {
   boost::asio::any_io_executor blocking;
   pid_t self = 0;      // wardend, never a candidate
   std::string instance;  // wardend's id, part of the job cookie (process_tree.h)
-  ScanCache* scans = nullptr;  // shared by every cleanup of this wardend; required
+  Kernel* kernel = nullptr;  // processes: signals, exits, scans (shared by every cleanup); required
   // Tracking cgroups, where this wardend has them; a plan with a cgroup is carried out through
   // it: the kernel names every member, ends them all at once and says when none is left.
   Cgroups* cgroups = nullptr;

@@ -512,7 +512,7 @@ void Service::start_cleanup(CleanupPlan plan) {
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
                   {.options = cleanup_options_, .blocking = blocking_.get_executor(),
-                   .self = ::getpid(), .instance = instance_, .scans = &scans_,
+                   .self = ::getpid(), .instance = instance_, .kernel = &kernel_,
                    .cgroups = cgroups_, .home = home_of(id), .gpus = gpus_}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;

@@ -146,6 +146,7 @@ class Service {
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
   ScanCache scans_;  // what concurrent cleanups share
+  RealKernel kernel_{scans_};
   std::shared_ptr<Gpus> gpus_;  // replaced when a reload changes the GPU settings
 
   // Mutable state.

@@ -22,11 +22,12 @@ CleanupReport clean(CleanupPlan plan, std::vector<UniqueFd> pidfds, boost::asio:
                     Cgroups* cgroups = nullptr, Duration kill_timeout = std::chrono::seconds(5)) {
   boost::asio::thread_pool blocking(1);
   ScanCache scans;
+  RealKernel kernel(scans);
   CleanupReport report;
   CleanupContext context{.options = {.kill_timeout = kill_timeout},
                          .blocking = blocking.get_executor(),
                          .self = ::getpid(),
-                         .scans = &scans,
+                         .kernel = &kernel,
                          .cgroups = cgroups};
   boost::asio::co_spawn(io, run_cleanup(std::move(plan), std::move(pidfds), context),
                         [&](std::exception_ptr e, CleanupReport r) {

@@ -1,0 +1,121 @@
+// The cleanup engine's escalation against the fake kernel (support/fake_kernel.h), where processes
+// do what real ones only do by accident: SIGTERM ignored, SIGKILL survived, children forked in the
+// middle of a cleanup. What the engine signals, in what order, and what it reports.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "daemon/cleanup.h"
+#include "tests/support/fake_kernel.h"
+
+namespace warden {
+namespace {
+
+using namespace std::chrono_literals;
+using Fate = testing::FakeKernel::Fate;
+
+class Escalation : public ::testing::Test {
+ protected:
+  // Ends the plan's targets (a failed job whose main process is long gone) through the fake.
+  CleanupReport clean(Duration grace, Duration kill_timeout = 5s) {
+    plan.grace = grace;
+    plan.main = {.pid = 999, .start_time = 999};
+    plan.main_spared = false;
+    boost::asio::io_context io;
+    boost::asio::thread_pool blocking(1);
+    CleanupContext context{.options = {.kill_timeout = kill_timeout},
+                           .blocking = blocking.get_executor(),
+                           .self = ::getpid(),
+                           .kernel = &kernel};
+    CleanupReport report;
+    boost::asio::co_spawn(io, run_cleanup(plan, std::move(pidfds), context),
+                          [&](std::exception_ptr e, CleanupReport r) {
+                            if (e) std::rethrow_exception(e);
+                            report = std::move(r);
+                          });
+    io.run();
+    return report;
+  }
+
+  pid_t target(Fate fate) {
+    pid_t pid = kernel.add(fate);
+    auto handle = kernel.open(pid);
+    plan.targets.push_back({.identity = handle.identity, .role = "worker"});
+    pidfds.push_back(std::move(handle.pidfd));
+    return pid;
+  }
+
+  static const ProcessReport& of(const CleanupReport& r, pid_t pid) {
+    for (const auto& p : r.processes) {
+      if (p.pid == pid) return p;
+    }
+    throw std::runtime_error("no report for pid " + std::to_string(pid));
+  }
+
+  testing::FakeKernel kernel;
+  CleanupPlan plan;
+  std::vector<UniqueFd> pidfds;
+};
+
+std::string n(pid_t pid) { return std::to_string(pid); }
+
+TEST_F(Escalation, ProcessIgnoringSigtermIsKilledOnceTheGraceIsOver) {
+  pid_t obeys = target(Fate::obeys);
+  pid_t stubborn = target(Fate::ignores_term);
+  auto r = clean(100ms);
+
+  // Stopped (no forking while the tree is looked at), asked to end, let run, then killed.
+  EXPECT_EQ(kernel.signals,
+            (std::vector<std::string>{"STOP " + n(obeys), "STOP " + n(stubborn), "TERM " + n(obeys),
+                                      "TERM " + n(stubborn), "CONT " + n(stubborn),
+                                      "KILL " + n(stubborn)}));
+  EXPECT_EQ(of(r, obeys).outcome, Outcome::terminated);
+  EXPECT_EQ(of(r, stubborn).outcome, Outcome::killed);
+  EXPECT_GE(of(r, stubborn).elapsed_ms, 100) << "killed before the grace period was over";
+  EXPECT_EQ(of(r, stubborn).command, "fake " + n(stubborn));
+}
+
+TEST_F(Escalation, ProcessThatSurvivesSigkillIsReportedUnkillableAtTheBound) {
+  pid_t stuck = target(Fate::never_dies);
+  pid_t obeys = target(Fate::obeys);
+  auto r = clean(0ms, /*kill_timeout=*/200ms);
+
+  EXPECT_EQ(of(r, obeys).outcome, Outcome::killed);
+  EXPECT_EQ(of(r, stuck).outcome, Outcome::unkillable);
+  EXPECT_NE(of(r, stuck).detail.find("still alive"), std::string::npos) << of(r, stuck).detail;
+  EXPECT_TRUE(kernel.alive(stuck));
+  EXPECT_GE(r.duration_ms, 200) << "gave up before the kill bound";
+  EXPECT_LT(r.duration_ms, 5000) << "held the cleanup past the kill bound";
+}
+
+TEST_F(Escalation, RescansFindWhatTheJobForksAndEndItToo) {
+  pid_t worker = target(Fate::obeys);
+  pid_t early = kernel.add(Fate::obeys);        // forked before the freeze: found by its scan
+  pid_t late = kernel.add(Fate::ignores_term);  // forked during the grace: found after SIGKILL
+  kernel.appear_on_scan = {{early}, {}, {late}};
+  auto r = clean(50ms);
+
+  EXPECT_EQ(of(r, worker).outcome, Outcome::terminated);
+  EXPECT_EQ(of(r, early).outcome, Outcome::terminated);
+  EXPECT_EQ(of(r, early).role, "descendant");
+  EXPECT_EQ(of(r, early).detail, "forked during the cleanup");
+  EXPECT_EQ(of(r, late).outcome, Outcome::killed);
+  EXPECT_FALSE(kernel.alive(late));
+  // The freeze scanned until a scan found nothing new; after SIGKILL, until one did again.
+  EXPECT_EQ(kernel.scans, 4);
+}
+
+TEST_F(Escalation, WithoutGraceTheFrozenTreeIsKilledAtOnceWithoutARescan) {
+  pid_t worker = target(Fate::ignores_term);
+  auto r = clean(0ms);
+
+  EXPECT_EQ(kernel.signals, (std::vector<std::string>{"STOP " + n(worker), "KILL " + n(worker)}));
+  EXPECT_EQ(of(r, worker).outcome, Outcome::killed);
+  EXPECT_EQ(kernel.scans, 1) << "nothing ran since the freeze's scan confirmed the tree";
+}
+
+}  // namespace
+}  // namespace warden
