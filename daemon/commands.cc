@@ -147,7 +147,10 @@ std::string error_reply(const json& id, ErrorCode code, std::string_view message
   return reply.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-Reply dispatch(const RequestContext& context, std::string_view line) {
+namespace {
+
+// The reply to one request line, without its change (dispatch() adds that).
+Reply answer(const RequestContext& context, std::string_view line) {
   json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (request.is_discarded()) {
     return {error_reply(nullptr, ErrorCode::bad_request, "request is not valid JSON")};
@@ -185,6 +188,17 @@ Reply dispatch(const RequestContext& context, std::string_view line) {
     spdlog::error("op={} uid={} internal error: {}", command->name, context.caller.uid, e.what());
     return {error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what()), id};
   }
+}
+
+}  // namespace
+
+Reply dispatch(const RequestContext& context, std::string_view line) {
+  const std::uint64_t staged = context.journal ? context.journal->last_staged() : 0;
+  Reply reply = answer(context, line);
+  if (context.journal && context.journal->last_staged() != staged) {
+    reply.change = context.journal->last_staged();
+  }
+  return reply;
 }
 
 }  // namespace warden

@@ -10,6 +10,8 @@
 
 namespace warden {
 
+class Journal;
+
 // An `events` request with follow: the session turns into a live event stream after the reply.
 struct Follow {
   std::optional<JobId> job;
@@ -22,6 +24,7 @@ struct RequestContext {
   std::size_t max_frame = kDefaultMaxFrame;
   std::optional<Follow>* follow = nullptr;  // set by `events` with follow
   std::deque<UniqueFd>* passed_fds = nullptr;  // received over SCM_RIGHTS, oldest first
+  const Journal* journal = nullptr;  // where a request's change is staged (Reply::change)
 };
 
 struct Command {
@@ -38,9 +41,13 @@ struct Reply {
   std::string line;  // without the trailing newline
   json id;           // the request's id, for a reply that must be replaced by an error
   bool ok = false;
+  // The journal sequence of the change the request staged: its reply goes out once that is
+  // written. nullopt: it changed nothing.
+  std::optional<std::uint64_t> change;
 };
 
-// Handles one request line and returns its reply. Never throws: a refusal becomes an error reply
+// Handles one request line and returns its reply (with the change it staged, where the context
+// has the journal). Never throws: a refusal becomes an error reply
 // with its code, anything unexpected becomes `internal` and is logged.
 Reply dispatch(const RequestContext& context, std::string_view line);
 
