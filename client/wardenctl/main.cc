@@ -162,38 +162,31 @@ void read_defaults(const std::string& path, Options& o) {
   o.timeout_s = timeout_s;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"wardenctl: register training jobs with wardend and inspect them", "wardenctl"};
-  app.set_version_flag("--version", "wardenctl " WARDEN_VERSION);
-  app.require_subcommand(1);
-  app.footer("Defaults for --socket and --timeout: " + defaults_file() +
-             " (WARDENCTL_CONFIG names another), e.g. socket = \"/run/warden/warden.sock\"");
-  Options o;
-  app.add_option("--socket", o.socket, "wardend's socket (default: $WARDEN_SOCKET, then " +
-                                           std::string(warden::kSystemSocketPath) + ")");
-  CLI::Option* timeout_flag =
-      app.add_option("--timeout", o.timeout_s,
-                     "Seconds to wait for wardend (to connect, and for each answer) before giving up")
-          ->check(CLI::PositiveNumber)
-          ->capture_default_str();
-
-  // Each subcommand with what it does; exactly one is given.
+// Each subcommand with what it does, declared by one add_NAME() below; exactly one is given.
+struct Subcommands {
   using Action = int (*)(warden::Client&, Options&);
+  CLI::App& app;
+  Options& options;
   std::vector<std::pair<CLI::App*, Action>> actions;
-  auto subcommand = [&](const char* name, const char* help, Action action) {
+
+  CLI::App* add(const char* name, const char* help, Action action) {
     CLI::App* sub = app.add_subcommand(name, help);
     actions.emplace_back(sub, action);
     return sub;
-  };
+  }
+};
 
-  auto* status = subcommand("status", "Show jobs, or one job with its cleanup report",
+void add_status(Subcommands& table) {
+  Options& o = table.options;
+  auto* status = table.add("status", "Show jobs, or one job with its cleanup report",
                             [](warden::Client& c, Options& o) { return run_status(c, o); });
   status->add_flag("--json", o.json, "Print JSON instead of a table");
   status->add_option("JOB", o.job, "A job id");
+}
 
-  auto* events = subcommand("events",
+void add_events(Subcommands& table) {
+  Options& o = table.options;
+  auto* events = table.add("events",
                             "Show the history of your jobs: state changes and cleanup reports",
                             [](warden::Client& c, Options& o) { return run_events(c, o); });
   events->add_option("--job", o.job, "Only this job");
@@ -205,19 +198,27 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   events->add_flag("--json", o.json, "Print JSON (with --follow: one JSON object per line)");
   events->add_flag("--follow,-f", o.follow, "Keep printing new events as they happen");
+}
 
-  auto* gpus = subcommand(
+void add_gpus(Subcommands& table) {
+  Options& o = table.options;
+  auto* gpus = table.add(
       "gpus", "Show the node's GPUs and every process holding one, by job (untracked: no job's)",
       [](warden::Client& c, Options& o) { return run_gpus(c, o); });
   gpus->add_flag("--json", o.json, "Print JSON instead of a table");
+}
 
-  subcommand("metrics", "Print wardend's metrics (Prometheus text format)",
+void add_metrics(Subcommands& table) {
+  table.add("metrics", "Print wardend's metrics (Prometheus text format)",
              [](warden::Client& c, Options&) {
                std::cout << c.metrics();
                return 0;
              });
+}
 
-  auto* reg = subcommand("register", "Register a job; prints its id",
+void add_register(Subcommands& table) {
+  Options& o = table.options;
+  auto* reg = table.add("register", "Register a job; prints its id",
                          [](warden::Client& c, Options& o) {
                            o.registration.group = o.group;
                            if (!o.diagnose.empty()) {
@@ -246,8 +247,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   reg->add_option("--group", o.group,
                   "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
+}
 
-  auto* cleanup = subcommand(
+void add_cleanup(Subcommands& table) {
+  Options& o = table.options;
+  auto* cleanup = table.add(
       "cleanup", "Clean a job, or every job of a group, now: as if it failed, main process included",
       [](warden::Client& c, Options& o) { return run_cleanup(c, o); });
   cleanup->add_option("JOB", o.job, "A job id");
@@ -260,13 +264,16 @@ int main(int argc, char** argv) {
                       "before `cleanup`, bounds each answer from wardend)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cleanup->callback([&] {
+  cleanup->callback([&o] {
     if (o.job.has_value() == !o.group.empty()) {
       throw CLI::ValidationError("cleanup", "give a JOB or --group, not both");
     }
   });
+}
 
-  auto* add = subcommand("add", "Register what a job must not leave behind",
+void add_add(Subcommands& table) {
+  Options& o = table.options;
+  auto* add = table.add("add", "Register what a job must not leave behind",
                          [](warden::Client& c, Options& o) { return run_add(c, o); });
   add->add_option("--job", o.job, "The job id")->required();
   add->add_option("--pid", o.pids, "A worker process (its descendants come with it)");
@@ -281,29 +288,38 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   add->add_flag("--keep-on-success", o.keep_on_success,
                 "Clean these only if the job fails (keep them after a clean end)");
-  add->callback([&] {
+  add->callback([&o] {
     if (o.pids.empty() && o.files.empty() && o.dirs.empty() && o.shms.empty() &&
         o.shm_globs.empty() && o.hooks.empty()) {
       throw CLI::ValidationError("add", "give at least one of --pid, --file, --dir, --shm, "
                                         "--shm-glob or --hook");
     }
   });
+}
 
-  auto* beat = subcommand("beat", "Send a job's heartbeat", [](warden::Client& c, Options& o) {
+void add_beat(Subcommands& table) {
+  Options& o = table.options;
+  auto* beat = table.add("beat", "Send a job's heartbeat", [](warden::Client& c, Options& o) {
     c.heartbeat(*o.job);
     return 0;
   });
   beat->add_option("--job", o.job, "The job id")->required();
+}
 
-  auto* end = subcommand("end", "End a job and clean what it registered",
+void add_end(Subcommands& table) {
+  Options& o = table.options;
+  auto* end = table.add("end", "End a job and clean what it registered",
                          [](warden::Client& c, Options& o) {
                            c.end_job(*o.job, !o.failed);
                            return 0;
                          });
   end->add_option("--job", o.job, "The job id")->required();
   end->add_flag("--failed", o.failed, "The job failed: terminate and remove everything");
+}
 
-  auto* run = subcommand(
+void add_run(Subcommands& table) {
+  Options& o = table.options;
+  auto* run = table.add(
       "run", "Run a command as a job: its process tree and TMPDIR are cleaned however it ends",
       [](warden::Client& c, Options& o) {
         if (o.run.name.empty()) o.run.name = std::filesystem::path(o.run.command[0]).filename();
@@ -321,6 +337,36 @@ int main(int argc, char** argv) {
   run->add_option("--group", o.group,
                   "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
   run->add_option("command", o.run.command, "The command and its arguments, after --")->required();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"wardenctl: register training jobs with wardend and inspect them", "wardenctl"};
+  app.set_version_flag("--version", "wardenctl " WARDEN_VERSION);
+  app.require_subcommand(1);
+  app.footer("Defaults for --socket and --timeout: " + defaults_file() +
+             " (WARDENCTL_CONFIG names another), e.g. socket = \"/run/warden/warden.sock\"");
+  Options o;
+  app.add_option("--socket", o.socket, "wardend's socket (default: $WARDEN_SOCKET, then " +
+                                           std::string(warden::kSystemSocketPath) + ")");
+  CLI::Option* timeout_flag =
+      app.add_option("--timeout", o.timeout_s,
+                     "Seconds to wait for wardend (to connect, and for each answer) before giving up")
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str();
+
+  Subcommands table{app, o};
+  add_status(table);
+  add_events(table);
+  add_gpus(table);
+  add_metrics(table);
+  add_register(table);
+  add_cleanup(table);
+  add_add(table);
+  add_beat(table);
+  add_end(table);
+  add_run(table);
 
   try {
     app.parse(argc, argv);
@@ -341,7 +387,7 @@ int main(int argc, char** argv) {
   try {
     warden::Client client(
         o.socket, {.timeout = std::chrono::milliseconds(static_cast<long>(o.timeout_s * 1000))});
-    for (auto& [sub, action] : actions) {
+    for (auto& [sub, action] : table.actions) {
       if (sub->parsed()) return action(client, o);
     }
     return 2;  // unreachable: require_subcommand(1)

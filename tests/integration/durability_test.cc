@@ -15,6 +15,7 @@
 
 #include "tests/support/daemon_test.h"
 #include "tests/support/expect_error.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden::testing {
 namespace {
@@ -32,17 +33,8 @@ class Durability : public DaemonTest {
  protected:
   Durability() : DaemonTest({"--allowed-roots", "/tmp"}) {}
 
-  void SetUp() override {
-    char tmpl[] = "/tmp/warden-durable-XXXXXX";
-    scratch = ::mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    DaemonTest::TearDown();
-    std::error_code ec;
-    fs::remove_all(scratch, ec);
-  }
-
-  std::string scratch;
+  testing::TempDir temp{"warden-durable"};
+  const std::string scratch = temp.path();
 };
 
 TEST_F(Durability, LivingJobKeepsRunningAcrossARestartAndResumesBeating) {

@@ -15,10 +15,10 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 
 #include "tests/support/daemon_test.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -28,26 +28,17 @@ constexpr std::uint64_t GiB = 1ULL << 30;
 
 // A directory with the node `nvidia0` (NVML names GPUs by the minor number in that name), made
 // once per test process; "" where nodes cannot be made here (not root, a nodev /tmp).
-std::string make_gpu_dir() {
-  char tmpl[] = "/tmp/warden-gpu-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) return "";
-  std::string node = std::string(tmpl) + "/nvidia0";
-  if (::mknod(node.c_str(), S_IFCHR | 0666, ::makedev(1, 7)) != 0) return "";
-  int fd = ::open(node.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "";
-  ::close(fd);
-  return tmpl;
-}
-
 const std::string& gpu_dir() {
-  struct Dir {
-    std::string path;
-    ~Dir() {
-      if (!path.empty()) std::filesystem::remove_all(path);
-    }
-  };
-  static const Dir dir{make_gpu_dir()};
-  return dir.path;
+  static const testing::TempDir dir("warden-gpu");
+  static const std::string usable = [] {
+    std::string node = dir / "nvidia0";
+    if (::mknod(node.c_str(), S_IFCHR | 0666, ::makedev(1, 7)) != 0) return std::string();
+    int fd = ::open(node.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::string();
+    ::close(fd);
+    return dir.path();
+  }();
+  return usable;
 }
 
 std::string node() { return gpu_dir() + "/nvidia0"; }

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "tests/support/expect_error.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -21,8 +22,7 @@ using testing::code_of;
 class Files : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/warden-files-XXXXXX";
-    dir = ::mkdtemp(tmpl);
+    dir = temp.path();
     outside = dir + "-outside";
     fs::create_directory(outside);
     rules.allowed_roots = {dir + "/root"};
@@ -31,7 +31,6 @@ class Files : public ::testing::Test {
   }
   void TearDown() override {
     ::umount2((root + "/tree/mnt").c_str(), MNT_DETACH);
-    fs::remove_all(dir);
     fs::remove_all(outside);
   }
 
@@ -41,6 +40,7 @@ class Files : public ::testing::Test {
 
   PathReport remove(const TrackedPath& p) { return remove_path(rules, AT_FDCWD, p, ::getuid()); }
 
+  testing::TempDir temp{"warden-files"};
   std::string dir, root, outside;
   PathRules rules;
 };

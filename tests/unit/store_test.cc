@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "daemon/wall_clock.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -19,11 +20,9 @@ void write(Store& store, std::vector<Record> records) { store.write(records); }
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/warden-store-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    path = dir + "/warden.db";
+    dir = temp.path();
+    path = temp / "warden.db";
   }
-  void TearDown() override { fs::remove_all(dir); }
 
   Job sample_job() {
     Job job;
@@ -43,6 +42,7 @@ class StoreTest : public ::testing::Test {
     return job;
   }
 
+  testing::TempDir temp{"warden-store"};
   std::string dir, path;
 };
 

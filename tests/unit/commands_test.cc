@@ -1,0 +1,98 @@
+// dispatch(): one request line in, one reply line out, whatever the line holds; and the change a
+// request staged, for the server to wait on.
+#include "daemon/commands.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include "tests/support/processes.h"
+#include "tests/support/temp_dir.h"
+
+namespace warden {
+namespace {
+
+class Dispatch : public ::testing::Test {
+ protected:
+  ~Dispatch() override { testing::kill_and_reap(children); }
+
+  Reply send(const std::string& line) {
+    RequestContext context{.service = service, .caller = caller, .journal = &journal};
+    return dispatch(context, line);
+  }
+  static json parsed(const Reply& r) { return json::parse(r.line); }
+  static std::string code(const Reply& r) {
+    return parsed(r).at("error").at("code").get<std::string>();
+  }
+  static std::string message(const Reply& r) {
+    return parsed(r).at("error").at("message").get<std::string>();
+  }
+
+  testing::TempDir temp{"warden-dispatch"};
+  boost::asio::io_context io;
+  // A durable journal, whose changes are written by its thread (the replies wait for that).
+  Journal journal{io, std::make_unique<Store>(StoreOptions{.path = temp / "warden.db"})};
+  Service service{io, {}, journal};
+  Caller caller{.pid = ::getpid(), .uid = 0, .gid = 0};
+  std::vector<pid_t> children;
+};
+
+TEST_F(Dispatch, MalformedLinesGetBadRequestAndKeepTheIdTheyCan) {
+  Reply garbage = send("not json");
+  EXPECT_FALSE(garbage.ok);
+  EXPECT_EQ(code(garbage), "bad_request");
+  EXPECT_TRUE(parsed(garbage).at("id").is_null());
+
+  EXPECT_EQ(message(send("[1, 2]")), "request must be a JSON object");
+  EXPECT_EQ(message(send(R"({"id": [1], "op": "hello"})")),
+            "field 'id' must be a number or a string");
+
+  Reply no_op = send(R"({"id": 5})");
+  EXPECT_EQ(code(no_op), "bad_request");
+  EXPECT_EQ(parsed(no_op).at("id"), 5);
+
+  Reply unknown = send(R"({"id": "x", "op": "frobnicate"})");
+  EXPECT_EQ(code(unknown), "unknown_op");
+  EXPECT_EQ(parsed(unknown).at("id"), "x");
+  EXPECT_NE(message(unknown).find("frobnicate"), std::string::npos);
+}
+
+TEST_F(Dispatch, HelloListsEveryCommandAndRefusesAnotherProtocol) {
+  Reply hello = send(R"({"id": 1, "op": "hello", "protocol": 1})");
+  ASSERT_TRUE(hello.ok) << hello.line;
+  auto capabilities = parsed(hello).at("capabilities").get<std::vector<std::string>>();
+  for (const auto& c : commands()) {
+    EXPECT_NE(std::find(capabilities.begin(), capabilities.end(), "cmd-" + std::string(c.name)),
+              capabilities.end())
+        << c.name;
+  }
+  EXPECT_EQ(code(send(R"({"id": 2, "op": "hello", "protocol": 99})")), "unsupported_protocol");
+}
+
+TEST_F(Dispatch, ARequestThatChangesStateSaysWhichJournalChangeItStaged) {
+  pid_t main = children.emplace_back(testing::spawn(testing::Behaviour::sleep));
+  Reply registered = send(R"({"id": 1, "op": "register_job", "name": "t", "pid": )" +
+                          std::to_string(main) + "}");
+  ASSERT_TRUE(registered.ok) << registered.line;
+  ASSERT_TRUE(registered.change);
+  EXPECT_EQ(*registered.change, journal.last_staged());
+
+  Reply status = send(R"({"id": 2, "op": "status"})");
+  ASSERT_TRUE(status.ok);
+  EXPECT_FALSE(status.change) << "a question changes nothing";
+
+  Reply refused = send(R"({"id": 3, "op": "heartbeat", "job": 999})");
+  EXPECT_EQ(code(refused), "not_found");
+  EXPECT_FALSE(refused.change);
+}
+
+TEST_F(Dispatch, AMissingOrMistypedFieldIsNamed) {
+  EXPECT_NE(message(send(R"({"op": "add_file", "path": "/tmp/x"})")).find("'job'"),
+            std::string::npos);
+  EXPECT_NE(message(send(R"({"op": "register_job", "name": "t", "pid": "12"})")).find("'pid'"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace warden
