@@ -64,6 +64,10 @@ class Client::Connection {
   bool reconnect();
   // Waits at most options_.timeout for the line unless `bounded` is false (a followed stream).
   std::string read_line(bool bounded = true);
+  // The next line, or nullopt if none has come by `until`.
+  std::optional<std::string> read_line_until(std::chrono::steady_clock::time_point until);
+  // Closes the connection; the next call() connects anew.
+  void drop() { disconnect(); }
 
   const std::string socket_path_;
   const ClientOptions options_;
@@ -76,6 +80,9 @@ class Client::Connection {
   void disconnect();
   json exchange(const json& request, int pass_fd = -1);
   void send_line(const std::string& line, int pass_fd);
+  bool readable_within(std::chrono::milliseconds wait);
+  // Reads what has arrived (at least one byte) into the decoder.
+  void receive();
 
   int fd_ = -1;
   std::uint64_t next_id_ = 1;
@@ -200,25 +207,46 @@ std::string Client::Connection::read_line(bool bounded) {
   for (;;) {
     if (auto line = decoder_.next()) return std::string(*line);
     if (decoder_.overflowed()) unavailable("reply from wardend exceeds the client's limit");
-    if (bounded && options_.timeout.count() > 0) {
-      pollfd ready{.fd = fd_, .events = POLLIN, .revents = 0};
-      int n;
-      do {
-        n = ::poll(&ready, 1, static_cast<int>(options_.timeout.count()));
-      } while (n < 0 && errno == EINTR);
-      if (n == 0) {
-        // A late answer would be taken for the next request's: the connection goes.
-        disconnect();
-        unavailable("wardend did not answer within " + std::to_string(options_.timeout.count()) +
-                    " ms on " + socket_path_ + " (is it stopped or overloaded?)");
-      }
+    if (bounded && options_.timeout.count() > 0 && !readable_within(options_.timeout)) {
+      // A late answer would be taken for the next request's: the connection goes.
+      disconnect();
+      unavailable("wardend did not answer within " + std::to_string(options_.timeout.count()) +
+                  " ms on " + socket_path_ + " (is it stopped or overloaded?)");
     }
+    receive();
+  }
+}
+
+std::optional<std::string> Client::Connection::read_line_until(
+    std::chrono::steady_clock::time_point until) {
+  for (;;) {
+    if (auto line = decoder_.next()) return std::string(*line);
+    if (decoder_.overflowed()) unavailable("reply from wardend exceeds the client's limit");
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !readable_within(left)) return std::nullopt;
+    receive();
+  }
+}
+
+bool Client::Connection::readable_within(std::chrono::milliseconds wait) {
+  pollfd ready{.fd = fd_, .events = POLLIN, .revents = 0};
+  int n;
+  do {
+    n = ::poll(&ready, 1, static_cast<int>(wait.count()));
+  } while (n < 0 && errno == EINTR);
+  return n != 0;
+}
+
+void Client::Connection::receive() {
+  for (;;) {
     auto space = decoder_.prepare(64 * 1024);
     ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) lost("receive from " + socket_path_ + ": " + std::strerror(errno), true);
     if (n == 0) lost("wardend closed the connection on " + socket_path_, true);
     decoder_.commit(static_cast<std::size_t>(n));
+    return;
   }
 }
 
@@ -227,7 +255,7 @@ json Client::Connection::call(json request, int pass_fd) {
   last_call_resent_ = false;
   for (;;) {
     try {
-      if (fd_ < 0) lost("not connected to " + socket_path_);
+      if (fd_ < 0) connect();  // dropped after a followed stream (or lost before)
       return exchange(request, pass_fd);
     } catch (const ConnectionLost& e) {
       if (options_.reconnect_for.count() == 0) throw;
@@ -318,9 +346,11 @@ std::size_t Client::cleanup(const CleanupRequest& request) {
   return connection_->call(to_json(request)).value("jobs", std::size_t{0});
 }
 
-void Client::follow_events(EventsRequest request,
-                           const std::function<bool(const Event&)>& on_event) {
+bool Client::follow_events(EventsRequest request,
+                           const std::function<bool(const Event&)>& on_event,
+                           std::chrono::milliseconds bound) {
   request.follow = true;
+  const auto until = std::chrono::steady_clock::now() + bound;
   std::int64_t last_seq = 0;
   // Events already seen are skipped: the backlog and the live stream may overlap by a batch.
   auto deliver = [&](const json& line) {
@@ -329,18 +359,26 @@ void Client::follow_events(EventsRequest request,
     last_seq = std::max(last_seq, event.seq);
     return on_event(event);
   };
+  // However it ends, the connection is a stream now: the next call makes a new one.
+  struct Drop {
+    Connection& c;
+    ~Drop() { c.drop(); }
+  } drop{*connection_};
   for (;;) {
     if (last_seq != 0) {
       request.after_seq = last_seq;
       request.since_unix_ms.reset();
     }
     for (const auto& e : connection_->call(to_json(request)).value("events", json::array())) {
-      if (!deliver(e)) return;
+      if (!deliver(e)) return true;
     }
     try {
       for (;;) {
-        json line = json::parse(connection_->read_line(false), nullptr, /*allow_exceptions=*/false);
-        if (line.contains("event") && !deliver(line["event"])) return;
+        std::optional<std::string> text =
+            bound.count() > 0 ? connection_->read_line_until(until) : connection_->read_line(false);
+        if (!text) return false;
+        json line = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+        if (line.contains("event") && !deliver(line["event"])) return true;
       }
     } catch (const ConnectionLost& e) {
       if (connection_->options_.reconnect_for.count() == 0 || !connection_->reconnect()) throw;

@@ -47,16 +47,15 @@ class DaemonTest : public ::testing::Test {
     return fds;
   }
 
-  // wardend has no event subscription yet, so wait for a state by asking; the deadline is
-  // generous because CI machines are shared and slow.
+  // Waits until the job is in `state`, from its event stream (its history, then each change as
+  // wardend writes it), and returns its status then. Gives up after `timeout` (generous: CI
+  // machines are shared and slow) and returns the status as it is.
   JobStatus wait_for_state(JobId id, JobState state,
                            std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      auto s = client.status(id).at(0);
-      if (s.state == state || std::chrono::steady_clock::now() > deadline) return s;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    Client follower(daemon.socket());
+    follower.follow_events({.job = id, .limit = kMaxEventsPerReply},
+                           [state](const Event& e) { return e.state != state; }, timeout);
+    return client.status(id).at(0);
   }
 
   Daemon daemon;

@@ -83,9 +83,11 @@ class Client {
   // The event history: state changes and cleanup reports of the caller's jobs.
   std::vector<Event> events(const EventsRequest& request);
   // Calls `on_event` with the events `request` selects, then with each new one as it happens,
-  // until `on_event` returns false. Across a daemon restart it reconnects and carries on after
-  // the last event seen. Uses this connection for nothing else meanwhile.
-  void follow_events(EventsRequest request, const std::function<bool(const Event&)>& on_event);
+  // until `on_event` returns false (then true), or `bound` passes (false; zero: no bound). Across a
+  // daemon restart it reconnects and carries on after the last event seen. The connection is
+  // given over to the stream meanwhile, and the next call makes a new one.
+  bool follow_events(EventsRequest request, const std::function<bool(const Event&)>& on_event,
+                     std::chrono::milliseconds bound = std::chrono::milliseconds(0));
 
   const HelloReply& server() const;
   const ClientOptions& options() const;
