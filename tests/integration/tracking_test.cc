@@ -222,12 +222,7 @@ TEST_F(TrackedJob, RestartInTheMiddleOfTheJobKeepsItsCgroupAndWhatItForksLater) 
   ::kill(hider.main, SIGKILL);
   EXPECT_TRUE(testing::wait_exited(escapee, 1500ms));
   EXPECT_TRUE(testing::wait_exited(forker, 1500ms));
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (again.status(id).at(0).state != JobState::cleaned &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
-  EXPECT_EQ(again.status(id).at(0).state, JobState::cleaned);
+  EXPECT_EQ(wait_for_state(id, JobState::cleaned).state, JobState::cleaned);
 }
 
 TEST_F(TrackedJob, RestartInTheMiddleOfTheCleanupFinishesItThroughTheCgroup) {
@@ -240,14 +235,8 @@ TEST_F(TrackedJob, RestartInTheMiddleOfTheCleanupFinishesItThroughTheCgroup) {
   daemon.crash();  // inside the grace period: the worker is alive, SIGTERM ignored
   ASSERT_FALSE(testing::is_gone(t.workers[0]));
   daemon.restart();
-  Client again(daemon.socket());
   EXPECT_TRUE(testing::wait_exited(t.workers[0], 10s)) << "the resumed cleanup killed it";
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  JobStatus s;
-  while ((s = again.status(id).at(0)).state != JobState::cleaned &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
+  JobStatus s = wait_for_state(id, JobState::cleaned);
   ASSERT_EQ(s.state, JobState::cleaned);
   ASSERT_NE(report_of(s, t.workers[0]), nullptr);
   EXPECT_EQ(report_of(s, t.workers[0])->outcome, Outcome::killed);
