@@ -101,6 +101,41 @@ void reload(int argc, char** argv, const warden::Config& running, warden::Servic
   systemd.ready(service.summary());
 }
 
+// The state store, with what it held at the last stop in `stored`; none with --no-durable.
+std::unique_ptr<warden::Store> open_store(const warden::Config& config,
+                                          std::optional<warden::StoredState>& stored) {
+  if (!config.durable) {
+    spdlog::warn("--no-durable: jobs are kept in memory only and a restart forgets them");
+    return nullptr;
+  }
+  auto store = std::make_unique<warden::Store>(warden::StoreOptions{
+      .path = config.state_dir + "/warden.db",
+      .events_max_age_ms = static_cast<std::int64_t>(config.events_max_age_days * 86'400'000),
+      .events_max_count = config.events_max_count});
+  stored = store->load();
+  return store;
+}
+
+// Tracking cgroups where they are wanted and cgroup v2 lets wardend make them; else none, and
+// jobs' processes are found by scanning /proc.
+std::unique_ptr<warden::KernelCgroups> open_cgroups(const warden::Config& config,
+                                                    boost::asio::io_context& io) {
+  if (config.tracking != "auto") return nullptr;
+  std::string why;
+  auto cgroups = warden::KernelCgroups::open(io.get_executor(), why);
+  if (!cgroups) spdlog::warn("tracking=scan: {}; jobs' processes are found by scanning /proc", why);
+  return cgroups;
+}
+
+// Runs `reload` at each SIGHUP.
+void reload_on(boost::asio::signal_set& signal, std::function<void()> reload) {
+  signal.async_wait([&signal, reload](boost::system::error_code ec, int) {
+    if (ec) return;
+    reload();
+    reload_on(signal, reload);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -114,24 +149,9 @@ int main(int argc, char** argv) {
 
     boost::asio::io_context io(1);
     warden::Systemd systemd;
-    std::unique_ptr<warden::Store> store;
     std::optional<warden::StoredState> stored;
-    if (config->durable) {
-      store = std::make_unique<warden::Store>(warden::StoreOptions{
-          .path = config->state_dir + "/warden.db",
-          .events_max_age_ms = static_cast<std::int64_t>(config->events_max_age_days * 86'400'000),
-          .events_max_count = config->events_max_count});
-      stored = store->load();
-    } else {
-      spdlog::warn("--no-durable: jobs are kept in memory only and a restart forgets them");
-    }
-    warden::Journal journal(io, std::move(store));
-    std::unique_ptr<warden::KernelCgroups> cgroups;
-    if (config->tracking == "auto") {
-      std::string why;
-      cgroups = warden::KernelCgroups::open(io.get_executor(), why);
-      if (!cgroups) spdlog::warn("tracking=scan: {}; jobs' processes are found by scanning /proc", why);
-    }
+    warden::Journal journal(io, open_store(*config, stored));
+    auto cgroups = open_cgroups(*config, io);
     warden::Service service(io,
                             {.limits = config->limits,
                              .cleanup = config->cleanup,
@@ -161,14 +181,7 @@ int main(int argc, char** argv) {
       io.stop();
     });
     boost::asio::signal_set reload_signal(io, SIGHUP);
-    std::function<void()> on_reload = [&] {
-      reload_signal.async_wait([&](boost::system::error_code ec, int) {
-        if (ec) return;
-        reload(argc, argv, *config, service, systemd);
-        on_reload();
-      });
-    };
-    on_reload();
+    reload_on(reload_signal, [&] { reload(argc, argv, *config, service, systemd); });
     ::signal(SIGPIPE, SIG_IGN);
 
     server.start();

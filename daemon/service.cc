@@ -574,64 +574,68 @@ void Service::record_state(const Job& job) {
   status_changed();
 }
 
-void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds) {
-  const auto now = Clock::now();
+Service::Restored Service::restore(StoredState stored, TimePoint now) {
+  Restored restored;
   std::vector<Record> forgotten;
-  std::vector<JobId> to_resume, to_check;
-  std::size_t jobs = stored.jobs.size();
   for (Job& job : stored.jobs) {
     JobId id = job.id;
     if (job.state == JobState::running) {
       // A restart counts as a heartbeat: the job gets one full period to beat again.
       if (job.spec.heartbeat > Duration::zero()) job.deadline = now + job.spec.heartbeat;
       job.last_beat.reset();
-      to_check.push_back(id);
+      restored.running.push_back(id);
     } else if (job.state == JobState::cleaning) {
-      to_resume.push_back(id);
+      restored.cleaning.push_back(id);
     } else {
       for (auto& w : job.workers) w.exited_at = job.finished;
     }
     for (JobId r : core_.restore(std::move(job), stored.next_id)) forgotten.push_back(JobForgotten{r});
   }
   if (!forgotten.empty()) journal_.stage(std::move(forgotten));
+  return restored;
+}
 
-  std::size_t resumed = 0, dead = 0;
+bool Service::rewatch(JobId id, const FindProcess& find, TimePoint now) {
+  const Job& job = *core_.find(id);
+  auto main = find(id, job.main);
+  std::vector<std::pair<pid_t, std::optional<ProcessHandle>>> workers;
+  for (const auto& w : job.workers) workers.emplace_back(w.identity.pid, find(id, w.identity));
+  for (auto& [pid, handle] : workers) {
+    if (handle) {
+      watch_.watch(id, std::move(*handle));
+    } else {
+      core_.process_exited(id, pid, now);
+    }
+  }
+  if (!main) {
+    ExitEffect effect = core_.process_exited(id, job.main.pid, now);
+    if (effect.cleanup) start_cleanup(std::move(*effect.cleanup));
+    return false;
+  }
+  watch_.watch(id, std::move(*main));
+  spdlog::info("job={} state=running resumed after restart; workers={}", id,
+               core_.find(id)->live_workers());
+  return true;
+}
+
+void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds) {
+  const auto now = Clock::now();
+  const std::size_t jobs = stored.jobs.size();
+  Restored restored = restore(std::move(stored), now);
   // A pidfd systemd kept is certain; without one, the pid is checked against its identity.
   std::size_t from_systemd = 0;
-  auto find = [&](JobId id, const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
+  FindProcess find = [&](JobId id, const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
     auto kept = pidfds.find(Systemd::pidfd_name(id, identity));
     if (kept == pidfds.end()) return reopen(identity);
     ++from_systemd;
     if (pidfd_exited(kept->second.get())) return std::nullopt;
     return ProcessHandle{identity, std::move(kept->second)};
   };
-  for (JobId id : to_check) find_home(*core_.find(id));
-  for (JobId id : to_resume) find_home(*core_.find(id));
-  for (JobId id : to_check) {
-    const Job& job = *core_.find(id);
-    auto main = find(id, job.main);
-    std::vector<std::pair<pid_t, std::optional<ProcessHandle>>> workers;
-    for (const auto& w : job.workers) workers.emplace_back(w.identity.pid, find(id, w.identity));
-    for (auto& [pid, handle] : workers) {
-      if (handle) {
-        watch_.watch(id, std::move(*handle));
-      } else {
-        core_.process_exited(id, pid, now);
-      }
-    }
-    if (main) {
-      watch_.watch(id, std::move(*main));
-      ++resumed;
-      spdlog::info("job={} state=running resumed after restart; workers={}", id,
-                   core_.find(id)->live_workers());
-    } else {
-      ++dead;
-      pid_t main_pid = job.main.pid;
-      ExitEffect effect = core_.process_exited(id, main_pid, now);
-      if (effect.cleanup) start_cleanup(std::move(*effect.cleanup));
-    }
-  }
-  for (JobId id : to_resume) {
+  for (JobId id : restored.running) find_home(*core_.find(id));
+  for (JobId id : restored.cleaning) find_home(*core_.find(id));
+  std::size_t resumed = 0;
+  for (JobId id : restored.running) resumed += rewatch(id, find, now) ? 1 : 0;
+  for (JobId id : restored.cleaning) {
     spdlog::info("job={} cleanup interrupted by a restart; resuming it", id);
     start_cleanup(core_.resume_cleanup(id));
   }
@@ -640,7 +644,7 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
   spdlog::info(
       "recovered jobs={} running={} main_died_while_down={} cleanups_resumed={} "
       "pidfds_from_systemd={}",
-      jobs, resumed, dead, to_resume.size(), from_systemd);
+      jobs, resumed, restored.running.size() - resumed, restored.cleaning.size(), from_systemd);
 }
 
 namespace {

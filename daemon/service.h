@@ -107,6 +107,19 @@ class Service {
   std::shared_ptr<const View> home_of(JobId id) const;
   // After a restart: finds a container job's view again through a process of it still alive.
   void find_home(const Job& job);
+  // recover()'s steps. The stored jobs go back into the core: which were running, and which a
+  // restart interrupted in their cleanup.
+  struct Restored {
+    std::vector<JobId> running;
+    std::vector<JobId> cleaning;
+  };
+  Restored restore(StoredState stored, TimePoint now);
+  // A process of a job as it was stored, if it is still that process (nullopt: gone).
+  using FindProcess =
+      std::function<std::optional<ProcessHandle>(JobId, const ProcessIdentity&)>;
+  // Watches a running job's processes again, each gone counted as exited. False where its main
+  // process died while wardend was down (its cleanup then begins).
+  bool rewatch(JobId id, const FindProcess& find, TimePoint now);
   // Makes the job's tracking cgroup and moves its main process (and those of its descendants that
   // share its cgroup) in; "" where it cannot, and the job is tracked by scanning.
   std::string make_tracking_cgroup(JobId id, const ProcessHandle& main);

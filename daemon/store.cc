@@ -216,13 +216,12 @@ Store::Store(StoreOptions options) try
   throw StoreError(corrupt_message(options.path, e.what()));
 }
 
-StoredState Store::load() try {
-  StoredState state;
-  SQLite::Statement next(writer_, "SELECT value FROM meta WHERE key = 'next_job_id'");
-  if (next.executeStep()) state.next_id = static_cast<JobId>(next.getColumn(0).getInt64());
+namespace {
 
+// The jobs table, by id, without their processes, paths and hooks.
+std::map<JobId, Job> load_jobs(SQLite::Database& db) {
   std::map<JobId, Job> jobs;
-  SQLite::Statement rows(writer_,
+  SQLite::Statement rows(db,
                          "SELECT id, uid, gid, spec, main_pid, main_start, main_uid, state, reason, "
                          "reason_detail, cleanup_includes_main, created_unix_ms, finished_unix_ms, "
                          "report, main_pidfs_inode, cgroup FROM jobs ORDER BY id");
@@ -250,9 +249,12 @@ StoredState Store::load() try {
     job.cgroup = rows.getColumn(15).getString();
     jobs.emplace(job.id, std::move(job));
   }
+  return jobs;
+}
 
+void load_processes(SQLite::Database& db, std::map<JobId, Job>& jobs) {
   // Processes and paths come back in key order, not registration order; nothing depends on it.
-  SQLite::Statement processes(writer_,
+  SQLite::Statement processes(db,
                               "SELECT job, pid, start_time, uid, policy, pidfs_inode FROM processes");
   while (processes.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(processes.getColumn(0).getInt64()));
@@ -264,8 +266,10 @@ StoredState Store::load() try {
                       .pidfs_inode = static_cast<std::uint64_t>(processes.getColumn(5).getInt64())},
          .policy = enum_column(processes.getColumn(4), policy_from_string, "policy")});
   }
+}
 
-  SQLite::Statement paths(writer_,
+void load_paths(SQLite::Database& db, std::map<JobId, Job>& jobs) {
+  SQLite::Statement paths(db,
                           "SELECT job, kind, path, dev, ino, uid, type, policy FROM paths");
   while (paths.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(paths.getColumn(0).getInt64()));
@@ -279,8 +283,10 @@ StoredState Store::load() try {
                       .type = static_cast<mode_t>(paths.getColumn(6).getInt64())},
          .policy = enum_column(paths.getColumn(7), policy_from_string, "policy")});
   }
+}
 
-  SQLite::Statement hooks(writer_, "SELECT job, command, policy FROM hooks ORDER BY seq");
+void load_hooks(SQLite::Database& db, std::map<JobId, Job>& jobs) {
+  SQLite::Statement hooks(db, "SELECT job, command, policy FROM hooks ORDER BY seq");
   while (hooks.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(hooks.getColumn(0).getInt64()));
     if (it == jobs.end()) continue;
@@ -288,7 +294,18 @@ StoredState Store::load() try {
         {.command = parse_command(json::parse(hooks.getColumn(1).getString())),
          .policy = enum_column(hooks.getColumn(2), policy_from_string, "policy")});
   }
+}
 
+}  // namespace
+
+StoredState Store::load() try {
+  StoredState state;
+  SQLite::Statement next(writer_, "SELECT value FROM meta WHERE key = 'next_job_id'");
+  if (next.executeStep()) state.next_id = static_cast<JobId>(next.getColumn(0).getInt64());
+  std::map<JobId, Job> jobs = load_jobs(writer_);
+  load_processes(writer_, jobs);
+  load_paths(writer_, jobs);
+  load_hooks(writer_, jobs);
   for (auto& [id, job] : jobs) state.jobs.push_back(std::move(job));
   return state;
 } catch (const StoreError& e) {

@@ -22,6 +22,24 @@ void forward(int sig) {
   if (child_pid > 0) ::kill(child_pid, sig);
 }
 
+// In the forked child: waits for the job id on `go`, then execs the command inside the job, with
+// the job's environment and TMPDIR. Exits 127 if registration failed or the exec does.
+[[noreturn]] void exec_when_told(int go, const Client& client, const RunOptions& options,
+                                 const std::string& tmpdir) {
+  char id[32] = {};
+  if (::read(go, id, sizeof(id) - 1) <= 0) ::_exit(127);  // registration failed
+  ::setenv("WARDEN_JOB", id, 1);
+  ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
+  ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
+  ::setenv("TMPDIR", tmpdir.c_str(), 1);
+  std::vector<char*> argv;
+  for (const auto& a : options.command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  std::cerr << "wardenctl: " << options.command[0] << ": " << std::strerror(errno) << "\n";
+  ::_exit(127);
+}
+
 }  // namespace
 
 int run_job(Client& client, const RunOptions& options) {
@@ -38,18 +56,7 @@ int run_job(Client& client, const RunOptions& options) {
   if (child < 0) throw Error(ErrorCode::internal, std::string("fork: ") + std::strerror(errno));
   if (child == 0) {
     ::close(go[1]);
-    char id[32] = {};
-    if (::read(go[0], id, sizeof(id) - 1) <= 0) ::_exit(127);  // registration failed
-    ::setenv("WARDEN_JOB", id, 1);
-    ::setenv("WARDEN_SOCKET", client.socket_path().c_str(), 1);
-    ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
-    ::setenv("TMPDIR", tmpdir.c_str(), 1);
-    std::vector<char*> argv;
-    for (const auto& a : options.command) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    std::cerr << "wardenctl: " << options.command[0] << ": " << std::strerror(errno) << "\n";
-    ::_exit(127);
+    exec_when_told(go[0], client, options, tmpdir);
   }
   ::close(go[0]);
 

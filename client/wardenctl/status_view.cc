@@ -69,40 +69,26 @@ void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
   }
 }
 
-void print_job_detail(std::ostream& out, const JobStatus& job) {
-  fmt::print(out, "job {}  {}\n", job.id, job.name);
-  fmt::print(out, "  user       {} (uid {})\n", user_name(job.uid), job.uid);
-  fmt::print(out, "  state      {}\n", state_text(job));
-  if (!job.group.empty()) fmt::print(out, "  group      {}\n", job.group);
-  if (job.reason) fmt::print(out, "  why        {}\n", job.reason_detail);
-  fmt::print(out, "  main       pid {}\n", job.main_pid);
-  fmt::print(out, "  age        {}\n", age(job.created_unix_ms));
-  if (job.heartbeat_s > 0) {
-    fmt::print(out, "  heartbeat  every {:g} s, last {}\n", job.heartbeat_s,
-               job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "never");
+namespace {
+
+// What a job not yet cleaned has registered.
+void print_registered(std::ostream& out, const JobStatus& job) {
+  fmt::print(out, "  workers    {} tracked, {} exited on their own\n", live_workers(job),
+             job.workers.size() - live_workers(job));
+  for (const auto& w : job.workers) {
+    fmt::print(out, "    pid {:<8} {}{}\n", w.pid, w.exited ? "exited" : "running",
+               w.policy == Policy::failure ? "  (kept on success)" : "");
   }
-  fmt::print(out, "  grace      {:g} s\n", job.grace_s);
-  if (job.tracking == "cgroup") {
-    fmt::print(out, "  tracking   cgroup {} (every process the job forks)\n", job.cgroup);
-  } else {
-    fmt::print(out, "  tracking   scan (registered processes, their trees and the job's environment)\n");
+  if (!job.paths.empty()) fmt::print(out, "  paths\n");
+  for (const auto& p : job.paths) {
+    fmt::print(out, "    {:<8} {}{}\n", to_string(p.kind), p.path,
+               p.policy == Policy::failure ? "  (kept on success)" : "");
   }
-  if (!job.report) {
-    fmt::print(out, "  workers    {} tracked, {} exited on their own\n", live_workers(job),
-               job.workers.size() - live_workers(job));
-    for (const auto& w : job.workers) {
-      fmt::print(out, "    pid {:<8} {}{}\n", w.pid, w.exited ? "exited" : "running",
-                 w.policy == Policy::failure ? "  (kept on success)" : "");
-    }
-    if (!job.paths.empty()) fmt::print(out, "  paths\n");
-    for (const auto& p : job.paths) {
-      fmt::print(out, "    {:<8} {}{}\n", to_string(p.kind), p.path,
-                 p.policy == Policy::failure ? "  (kept on success)" : "");
-    }
-    if (job.hooks > 0) fmt::print(out, "  hooks      {}\n", job.hooks);
-    return;
-  }
-  const auto& r = *job.report;
+  if (job.hooks > 0) fmt::print(out, "  hooks      {}\n", job.hooks);
+}
+
+// A cleaned job's report: what its cleanup did to each process, hook, path and GPU.
+void print_report(std::ostream& out, const CleanupReport& r) {
   fmt::print(out, "cleanup ({}), {:.1f} ms\n", to_string(r.reason), r.duration_ms);
   if (r.diagnostics) {
     fmt::print(out, "  diagnostics\n");
@@ -139,6 +125,33 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
                p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
   }
   print_gpu_report(out, r);
+}
+
+}  // namespace
+
+void print_job_detail(std::ostream& out, const JobStatus& job) {
+  fmt::print(out, "job {}  {}\n", job.id, job.name);
+  fmt::print(out, "  user       {} (uid {})\n", user_name(job.uid), job.uid);
+  fmt::print(out, "  state      {}\n", state_text(job));
+  if (!job.group.empty()) fmt::print(out, "  group      {}\n", job.group);
+  if (job.reason) fmt::print(out, "  why        {}\n", job.reason_detail);
+  fmt::print(out, "  main       pid {}\n", job.main_pid);
+  fmt::print(out, "  age        {}\n", age(job.created_unix_ms));
+  if (job.heartbeat_s > 0) {
+    fmt::print(out, "  heartbeat  every {:g} s, last {}\n", job.heartbeat_s,
+               job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "never");
+  }
+  fmt::print(out, "  grace      {:g} s\n", job.grace_s);
+  if (job.tracking == "cgroup") {
+    fmt::print(out, "  tracking   cgroup {} (every process the job forks)\n", job.cgroup);
+  } else {
+    fmt::print(out, "  tracking   scan (registered processes, their trees and the job's environment)\n");
+  }
+  if (job.report) {
+    print_report(out, *job.report);
+  } else {
+    print_registered(out, job);
+  }
 }
 
 }  // namespace warden
