@@ -3,10 +3,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <sys/syscall.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -139,10 +138,12 @@ void Client::Connection::connect() {
       server.uid != ::geteuid()) {
     disconnect();
     unavailable("the process listening on " + socket_path_ + " runs as uid " +
-                std::to_string(server.uid) + ", neither root nor you: it is not your wardend "
+                std::to_string(server.uid) +
+                ", neither root nor you: it is not your wardend "
                 "(another user may have squatted the path); refusing to talk to it");
   }
-  hello_ = parse_hello_reply(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
+  hello_ =
+      parse_hello_reply(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
 }
 
 void Client::Connection::disconnect() {
@@ -176,7 +177,9 @@ void Client::Connection::send_line(const std::string& line, int pass_fd) {
     // The descriptor goes with the first bytes of the line (SCM_RIGHTS).
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
     iovec iov{.iov_base = const_cast<char*>(line.data()), .iov_len = line.size()};
-    msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+    msghdr msg{.msg_iov = &iov,
+               .msg_iovlen = 1,
+               .msg_control = control,
                .msg_controllen = sizeof(control)};
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
@@ -293,7 +296,8 @@ json Client::Connection::exchange(const json& request_body, int pass_fd) {
     }
     if (reply.value("ok", false)) return reply;
     const json error = reply.value("error", json::object());
-    auto code = error_code_from_string(error.value("code", "internal")).value_or(ErrorCode::internal);
+    auto code =
+        error_code_from_string(error.value("code", "internal")).value_or(ErrorCode::internal);
     throw Error(code, error.value("message", "wardend refused the request"));
   }
 }
@@ -328,7 +332,8 @@ std::string Client::add_path(const AddPathRequest& request) {
 void Client::add_hook(const AddHookRequest& request) { connection_->call(to_json(request)); }
 
 std::optional<double> Client::heartbeat(JobId job, double unsupervised_s) {
-  json reply = connection_->call(to_json(HeartbeatRequest{.job = job, .unsupervised_s = unsupervised_s}));
+  json reply =
+      connection_->call(to_json(HeartbeatRequest{.job = job, .unsupervised_s = unsupervised_s}));
   if (!reply.contains("deadline_in_s")) return std::nullopt;
   return reply["deadline_in_s"].get<double>();
 }
@@ -346,8 +351,7 @@ std::size_t Client::cleanup(const CleanupRequest& request) {
   return connection_->call(to_json(request)).value("jobs", std::size_t{0});
 }
 
-bool Client::follow_events(EventsRequest request,
-                           const std::function<bool(const Event&)>& on_event,
+bool Client::follow_events(EventsRequest request, const std::function<bool(const Event&)>& on_event,
                            std::chrono::milliseconds bound) {
   request.follow = true;
   const auto until = std::chrono::steady_clock::now() + bound;
@@ -440,7 +444,6 @@ Job::Job(Client& client, const RegisterJobRequest& request, JobOptions options)
   if (beat_every_ns_ > 0) sender_ = std::thread([this] { send_beats(); });
 }
 
-
 void Job::beat() {
   if (beat_every_ns_ <= 0) return;
   const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -470,8 +473,8 @@ void Job::send_beats() {
   for (;;) {
     // A coalesced beat is due when the quarter of the last one sent ends.
     auto quarter_end = [this] {
-      return steady_clock::time_point(steady_clock::duration(
-          last_beat_ns_.load(std::memory_order_relaxed) + beat_every_ns_));
+      return steady_clock::time_point(
+          steady_clock::duration(last_beat_ns_.load(std::memory_order_relaxed) + beat_every_ns_));
     };
     auto trailing_due = [&] {
       return trailing_.load(std::memory_order_relaxed) && steady_clock::now() >= quarter_end();
@@ -510,7 +513,8 @@ void Job::send_beats() {
       beater.reset();  // the next beat connects anew
       if (!lost_at) {
         lost_at = steady_clock::now();
-        std::fprintf(stderr, "warden: a heartbeat of job %llu did not get through (%s); the job "
+        std::fprintf(stderr,
+                     "warden: a heartbeat of job %llu did not get through (%s); the job "
                      "runs on, and beats are tried again\n",
                      static_cast<unsigned long long>(id_), e.what());
       }
@@ -537,7 +541,8 @@ std::string Job::add_file(const std::string& path, Policy policy) {
   if (id_ == 0) return path;
   return guarded(
       [&] {
-        return client_.add_path({.job = id_, .kind = PathKind::file, .path = path, .policy = policy});
+        return client_.add_path(
+            {.job = id_, .kind = PathKind::file, .path = path, .policy = policy});
       },
       path);
 }
@@ -546,7 +551,8 @@ std::string Job::add_dir(const std::string& path, Policy policy) {
   if (id_ == 0) return path;
   return guarded(
       [&] {
-        return client_.add_path({.job = id_, .kind = PathKind::dir, .path = path, .policy = policy});
+        return client_.add_path(
+            {.job = id_, .kind = PathKind::dir, .path = path, .policy = policy});
       },
       path);
 }
@@ -555,7 +561,8 @@ std::string Job::add_shm(const std::string& name, Policy policy) {
   if (id_ == 0) return name;
   return guarded(
       [&] {
-        return client_.add_path({.job = id_, .kind = PathKind::shm, .path = name, .policy = policy});
+        return client_.add_path(
+            {.job = id_, .kind = PathKind::shm, .path = name, .policy = policy});
       },
       name);
 }

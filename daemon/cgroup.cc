@@ -7,14 +7,14 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
-
 #include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <random>
 #include <sstream>
 #include <system_error>
+
+#include <fmt/format.h>
 
 #include "daemon/process.h"
 #include "proto/unique_fd.h"
@@ -51,7 +51,8 @@ std::vector<std::string> child_cgroups(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return out;
   while (dirent* e = ::readdir(d)) {
-    if (e->d_type == DT_DIR && std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+    if (e->d_type == DT_DIR && std::strcmp(e->d_name, ".") != 0 &&
+        std::strcmp(e->d_name, "..") != 0) {
       out.emplace_back(e->d_name);
     }
   }
@@ -80,7 +81,8 @@ std::optional<std::string> parse_cgroup2_path(std::string_view proc_cgroup) {
     if (line.rfind("0::", 0) != 0) continue;
     std::string path = line.substr(3);
     // Outside the reader's cgroup namespace the kernel writes the path relative to its root.
-    if (path.empty() || path[0] != '/' || path.find("/..") != std::string::npos) return std::nullopt;
+    if (path.empty() || path[0] != '/' || path.find("/..") != std::string::npos)
+      return std::nullopt;
     return path;
   }
   return std::nullopt;
@@ -182,7 +184,9 @@ void KernelCgroups::freeze(const std::string& cgroup, bool frozen) {
   write_file(file(cgroup, "cgroup.freeze"), frozen ? "1" : "0");
 }
 
-void KernelCgroups::kill(const std::string& cgroup) { write_file(file(cgroup, "cgroup.kill"), "1"); }
+void KernelCgroups::kill(const std::string& cgroup) {
+  write_file(file(cgroup, "cgroup.kill"), "1");
+}
 
 bool KernelCgroups::populated(const std::string& cgroup) {
   auto events = read_file(file(cgroup, "cgroup.events"));

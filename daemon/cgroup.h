@@ -1,13 +1,10 @@
-// Tracking cgroups: a cgroup v2 leaf per job, beneath the job's own cgroup, in which the kernel keeps
-// every process the job forks. The service and the cleanup engine reach the kernel through the
-// Cgroups interface, so that their logic is tested with a fake (tests/support/fake_cgroups.h).
+// Tracking cgroups: a cgroup v2 leaf per job, beneath the job's own cgroup, in which the kernel
+// keeps every process the job forks. The service and the cleanup engine reach the kernel through
+// the Cgroups interface, so that their logic is tested with a fake (tests/support/fake_cgroups.h).
 #pragma once
 
 #include <sys/types.h>
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <functional>
 #include <map>
 #include <memory>
@@ -15,6 +12,10 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 
 namespace warden {
 

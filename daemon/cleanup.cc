@@ -1,20 +1,21 @@
 #include "daemon/cleanup.h"
 
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 #include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <cerrno>
-#include <cstring>
-#include <memory>
-#include <set>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "daemon/command_runner.h"
 #include "daemon/diagnostics.h"
@@ -59,7 +60,7 @@ struct Termination {
     ProcessReport report;
     std::uint64_t start_time = 0;
     std::unique_ptr<asio::posix::stream_descriptor> pidfd;
-    bool waiting = false;  // alive as far as we know; its exit is awaited
+    bool waiting = false;    // alive as far as we know; its exit is awaited
     bool in_cgroup = false;  // a member of the job's tracking cgroup: cgroup.kill reaches it
     bool sent_kill = false;
     std::optional<TimePoint> gone_at;
@@ -73,7 +74,7 @@ struct Termination {
   std::vector<Entry> entries;
   std::size_t live = 0;
   bool cgroup_busy = false;  // the job's cgroup still holds a process (its cgroup.events says so)
-  CookieMemo cookie_memo;  // touched only by the scans, one at a time on the blocking executor
+  CookieMemo cookie_memo;    // touched only by the scans, one at a time on the blocking executor
   TimePoint start = Clock::now();
 
   // Starts waiting for an alive process's exit; the pidfd identifies exactly that process.
@@ -136,8 +137,9 @@ struct Termination {
   // Whether such a process ran during the grace period, alive now or not: one that forked and
   // then exited on SIGTERM left its child for a scan to find.
   bool ran_outside_cgroup(bool tracked) const {
-    return std::any_of(entries.begin(), entries.end(),
-                       [tracked](const Entry& e) { return e.waiting && !(tracked && e.in_cgroup); });
+    return std::any_of(entries.begin(), entries.end(), [tracked](const Entry& e) {
+      return e.waiting && !(tracked && e.in_cgroup);
+    });
   }
 
   void signal(Entry& e, int sig) {
@@ -197,7 +199,9 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
       continue;  // already gone
     }
     if (handle.identity.start_time != d.start_time) continue;  // recycled since the scan
-    t->add({.pid = d.pid, .role = "descendant", .leftover = plan.reason == JobState::ended,
+    t->add({.pid = d.pid,
+            .role = "descendant",
+            .leftover = plan.reason == JobState::ended,
             .detail = d.found_by},
            d.start_time, std::move(handle.pidfd), t);
     t->signal(t->entries.back(), first_signal);
@@ -219,7 +223,8 @@ struct Tracking {
     try {
       step(*cgroups);
     } catch (const std::exception& e) {
-      spdlog::warn("cgroup={} {}; cleaning the rest of the job by scanning /proc", cgroup, e.what());
+      spdlog::warn("cgroup={} {}; cleaning the rest of the job by scanning /proc", cgroup,
+                   e.what());
       cgroups = nullptr;
     }
   }
@@ -249,7 +254,9 @@ std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan
         t->kernel.exited(handle.pidfd.get())) {
       continue;
     }
-    t->add({.pid = pid, .role = "descendant", .leftover = plan.reason == JobState::ended,
+    t->add({.pid = pid,
+            .role = "descendant",
+            .leftover = plan.reason == JobState::ended,
             .detail = "member of cgroup " + tracking.cgroup},
            handle.identity.start_time, std::move(handle.pidfd), t, /*in_cgroup=*/true);
     ++added;
@@ -277,8 +284,8 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
   std::vector<ProcessReport> kept;
   for (std::size_t i = 0; i < plan.targets.size(); ++i) {
     const auto& target = plan.targets[i];
-    ProcessReport report{.pid = target.identity.pid, .role = target.role,
-                         .leftover = target.leftover};
+    ProcessReport report{
+        .pid = target.identity.pid, .role = target.role, .leftover = target.leftover};
     UniqueFd& fd = pidfds.at(i);
     if (target.keep) {
       report.outcome = Outcome::kept;
@@ -374,8 +381,7 @@ std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kep
 }
 
 // Which GPUs the job's processes hold, read while they are stopped and before any is ended.
-asio::awaitable<GpuAccount> take_gpu_account(const Termination& t,
-                                             const CleanupContext& context) {
+asio::awaitable<GpuAccount> take_gpu_account(const Termination& t, const CleanupContext& context) {
   if (context.gpus == nullptr) co_return GpuAccount{};
   std::vector<pid_t> pids;
   for (const auto& e : t.entries) {
@@ -466,7 +472,8 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   auto start = Clock::now();
   RunAs user{.uid = plan.uid, .gid = plan.gid};
   std::vector<std::pair<std::string, std::string>> env{
-      {"WARDEN_JOB", std::to_string(plan.job)}, {"WARDEN_REASON", std::string(to_string(plan.reason))}};
+      {"WARDEN_JOB", std::to_string(plan.job)},
+      {"WARDEN_REASON", std::string(to_string(plan.reason))}};
 
   const View* home = context.home.get();
   // A container job's commands run in its file tree; a stall's diagnose command in its PID
@@ -504,7 +511,8 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     std::vector<PathReport> reports;
     for (const auto& step : plan.paths) {
       if (step.keep || home == nullptr) {
-        reports.push_back({.kind = step.path.kind, .path = step.path.path,
+        reports.push_back({.kind = step.path.kind,
+                           .path = step.path.path,
                            .outcome = step.keep ? Outcome::kept : Outcome::failed,
                            .detail = step.keep ? "policy: failure only" : kHomeGone});
         continue;

@@ -1,9 +1,10 @@
 // The cleanup engine: carries out a CleanupPlan on the event loop and reports each step's outcome.
 #pragma once
 
+#include <vector>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <vector>
 
 #include "daemon/cgroup.h"
 #include "daemon/files.h"
@@ -29,8 +30,8 @@ struct CleanupOptions {
 struct CleanupContext {
   CleanupOptions options;
   boost::asio::any_io_executor blocking;
-  pid_t self = 0;      // wardend, never a candidate
-  std::string instance;  // wardend's id, part of the job cookie (process_tree.h)
+  pid_t self = 0;            // wardend, never a candidate
+  std::string instance;      // wardend's id, part of the job cookie (process_tree.h)
   Kernel* kernel = nullptr;  // processes: signals, exits, scans (shared by every cleanup); required
   // Tracking cgroups, where this wardend has them; a plan with a cgroup is carried out through
   // it: the kernel names every member, ends them all at once and says when none is left.

@@ -1,10 +1,9 @@
 #include "daemon/command_runner.h"
 
-#include <fmt/format.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <sched.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,17 +17,19 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/writable_pipe.hpp>
+#include <boost/process/v2/environment.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
-#include <boost/process/v2/environment.hpp>
+#include <fmt/format.h>
 // Boost 1.81's header-only mode forgets the out-of-line process_environment members; this is the
 // only translation unit that includes Boost.Process, so including them here is safe.
-#include <boost/process/v2/impl/environment.ipp>
-#include <boost/process/v2/start_dir.hpp>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+
+#include <boost/process/v2/impl/environment.ipp>
+#include <boost/process/v2/start_dir.hpp>
 
 #include "daemon/files.h"
 #include "daemon/supervisor.h"
@@ -148,7 +149,8 @@ struct Watchdog {
 asio::awaitable<void> read_bounded(asio::readable_pipe& pipe, CommandReport& report) {
   char buf[4096];
   for (;;) {
-    auto [ec, n] = co_await pipe.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] =
+        co_await pipe.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
     std::size_t room = kMaxCommandOutput - std::min(kMaxCommandOutput, report.output.size());
     report.output.append(buf, std::min(room, n));
@@ -200,8 +202,8 @@ asio::awaitable<CommandReport> run_command(
   // the working directory is done with the user's permissions.
   bp::process proc = bp::default_process_launcher()(
       ex, ec, program, args,
-      BecomeUser{.user = user, .groups = account.groups, .switch_user = switch_user,
-                 .place = place},
+      BecomeUser{
+          .user = user, .groups = account.groups, .switch_user = switch_user, .place = place},
       bp::process_stdio{nullptr, out_writer, out_writer}, bp::process_environment{env},
       bp::process_start_dir{cwd});
   out_writer.close();
@@ -229,15 +231,17 @@ asio::awaitable<CommandReport> run_command(
   int status = proc.native_exit_code();
   if (dog->fired) {
     report.signal = SIGKILL;
-    co_return finish(Outcome::timed_out, fmt::format("killed at its timeout of {:g} s", spec.timeout_s));
+    co_return finish(Outcome::timed_out,
+                     fmt::format("killed at its timeout of {:g} s", spec.timeout_s));
   }
   if (WIFSIGNALED(status)) {
     report.signal = WTERMSIG(status);
     co_return finish(Outcome::failed, std::string("killed by ") + ::strsignal(WTERMSIG(status)));
   }
   report.exit_code = WEXITSTATUS(status);
-  co_return finish(report.exit_code == 0 ? Outcome::succeeded : Outcome::failed,
-                   report.exit_code == 0 ? "" : "exited with status " + std::to_string(*report.exit_code));
+  co_return finish(
+      report.exit_code == 0 ? Outcome::succeeded : Outcome::failed,
+      report.exit_code == 0 ? "" : "exited with status " + std::to_string(*report.exit_code));
 }
 
 }  // namespace warden

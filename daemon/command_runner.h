@@ -4,10 +4,11 @@
 
 #include <sys/types.h>
 
-#include <boost/asio/awaitable.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <boost/asio/awaitable.hpp>
 
 #include "proto/messages.h"
 

@@ -1,9 +1,9 @@
 #include "daemon/commands.h"
 
-#include <spdlog/spdlog.h>
-
 #include <array>
 #include <chrono>
+
+#include <spdlog/spdlog.h>
 
 namespace warden {
 namespace {
@@ -141,9 +141,8 @@ const Command* find_command(std::string_view op) {
 std::span<const Command> commands() { return kCommands; }
 
 std::string error_reply(const json& id, ErrorCode code, std::string_view message) {
-  json reply{{"id", id},
-             {"ok", false},
-             {"error", {{"code", to_string(code)}, {"message", message}}}};
+  json reply{
+      {"id", id}, {"ok", false}, {"error", {{"code", to_string(code)}, {"message", message}}}};
   return reply.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -160,7 +159,8 @@ Reply answer(const RequestContext& context, std::string_view line) {
   }
   json id = request.contains("id") ? request["id"] : json(nullptr);
   if (!id.is_null() && !id.is_number() && !id.is_string()) {
-    return {error_reply(nullptr, ErrorCode::bad_request, "field 'id' must be a number or a string")};
+    return {
+        error_reply(nullptr, ErrorCode::bad_request, "field 'id' must be a number or a string")};
   }
   auto op = request.find("op");
   if (op == request.end() || !op->is_string()) {
@@ -169,9 +169,10 @@ Reply answer(const RequestContext& context, std::string_view line) {
   }
   const Command* command = find_command(op->get_ref<const std::string&>());
   if (command == nullptr) {
-    return {error_reply(id, ErrorCode::unknown_op,
-                        "unknown op '" + op->get<std::string>() + "'; hello lists the supported ones"),
-            id};
+    return {
+        error_reply(id, ErrorCode::unknown_op,
+                    "unknown op '" + op->get<std::string>() + "'; hello lists the supported ones"),
+        id};
   }
 
   try {

@@ -20,11 +20,11 @@ struct Follow {
 // What a handler may use besides the request itself.
 struct RequestContext {
   Service& service;
-  const Caller& caller;        // from the connection's peer credentials
+  const Caller& caller;  // from the connection's peer credentials
   std::size_t max_frame = kDefaultMaxFrame;
-  std::optional<Follow>* follow = nullptr;  // set by `events` with follow
+  std::optional<Follow>* follow = nullptr;     // set by `events` with follow
   std::deque<UniqueFd>* passed_fds = nullptr;  // received over SCM_RIGHTS, oldest first
-  const Journal* journal = nullptr;  // where a request's change is staged (Reply::change)
+  const Journal* journal = nullptr;            // where a request's change is staged (Reply::change)
 };
 
 struct Command {

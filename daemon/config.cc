@@ -2,9 +2,10 @@
 
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
+
+#include <CLI/CLI.hpp>
 
 #include "proto/socket_path.h"
 
@@ -35,7 +36,8 @@ struct Seconds {
 // Where wardend listens and keeps its state, what it logs, how it knows jobs' processes.
 void add_daemon_options(CLI::App& app, Config& c) {
   app.add_option("--socket", c.socket, "Unix socket to listen on")->capture_default_str();
-  app.add_option("--state-dir", c.state_dir, "Directory for wardend's state")->capture_default_str();
+  app.add_option("--state-dir", c.state_dir, "Directory for wardend's state")
+      ->capture_default_str();
   app.add_flag("--durable,!--no-durable", c.durable,
                "Record jobs in STATE_DIR/warden.db, so that a restart forgets nothing "
                "(--no-durable: memory only, for tests and benchmarks)")
@@ -44,7 +46,8 @@ void add_daemon_options(CLI::App& app, Config& c) {
                  "Days the event history keeps a job's state changes and cleanup reports")
       ->check(CLI::Range(0.01, 3650.0))
       ->capture_default_str();
-  app.add_option("--events-max-count", c.events_max_count, "Events kept at most, oldest dropped first")
+  app.add_option("--events-max-count", c.events_max_count,
+                 "Events kept at most, oldest dropped first")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{100'000'000}))
       ->capture_default_str();
   app.add_option("--metrics-listen", c.metrics_listen,
@@ -108,7 +111,8 @@ void add_cleanup_options(CLI::App& app, Config& c, Seconds& s) {
                  "Directories beneath which jobs may register files and directories")
       ->delimiter(',')
       ->check([](const std::string& root) {
-        return root.size() > 1 && root[0] == '/' ? std::string() : root + " is not an absolute path";
+        return root.size() > 1 && root[0] == '/' ? std::string()
+                                                 : root + " is not an absolute path";
       })
       ->capture_default_str();
   app.add_option("--shm-dir", c.cleanup.paths.shm_dir, "Where POSIX shm segments live")
@@ -138,9 +142,10 @@ std::optional<Config> parse_config(int argc, char** argv) {
             .idle_timeout = to_seconds(c.connections.idle_timeout),
             .request_timeout = to_seconds(c.connections.request_timeout)};
 
-  CLI::App app{"wardend: supervises the workers, files and shared memory of training jobs and cleans "
-               "up after them however they end.",
-               "wardend"};
+  CLI::App app{
+      "wardend: supervises the workers, files and shared memory of training jobs and cleans "
+      "up after them however they end.",
+      "wardend"};
   app.set_config("--config", "", "Read settings from this file (keys are the long flag names)");
   // A misspelt key must not silently fall back to a default.
   app.allow_config_extras(CLI::config_extras_mode::error);

@@ -13,9 +13,9 @@ namespace warden {
 struct ConnectionLimits {
   std::size_t max_connections = 4096;
   std::size_t max_connections_per_user = 256;
-  Duration idle_timeout = std::chrono::hours(1);      // no request under way
+  Duration idle_timeout = std::chrono::hours(1);        // no request under way
   Duration request_timeout = std::chrono::seconds(10);  // to finish a begun line, or take a reply
-  std::size_t max_pending_output = 4 << 20;           // reply bytes buffered before writing
+  std::size_t max_pending_output = 4 << 20;             // reply bytes buffered before writing
 };
 
 }  // namespace warden

@@ -20,7 +20,9 @@ namespace {
 
 constexpr int kMaxDepth = 256;
 
-std::string errno_text(const std::string& what, int err) { return what + ": " + std::strerror(err); }
+std::string errno_text(const std::string& what, int err) {
+  return what + ": " + std::strerror(err);
+}
 
 [[noreturn]] void refuse(const std::string& path, const std::string& why) {
   throw Error(ErrorCode::bad_request, path + ": " + why);
@@ -41,9 +43,9 @@ int walk_beneath(int dirfd, const std::string& relative, std::uint64_t flags) {
   int at = dirfd;
   for (std::size_t k = 0; k < parts.size(); ++k) {
     const bool last = k + 1 == parts.size();
-    int fd = ::openat(at, parts[k].c_str(),
-                      (last ? static_cast<int>(flags) : O_PATH | O_DIRECTORY) | O_NOFOLLOW |
-                          O_CLOEXEC);
+    int fd =
+        ::openat(at, parts[k].c_str(),
+                 (last ? static_cast<int>(flags) : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
       int err = errno;
       struct stat st {};
@@ -124,9 +126,7 @@ Location locate(const PathRules& rules, const std::string& path) {
     for (const auto& r : rules.allowed_roots) roots += (roots.empty() ? "" : ", ") + r;
     refuse(path, "is not beneath an allowed root (" + roots + ")");
   }
-  return {.root = *best,
-          .parent = join(parts, best_depth, parts.size() - 1),
-          .name = parts.back()};
+  return {.root = *best, .parent = join(parts, best_depth, parts.size() - 1), .name = parts.back()};
 }
 
 std::string shm_name(const std::string& given) {
@@ -203,8 +203,8 @@ void empty_tree(int dirfd, dev_t dev, uid_t owner, const std::string& where, int
       }
       UniqueFd child(::openat(dirfd, name.c_str(),
                               O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME));
-      if (!child) child.reset(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                                                O_CLOEXEC));
+      if (!child)
+        child.reset(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!child) {
         result.problems.push_back(errno_text("open " + path, errno));
         continue;
@@ -225,7 +225,8 @@ void empty_tree(int dirfd, dev_t dev, uid_t owner, const std::string& where, int
 }
 
 PathReport remove_glob(const PathRules& rules, int job_root, const TrackedPath& glob, uid_t owner) {
-  PathReport report{.kind = PathKind::shm_glob, .path = glob.path, .outcome = Outcome::already_gone};
+  PathReport report{
+      .kind = PathKind::shm_glob, .path = glob.path, .outcome = Outcome::already_gone};
   UniqueFd dirfd = open_allowed_root(job_root, rules.shm_dir, O_RDONLY | O_DIRECTORY);
   DIR* dir = dirfd ? ::fdopendir(::dup(dirfd.get())) : nullptr;
   if (dir == nullptr) {
@@ -258,7 +259,8 @@ PathReport remove_glob(const PathRules& rules, int job_root, const TrackedPath& 
 }  // namespace
 
 UniqueFd open_in_root(int root, const std::string& path, int flags) {
-  open_how how{.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC), .mode = 0,
+  open_how how{.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC),
+               .mode = 0,
                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
   for (;;) {
     long fd = ::syscall(SYS_openat2, root, path.c_str(), &how, sizeof(how));
@@ -274,9 +276,8 @@ TrackedPath resolve_path(const PathRules& rules, int job_root, PathKind kind,
     return {.kind = kind, .path = given};
   }
   std::string path = kind == PathKind::shm ? rules.shm_dir + "/" + shm_name(given) : given;
-  Location at = kind == PathKind::shm
-                    ? Location{.root = rules.shm_dir, .name = shm_name(given)}
-                    : locate(rules, path);
+  Location at = kind == PathKind::shm ? Location{.root = rules.shm_dir, .name = shm_name(given)}
+                                      : locate(rules, path);
   auto parent = open_parent(job_root, at);
   if (!parent.fd) {
     if (parent.err == ENOENT) throw Error(ErrorCode::not_found, path + ": no such directory");
@@ -291,12 +292,12 @@ TrackedPath resolve_path(const PathRules& rules, int job_root, PathKind kind,
     refuse(path, errno_text("stat", errno));
   }
   bool ok_type = kind == PathKind::dir ? S_ISDIR(st.st_mode)
-                 : kind == PathKind::shm ? S_ISREG(st.st_mode)
-                                         : S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) ||
-                                               S_ISSOCK(st.st_mode);
+                 : kind == PathKind::shm
+                     ? S_ISREG(st.st_mode)
+                     : S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
   if (!ok_type) {
-    const char* what = S_ISLNK(st.st_mode)   ? "a symlink"
-                       : S_ISDIR(st.st_mode) ? "a directory (use add_dir)"
+    const char* what = S_ISLNK(st.st_mode)                          ? "a symlink"
+                       : S_ISDIR(st.st_mode)                        ? "a directory (use add_dir)"
                        : S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode) ? "a device"
                                                                     : "not a file of this kind";
     refuse(path, std::string("is ") + what);
@@ -319,9 +320,10 @@ PathReport remove_path(const PathRules& rules, int job_root, const TrackedPath& 
   };
   if (tracked.kind == PathKind::shm_glob) return finish();
 
-  Location at = tracked.kind == PathKind::shm
-                    ? Location{.root = rules.shm_dir, .name = tracked.path.substr(rules.shm_dir.size() + 1)}
-                    : locate(rules, tracked.path);
+  Location at =
+      tracked.kind == PathKind::shm
+          ? Location{.root = rules.shm_dir, .name = tracked.path.substr(rules.shm_dir.size() + 1)}
+          : locate(rules, tracked.path);
   auto parent = open_parent(job_root, at);
   if (!parent.fd) {
     if (parent.err == ENOENT) {

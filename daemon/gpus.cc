@@ -123,7 +123,8 @@ std::map<pid_t, GpuHoldings> Gpus::holders(const GpuSnapshot& snapshot,
   const pid_t self = ::getpid();  // wardend holds NVML's own handles on the GPUs
   while (const dirent* entry = ::readdir(proc)) {
     pid_t pid = 0;
-    auto [end, ec] = std::from_chars(entry->d_name, entry->d_name + std::strlen(entry->d_name), pid);
+    auto [end, ec] =
+        std::from_chars(entry->d_name, entry->d_name + std::strlen(entry->d_name), pid);
     if (ec != std::errc() || *end != '\0' || pid == self) continue;
     GpuHoldings held = held_by(pid, snapshot);
     if (!wanted.empty()) {

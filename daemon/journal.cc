@@ -1,10 +1,10 @@
 #include "daemon/journal.h"
 
-#include <spdlog/spdlog.h>
-
-#include <boost/asio/post.hpp>
 #include <chrono>
 #include <set>
+
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
 
 namespace warden {
 namespace asio = boost::asio;

@@ -9,9 +9,6 @@
 // (a state change wardend made itself, which must not be forgotten) is kept and retried.
 #pragma once
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -19,6 +16,10 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "daemon/store.h"
 
@@ -64,8 +65,7 @@ class Journal {
   };
 
   void start_write();
-  void write_finished(std::vector<Change> batch, std::string error,
-                      std::vector<Event> events);
+  void write_finished(std::vector<Change> batch, std::string error, std::vector<Event> events);
   void answer_waiters(std::uint64_t last, const std::string& error,
                       const std::set<std::uint64_t>& undone);
 

@@ -5,16 +5,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
-#include <functional>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include "daemon/cgroup.h"
@@ -39,7 +40,8 @@ warden::UniqueFd lock_state_dir(const std::string& dir) {
   if (!fd && errno == EROFS) {
     // A read-only state directory: wardend serves and cleans, but records nothing (registrations
     // are refused); the lock is still taken if a wardend once left its file there.
-    spdlog::warn("state directory {} is read-only: jobs can be seen and cleaned, not registered", dir);
+    spdlog::warn("state directory {} is read-only: jobs can be seen and cleaned, not registered",
+                 dir);
     fd = warden::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return fd;
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
@@ -49,8 +51,8 @@ warden::UniqueFd lock_state_dir(const std::string& dir) {
   }
   if (!fd) throw std::runtime_error("open " + path + ": " + std::strerror(errno));
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    throw std::runtime_error("another wardend is using state directory " + dir +
-                             " (it holds " + path + ")");
+    throw std::runtime_error("another wardend is using state directory " + dir + " (it holds " +
+                             path + ")");
   }
   std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd.get(), 0) != 0 || ::write(fd.get(), pid.data(), pid.size()) < 0) {

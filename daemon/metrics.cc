@@ -1,9 +1,9 @@
 #include "daemon/metrics.h"
 
-#include <fmt/format.h>
-
 #include <map>
 #include <optional>
+
+#include <fmt/format.h>
 
 namespace warden {
 namespace {
@@ -33,8 +33,8 @@ void render_gpus(std::string& out, const GpusReply& gpus) {
       out += fmt::format("warden_gpu_holders{{device=\"{}\",job=\"{}\"}} {}\n", gpu.device, job,
                          held.first);
       if (held.second) {
-        memory += fmt::format("warden_gpu_held_bytes{{device=\"{}\",job=\"{}\"}} {}\n",
-                              gpu.device, job, *held.second);
+        memory += fmt::format("warden_gpu_held_bytes{{device=\"{}\",job=\"{}\"}} {}\n", gpu.device,
+                              job, *held.second);
       }
     }
   }
@@ -82,11 +82,13 @@ std::string Metrics::render(const Gauges& g) const {
   header(out, "warden_jobs", "gauge", "Jobs by state (cleaned: kept for status).");
   for (JobState s : {JobState::running, JobState::cleaning, JobState::cleaned}) {
     auto it = g.jobs.find(s);
-    out += fmt::format("warden_jobs{{state=\"{}\"}} {}\n", to_string(s), it == g.jobs.end() ? 0 : it->second);
+    out += fmt::format("warden_jobs{{state=\"{}\"}} {}\n", to_string(s),
+                       it == g.jobs.end() ? 0 : it->second);
   }
   header(out, "warden_tracked_processes", "gauge", "Processes tracked, each by a pidfd.");
   out += fmt::format("warden_tracked_processes {}\n", g.processes);
-  header(out, "warden_tracked_paths", "gauge", "Files, directories, shm segments and globs registered by jobs not yet cleaned.");
+  header(out, "warden_tracked_paths", "gauge",
+         "Files, directories, shm segments and globs registered by jobs not yet cleaned.");
   out += fmt::format("warden_tracked_paths {}\n", g.paths);
   header(out, "warden_cleanups_running", "gauge", "Cleanups in progress.");
   out += fmt::format("warden_cleanups_running {}\n", g.cleanups_running);
@@ -110,13 +112,15 @@ std::string Metrics::render(const Gauges& g) const {
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < kBuckets.size(); ++i) {
     cumulative += duration_buckets_[i];
-    out += fmt::format("warden_cleanup_duration_seconds_bucket{{le=\"{}\"}} {}\n", kBuckets[i], cumulative);
+    out += fmt::format("warden_cleanup_duration_seconds_bucket{{le=\"{}\"}} {}\n", kBuckets[i],
+                       cumulative);
   }
   out += fmt::format("warden_cleanup_duration_seconds_bucket{{le=\"+Inf\"}} {}\n", duration_count_);
   out += fmt::format("warden_cleanup_duration_seconds_sum {}\n", duration_sum_s_);
   out += fmt::format("warden_cleanup_duration_seconds_count {}\n", duration_count_);
 
-  header(out, "warden_requests_refused_total", "counter", "Requests answered with an error, by code.");
+  header(out, "warden_requests_refused_total", "counter",
+         "Requests answered with an error, by code.");
   for (const auto& [code, n] : refused_) {
     out += fmt::format("warden_requests_refused_total{{code=\"{}\"}} {}\n", to_string(code), n);
   }

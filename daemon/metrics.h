@@ -7,8 +7,8 @@
 #include <map>
 #include <string>
 
-#include "warden/errors.h"
 #include "proto/messages.h"
+#include "warden/errors.h"
 
 namespace warden {
 
@@ -34,9 +34,9 @@ class Metrics {
   static constexpr std::array<double, 13> kBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                    1,     2.5,  5,     10,   30,  60};
 
-  std::map<JobState, std::uint64_t> cleanups_;                          // by reason
+  std::map<JobState, std::uint64_t> cleanups_;                         // by reason
   std::map<std::pair<std::string, Outcome>, std::uint64_t> outcomes_;  // by resource kind
-  std::array<std::uint64_t, kBuckets.size()> duration_buckets_{};     // not cumulative
+  std::array<std::uint64_t, kBuckets.size()> duration_buckets_{};      // not cumulative
   std::uint64_t duration_count_ = 0;
   double duration_sum_s_ = 0;
   std::map<ErrorCode, std::uint64_t> refused_;

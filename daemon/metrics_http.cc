@@ -1,6 +1,6 @@
 #include "daemon/metrics_http.h"
 
-#include <spdlog/spdlog.h>
+#include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -8,7 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <stdexcept>
+#include <spdlog/spdlog.h>
 
 namespace warden {
 namespace asio = boost::asio;
@@ -20,14 +20,17 @@ namespace {
 tcp::endpoint loopback_endpoint(asio::io_context& io, const std::string& address) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos) {
-    throw std::runtime_error("--metrics-listen " + address + ": give HOST:PORT, e.g. 127.0.0.1:9464");
+    throw std::runtime_error("--metrics-listen " + address +
+                             ": give HOST:PORT, e.g. 127.0.0.1:9464");
   }
   std::string host = address.substr(0, colon);
-  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   boost::system::error_code ec;
   auto results = tcp::resolver(io).resolve(host, address.substr(colon + 1), ec);
   if (ec || results.empty()) {
-    throw std::runtime_error("--metrics-listen " + address + ": " + (ec ? ec.message() : "no address"));
+    throw std::runtime_error("--metrics-listen " + address + ": " +
+                             (ec ? ec.message() : "no address"));
   }
   tcp::endpoint endpoint = *results.begin();
   if (!endpoint.address().is_loopback()) {
@@ -72,7 +75,8 @@ asio::awaitable<void> MetricsListener::serve(tcp::socket socket) {
   for (;;) {
     http::request_parser<http::empty_body> parser;
     parser.header_limit(8192);
-    auto [ec, _] = co_await http::async_read(socket, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    auto [ec, _] =
+        co_await http::async_read(socket, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
     const auto& request = parser.get();
     http::response<http::string_body> response;
@@ -92,7 +96,8 @@ asio::awaitable<void> MetricsListener::serve(tcp::socket socket) {
       if (request.method() == http::verb::get) response.body() = service_.metrics_text();
     }
     response.prepare_payload();
-    auto [wec, __] = co_await http::async_write(socket, response, asio::as_tuple(asio::use_awaitable));
+    auto [wec, __] =
+        co_await http::async_write(socket, response, asio::as_tuple(asio::use_awaitable));
     if (wec || !response.keep_alive()) co_return;
   }
 }

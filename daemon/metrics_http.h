@@ -2,10 +2,11 @@
 // GET /metrics answers the same text as the `metrics` op. Boost.Beast, on wardend's event loop.
 #pragma once
 
+#include <string>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <string>
 
 #include "daemon/service.h"
 

@@ -25,7 +25,8 @@ struct Identity {
 
 // What /proc/PID shows of a process's namespaces and root; nullopt (errno set) if it is gone.
 std::optional<Identity> identity_of(const std::string& proc) {
-  struct stat pid_ns {}, mount_ns {}, root {};
+  struct stat pid_ns {
+  }, mount_ns{}, root{};
   if (::stat((proc + "/ns/pid").c_str(), &pid_ns) != 0 ||
       ::stat((proc + "/ns/mnt").c_str(), &mount_ns) != 0 ||
       ::stat((proc + "/root").c_str(), &root) != 0) {

@@ -1,11 +1,12 @@
 #include "daemon/nvml.h"
 
 #include <dlfcn.h>
-#include <fmt/format.h>
 
 #include <map>
 #include <memory>
 #include <type_traits>
+
+#include <fmt/format.h>
 
 namespace warden {
 namespace {
@@ -70,9 +71,10 @@ bool Nvml::load() {
   }
   handle_ = ::dlopen(library_.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle_ == nullptr) {
-    note_ = fmt::format("NVIDIA's management library is not installed here ({}): no memory "
-                        "figures; GPU holders are still found by their open device nodes",
-                        ::dlerror());
+    note_ = fmt::format(
+        "NVIDIA's management library is not installed here ({}): no memory "
+        "figures; GPU holders are still found by their open device nodes",
+        ::dlerror());
     return false;
   }
   auto api = std::make_unique<Api>();
@@ -94,8 +96,8 @@ bool Nvml::load() {
     void* fn = ::dlsym(handle_, v3);
     return reinterpret_cast<ProcessQuery>(fn != nullptr ? fn : ::dlsym(handle_, v2));
   };
-  api->compute = newest("nvmlDeviceGetComputeRunningProcesses_v3",
-                        "nvmlDeviceGetComputeRunningProcesses_v2");
+  api->compute =
+      newest("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2");
   api->graphics = newest("nvmlDeviceGetGraphicsRunningProcesses_v3",
                          "nvmlDeviceGetGraphicsRunningProcesses_v2");
   if (api->compute == nullptr) {
@@ -119,7 +121,7 @@ namespace {
 // Adds what one of the process queries reports, summing a process that has several contexts. A
 // query that fails leaves the figures out rather than failing the whole look at the GPU.
 void add_processes(ProcessQuery query, nvmlDevice_t device,
-                          std::map<pid_t, std::optional<std::uint64_t>>& memory) {
+                   std::map<pid_t, std::optional<std::uint64_t>>& memory) {
   std::vector<nvmlProcessInfo_t> infos(16);
   for (;;) {
     unsigned int count = infos.size();

@@ -1,18 +1,16 @@
 #include "daemon/process.h"
 
-#include <sys/stat.h>
-#include <sys/vfs.h>
-
-#include <fstream>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 #include <system_error>
 
@@ -98,7 +96,8 @@ ProcessHandle open_process(pid_t pid) {
                       " (each tracked process holds one); the operator must raise its "
                       "RLIMIT_NOFILE (LimitNOFILE= in its unit)");
     }
-    throw Error(ErrorCode::internal, "pidfd_open " + std::to_string(pid) + ": " + std::strerror(err));
+    throw Error(ErrorCode::internal,
+                "pidfd_open " + std::to_string(pid) + ": " + std::strerror(err));
   }
   return identify(pid, UniqueFd(fd));
 }

@@ -6,9 +6,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -82,10 +82,10 @@ using ProcessSet = std::map<pid_t, std::uint64_t>;
 struct DiscoveryQuery {
   ProcessSet members;  // the job's processes: their children, groups and sessions are the job's
   ProcessSet leaders;  // besides members': processes whose groups and sessions are the job's
-  uid_t owner = 0;          // found processes must run as this (real) uid, unless owner is root
+  uid_t owner = 0;     // found processes must run as this (real) uid, unless owner is root
   std::vector<std::string> cookie;  // environment entries that must all be present
-  pid_t spared = 0;         // the living main process on a clean end: it and what it alone led stay
-  pid_t self = 0;           // wardend
+  pid_t spared = 0;  // the living main process on a clean end: it and what it alone led stay
+  pid_t self = 0;    // wardend
 };
 
 struct Discovered {

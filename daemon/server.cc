@@ -4,12 +4,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <cstring>
+#include <filesystem>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <cstring>
-#include <filesystem>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -49,7 +50,8 @@ void check_socket_dir(const std::string& dir) {
     throw std::runtime_error("stat " + dir + ": " + std::strerror(errno));
   }
   if (!S_ISDIR(st.st_mode)) {
-    throw std::runtime_error(dir + " (the socket's directory) is not a directory (a symlink?); "
+    throw std::runtime_error(dir +
+                             " (the socket's directory) is not a directory (a symlink?); "
                              "remove it or pass --socket");
   }
   if (st.st_uid != ::geteuid() && st.st_uid != 0) {
@@ -170,12 +172,14 @@ asio::awaitable<void> Server::shed_connection() {
   UniqueFd refused(::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC));
   if (refused) {
     std::string line = error_reply(nullptr, ErrorCode::limit_exceeded,
-                                   "wardend is out of file descriptors; retry shortly") + "\n";
+                                   "wardend is out of file descriptors; retry shortly") +
+                       "\n";
     ::send(refused.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   refused = UniqueFd();
   reserve_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (++shed_ % 100 == 1) spdlog::warn("out of file descriptors: refused {} connections so far", shed_);
+  if (++shed_ % 100 == 1)
+    spdlog::warn("out of file descriptors: refused {} connections so far", shed_);
   if (!refused && !reserve_) {
     // Nothing could be freed (another thread of the process took it?): do not spin.
     asio::steady_timer pause(io_, std::chrono::milliseconds(100));

@@ -1,9 +1,6 @@
 // Server: the listening Unix socket and one session per connection, speaking NDJSON.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <list>
 #include <map>
 #include <memory>
@@ -11,11 +8,15 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
 #include "daemon/commands.h"
 #include "daemon/connection_limits.h"
-#include "daemon/session.h"
 #include "daemon/journal.h"
 #include "daemon/service.h"
+#include "daemon/session.h"
 #include "proto/framing.h"
 #include "proto/unique_fd.h"
 

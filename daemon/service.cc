@@ -1,17 +1,17 @@
 #include "daemon/service.h"
 
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/asio/co_spawn.hpp>
 #include <cstring>
 #include <set>
 #include <stdexcept>
 
-#include "daemon/process_tree.h"
+#include <boost/asio/co_spawn.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include "daemon/process_tree.h"
 #include "daemon/systemd.h"
 #include "daemon/wall_clock.h"
 
@@ -94,8 +94,9 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       cleanup_options_(options.cleanup),
       journal_(journal),
       core_(options.limits),
-      watch_(io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
-             pidfd_keeper(options.systemd)),
+      watch_(
+          io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
+          pidfd_keeper(options.systemd)),
       deadline_timer_(io),
       status_timer_(io) {
   journal_.on_event_written([this](const Event& event) { publish(event); });
@@ -164,9 +165,10 @@ ProcessHandle Service::process_named(const Caller& caller, pid_t pid, UniqueFd p
   auto host = view.host_pid(pid);
   if (!host) {
     throw Error(ErrorCode::no_such_process,
-                "no process " + std::to_string(pid) + " in your PID namespace (a container's); "
-                "pass a pidfd of it with the request (\"pidfd\": true and SCM_RIGHTS), as the "
-                "warden clients do");
+                "no process " + std::to_string(pid) +
+                    " in your PID namespace (a container's); "
+                    "pass a pidfd of it with the request (\"pidfd\": true and SCM_RIGHTS), as the "
+                    "warden clients do");
   }
   ProcessHandle handle = open_process(*host);
   // The pidfd is the process that had the number when it was looked up only if it has it still.
@@ -199,9 +201,10 @@ void Service::find_home(const Job& job) {
       // Exited meanwhile.
     }
   }
-  spdlog::warn("job={} lived in a container none of whose processes is left: its paths and hooks "
-               "cannot be reached any more",
-               job.id);
+  spdlog::warn(
+      "job={} lived in a container none of whose processes is left: its paths and hooks "
+      "cannot be reached any more",
+      job.id);
 }
 
 Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request,
@@ -349,7 +352,8 @@ ProcessIdentity Service::add_process(const Caller& caller, const AddProcessReque
 std::string Service::add_path(const Caller& caller, const AddPathRequest& request) {
   // Checking the job first spares a stranger's request the file-system work.
   core_.visible_job(caller, request.job);
-  // A path means what it means where the job lives; asked from elsewhere, it would name another file.
+  // A path means what it means where the job lives; asked from elsewhere, it would name another
+  // file.
   auto home = home_of(request.job);
   if (home == nullptr) {
     throw Error(ErrorCode::invalid_state, "job " + std::to_string(request.job) + " has ended");
@@ -357,8 +361,9 @@ std::string Service::add_path(const Caller& caller, const AddPathRequest& reques
   const View& where = caller.view != nullptr ? *caller.view : *View::wardends();
   if (!where.same_paths(*home)) {
     throw Error(ErrorCode::permission_denied,
-                "job " + std::to_string(request.job) + " lives in another mount namespace or root "
-                "than you (a container); register its paths from inside it");
+                "job " + std::to_string(request.job) +
+                    " lives in another mount namespace or root "
+                    "than you (a container); register its paths from inside it");
   }
   TrackedPath path = resolve_path(cleanup_options_.paths, home->root(), request.kind, request.path);
   path.policy = request.policy;
@@ -395,7 +400,8 @@ std::optional<Duration> Service::heartbeat(const Caller& caller, const Heartbeat
     journal_.stage({std::move(event)});
   }
   if (!deadline) return std::nullopt;
-  // A beat only ever moves a deadline later, so the armed timer stays valid; it re-arms when it fires.
+  // A beat only ever moves a deadline later, so the armed timer stays valid; it re-arms when it
+  // fires.
   return *deadline - now;
 }
 
@@ -477,9 +483,10 @@ void Service::on_deadline(boost::system::error_code ec) {
   // the time wardend lost, so that they are judged by their beats, not by its pause.
   constexpr Duration kLate = std::chrono::seconds(1);
   if (armed_deadline_ && now - *armed_deadline_ > kLate) {
-    spdlog::warn("wardend did not run for {:.1f} s (stopped or starved); heartbeat deadlines move "
-                 "that much later",
-                 to_seconds(now - *armed_deadline_));
+    spdlog::warn(
+        "wardend did not run for {:.1f} s (stopped or starved); heartbeat deadlines move "
+        "that much later",
+        to_seconds(now - *armed_deadline_));
     core_.postpone_deadlines(now - *armed_deadline_);
   }
   armed_deadline_.reset();
@@ -511,9 +518,14 @@ void Service::start_cleanup(CleanupPlan plan) {
   boost::asio::co_spawn(
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
-                  {.options = cleanup_options_, .blocking = blocking_.get_executor(),
-                   .self = ::getpid(), .instance = instance_, .kernel = &kernel_,
-                   .cgroups = cgroups_, .home = home_of(id), .gpus = gpus_}),
+                  {.options = cleanup_options_,
+                   .blocking = blocking_.get_executor(),
+                   .self = ::getpid(),
+                   .instance = instance_,
+                   .kernel = &kernel_,
+                   .cgroups = cgroups_,
+                   .home = home_of(id),
+                   .gpus = gpus_}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -589,7 +601,8 @@ Service::Restored Service::restore(StoredState stored, TimePoint now) {
     } else {
       for (auto& w : job.workers) w.exited_at = job.finished;
     }
-    for (JobId r : core_.restore(std::move(job), stored.next_id)) forgotten.push_back(JobForgotten{r});
+    for (JobId r : core_.restore(std::move(job), stored.next_id))
+      forgotten.push_back(JobForgotten{r});
   }
   if (!forgotten.empty()) journal_.stage(std::move(forgotten));
   return restored;
@@ -624,7 +637,8 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
   Restored restored = restore(std::move(stored), now);
   // A pidfd systemd kept is certain; without one, the pid is checked against its identity.
   std::size_t from_systemd = 0;
-  FindProcess find = [&](JobId id, const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
+  FindProcess find = [&](JobId id,
+                         const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
     auto kept = pidfds.find(Systemd::pidfd_name(id, identity));
     if (kept == pidfds.end()) return reopen(identity);
     ++from_systemd;
@@ -663,8 +677,8 @@ Remains remains_of(const CleanupReport& report) {
     if (p.outcome == Outcome::unkillable || p.outcome == Outcome::kept) r.processes.insert(p.pid);
   }
   for (const auto& p : report.paths) {
-    bool present = p.outcome == Outcome::failed || p.outcome == Outcome::refused ||
-                   p.outcome == Outcome::kept;
+    bool present =
+        p.outcome == Outcome::failed || p.outcome == Outcome::refused || p.outcome == Outcome::kept;
     if (present) (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
   }
   return r;

@@ -5,14 +5,15 @@
 // requests; it throws Error for anything it refuses.
 #pragma once
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "daemon/cleanup.h"
 #include "daemon/journal.h"
@@ -29,7 +30,7 @@ class Systemd;
 struct ServiceOptions {
   SupervisorLimits limits;
   CleanupOptions cleanup;
-  std::string instance;  // this wardend's id (instance_id()), part of each job's cookie
+  std::string instance;        // this wardend's id (instance_id()), part of each job's cookie
   Systemd* systemd = nullptr;  // for STATUS= and the pidfd store, when run by systemd
   // Tracking cgroups, where this wardend has them (nullptr: jobs are found by scanning), and the
   // prefix of their names (cgroup_prefix()).
@@ -91,7 +92,6 @@ class Service {
   std::string metrics_text() const;
   void count_refusal(ErrorCode code) { metrics_.refused(code); }
 
-
  private:
   // The process the caller names `pid` (in its own PID namespace), held by the pidfd it passed or
   // by one wardend opens. Throws Error if it names none, or one outside its namespace.
@@ -115,8 +115,7 @@ class Service {
   };
   Restored restore(StoredState stored, TimePoint now);
   // A process of a job as it was stored, if it is still that process (nullopt: gone).
-  using FindProcess =
-      std::function<std::optional<ProcessHandle>(JobId, const ProcessIdentity&)>;
+  using FindProcess = std::function<std::optional<ProcessHandle>(JobId, const ProcessIdentity&)>;
   // Watches a running job's processes again, each gone counted as exited. False where its main
   // process died while wardend was down (its cleanup then begins).
   bool rewatch(JobId id, const FindProcess& find, TimePoint now);

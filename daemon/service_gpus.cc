@@ -26,8 +26,7 @@ std::map<pid_t, const Job*> Service::registered_processes() const {
   return registered;
 }
 
-const Job* Service::job_of_process(pid_t pid,
-                                   const std::map<pid_t, const Job*>& registered) const {
+const Job* Service::job_of_process(pid_t pid, const std::map<pid_t, const Job*>& registered) const {
   if (cgroups_ != nullptr) {
     if (auto cgroup = cgroups_->cgroup_of(pid)) {
       if (const Job* job = job_of_cgroup(*cgroup)) return job;
@@ -38,13 +37,12 @@ const Job* Service::job_of_process(pid_t pid,
     if (!stat) return nullptr;
     if (auto it = registered.find(pid); it != registered.end()) {
       const Job& job = *it->second;
-      bool same = job.main.pid == pid ? job.main.start_time == stat->start_time
-                                      : std::any_of(job.workers.begin(), job.workers.end(),
-                                                    [&](const TrackedProcess& w) {
-                                                      return w.identity.pid == pid &&
-                                                             w.identity.start_time ==
-                                                                 stat->start_time;
-                                                    });
+      bool same =
+          job.main.pid == pid
+              ? job.main.start_time == stat->start_time
+              : std::any_of(job.workers.begin(), job.workers.end(), [&](const TrackedProcess& w) {
+                  return w.identity.pid == pid && w.identity.start_time == stat->start_time;
+                });
       if (same) return &job;  // else a recycled pid: not the job's
     }
     pid = stat->ppid;
@@ -65,16 +63,16 @@ GpusReply Service::gpus(const Caller& caller) const {
   auto visible = core_.visible_jobs(caller);
   auto registered = registered_processes();
   for (const auto& [pid, held] : Gpus::holders(snapshot)) {
-    // As the caller numbers it; a holder outside a container caller's PID namespace is not its to see.
+    // As the caller numbers it; a holder outside a container caller's PID namespace is not its to
+    // see.
     pid_t seen = pid;
     if (caller.view != nullptr && !caller.view->shares_pids()) {
       auto local = caller.view->local_pid(pid);
       if (!local) continue;
       seen = *local;
     }
-    GpuHolder holder{.pid = seen,
-                     .uid = read_proc_real_uid(pid).value_or(0),
-                     .command = read_command_line(pid)};
+    GpuHolder holder{
+        .pid = seen, .uid = read_proc_real_uid(pid).value_or(0), .command = read_command_line(pid)};
     if (const Job* job = job_of_process(pid, registered)) {
       holder.job = job->id;
       // Another user's job is named by its number only.

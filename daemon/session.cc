@@ -4,16 +4,17 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
+#include <cstring>
+#include <span>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <algorithm>
-#include <cstring>
 #include <fmt/format.h>
-#include <span>
 #include <spdlog/spdlog.h>
 
 #include "daemon/namespaces.h"
@@ -56,8 +57,8 @@ std::pair<boost::system::error_code, std::size_t> receive(int socket, std::span<
                                                           std::deque<UniqueFd>& fds) {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
   iovec iov{.iov_base = into.data(), .iov_len = into.size()};
-  msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-             .msg_controllen = sizeof(control)};
+  msghdr msg{
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
   ssize_t n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   if (n < 0) return {boost::system::error_code(errno, boost::system::system_category()), 0};
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -232,12 +233,14 @@ class Session {
   asio::awaitable<void> say_expired() {
     const ConnectionLimits& limits = settings_.limits;
     std::string why = deadline_->line_started
-                          ? fmt::format("request not completed within {:g} s; closing the "
-                                        "connection",
-                                        to_seconds(limits.request_timeout))
-                          : fmt::format("connection idle for {:g} s; closing it (reconnect when "
-                                        "needed)",
-                                        to_seconds(limits.idle_timeout));
+                          ? fmt::format(
+                                "request not completed within {:g} s; closing the "
+                                "connection",
+                                to_seconds(limits.request_timeout))
+                          : fmt::format(
+                                "connection idle for {:g} s; closing it (reconnect when "
+                                "needed)",
+                                to_seconds(limits.idle_timeout));
     spdlog::info("dropping connection pid={} uid={}: {}", caller_.pid, caller_.uid, why);
     settings_.service.count_refusal(ErrorCode::limit_exceeded);
     co_await write_all(error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
@@ -260,13 +263,15 @@ class Session {
     if (decoder_.overflowed()) {
       out = error_reply(nullptr, ErrorCode::frame_too_large,
                         "request line exceeds " + std::to_string(settings_.max_frame) +
-                            " bytes; closing the connection") + "\n";
+                            " bytes; closing the connection") +
+            "\n";
       close = true;
     } else if (ec == asio::error::eof && decoder_.pending() > 0) {
       // The peer shut down its side mid-line; it may still read our answer.
       out = error_reply(nullptr, ErrorCode::bad_request,
                         "connection closed in the middle of a request (" +
-                            std::to_string(decoder_.pending()) + " bytes without a newline)") + "\n";
+                            std::to_string(decoder_.pending()) + " bytes without a newline)") +
+            "\n";
     }
     co_return out.empty() || co_await write_all(out);
   }
@@ -405,11 +410,11 @@ class Session {
                                     asio::as_tuple(asio::use_awaitable)) ||
                   timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
     // The timer, or the read deadline (which cancels every wait on the socket), ended the write.
-    if (result.index() == 1 ||
-        std::get<0>(std::get<0>(result)) == asio::error::operation_aborted) {
-      spdlog::info("dropping connection uid={}: it read none of wardend's answers for {:g} s "
-                   "(request-timeout)",
-                   caller_.uid, to_seconds(settings_.limits.request_timeout));
+    if (result.index() == 1 || std::get<0>(std::get<0>(result)) == asio::error::operation_aborted) {
+      spdlog::info(
+          "dropping connection uid={}: it read none of wardend's answers for {:g} s "
+          "(request-timeout)",
+          caller_.uid, to_seconds(settings_.limits.request_timeout));
       co_return false;
     }
     co_return !std::get<0>(std::get<0>(result));

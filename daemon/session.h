@@ -4,14 +4,15 @@
 // A Session lives in the coroutine that runs it (serve()); its guards give back what it holds.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <deque>
 #include <list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 
 #include "daemon/commands.h"
 #include "daemon/connection_limits.h"

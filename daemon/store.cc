@@ -1,15 +1,15 @@
 #include "daemon/store.h"
 
-#include <SQLiteCpp/Statement.h>
-#include <SQLiteCpp/Transaction.h>
-#include <SQLiteCpp/VariadicBind.h>
-#include <sqlite3.h>
-
-#include <fmt/format.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
 #include <filesystem>
+
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+#include <SQLiteCpp/VariadicBind.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
 
 #include "daemon/wall_clock.h"
 
@@ -116,9 +116,9 @@ bool on_read_only_file_system(const std::string& path) {
 // file there is nothing to read, and an empty store in memory stands in (every write is refused).
 SQLite::Database open_database(const std::string& path, bool read_only, bool writer) {
   if (!read_only) {
-    return SQLite::Database(path, (writer ? SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE
-                                          : SQLite::OPEN_READONLY) |
-                                      SQLite::OPEN_NOFOLLOW);
+    return SQLite::Database(
+        path, (writer ? SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE : SQLite::OPEN_READONLY) |
+                  SQLite::OPEN_NOFOLLOW);
   }
   if (!std::filesystem::exists(path)) {
     SQLite::Database empty(":memory:", SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
@@ -140,7 +140,8 @@ SQLite::Database open_database(const std::string& path, bool read_only, bool wri
 std::string corrupt_message(const std::string& path, const std::string& what) {
   return "the state store " + path + " cannot be read (" + what +
          "). wardend will not start over jobs it cannot read: restore the file from a backup, "
-         "or move it aside (mv " + path + " " + path + ".bad) to start with no jobs";
+         "or move it aside (mv " +
+         path + " " + path + ".bad) to start with no jobs";
 }
 
 }  // namespace
@@ -201,14 +202,16 @@ Store::Store(StoreOptions options) try
     writer_.exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
     migrate.commit();
   } else if (version < kSchemaVersion) {
-    throw StoreError("the state store " + options_.path + " has schema version " +
-                     std::to_string(version) + " and lies on a read-only file system, so it "
-                     "cannot be upgraded to version " + std::to_string(kSchemaVersion) +
-                     "; start this wardend once with the directory writable");
+    throw StoreError(
+        "the state store " + options_.path + " has schema version " + std::to_string(version) +
+        " and lies on a read-only file system, so it "
+        "cannot be upgraded to version " +
+        std::to_string(kSchemaVersion) + "; start this wardend once with the directory writable");
   } else if (version != kSchemaVersion) {
     throw StoreError("the state store " + options_.path + " has schema version " +
                      std::to_string(version) + ", written by a newer wardend (this one knows " +
-                     std::to_string(kSchemaVersion) + "); run that version, or move the file aside");
+                     std::to_string(kSchemaVersion) +
+                     "); run that version, or move the file aside");
   }
   std::string check = writer_.execAndGet("PRAGMA quick_check").getString();
   if (check != "ok") throw StoreError(corrupt_message(options_.path, check));
@@ -221,10 +224,11 @@ namespace {
 // The jobs table, by id, without their processes, paths and hooks.
 std::map<JobId, Job> load_jobs(SQLite::Database& db) {
   std::map<JobId, Job> jobs;
-  SQLite::Statement rows(db,
-                         "SELECT id, uid, gid, spec, main_pid, main_start, main_uid, state, reason, "
-                         "reason_detail, cleanup_includes_main, created_unix_ms, finished_unix_ms, "
-                         "report, main_pidfs_inode, cgroup FROM jobs ORDER BY id");
+  SQLite::Statement rows(
+      db,
+      "SELECT id, uid, gid, spec, main_pid, main_start, main_uid, state, reason, "
+      "reason_detail, cleanup_includes_main, created_unix_ms, finished_unix_ms, "
+      "report, main_pidfs_inode, cgroup FROM jobs ORDER BY id");
   while (rows.executeStep()) {
     Job job;
     job.id = static_cast<JobId>(rows.getColumn(0).getInt64());
@@ -254,8 +258,8 @@ std::map<JobId, Job> load_jobs(SQLite::Database& db) {
 
 void load_processes(SQLite::Database& db, std::map<JobId, Job>& jobs) {
   // Processes and paths come back in key order, not registration order; nothing depends on it.
-  SQLite::Statement processes(db,
-                              "SELECT job, pid, start_time, uid, policy, pidfs_inode FROM processes");
+  SQLite::Statement processes(
+      db, "SELECT job, pid, start_time, uid, policy, pidfs_inode FROM processes");
   while (processes.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(processes.getColumn(0).getInt64()));
     if (it == jobs.end()) continue;  // a forgotten job's rows, removed with it
@@ -269,8 +273,7 @@ void load_processes(SQLite::Database& db, std::map<JobId, Job>& jobs) {
 }
 
 void load_paths(SQLite::Database& db, std::map<JobId, Job>& jobs) {
-  SQLite::Statement paths(db,
-                          "SELECT job, kind, path, dev, ino, uid, type, policy FROM paths");
+  SQLite::Statement paths(db, "SELECT job, kind, path, dev, ino, uid, type, policy FROM paths");
   while (paths.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(paths.getColumn(0).getInt64()));
     if (it == jobs.end()) continue;
@@ -317,7 +320,8 @@ StoredState Store::load() try {
 
 void Store::write(std::vector<Record>& records) {
   if (read_only_) {
-    throw std::runtime_error("the state directory of " + options_.path + " is on a read-only file system");
+    throw std::runtime_error("the state directory of " + options_.path +
+                             " is on a read-only file system");
   }
   SQLite::Transaction transaction(writer_);
   bool events = false;
@@ -353,7 +357,8 @@ void Store::apply(Record& record) {
           s.bind(12, r.cleanup_includes_main ? 1 : 0);
           s.bind(13, r.created_unix_ms);
           if (r.finished_unix_ms) s.bind(14, *r.finished_unix_ms);
-          if (r.report) s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
+          if (r.report)
+            s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
           s.bind(16, r.cgroup);
           s.exec();
         } else if constexpr (std::is_same_v<T, JobForgotten>) {
@@ -364,16 +369,18 @@ void Store::apply(Record& record) {
           }
         } else if constexpr (std::is_same_v<T, ProcessRecord>) {
           const ProcessIdentity& p = r.process.identity;
-          execute("INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
-                  "VALUES(?, ?, ?, ?, ?, ?)",
-                  i64(r.job), i64(p.pid), i64(p.start_time), i64(p.uid), i64(p.pidfs_inode),
-                  std::string(to_string(r.process.policy)));
+          execute(
+              "INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
+              "VALUES(?, ?, ?, ?, ?, ?)",
+              i64(r.job), i64(p.pid), i64(p.start_time), i64(p.uid), i64(p.pidfs_inode),
+              std::string(to_string(r.process.policy)));
         } else if constexpr (std::is_same_v<T, PathRecord>) {
           const PathIdentity& id = r.path.identity;
-          execute("INSERT OR REPLACE INTO paths(job, kind, path, dev, ino, uid, type, policy) "
-                  "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                  i64(r.job), std::string(to_string(r.path.kind)), r.path.path, i64(id.dev),
-                  i64(id.ino), i64(id.uid), i64(id.type), std::string(to_string(r.path.policy)));
+          execute(
+              "INSERT OR REPLACE INTO paths(job, kind, path, dev, ino, uid, type, policy) "
+              "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+              i64(r.job), std::string(to_string(r.path.kind)), r.path.path, i64(id.dev),
+              i64(id.ino), i64(id.uid), i64(id.type), std::string(to_string(r.path.policy)));
         } else if constexpr (std::is_same_v<T, HookRecord>) {
           execute("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)", i64(r.job),
                   to_json(r.hook.command).dump(), std::string(to_string(r.hook.policy)));

@@ -7,9 +7,6 @@
 // pid and start time at start).
 #pragma once
 
-#include <SQLiteCpp/Database.h>
-#include <SQLiteCpp/Statement.h>
-
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -18,6 +15,9 @@
 #include <string>
 #include <variant>
 #include <vector>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
 
 #include "daemon/supervisor.h"
 
@@ -63,8 +63,8 @@ struct NextJobId {
   JobId value = 1;
 };
 
-using Record = std::variant<JobRecord, JobForgotten, ProcessRecord, PathRecord, HookRecord,
-                            Event, NextJobId>;
+using Record =
+    std::variant<JobRecord, JobForgotten, ProcessRecord, PathRecord, HookRecord, Event, NextJobId>;
 
 // Snapshots of a job's header and of its latest state change, taken on the event loop.
 JobRecord job_record(const Job& job);

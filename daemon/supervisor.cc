@@ -1,10 +1,10 @@
 #include "daemon/supervisor.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <stdexcept>
 #include <utility>
+
+#include <fmt/format.h>
 
 namespace warden {
 namespace {
@@ -12,7 +12,9 @@ namespace {
 std::string job_str(JobId id) { return "job " + std::to_string(id); }
 
 // A user sees its own jobs; an admin sees all.
-bool sees(const Caller& caller, const Job& job) { return caller.is_admin() || job.uid == caller.uid; }
+bool sees(const Caller& caller, const Job& job) {
+  return caller.is_admin() || job.uid == caller.uid;
+}
 
 }  // namespace
 
@@ -26,15 +28,15 @@ Supervisor::Supervisor(SupervisorLimits limits) : limits_(limits) {}
 JobId Supervisor::register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main,
                                TimePoint now) {
   if (!caller.is_admin() && main.uid != caller.uid) {
-    throw Error(ErrorCode::permission_denied,
-                "process " + std::to_string(main.pid) + " belongs to uid " +
-                    std::to_string(main.uid) + "; you may register only your own processes");
+    throw Error(ErrorCode::permission_denied, "process " + std::to_string(main.pid) +
+                                                  " belongs to uid " + std::to_string(main.uid) +
+                                                  "; you may register only your own processes");
   }
   std::size_t& active = active_jobs_per_user_[caller.uid];
   if (active >= limits_.max_jobs_per_user) {
-    throw Error(ErrorCode::limit_exceeded,
-                "uid " + std::to_string(caller.uid) + " already has " + std::to_string(active) +
-                    " jobs (the limit); end some first");
+    throw Error(ErrorCode::limit_exceeded, "uid " + std::to_string(caller.uid) + " already has " +
+                                               std::to_string(active) +
+                                               " jobs (the limit); end some first");
   }
   JobId id = next_id_++;
   Job& job = jobs_[id];
@@ -53,9 +55,9 @@ bool Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
                              Policy policy) {
   Job& job = running_job(caller, id);
   if (!caller.is_admin() && process.uid != caller.uid) {
-    throw Error(ErrorCode::permission_denied,
-                "process " + std::to_string(process.pid) + " belongs to uid " +
-                    std::to_string(process.uid) + "; you may register only your own processes");
+    throw Error(ErrorCode::permission_denied, "process " + std::to_string(process.pid) +
+                                                  " belongs to uid " + std::to_string(process.uid) +
+                                                  "; you may register only your own processes");
   }
   // Registering the same process twice is harmless (a client retrying after a reconnect).
   if (process == job.main) return false;
@@ -64,12 +66,13 @@ bool Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
   }
   if (job.workers.size() >= limits_.max_processes_per_job) {
     // Records of workers that already exited are only history; make room by dropping the oldest.
-    auto oldest_exited = std::find_if(job.workers.begin(), job.workers.end(),
-                                      [](const TrackedProcess& p) { return p.exited_at.has_value(); });
+    auto oldest_exited =
+        std::find_if(job.workers.begin(), job.workers.end(),
+                     [](const TrackedProcess& p) { return p.exited_at.has_value(); });
     if (oldest_exited == job.workers.end()) {
-      throw Error(ErrorCode::limit_exceeded,
-                  job_str(id) + " already tracks " + std::to_string(job.workers.size()) +
-                      " processes (the limit)");
+      throw Error(ErrorCode::limit_exceeded, job_str(id) + " already tracks " +
+                                                 std::to_string(job.workers.size()) +
+                                                 " processes (the limit)");
     }
     job.workers.erase(oldest_exited);
   }
@@ -80,9 +83,9 @@ bool Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
 std::optional<TrackedPath> Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
   Job& job = running_job(caller, id);
   if (path.kind != PathKind::shm_glob && !caller.is_admin() && path.identity.uid != caller.uid) {
-    throw Error(ErrorCode::permission_denied,
-                path.path + " belongs to uid " + std::to_string(path.identity.uid) +
-                    "; you may register only your own files");
+    throw Error(ErrorCode::permission_denied, path.path + " belongs to uid " +
+                                                  std::to_string(path.identity.uid) +
+                                                  "; you may register only your own files");
   }
   for (auto& p : job.paths) {
     if (p.kind == path.kind && p.path == path.path) {
@@ -102,9 +105,9 @@ std::optional<TrackedPath> Supervisor::add_path(const Caller& caller, JobId id, 
 void Supervisor::add_hook(const Caller& caller, JobId id, TrackedHook hook) {
   Job& job = running_job(caller, id);
   if (job.hooks.size() >= limits_.max_hooks_per_job) {
-    throw Error(ErrorCode::limit_exceeded,
-                job_str(id) + " already has " + std::to_string(job.hooks.size()) +
-                    " hooks (the limit)");
+    throw Error(
+        ErrorCode::limit_exceeded,
+        job_str(id) + " already has " + std::to_string(job.hooks.size()) + " hooks (the limit)");
   }
   job.hooks.push_back(std::move(hook));
 }
@@ -131,7 +134,8 @@ std::vector<CleanupPlan> Supervisor::cleanup(const Caller& caller, const Cleanup
   std::vector<CleanupPlan> plans;
   for (auto& [id, job] : jobs_) {
     if (job.state == JobState::running && job.spec.group == request.group && sees(caller, job)) {
-      plans.push_back(begin_cleanup(job, JobState::failed, detail + " for group " + request.group, true));
+      plans.push_back(
+          begin_cleanup(job, JobState::failed, detail + " for group " + request.group, true));
     }
   }
   return plans;
@@ -161,8 +165,9 @@ ExitEffect Supervisor::process_exited(JobId id, pid_t pid, TimePoint now) {
   if (job.state != JobState::running) return {};
   if (pid == job.main.pid) {
     // The main process is dead: it and everything it led are the job's to clean.
-    CleanupPlan plan = begin_cleanup(
-        job, JobState::failed, "main process " + std::to_string(pid) + " exited without end_job", true);
+    CleanupPlan plan =
+        begin_cleanup(job, JobState::failed,
+                      "main process " + std::to_string(pid) + " exited without end_job", true);
     plan.targets.front().exited = true;
     return {.cleanup = std::move(plan)};
   }
@@ -318,16 +323,17 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
   const bool clean = reason == JobState::ended;
   // On a clean end, `failure`-only resources are kept; everything else still there is a leftover.
   auto keep = [clean](Policy p) { return clean && p == Policy::failure; };
-  CleanupPlan plan{.job = job.id,
-                   .reason = reason,
-                   .uid = job.uid,
-                   .gid = job.gid,
-                   .grace = job.spec.grace,
-                   .main = job.main,
-                   .main_spared = !include_main,
-                   .cgroup = job.cgroup,
-                   .diagnose = reason == JobState::stalled,
-                   .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt};
+  CleanupPlan plan{
+      .job = job.id,
+      .reason = reason,
+      .uid = job.uid,
+      .gid = job.gid,
+      .grace = job.spec.grace,
+      .main = job.main,
+      .main_spared = !include_main,
+      .cgroup = job.cgroup,
+      .diagnose = reason == JobState::stalled,
+      .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt};
   if (include_main) {
     plan.targets.push_back({.identity = job.main, .role = "main"});
   }
@@ -338,7 +344,8 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
                             .exited = w.exited_at.has_value(),
                             .keep = keep(w.policy)});
   }
-  for (const auto& h : job.hooks) plan.hooks.push_back({.command = h.command, .keep = keep(h.policy)});
+  for (const auto& h : job.hooks)
+    plan.hooks.push_back({.command = h.command, .keep = keep(h.policy)});
   for (const auto& p : job.paths) {
     plan.paths.push_back({.path = p, .keep = keep(p.policy), .leftover = clean && !keep(p.policy)});
   }

@@ -2,8 +2,8 @@
 //
 // Plain C++ with no sockets, no timers and no system calls: every call gets the current time as an
 // argument, and the core answers with what should happen (a cleanup plan, a new deadline). The
-// service (service.h) feeds it requests and world events and carries out its answers, so the core is
-// tested with a fake clock and made-up process identities.
+// service (service.h) feeds it requests and world events and carries out its answers, so the core
+// is tested with a fake clock and made-up process identities.
 #pragma once
 
 #include <sys/types.h>
@@ -182,7 +182,8 @@ class Supervisor {
 
   // --- requests ---
   // `main` is the identity the service read for the requested pid.
-  JobId register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main, TimePoint now);
+  JobId register_job(const Caller& caller, JobSpec spec, const ProcessIdentity& main,
+                     TimePoint now);
   // True if the process is newly tracked (false: it already was).
   bool add_process(const Caller& caller, JobId id, const ProcessIdentity& process,
                    Policy policy = Policy::always);

@@ -1,11 +1,12 @@
 #include "daemon/systemd.h"
 
-#include <spdlog/spdlog.h>
 #include <sys/socket.h>
-#include <systemd/sd-daemon.h>
 
 #include <cstdlib>
 #include <cstring>
+
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 namespace warden {
 namespace {
@@ -30,8 +31,8 @@ Systemd::Systemd() {
     } else if (!listener_ && sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, nullptr, 0) > 0) {
       listener_.emplace(fd);
     } else {
-      spdlog::warn("closing descriptor {} ({:?}) passed by systemd: not a listening Unix socket", fd,
-                   name);
+      spdlog::warn("closing descriptor {} ({:?}) passed by systemd: not a listening Unix socket",
+                   fd, name);
       UniqueFd close_it(fd);
     }
   }
@@ -57,7 +58,8 @@ void Systemd::watchdog() { notify("WATCHDOG=1"); }
 void Systemd::store_pidfd(const std::string& name, int fd) {
   if (!supervised_) return;
   int r = sd_pid_notify_with_fds(0, 0, ("FDSTORE=1\nFDNAME=" + name).c_str(), &fd, 1);
-  if (r <= 0) spdlog::debug("could not keep {} in systemd's descriptor store: {}", name, std::strerror(-r));
+  if (r <= 0)
+    spdlog::debug("could not keep {} in systemd's descriptor store: {}", name, std::strerror(-r));
 }
 
 void Systemd::remove_pidfd(const std::string& name) {

@@ -9,14 +9,15 @@
 #include <string>
 
 #include "daemon/process.h"
-#include "proto/unique_fd.h"
 #include "proto/messages.h"
+#include "proto/unique_fd.h"
 
 namespace warden {
 
 class Systemd {
  public:
-  // Takes the descriptors systemd passed to this process (LISTEN_FDS, cleared from the environment).
+  // Takes the descriptors systemd passed to this process (LISTEN_FDS, cleared from the
+  // environment).
   Systemd();
   Systemd(const Systemd&) = delete;
   Systemd& operator=(const Systemd&) = delete;

@@ -10,7 +10,8 @@ void ProcessWatch::watch(JobId job, ProcessHandle process) {
   Key key{job, process.identity.pid};
   if (entries_.contains(key)) return;
   Entry entry{.pidfd = std::make_unique<Descriptor>(executor_, process.pidfd.release())};
-  if (keeper_.keep) entry.kept_as = keeper_.keep(job, process.identity, entry.pidfd->native_handle());
+  if (keeper_.keep)
+    entry.kept_as = keeper_.keep(job, process.identity, entry.pidfd->native_handle());
   auto [it, _] = entries_.emplace(key, std::move(entry));
   arm(key, *it->second.pidfd);
 }
@@ -41,7 +42,8 @@ void ProcessWatch::forget_job(JobId job) {
         entries_.upper_bound({job, std::numeric_limits<pid_t>::max()}));
 }
 
-void ProcessWatch::erase(std::map<Key, Entry>::iterator first, std::map<Key, Entry>::iterator last) {
+void ProcessWatch::erase(std::map<Key, Entry>::iterator first,
+                         std::map<Key, Entry>::iterator last) {
   for (auto it = first; it != last; ++it) {
     if (!it->second.kept_as.empty()) keeper_.release(it->second.kept_as);
   }

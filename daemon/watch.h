@@ -1,14 +1,15 @@
 // ProcessWatch: one pidfd per tracked process, waited on by the event loop; reports each exit once.
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "daemon/process.h"
 #include "proto/messages.h"

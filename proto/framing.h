@@ -9,10 +9,10 @@
 
 namespace warden {
 
-// Accumulates bytes read from a stream and yields complete lines (without the '\n'). Blank lines are
-// skipped. Once a line (complete or still partial) exceeds max_frame bytes the decoder is poisoned:
-// overflowed() turns true and next() yields nothing more, because the stream can no longer be split
-// reliably. Not thread-safe; one decoder per connection.
+// Accumulates bytes read from a stream and yields complete lines (without the '\n'). Blank lines
+// are skipped. Once a line (complete or still partial) exceeds max_frame bytes the decoder is
+// poisoned: overflowed() turns true and next() yields nothing more, because the stream can no
+// longer be split reliably. Not thread-safe; one decoder per connection.
 class FrameDecoder {
  public:
   explicit FrameDecoder(std::size_t max_frame);

@@ -21,7 +21,8 @@ constexpr NameTable<JobState, 6> kJobStates{{
     {JobState::cleaned, "cleaned"},
 }};
 
-constexpr NameTable<Policy, 2> kPolicies{{{Policy::always, "always"}, {Policy::failure, "failure"}}};
+constexpr NameTable<Policy, 2> kPolicies{
+    {{Policy::always, "always"}, {Policy::failure, "failure"}}};
 
 constexpr NameTable<PathKind, 4> kPathKinds{{
     {PathKind::file, "file"},
@@ -119,7 +120,8 @@ double seconds_field(const json& j, std::string_view field, double fallback, dou
   if (!v->is_number()) bad_field(field, "must be a number of seconds");
   double s = v->get<double>();
   if (!std::isfinite(s) || s < 0 || s > max) {
-    bad_field(field, "must be between 0 and " + std::to_string(static_cast<long>(max)) + " seconds");
+    bad_field(field,
+              "must be between 0 and " + std::to_string(static_cast<long>(max)) + " seconds");
   }
   return s;
 }
@@ -130,7 +132,8 @@ std::int64_t count_field(const json& j, std::string_view field, std::int64_t fal
   const json* v = find(j, field);
   if (v == nullptr) return fallback;
   bool negative = v->is_number_integer() && !v->is_number_unsigned() && v->get<std::int64_t>() < 0;
-  if (!v->is_number_integer() || negative || v->get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
+  if (!v->is_number_integer() || negative ||
+      v->get<std::uint64_t>() > static_cast<std::uint64_t>(max)) {
     bad_field(field, "must be an integer between 0 and " + std::to_string(max));
   }
   return v->get<std::int64_t>();
@@ -179,7 +182,8 @@ CommandSpec command_field(const json& j, std::string_view field) {
     spec.timeout_s = seconds_field(*v, "timeout_s", spec.timeout_s, kMaxCommandS);
   }
   if (!argv->is_array() || argv->empty() || argv->size() > kMaxArgs) {
-    bad_field(field, "must be a non-empty array of at most " + std::to_string(kMaxArgs) + " strings");
+    bad_field(field,
+              "must be a non-empty array of at most " + std::to_string(kMaxArgs) + " strings");
   }
   for (const auto& a : *argv) {
     if (!a.is_string() || a.get_ref<const std::string&>().find('\0') != std::string::npos ||
@@ -209,10 +213,14 @@ std::string_view to_string(JobState s) { return name_of(kJobStates, s); }
 std::string_view to_string(Policy p) { return name_of(kPolicies, p); }
 std::string_view to_string(PathKind k) { return name_of(kPathKinds, k); }
 std::string_view to_string(Outcome o) { return name_of(kOutcomes, o); }
-std::optional<JobState> job_state_from_string(std::string_view s) { return value_of(kJobStates, s); }
+std::optional<JobState> job_state_from_string(std::string_view s) {
+  return value_of(kJobStates, s);
+}
 std::optional<Outcome> outcome_from_string(std::string_view s) { return value_of(kOutcomes, s); }
 std::optional<Policy> policy_from_string(std::string_view s) { return value_of(kPolicies, s); }
-std::optional<PathKind> path_kind_from_string(std::string_view s) { return value_of(kPathKinds, s); }
+std::optional<PathKind> path_kind_from_string(std::string_view s) {
+  return value_of(kPathKinds, s);
+}
 
 // --- requests ------------------------------------------------------------------------------------
 
@@ -258,9 +266,12 @@ namespace {
 // The request field that names an AddPathRequest's path.
 const char* path_field_of(PathKind kind) {
   switch (kind) {
-    case PathKind::shm: return "name";
-    case PathKind::shm_glob: return "pattern";
-    default: return "path";
+    case PathKind::shm:
+      return "name";
+    case PathKind::shm_glob:
+      return "pattern";
+    default:
+      return "path";
   }
 }
 
@@ -307,7 +318,8 @@ CleanupRequest parse_cleanup(const json& j) {
   CleanupRequest r;
   if (find(j, "job") != nullptr) r.job = job_field(j, "job");
   if (find(j, "group") != nullptr) r.group = string_field(j, "group", kMaxNameBytes);
-  if (r.job.has_value() == !r.group.empty()) bad_field("job", "or 'group' is required (exactly one)");
+  if (r.job.has_value() == !r.group.empty())
+    bad_field("job", "or 'group' is required (exactly one)");
   return r;
 }
 
@@ -315,7 +327,8 @@ EventsRequest parse_events(const json& j) {
   constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
   EventsRequest r;
   if (find(j, "job") != nullptr) r.job = job_field(j, "job");
-  if (find(j, "since_unix_ms") != nullptr) r.since_unix_ms = count_field(j, "since_unix_ms", 0, kMaxInt);
+  if (find(j, "since_unix_ms") != nullptr)
+    r.since_unix_ms = count_field(j, "since_unix_ms", 0, kMaxInt);
   if (find(j, "after_seq") != nullptr) r.after_seq = count_field(j, "after_seq", 0, kMaxInt);
   r.limit = static_cast<std::size_t>(
       count_field(j, "limit", static_cast<std::int64_t>(r.limit), kMaxEventsPerReply));
@@ -328,9 +341,9 @@ json to_json(const HelloRequest& r) {
 }
 
 json to_json(const RegisterJobRequest& r) {
-  json j{{"op", "register_job"},     {"name", r.name},
-         {"pid", r.pid},             {"heartbeat_s", r.heartbeat_s},
-         {"grace_s", r.grace_s},     {"kill_main_on_stall", r.kill_main_on_stall}};
+  json j{{"op", "register_job"}, {"name", r.name},
+         {"pid", r.pid},         {"heartbeat_s", r.heartbeat_s},
+         {"grace_s", r.grace_s}, {"kill_main_on_stall", r.kill_main_on_stall}};
   if (r.diagnose) j["diagnose"] = to_json(*r.diagnose);
   if (!r.group.empty()) j["group"] = r.group;
   if (r.pidfd) j["pidfd"] = true;
@@ -351,7 +364,9 @@ json to_json(const AddPathRequest& r) {
 }
 
 json to_json(const AddHookRequest& r) {
-  return {{"op", "add_hook"}, {"job", r.job}, {"hook", to_json(r.hook)},
+  return {{"op", "add_hook"},
+          {"job", r.job},
+          {"hook", to_json(r.hook)},
           {"policy", to_string(r.policy)}};
 }
 
@@ -388,15 +403,12 @@ json to_json(const EventsRequest& r) {
   return j;
 }
 
-// --- replies ---------------------------------------------------------------------------------------
+// --- replies
+// ---------------------------------------------------------------------------------------
 
 json to_json(const HelloReply& r) {
-  return {{"protocol", r.protocol},
-          {"server", r.server},
-          {"capabilities", r.capabilities},
-          {"max_frame", r.max_frame},
-          {"tracking", r.tracking},
-          {"instance", r.instance}};
+  return {{"protocol", r.protocol},   {"server", r.server},     {"capabilities", r.capabilities},
+          {"max_frame", r.max_frame}, {"tracking", r.tracking}, {"instance", r.instance}};
 }
 
 HelloReply parse_hello_reply(const json& j) {
@@ -454,7 +466,9 @@ GpuHolder parse_gpu_holder(const json& j) {
 }
 
 json to_json(const ProcessReport& p) {
-  json j{{"pid", p.pid}, {"role", p.role}, {"outcome", to_string(p.outcome)},
+  json j{{"pid", p.pid},
+         {"role", p.role},
+         {"outcome", to_string(p.outcome)},
          {"elapsed_ms", p.elapsed_ms}};
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
@@ -503,8 +517,11 @@ GpuReport parse_gpu_report(const json& j) {
 }
 
 json to_json(const PathReport& p) {
-  json j{{"kind", to_string(p.kind)}, {"path", p.path}, {"outcome", to_string(p.outcome)},
-         {"removed", p.removed}, {"elapsed_ms", p.elapsed_ms}};
+  json j{{"kind", to_string(p.kind)},
+         {"path", p.path},
+         {"outcome", to_string(p.outcome)},
+         {"removed", p.removed},
+         {"elapsed_ms", p.elapsed_ms}};
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
   return j;
@@ -521,7 +538,9 @@ PathReport parse_path_report(const json& j) {
 }
 
 json to_json(const CommandReport& c) {
-  json j{{"argv", c.argv}, {"outcome", to_string(c.outcome)}, {"output", c.output},
+  json j{{"argv", c.argv},
+         {"outcome", to_string(c.outcome)},
+         {"output", c.output},
          {"elapsed_ms", c.elapsed_ms}};
   if (c.exit_code) j["exit_code"] = *c.exit_code;
   if (c.signal) j["signal"] = *c.signal;
@@ -545,8 +564,11 @@ CommandReport parse_command_report(const json& j) {
 json to_json(const Diagnostics& d) {
   json procs = json::array();
   for (const auto& p : d.processes) {
-    json e{{"pid", p.pid}, {"role", p.role}, {"state", std::string(1, p.state)},
-           {"wchan", p.wchan}, {"stack", p.stack}};
+    json e{{"pid", p.pid},
+           {"role", p.role},
+           {"state", std::string(1, p.state)},
+           {"wchan", p.wchan},
+           {"stack", p.stack}};
     if (!p.detail.empty()) e["detail"] = p.detail;
     procs.push_back(std::move(e));
   }
@@ -597,7 +619,8 @@ CleanupReport parse_cleanup_report(const json& j) {
   r.reason = job_state_from_string(j.value("reason", "")).value_or(JobState::failed);
   r.started_unix_ms = j.value("started_unix_ms", std::int64_t{0});
   r.duration_ms = j.value("duration_ms", 0.0);
-  for (const auto& p : j.value("processes", json::array())) r.processes.push_back(parse_process_report(p));
+  for (const auto& p : j.value("processes", json::array()))
+    r.processes.push_back(parse_process_report(p));
   for (const auto& h : j.value("hooks", json::array())) r.hooks.push_back(parse_command_report(h));
   for (const auto& p : j.value("paths", json::array())) r.paths.push_back(parse_path_report(p));
   if (j.contains("diagnostics")) r.diagnostics = parse_diagnostics(j["diagnostics"]);
@@ -628,7 +651,8 @@ GpusReply parse_gpus_reply(const json& j) {
                 .uuid = e.value("uuid", ""),
                 .memory_total_bytes = get_optional<std::uint64_t>(e, "memory_total_bytes"),
                 .memory_used_bytes = get_optional<std::uint64_t>(e, "memory_used_bytes")};
-    for (const auto& h : e.value("holders", json::array())) g.holders.push_back(parse_gpu_holder(h));
+    for (const auto& h : e.value("holders", json::array()))
+      g.holders.push_back(parse_gpu_holder(h));
     r.gpus.push_back(std::move(g));
   }
   return r;
@@ -647,13 +671,15 @@ json to_json(const JobStatus& s) {
          {"counts", {{"processes", s.live_processes}, {"files", s.files}, {"shm", s.shm}}},
          {"workers", array_of(s.workers,
                               [](const ProcessStatus& w) {
-                                return json{{"pid", w.pid}, {"start_time", w.start_time},
+                                return json{{"pid", w.pid},
+                                            {"start_time", w.start_time},
                                             {"exited", w.exited},
                                             {"policy", to_string(w.policy)}};
                               })},
          {"paths", array_of(s.paths,
                             [](const PathStatus& p) {
-                              return json{{"kind", to_string(p.kind)}, {"path", p.path},
+                              return json{{"kind", to_string(p.kind)},
+                                          {"path", p.path},
                                           {"policy", to_string(p.policy)}};
                             })},
          {"hooks", s.hooks},
@@ -689,15 +715,17 @@ JobStatus parse_job_status(const json& j) {
     s.last_beat_unix_ms = j.value("last_beat_unix_ms", std::int64_t{0});
   }
   for (const auto& w : j.value("workers", json::array())) {
-    s.workers.push_back({.pid = w.value("pid", 0),
-                         .start_time = w.value("start_time", std::uint64_t{0}),
-                         .exited = w.value("exited", false),
-                         .policy = value_of(kPolicies, w.value("policy", "")).value_or(Policy::always)});
+    s.workers.push_back(
+        {.pid = w.value("pid", 0),
+         .start_time = w.value("start_time", std::uint64_t{0}),
+         .exited = w.value("exited", false),
+         .policy = value_of(kPolicies, w.value("policy", "")).value_or(Policy::always)});
   }
   for (const auto& p : j.value("paths", json::array())) {
-    s.paths.push_back({.kind = value_of(kPathKinds, p.value("kind", "")).value_or(PathKind::file),
-                       .path = p.value("path", ""),
-                       .policy = value_of(kPolicies, p.value("policy", "")).value_or(Policy::always)});
+    s.paths.push_back(
+        {.kind = value_of(kPathKinds, p.value("kind", "")).value_or(PathKind::file),
+         .path = p.value("path", ""),
+         .policy = value_of(kPolicies, p.value("policy", "")).value_or(Policy::always)});
   }
   s.hooks = j.value("hooks", std::size_t{0});
   s.tracking = j.value("tracking", "scan");
@@ -711,8 +739,11 @@ JobStatus parse_job_status(const json& j) {
 }
 
 json to_json(const Event& e) {
-  json j{{"unix_ms", e.unix_ms}, {"job", e.job},    {"uid", e.uid},
-         {"name", e.name},       {"state", to_string(e.state)}};
+  json j{{"unix_ms", e.unix_ms},
+         {"job", e.job},
+         {"uid", e.uid},
+         {"name", e.name},
+         {"state", to_string(e.state)}};
   if (e.seq != 0) j["seq"] = e.seq;
   if (e.reason) j["reason"] = to_string(*e.reason);
   if (e.reason || !e.reason_detail.empty()) j["reason_detail"] = e.reason_detail;

@@ -1,9 +1,9 @@
 // The protocol's messages in their JSON forms (see PROTOCOL.md for the wire spec); the types
 // themselves are in warden/types.h.
 //
-// Requests are validated strictly when parsed (a wrong type or a missing field is a bad_request with
-// a message naming the field); replies are parsed leniently by clients so that a newer daemon may add
-// fields.
+// Requests are validated strictly when parsed (a wrong type or a missing field is a bad_request
+// with a message naming the field); replies are parsed leniently by clients so that a newer daemon
+// may add fields.
 #pragma once
 
 #include <nlohmann/json.hpp>

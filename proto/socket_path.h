@@ -8,7 +8,8 @@ namespace warden {
 // The system service's socket.
 inline constexpr const char* kSystemSocketPath = "/run/warden/warden.sock";
 
-// A per-user instance's socket: $XDG_RUNTIME_DIR/warden/warden.sock (/tmp/warden-UID/... without one).
+// A per-user instance's socket: $XDG_RUNTIME_DIR/warden/warden.sock (/tmp/warden-UID/... without
+// one).
 std::string user_socket_path();
 
 // The daemon's default: the system socket for root, else the per-user one.

@@ -1,11 +1,11 @@
 #include "wardenctl/cleanup_wait.h"
 
-#include <fmt/format.h>
-#include <fmt/ostream.h>
-
 #include <algorithm>
 #include <set>
 #include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
 
 namespace warden {
 namespace {
@@ -38,7 +38,8 @@ std::string summary(const CleanupReport& r) {
     removed += p.outcome == Outcome::removed;
     failed += p.outcome == Outcome::failed || p.outcome == Outcome::refused;
   }
-  for (const auto& h : r.hooks) failed += h.outcome == Outcome::failed || h.outcome == Outcome::timed_out;
+  for (const auto& h : r.hooks)
+    failed += h.outcome == Outcome::failed || h.outcome == Outcome::timed_out;
   std::string s = fmt::format("{} processes ended, {} paths removed", ended, removed);
   if (unkillable > 0) s += fmt::format(", {} processes UNKILLABLE", unkillable);
   if (failed > 0) s += fmt::format(", {} steps failed", failed);
@@ -54,8 +55,8 @@ std::string summary(const CleanupReport& r) {
 
 }  // namespace
 
-int cleanup_and_wait(Client& client, const CleanupRequest& request,
-                     std::chrono::milliseconds bound, std::ostream& out) {
+int cleanup_and_wait(Client& client, const CleanupRequest& request, std::chrono::milliseconds bound,
+                     std::ostream& out) {
   const auto deadline = std::chrono::steady_clock::now() + bound;
   // A job already being cleaned (or cleaned) is waited for, not refused.
   if (!request.job || client.status(*request.job, true).at(0).state == JobState::running) {

@@ -16,7 +16,7 @@ inline constexpr int kNotAllCleaned = 3;
 // Starts the cleanup, then waits until every job of it is cleaned and no process that outlived
 // its cleanup still holds a GPU, or `bound` passes. Prints one line per job to `out` (what its
 // cleanup did, or what it is still waiting for). Returns 0 when all is done, else kNotAllCleaned.
-int cleanup_and_wait(Client& client, const CleanupRequest& request,
-                     std::chrono::milliseconds bound, std::ostream& out);
+int cleanup_and_wait(Client& client, const CleanupRequest& request, std::chrono::milliseconds bound,
+                     std::ostream& out);
 
 }  // namespace warden

@@ -1,10 +1,10 @@
 #include "wardenctl/events_view.h"
 
+#include <ctime>
+
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <fmt/ostream.h>
-
-#include <ctime>
 
 #include "wardenctl/status_view.h"
 
@@ -19,10 +19,11 @@ std::string summary(const CleanupReport& r) {
     terminated += p.outcome == Outcome::terminated;
   }
   for (const auto& p : r.paths) removed += p.outcome == Outcome::removed;
-  for (const auto& h : r.hooks) hooks_failed += h.outcome != Outcome::succeeded && h.outcome != Outcome::kept;
-  std::string s = fmt::format("in {:.1f} ms: {} processes ({} terminated, {} killed), {}/{} paths removed",
-                              r.duration_ms, r.processes.size(), terminated, killed, removed,
-                              r.paths.size());
+  for (const auto& h : r.hooks)
+    hooks_failed += h.outcome != Outcome::succeeded && h.outcome != Outcome::kept;
+  std::string s =
+      fmt::format("in {:.1f} ms: {} processes ({} terminated, {} killed), {}/{} paths removed",
+                  r.duration_ms, r.processes.size(), terminated, killed, removed, r.paths.size());
   if (!r.hooks.empty()) s += fmt::format(", {} hooks ({} failed)", r.hooks.size(), hooks_failed);
   return s;
 }
@@ -55,7 +56,8 @@ std::optional<std::int64_t> parse_since(const std::string& text) {
       std::size_t used = 0;
       try {
         double n = std::stod(text.substr(0, text.size() - 1), &used);
-        if (used == text.size() - 1 && n >= 0) return now_unix_ms() - static_cast<std::int64_t>(n * ms);
+        if (used == text.size() - 1 && n >= 0)
+          return now_unix_ms() - static_cast<std::int64_t>(n * ms);
       } catch (const std::exception&) {
       }
       return std::nullopt;

@@ -1,9 +1,9 @@
 #include "wardenctl/gpu_view.h"
 
+#include <array>
+
 #include <fmt/format.h>
 #include <fmt/ostream.h>
-
-#include <array>
 
 #include "wardenctl/status_view.h"
 
@@ -61,10 +61,10 @@ void print_gpu_report(std::ostream& out, const CleanupReport& report) {
   if (report.gpus.empty()) return;
   out << "  gpus\n";
   for (const auto& g : report.gpus) {
-    std::string released = g.held_bytes ? fmt::format("  held {}, released {}",
-                                                      bytes_text(*g.held_bytes),
-                                                      memory_text(g.released_bytes))
-                                        : "";
+    std::string released = g.held_bytes
+                               ? fmt::format("  held {}, released {}", bytes_text(*g.held_bytes),
+                                             memory_text(g.released_bytes))
+                               : "";
     fmt::print(out, "    {}{}{}\n", g.device, g.uuid.empty() ? "" : "  " + g.uuid, released);
     if (g.still_held_by.empty()) {
       out << "      no process outside the job holds it\n";

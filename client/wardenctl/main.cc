@@ -1,9 +1,10 @@
 // wardenctl: the command line for wardend. Each subcommand is one request (see PROTOCOL.md).
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
+
+#include <CLI/CLI.hpp>
 
 #include "proto/messages.h"
 #include "proto/socket_path.h"
@@ -52,7 +53,8 @@ int run_add(warden::Client& client, const Options& o) {
   warden::JobId job = *o.job;
   for (pid_t pid : o.pids) client.add_process(job, pid, policy);
   auto add_paths = [&](const std::vector<std::string>& paths, warden::PathKind kind) {
-    for (const auto& p : paths) client.add_path({.job = job, .kind = kind, .path = p, .policy = policy});
+    for (const auto& p : paths)
+      client.add_path({.job = job, .kind = kind, .path = p, .policy = policy});
   };
   add_paths(o.files, warden::PathKind::file);
   add_paths(o.dirs, warden::PathKind::dir);
@@ -179,16 +181,16 @@ struct Subcommands {
 void add_status(Subcommands& table) {
   Options& o = table.options;
   auto* status = table.add("status", "Show jobs, or one job with its cleanup report",
-                            [](warden::Client& c, Options& o) { return run_status(c, o); });
+                           [](warden::Client& c, Options& o) { return run_status(c, o); });
   status->add_flag("--json", o.json, "Print JSON instead of a table");
   status->add_option("JOB", o.job, "A job id");
 }
 
 void add_events(Subcommands& table) {
   Options& o = table.options;
-  auto* events = table.add("events",
-                            "Show the history of your jobs: state changes and cleanup reports",
-                            [](warden::Client& c, Options& o) { return run_events(c, o); });
+  auto* events =
+      table.add("events", "Show the history of your jobs: state changes and cleanup reports",
+                [](warden::Client& c, Options& o) { return run_events(c, o); });
   events->add_option("--job", o.job, "Only this job");
   events->add_option("--since", o.since,
                      "From this time on: 90s, 15m, 2h, 3d ago, a date, or epoch seconds "
@@ -210,24 +212,23 @@ void add_gpus(Subcommands& table) {
 
 void add_metrics(Subcommands& table) {
   table.add("metrics", "Print wardend's metrics (Prometheus text format)",
-             [](warden::Client& c, Options&) {
-               std::cout << c.metrics();
-               return 0;
-             });
+            [](warden::Client& c, Options&) {
+              std::cout << c.metrics();
+              return 0;
+            });
 }
 
 void add_register(Subcommands& table) {
   Options& o = table.options;
-  auto* reg = table.add("register", "Register a job; prints its id",
-                         [](warden::Client& c, Options& o) {
-                           o.registration.group = o.group;
-                           if (!o.diagnose.empty()) {
-                             o.registration.diagnose =
-                                 shell_command(o.diagnose, o.diagnose_timeout_s);
-                           }
-                           std::cout << c.register_job(o.registration) << "\n";
-                           return 0;
-                         });
+  auto* reg =
+      table.add("register", "Register a job; prints its id", [](warden::Client& c, Options& o) {
+        o.registration.group = o.group;
+        if (!o.diagnose.empty()) {
+          o.registration.diagnose = shell_command(o.diagnose, o.diagnose_timeout_s);
+        }
+        std::cout << c.register_job(o.registration) << "\n";
+        return 0;
+      });
   reg->add_option("--pid", o.registration.pid, "The job's main process")->required();
   reg->add_option("--name", o.registration.name, "A name for people")->required();
   reg->add_option("--heartbeat", o.registration.heartbeat_s,
@@ -242,26 +243,30 @@ void add_register(Subcommands& table) {
   reg->add_option("--diagnose", o.diagnose,
                   "Shell command run at a stall before cleanup; {pid} is the main process, e.g. "
                   "'py-spy dump --pid {pid}'");
-  reg->add_option("--diagnose-timeout", o.diagnose_timeout_s, "Seconds the diagnose command may run")
+  reg->add_option("--diagnose-timeout", o.diagnose_timeout_s,
+                  "Seconds the diagnose command may run")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  reg->add_option("--group", o.group,
-                  "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
+  reg->add_option(
+      "--group", o.group,
+      "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
 }
 
 void add_cleanup(Subcommands& table) {
   Options& o = table.options;
-  auto* cleanup = table.add(
-      "cleanup", "Clean a job, or every job of a group, now: as if it failed, main process included",
-      [](warden::Client& c, Options& o) { return run_cleanup(c, o); });
+  auto* cleanup =
+      table.add("cleanup",
+                "Clean a job, or every job of a group, now: as if it failed, main process included",
+                [](warden::Client& c, Options& o) { return run_cleanup(c, o); });
   cleanup->add_option("JOB", o.job, "A job id");
   cleanup->add_option("--group", o.group, "Every job of this group (e.g. a Slurm job id)");
   cleanup->add_flag("--wait", o.wait,
                     "Return once every job is cleaned and no process of it that outlived SIGKILL "
                     "holds a GPU; exit status 3 (and which) if that did not happen in time");
-  cleanup->add_option("--timeout", o.wait_timeout_s,
-                      "With --wait: seconds to wait at most (wardenctl's own --timeout, given "
-                      "before `cleanup`, bounds each answer from wardend)")
+  cleanup
+      ->add_option("--timeout", o.wait_timeout_s,
+                   "With --wait: seconds to wait at most (wardenctl's own --timeout, given "
+                   "before `cleanup`, bounds each answer from wardend)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cleanup->callback([&o] {
@@ -274,7 +279,7 @@ void add_cleanup(Subcommands& table) {
 void add_add(Subcommands& table) {
   Options& o = table.options;
   auto* add = table.add("add", "Register what a job must not leave behind",
-                         [](warden::Client& c, Options& o) { return run_add(c, o); });
+                        [](warden::Client& c, Options& o) { return run_add(c, o); });
   add->add_option("--job", o.job, "The job id")->required();
   add->add_option("--pid", o.pids, "A worker process (its descendants come with it)");
   add->add_option("--file", o.files, "A file to remove");
@@ -291,8 +296,9 @@ void add_add(Subcommands& table) {
   add->callback([&o] {
     if (o.pids.empty() && o.files.empty() && o.dirs.empty() && o.shms.empty() &&
         o.shm_globs.empty() && o.hooks.empty()) {
-      throw CLI::ValidationError("add", "give at least one of --pid, --file, --dir, --shm, "
-                                        "--shm-glob or --hook");
+      throw CLI::ValidationError("add",
+                                 "give at least one of --pid, --file, --dir, --shm, "
+                                 "--shm-glob or --hook");
     }
   });
 }
@@ -308,11 +314,11 @@ void add_beat(Subcommands& table) {
 
 void add_end(Subcommands& table) {
   Options& o = table.options;
-  auto* end = table.add("end", "End a job and clean what it registered",
-                         [](warden::Client& c, Options& o) {
-                           c.end_job(*o.job, !o.failed);
-                           return 0;
-                         });
+  auto* end =
+      table.add("end", "End a job and clean what it registered", [](warden::Client& c, Options& o) {
+        c.end_job(*o.job, !o.failed);
+        return 0;
+      });
   end->add_option("--job", o.job, "The job id")->required();
   end->add_flag("--failed", o.failed, "The job failed: terminate and remove everything");
 }
@@ -334,8 +340,9 @@ void add_run(Subcommands& table) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   run->add_flag("--keep-tmp", o.run.keep_tmp, "Keep TMPDIR after a clean exit");
-  run->add_option("--group", o.group,
-                  "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
+  run->add_option(
+      "--group", o.group,
+      "The cluster job it belongs to (default: $SLURM_JOB_ID, else $TORCHELASTIC_RUN_ID)");
   run->add_option("command", o.run.command, "The command and its arguments, after --")->required();
 }
 
@@ -348,11 +355,13 @@ int main(int argc, char** argv) {
   app.footer("Defaults for --socket and --timeout: " + defaults_file() +
              " (WARDENCTL_CONFIG names another), e.g. socket = \"/run/warden/warden.sock\"");
   Options o;
-  app.add_option("--socket", o.socket, "wardend's socket (default: $WARDEN_SOCKET, then " +
-                                           std::string(warden::kSystemSocketPath) + ")");
+  app.add_option("--socket", o.socket,
+                 "wardend's socket (default: $WARDEN_SOCKET, then " +
+                     std::string(warden::kSystemSocketPath) + ")");
   CLI::Option* timeout_flag =
-      app.add_option("--timeout", o.timeout_s,
-                     "Seconds to wait for wardend (to connect, and for each answer) before giving up")
+      app.add_option(
+             "--timeout", o.timeout_s,
+             "Seconds to wait for wardend (to connect, and for each answer) before giving up")
           ->check(CLI::PositiveNumber)
           ->capture_default_str();
 

@@ -62,12 +62,16 @@ int run_job(Client& client, const RunOptions& options) {
 
   JobId id = 0;
   try {
-    RegisterJobRequest request{.name = options.name, .pid = ::getpid(),
-                               .heartbeat_s = options.heartbeat_s, .grace_s = options.grace_s,
+    RegisterJobRequest request{.name = options.name,
+                               .pid = ::getpid(),
+                               .heartbeat_s = options.heartbeat_s,
+                               .grace_s = options.grace_s,
                                .group = options.group};
     id = client.register_job(request);
     client.add_process(id, child);
-    client.add_path({.job = id, .kind = PathKind::dir, .path = tmpdir,
+    client.add_path({.job = id,
+                     .kind = PathKind::dir,
+                     .path = tmpdir,
                      .policy = options.keep_tmp ? Policy::failure : Policy::always});
   } catch (...) {
     ::close(go[1]);

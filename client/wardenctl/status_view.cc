@@ -1,11 +1,12 @@
 #include "wardenctl/status_view.h"
 
-#include <fmt/format.h>
-#include <fmt/ostream.h>
 #include <pwd.h>
 
 #include <algorithm>
 #include <chrono>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
 
 #include "wardenctl/gpu_view.h"
 
@@ -55,17 +56,22 @@ void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs) {
     out << "no jobs\n";
     return;
   }
-  // The group column only where some job has one (a cluster node), so a workstation's table stays narrow.
-  bool groups = std::any_of(jobs.begin(), jobs.end(), [](const JobStatus& j) { return !j.group.empty(); });
-  auto group = [&](const std::string& g) { return groups ? fmt::format("  {:<12.12}", g) : std::string(); };
+  // The group column only where some job has one (a cluster node), so a workstation's table stays
+  // narrow.
+  bool groups =
+      std::any_of(jobs.begin(), jobs.end(), [](const JobStatus& j) { return !j.group.empty(); });
+  auto group = [&](const std::string& g) {
+    return groups ? fmt::format("  {:<12.12}", g) : std::string();
+  };
   fmt::print(out, "{:>6}  {:<20}{}  {:<10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}  {}\n", "JOB",
              "NAME", group("GROUP"), "USER", "STATE", "AGE", "LAST BEAT", "PROCS", "FILES", "SHM",
              "TRACKING");
   for (const auto& job : jobs) {
     std::string beat = job.last_beat_unix_ms ? age(*job.last_beat_unix_ms) + " ago" : "-";
-    fmt::print(out, "{:>6}  {:<20.20}{}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}  {}\n",
-               job.id, job.name, group(job.group), user_name(job.uid), state_text(job),
-               age(job.created_unix_ms), beat, job.live_processes, job.files, job.shm, job.tracking);
+    fmt::print(
+        out, "{:>6}  {:<20.20}{}  {:<10.10}  {:<20}  {:>7}  {:>9}  {:>5}  {:>5}  {:>4}  {}\n",
+        job.id, job.name, group(job.group), user_name(job.uid), state_text(job),
+        age(job.created_unix_ms), beat, job.live_processes, job.files, job.shm, job.tracking);
   }
 }
 
@@ -145,7 +151,8 @@ void print_job_detail(std::ostream& out, const JobStatus& job) {
   if (job.tracking == "cgroup") {
     fmt::print(out, "  tracking   cgroup {} (every process the job forks)\n", job.cgroup);
   } else {
-    fmt::print(out, "  tracking   scan (registered processes, their trees and the job's environment)\n");
+    fmt::print(out,
+               "  tracking   scan (registered processes, their trees and the job's environment)\n");
   }
   if (job.report) {
     print_report(out, *job.report);

@@ -5,10 +5,11 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
@@ -58,9 +59,11 @@ class PythonBeats {
   }
   Stats next() {
     char line[512] = {};
-    if (std::fgets(line, sizeof(line), out_) == nullptr) throw std::runtime_error("python_beat.py died");
+    if (std::fgets(line, sizeof(line), out_) == nullptr)
+      throw std::runtime_error("python_beat.py died");
     auto j = nlohmann::json::parse(line);
-    return {.p50 = j["p50_ns"].get<double>(), .p99 = j["p99_ns"].get<double>(),
+    return {.p50 = j["p50_ns"].get<double>(),
+            .p99 = j["p99_ns"].get<double>(),
             .max = j["max_ns"].get<double>()};
   }
   void go_on() {

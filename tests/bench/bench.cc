@@ -12,14 +12,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <functional>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "proto/unique_fd.h"
 #include "tests/bench/beat_bench.h"
@@ -103,7 +104,8 @@ void heartbeat_during_removal(testing::Daemon& daemon, Client& client, JobId bea
     std::string sub = tree + "/d" + std::to_string(d);
     fs::create_directory(sub);
     for (int f = 0; f < kFiles / 100; ++f) {
-      UniqueFd fd(::open((sub + "/f" + std::to_string(f)).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+      UniqueFd fd(
+          ::open((sub + "/f" + std::to_string(f)).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
     }
   }
   UniqueFd fd = connect_to(daemon.socket());
@@ -118,7 +120,8 @@ void heartbeat_during_removal(testing::Daemon& daemon, Client& client, JobId bea
   ::kill(victim, SIGKILL);
   // Beat until the tree is gone (checking its top directory costs one stat per 200 beats).
   int i = 0;
-  auto busy = round_trips(fd.get(), line, 10'000'000, [&] { return ++i % 200 != 0 || fs::exists(tree); });
+  auto busy =
+      round_trips(fd.get(), line, 10'000'000, [&] { return ++i % 200 != 0 || fs::exists(tree); });
   double removal_s = std::chrono::duration<double>(Clock::now() - start).count();
   testing::kill_and_reap({victim});
   auto b = stats(busy);
@@ -170,7 +173,8 @@ double registrations_per_s(bool durable) {
     ~KillAfter() { testing::kill_and_reap({pid}); }
   } kill_after{main};
   testing::Daemon daemon(args);
-  std::string line = json{{"id", 1}, {"op", "register_job"}, {"name", "bench"}, {"pid", main}}.dump() + "\n";
+  std::string line =
+      json{{"id", 1}, {"op", "register_job"}, {"name", "bench"}, {"pid", main}}.dump() + "\n";
   std::vector<std::thread> clients;
   std::vector<UniqueFd> fds;
   for (int c = 0; c < kClients; ++c) fds.push_back(connect_to(daemon.socket()));
@@ -186,7 +190,8 @@ double registrations_per_s(bool durable) {
   // Every reply must have been a registration, not a refusal.
   std::size_t jobs = Client(daemon.socket()).status().size();
   if (jobs != static_cast<std::size_t>(kClients * kPerClient)) {
-    throw std::runtime_error(fmt::format("{} of {} registrations succeeded", jobs, kClients * kPerClient));
+    throw std::runtime_error(
+        fmt::format("{} of {} registrations succeeded", jobs, kClients * kPerClient));
   }
   return done / seconds;
 }
@@ -204,7 +209,8 @@ void stall_precision(testing::Daemon& daemon, Client& client, Report& report) {
   pid_t main = testing::spawn(Behaviour::sleep);
   std::vector<JobId> jobs;
   for (int i = 0; i < 50; ++i) {
-    jobs.push_back(client.register_job({.name = "stall", .pid = main, .heartbeat_s = 0.2 + 0.01 * i}));
+    jobs.push_back(
+        client.register_job({.name = "stall", .pid = main, .heartbeat_s = 0.2 + 0.01 * i}));
   }
   std::vector<double> late_ms;
   for (JobId id : jobs) {
@@ -220,9 +226,10 @@ void stall_precision(testing::Daemon& daemon, Client& client, Report& report) {
   testing::kill_and_reap({main});
   auto st = stats(late_ms);
   double earliest = *std::min_element(late_ms.begin(), late_ms.end());
-  report.row("stall: cleanup start minus deadline, p99 (50 jobs)",
-             fmt::format("{:.0f} ms (p50 {:.0f} ms, earliest {:+.0f} ms)", st.p99, st.p50, earliest),
-             "-", "-", "≤ 10 ms, never early");
+  report.row(
+      "stall: cleanup start minus deadline, p99 (50 jobs)",
+      fmt::format("{:.0f} ms (p50 {:.0f} ms, earliest {:+.0f} ms)", st.p99, st.p50, earliest), "-",
+      "-", "≤ 10 ms, never early");
   (void)daemon;
 }
 
@@ -289,12 +296,13 @@ void scale(Report& report) {
   report.row(fmt::format("scale: RSS per tracked process ({} jobs × {})", kJobs, kProcs),
              fmt::format("{:.2f} KiB", double(rss_after - rss_before) / resources), "-", "-",
              "≤ 1 KiB");
-  report.row(fmt::format("scale: status of all {} jobs (summary, as `wardenctl status` asks)", all.size()),
-             fmt::format("{:.0f} ms", status_ms), fmt::format("{:.0f} ms with every process listed", full_status_ms),
-             "-", "≤ 100 ms");
-  report.row(fmt::format("scale: heartbeat p50 with {} jobs", kJobs), fmt::format("{:.1f} µs", many.p50),
-             fmt::format("1 job {:.1f} µs", one.p50), fmt::format("{:.2f}×", many.p50 / one.p50),
-             "≤ 1.2×");
+  report.row(
+      fmt::format("scale: status of all {} jobs (summary, as `wardenctl status` asks)", all.size()),
+      fmt::format("{:.0f} ms", status_ms),
+      fmt::format("{:.0f} ms with every process listed", full_status_ms), "-", "≤ 100 ms");
+  report.row(fmt::format("scale: heartbeat p50 with {} jobs", kJobs),
+             fmt::format("{:.1f} µs", many.p50), fmt::format("1 job {:.1f} µs", one.p50),
+             fmt::format("{:.2f}×", many.p50 / one.p50), "≤ 1.2×");
 }
 
 std::string machine() {
@@ -308,7 +316,8 @@ std::string machine() {
       break;
     }
   }
-  return fmt::format("{}, {} cores, Linux {}", model, std::thread::hardware_concurrency(), u.release);
+  return fmt::format("{}, {} cores, Linux {}", model, std::thread::hardware_concurrency(),
+                     u.release);
 }
 
 }  // namespace
@@ -343,7 +352,8 @@ int main() {
   registration_throughput(report);
 
   std::cout << "Machine: " << machine() << "\n\n";
-  std::cout << "| what | measured | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n";
+  std::cout
+      << "| what | measured | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n";
   for (const auto& r : report.rows) std::cout << r << "\n";
   return 0;
 }

@@ -121,7 +121,9 @@ std::vector<pid_t> crowd(int n) {
   return pids;
 }
 
-std::string ratio(double measured, double baseline) { return fmt::format("{:.2f}×", measured / baseline); }
+std::string ratio(double measured, double baseline) {
+  return fmt::format("{:.2f}×", measured / baseline);
+}
 
 void death_to_clean_rows(Report& report) {
   // Every figure of a row comes from this one run, one after another, each against its baseline.
@@ -129,7 +131,8 @@ void death_to_clean_rows(Report& report) {
   testing::Daemon scanned({"--log-level", "warn", "--tracking", "scan"});
   auto floor_of = [&] {
     std::vector<double> v;
-    for (int trial = 0; trial < kTrials; ++trial) v.push_back(floor_trial(tracked.dir(), 1000 + trial));
+    for (int trial = 0; trial < kTrials; ++trial)
+      v.push_back(floor_trial(tracked.dir(), 1000 + trial));
     return stats(v);
   };
   Stats floor = floor_of();
@@ -164,13 +167,14 @@ struct MassDeath {
   Stats beats;  // another job's heartbeat round trips meanwhile, µs
 };
 
-// `jobs` jobs of 8 workers and 100 files each, whose mains are SIGKILLed all at once; the time until
-// `status` shows every one cleaned.
+// `jobs` jobs of 8 workers and 100 files each, whose mains are SIGKILLed all at once; the time
+// until `status` shows every one cleaned.
 MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   testing::Daemon daemon(args);
   Client client(daemon.socket());
   pid_t beating_main = testing::spawn(Behaviour::sleep);
-  JobId beating = client.register_job({.name = "beating", .pid = beating_main, .heartbeat_s = 3600});
+  JobId beating =
+      client.register_job({.name = "beating", .pid = beating_main, .heartbeat_s = 3600});
   std::vector<Victim> victims;
   victims.reserve(jobs);
   for (int j = 0; j < jobs; ++j) {
@@ -220,16 +224,17 @@ void mass_death_rows(Report& report) {
   MassDeath two = mass_death(tracked, 200);
   MassDeath four = mass_death(tracked, 400);
   MassDeath two_scan = mass_death(scanned, 200);
-  report.row("mass death: 200 jobs × 8 workers × 100 files, mains SIGKILLed at once, until all "
-             "cleaned (tracking cgroup)",
-             fmt::format("{:.0f} ms", two.all_cleaned_ms), "-", "-", "≤ 1,000 ms");
+  report.row(
+      "mass death: 200 jobs × 8 workers × 100 files, mains SIGKILLed at once, until all "
+      "cleaned (tracking cgroup)",
+      fmt::format("{:.0f} ms", two.all_cleaned_ms), "-", "-", "≤ 1,000 ms");
   report.row("mass death: 400 jobs vs 200 jobs (tracking cgroup)",
              fmt::format("{:.0f} ms", four.all_cleaned_ms),
              fmt::format("{:.0f} ms", two.all_cleaned_ms),
              ratio(four.all_cleaned_ms, two.all_cleaned_ms), "≤ 2.2×");
   report.row("another job's heartbeat p99 during the 200- and 400-job mass deaths",
-             fmt::format("{:.2f} / {:.2f} ms", two.beats.p99 / 1000, four.beats.p99 / 1000),
-             "-", "-", "≤ 10 ms");
+             fmt::format("{:.2f} / {:.2f} ms", two.beats.p99 / 1000, four.beats.p99 / 1000), "-",
+             "-", "≤ 10 ms");
   report.row("mass death: 200 jobs, tracking scan",
              fmt::format("{:.0f} ms", two_scan.all_cleaned_ms), "-", "-", "≤ 2,000 ms");
   report.row("another job's heartbeat p99 during the scan mass death",
@@ -253,9 +258,14 @@ void churn_rows(Report& report) {
         Victim v(daemon.dir(), c * 1'000'000 + n, 2, 1, 1);
         JobId job = v.register_with(client, 0.5);
         switch (n % 3) {
-          case 0: client.end_job(job, true); break;
-          case 1: client.end_job(job, false); break;
-          default: ::kill(v.tree.main, SIGKILL);
+          case 0:
+            client.end_job(job, true);
+            break;
+          case 1:
+            client.end_job(job, false);
+            break;
+          default:
+            ::kill(v.tree.main, SIGKILL);
         }
         v.reap();
         ++churned;
@@ -278,10 +288,11 @@ void churn_rows(Report& report) {
   }
   for (auto& t : clients) t.join();
   std::size_t rss_at_end = rss_kib(daemon.pid());
-  report.row(fmt::format("churn: 8 clients for 30 s (register, 2 workers, a dir, a segment; end ok / "
-                         "failed / SIGKILL in rotation; {} jobs): most jobs in `cleaning` at once",
-                         churned.load()),
-             fmt::format("{}", most_cleaning), "-", "-", "< 50");
+  report.row(
+      fmt::format("churn: 8 clients for 30 s (register, 2 workers, a dir, a segment; end ok / "
+                  "failed / SIGKILL in rotation; {} jobs): most jobs in `cleaning` at once",
+                  churned.load()),
+      fmt::format("{}", most_cleaning), "-", "-", "< 50");
   report.row("churn: wardend's RSS at 30 s vs at 10 s", fmt::format("{} KiB", rss_at_end),
              fmt::format("{} KiB", rss_at_10s),
              ratio(static_cast<double>(rss_at_end), static_cast<double>(rss_at_10s)), "flat");

@@ -16,7 +16,9 @@ double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 Stats stats(std::vector<double> v) {
   if (v.empty()) return {};
   std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
+  auto at = [&](double q) {
+    return v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))];
+  };
   return {.p50 = at(0.50), .p99 = at(0.99), .max = v.back(), .n = v.size()};
 }
 
@@ -53,7 +55,6 @@ std::vector<double> round_trips(int fd, const std::string& request, int count,
 std::string heartbeat_line(JobId job) {
   return json{{"id", 1}, {"op", "heartbeat"}, {"job", job}}.dump() + "\n";
 }
-
 
 std::size_t rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");

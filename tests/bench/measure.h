@@ -2,12 +2,12 @@
 // socket (no client library in the timed path).
 #pragma once
 
-#include <fmt/format.h>
-
 #include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "proto/messages.h"
 #include "proto/unique_fd.h"
@@ -30,14 +30,16 @@ struct Report {
   std::vector<std::string> rows;
   void row(const std::string& what, const std::string& measured, const std::string& baseline,
            const std::string& ratio, const std::string& target) {
-    rows.push_back(fmt::format("| {} | {} | {} | {} | {} |", what, measured, baseline, ratio, target));
+    rows.push_back(
+        fmt::format("| {} | {} | {} | {} | {} |", what, measured, baseline, ratio, target));
   }
 };
 
 UniqueFd connect_to(const std::string& path);
 // Round trips of `request` (one line) against a line-answering server, each timed in µs.
-std::vector<double> round_trips(int fd, const std::string& request, int count,
-                                const std::function<bool()>& keep_going = [] { return true; });
+std::vector<double> round_trips(
+    int fd, const std::string& request, int count,
+    const std::function<bool()>& keep_going = [] { return true; });
 std::string heartbeat_line(JobId job);
 // A process's resident set (VmRSS), KiB.
 std::size_t rss_kib(pid_t pid);

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string_view>
 
-#include "warden/errors.h"
 #include "proto/framing.h"
 #include "proto/messages.h"
+#include "warden/errors.h"
 
 namespace {
 
@@ -22,7 +22,8 @@ void check(const json& request, Parse parse) {
     parse(again);  // what the daemon accepts, a client can send back unchanged
   } catch (const warden::Error& e) {
     // A refusal must be a bad request with a message, nothing else.
-    if (e.code() != warden::ErrorCode::bad_request || std::string_view(e.what()).empty()) __builtin_trap();
+    if (e.code() != warden::ErrorCode::bad_request || std::string_view(e.what()).empty())
+      __builtin_trap();
   }
 }
 

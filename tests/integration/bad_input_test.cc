@@ -1,14 +1,15 @@
 // Bad input against a real wardend: every kind gets an error reply or a closed connection, and the
 // daemon goes on serving the next client.
-#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "proto/unique_fd.h"
 #include "tests/support/daemon_test.h"
@@ -80,7 +81,8 @@ TEST_F(BadInput, GarbageGetsBadRequestAndTheConnectionStaysUsable) {
   EXPECT_EQ(code(*r), "bad_request");
   EXPECT_TRUE(r->at("id").is_null());
 
-  c.send(R"({"id":7,"op":"hello"})" "\n");
+  c.send(R"({"id":7,"op":"hello"})"
+         "\n");
   r = c.reply();
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->at("ok").get<bool>());
@@ -89,7 +91,8 @@ TEST_F(BadInput, GarbageGetsBadRequestAndTheConnectionStaysUsable) {
 
 TEST_F(BadInput, UnknownOpEchoesTheId) {
   RawConnection c(daemon.socket());
-  c.send(R"({"id":"abc","op":"format_disk"})" "\n");
+  c.send(R"({"id":"abc","op":"format_disk"})"
+         "\n");
   auto r = c.reply();
   ASSERT_TRUE(r);
   EXPECT_EQ(code(*r), "unknown_op");
@@ -98,16 +101,26 @@ TEST_F(BadInput, UnknownOpEchoesTheId) {
 
 TEST_F(BadInput, MalformedRequestsEachGetTheirOwnErrorInOrder) {
   RawConnection c(daemon.socket());
-  c.send("[1,2,3]\n"
-         R"({"id":1})" "\n"
-         R"({"id":2,"op":7})" "\n"
-         R"({"id":{"x":1},"op":"hello"})" "\n"
-         R"({"id":3,"op":"register_job","name":"x"})" "\n"
-         R"({"id":4,"op":"register_job","name":"x","pid":"1"})" "\n"
-         R"({"id":5,"op":"heartbeat","job":-1})" "\n"
-         R"({"id":6,"op":"heartbeat","job":424242})" "\n"
-         R"({"id":7,"op":"hello","protocol":99})" "\n"
-         R"({"id":8,"op":"status","job":1e400})" "\n");
+  c.send(
+      "[1,2,3]\n"
+      R"({"id":1})"
+      "\n"
+      R"({"id":2,"op":7})"
+      "\n"
+      R"({"id":{"x":1},"op":"hello"})"
+      "\n"
+      R"({"id":3,"op":"register_job","name":"x"})"
+      "\n"
+      R"({"id":4,"op":"register_job","name":"x","pid":"1"})"
+      "\n"
+      R"({"id":5,"op":"heartbeat","job":-1})"
+      "\n"
+      R"({"id":6,"op":"heartbeat","job":424242})"
+      "\n"
+      R"({"id":7,"op":"hello","protocol":99})"
+      "\n"
+      R"({"id":8,"op":"status","job":1e400})"
+      "\n");
   std::vector<std::pair<json, std::string>> expected{
       {nullptr, "bad_request"}, {1, "bad_request"}, {2, "bad_request"},
       {nullptr, "bad_request"}, {3, "bad_request"}, {4, "bad_request"},
@@ -209,7 +222,8 @@ TEST_F(LargeFrames, ATenMegabyteRequestLeavesNoLastingMemoryBehind) {
     auto r = c.reply();
     ASSERT_TRUE(r);
     EXPECT_TRUE(r->value("ok", false)) << *r;
-    c.send(R"({"id":2,"op":"hello"})" "\n");
+    c.send(R"({"id":2,"op":"hello"})"
+           "\n");
     ASSERT_TRUE(c.reply()) << "the same connection serves on";
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -226,15 +240,33 @@ TEST_F(BadInput, ResourceRequestsAreValidatedWithClearCodes) {
   JobId id = client.register_job({.name = "validated", .pid = t.main});
   RawConnection c(daemon.socket());
   std::string job = std::to_string(id);
-  c.send(R"({"id":1,"op":"add_file","job":)" + job + R"(,"path":"relative/x"})" "\n" +
-         R"({"id":2,"op":"add_file","job":)" + job + R"(,"path":"/etc/passwd"})" "\n" +
-         R"({"id":3,"op":"add_dir","job":)" + job + R"(,"path":"/tmp/../etc"})" "\n" +
-         R"({"id":4,"op":"add_file","job":)" + job + R"(,"path":"/tmp/no-such-file-here"})" "\n" +
-         R"({"id":5,"op":"add_shm","job":)" + job + R"(,"name":"a/b"})" "\n" +
-         R"({"id":6,"op":"add_hook","job":)" + job + R"(,"hook":[]})" "\n" +
-         R"({"id":7,"op":"add_hook","job":)" + job + R"(,"hook":{"argv":["x"],"timeout_s":-1}})" "\n" +
-         R"({"id":8,"op":"add_file","job":)" + job + R"(,"path":"/tmp/x","policy":"sometimes"})" "\n" +
-         R"({"id":9,"op":"add_hook","job":)" + job + R"(,"hook":{"argv":["x"],"env":{"A=B":"c"}}})" "\n");
+  c.send(R"({"id":1,"op":"add_file","job":)" + job +
+         R"(,"path":"relative/x"})"
+         "\n" +
+         R"({"id":2,"op":"add_file","job":)" + job +
+         R"(,"path":"/etc/passwd"})"
+         "\n" +
+         R"({"id":3,"op":"add_dir","job":)" + job +
+         R"(,"path":"/tmp/../etc"})"
+         "\n" +
+         R"({"id":4,"op":"add_file","job":)" + job +
+         R"(,"path":"/tmp/no-such-file-here"})"
+         "\n" +
+         R"({"id":5,"op":"add_shm","job":)" + job +
+         R"(,"name":"a/b"})"
+         "\n" +
+         R"({"id":6,"op":"add_hook","job":)" + job +
+         R"(,"hook":[]})"
+         "\n" +
+         R"({"id":7,"op":"add_hook","job":)" + job +
+         R"(,"hook":{"argv":["x"],"timeout_s":-1}})"
+         "\n" +
+         R"({"id":8,"op":"add_file","job":)" + job +
+         R"(,"path":"/tmp/x","policy":"sometimes"})"
+         "\n" +
+         R"({"id":9,"op":"add_hook","job":)" + job +
+         R"(,"hook":{"argv":["x"],"env":{"A=B":"c"}}})"
+         "\n");
   std::vector<std::string> expected{"bad_request", "bad_request", "bad_request",
                                     "not_found",   "bad_request", "bad_request",
                                     "bad_request", "bad_request", "bad_request"};

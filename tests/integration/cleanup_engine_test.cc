@@ -1,7 +1,6 @@
 // The cleanup engine against a real wardend: whole process trees, files, shm, hooks and
 // diagnostics, after a real SIGKILL or stall.
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "daemon/process_tree.h"
 #include "tests/support/daemon_test.h"
@@ -221,9 +222,9 @@ TEST_F(CleanupEngine, HookRunsAsTheJobsUserAndAHangingOneIsKilledAtItsTimeout) {
   ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
   constexpr uid_t kNobody = 65534;
   pid_t main = track(testing::spawn(Behaviour::sleep, kNobody));
-  auto reg = testing::run_command_as(kNobody, {WARDENCTL_PATH, "--socket", daemon.socket(),
-                                               "register", "--pid", std::to_string(main),
-                                               "--name", "nobody's", "--grace", "0"});
+  auto reg = testing::run_command_as(
+      kNobody, {WARDENCTL_PATH, "--socket", daemon.socket(), "register", "--pid",
+                std::to_string(main), "--name", "nobody's", "--grace", "0"});
   ASSERT_EQ(reg.status, 0) << reg.err;
   std::string id = reg.out.substr(0, reg.out.find('\n'));
   auto add = testing::run_command_as(
@@ -247,7 +248,8 @@ TEST_F(CleanupEngine, HookRunsAsTheJobsUserAndAHangingOneIsKilledAtItsTimeout) {
 
 TEST_F(CleanupEngine, StalledJobsReportHoldsDiagnosticsForEachProcess) {
   auto [t, id] = job({Behaviour::sleep, Behaviour::sleep},
-                     {.heartbeat_s = 0.3, .grace_s = 0.2,
+                     {.heartbeat_s = 0.3,
+                      .grace_s = 0.2,
                       .diagnose = CommandSpec{.argv = {"/bin/sh", "-c", "echo diagnosing {pid}"}}});
   auto done = wait_for_state(id, JobState::cleaned);
   ASSERT_TRUE(done.report);

@@ -41,8 +41,8 @@ TEST_F(Durability, LivingJobKeepsRunningAcrossARestartAndResumesBeating) {
   auto t = tree({Behaviour::sleep});
   JobId id = client.register_job({.name = "living", .pid = t.main, .heartbeat_s = 1.5});
   client.add_process(id, t.workers[0]);
-  std::string file = client.add_path({.job = id, .kind = PathKind::file,
-                                      .path = make_file(scratch, "keep")});
+  std::string file =
+      client.add_path({.job = id, .kind = PathKind::file, .path = make_file(scratch, "keep")});
 
   daemon.restart();
   // Beating on through the restart, for longer than the heartbeat period: the client reconnects.
@@ -69,8 +69,8 @@ TEST_F(Durability, JobWhoseMainDiedWhileWardendWasDownIsCleanedWithinASecondOfRe
   auto t = tree({Behaviour::sleep, Behaviour::ignore_term});
   JobId id = client.register_job({.name = "orphaned", .pid = t.main, .grace_s = 0.2});
   for (pid_t w : t.workers) client.add_process(id, w);
-  std::string file = client.add_path({.job = id, .kind = PathKind::file,
-                                      .path = make_file(scratch, "gone")});
+  std::string file =
+      client.add_path({.job = id, .kind = PathKind::file, .path = make_file(scratch, "gone")});
 
   daemon.crash();
   kill_and_reap({t.main});
@@ -93,8 +93,8 @@ TEST_F(Durability, CleanupInterruptedByACrashCompletesAfterRestart) {
   auto t = tree({Behaviour::ignore_term});
   JobId id = client.register_job({.name = "interrupted", .pid = t.main, .grace_s = 3});
   client.add_process(id, t.workers[0]);
-  std::string file = client.add_path({.job = id, .kind = PathKind::file,
-                                      .path = make_file(scratch, "half")});
+  std::string file =
+      client.add_path({.job = id, .kind = PathKind::file, .path = make_file(scratch, "half")});
   client.end_job(id, /*ok=*/false);
   ASSERT_EQ(client.status(id).at(0).state, JobState::cleaning);
   std::this_thread::sleep_for(300ms);
@@ -137,8 +137,8 @@ TEST_F(Durability, EventHistoryOutlivesRestartsAndRetirement) {
   EXPECT_GT(client.register_job({.name = "next", .pid = t2.main}), id);
   // Another user sees none of it.
   ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
-  auto other = run_command_as(65534, {WARDENCTL_PATH, "--socket", daemon.socket(), "events",
-                                      "--json"});
+  auto other =
+      run_command_as(65534, {WARDENCTL_PATH, "--socket", daemon.socket(), "events", "--json"});
   EXPECT_EQ(other.status, 0) << other.err;
   EXPECT_EQ(json::parse(other.out).size(), 0u) << other.out;
 }
@@ -311,7 +311,8 @@ TEST_F(FullDisk, RegistrationsFailClearlyWhileStatusAndCleaningGoOn) {
   // Cleaning goes on: the job's main dies, its worker and file go.
   ::kill(main, SIGKILL);
   auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (c.status(id).at(0).state != JobState::cleaned && std::chrono::steady_clock::now() < deadline) {
+  while (c.status(id).at(0).state != JobState::cleaned &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(c.status(id).at(0).state, JobState::cleaned);
@@ -356,7 +357,8 @@ TEST_F(FullDisk, ReadOnlyStateDirectoryServesAndCleansButRefusesRegistrations) {
   }
   ::kill(main, SIGKILL);
   auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (c.status(id).at(0).state != JobState::cleaned && std::chrono::steady_clock::now() < deadline) {
+  while (c.status(id).at(0).state != JobState::cleaned &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(c.status(id).at(0).state, JobState::cleaned) << "cleaning goes on";

@@ -4,18 +4,19 @@
 // hold the "GPU" is SIGKILLed: its report names what each held, what was released and who still
 // holds it; `gpus`, `wardenctl gpus` and the metrics show tracked and untracked holders.
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "tests/support/daemon_test.h"
 #include "tests/support/temp_dir.h"
@@ -106,7 +107,6 @@ class GpuTest : public testing::DaemonTest {
     client.add_process(s.job, s.stubborn);
     return s;
   }
-
 };
 
 TEST_F(GpuTest, ReportOfAKilledJobNamesEachWorkersGpuAndWhoStillHoldsIt) {
@@ -140,8 +140,8 @@ TEST_F(GpuTest, ReportOfAKilledJobNamesEachWorkersGpuAndWhoStillHoldsIt) {
   }
   EXPECT_NE(r.gpu_note.find("not installed"), std::string::npos) << r.gpu_note;
 
-  auto detail = testing::run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "status",
-                                      std::to_string(s.job)});
+  auto detail = testing::run_command(
+      {WARDENCTL_PATH, "--socket", daemon.socket(), "status", std::to_string(s.job)});
   EXPECT_NE(detail.out.find("gpu " + node()), std::string::npos) << detail.out;
   EXPECT_NE(detail.out.find("still held by pid " + std::to_string(s.outsider)), std::string::npos)
       << detail.out;
@@ -170,7 +170,8 @@ TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
   sockaddr_un addr{.sun_family = AF_UNIX};
   std::strncpy(addr.sun_path, daemon.socket().c_str(), sizeof(addr.sun_path) - 1);
   ASSERT_EQ(::connect(raw.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string request = R"({"id":1,"op":"status","summary":true})" "\n";
+  const std::string request = R"({"id":1,"op":"status","summary":true})"
+                              "\n";
   ASSERT_EQ(::write(raw.get(), request.data(), request.size()),
             static_cast<ssize_t>(request.size()));
   std::string line;
@@ -196,8 +197,8 @@ TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
 
 TEST_F(GpuTest, CleanupWaitReturnsOnceTheGroupsProcessesAreGone) {
   Scene s = scene("slurm-4242");
-  auto r = testing::run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "cleanup",
-                                 "--group", "slurm-4242", "--wait", "--timeout", "30"});
+  auto r = testing::run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "cleanup", "--group",
+                                 "slurm-4242", "--wait", "--timeout", "30"});
   EXPECT_EQ(r.status, 0) << r.out << r.err;
   // Returned only once the worker that ignores SIGTERM was killed.
   EXPECT_TRUE(testing::is_gone(s.stubborn));

@@ -30,8 +30,9 @@ Timings beat_for(Job& job, std::chrono::milliseconds span) {
   while (std::chrono::steady_clock::now() < end) {
     auto start = std::chrono::steady_clock::now();
     job.beat();
-    took.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                       .count());
+    took.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
     std::this_thread::sleep_for(10ms);
   }
   std::sort(took.begin(), took.end());
@@ -45,8 +46,8 @@ TEST_F(HungWardend, BeatsTakeMicrosecondsWhileItIsStoppedAndTheJobIsKeptAfter) {
   ::kill(daemon.pid(), SIGSTOP);
   Timings stopped = beat_for(job, 5s);
   ::kill(daemon.pid(), SIGCONT);
-  std::cout << "beat() with wardend healthy: max " << healthy.max_ms << " ms, p99 " << healthy.p99_ms
-            << " ms over " << healthy.calls << " calls\n"
+  std::cout << "beat() with wardend healthy: max " << healthy.max_ms << " ms, p99 "
+            << healthy.p99_ms << " ms over " << healthy.calls << " calls\n"
             << "beat() with wardend stopped 5 s: max " << stopped.max_ms << " ms, p99 "
             << stopped.p99_ms << " ms over " << stopped.calls << " calls\n";
   EXPECT_LT(stopped.max_ms, 5.0) << "a beat() call waited on the stopped wardend";
@@ -82,8 +83,8 @@ TEST_F(HungWardend, AJobFailsOpenWhenWardendDoesNotAnswerAndAStrictOneThrows) {
 TEST_F(HungWardend, WardenctlGivesUpWithAClearErrorInsteadOfHanging) {
   ::kill(daemon.pid(), SIGSTOP);
   auto started = std::chrono::steady_clock::now();
-  auto r = testing::run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "--timeout", "1",
-                                 "status"});
+  auto r = testing::run_command(
+      {WARDENCTL_PATH, "--socket", daemon.socket(), "--timeout", "1", "status"});
   auto took = std::chrono::steady_clock::now() - started;
   ::kill(daemon.pid(), SIGCONT);
   EXPECT_NE(r.status, 0);

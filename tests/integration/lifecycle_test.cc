@@ -1,5 +1,4 @@
 // The job lifecycle against a real wardend: real process trees killed, stalled and ended.
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,6 +6,8 @@
 #include <fstream>
 #include <optional>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "tests/support/daemon_test.h"
 #include "tests/support/expect_error.h"
@@ -66,8 +67,8 @@ TEST_F(Lifecycle, KilledJobsWorkersAllDieWithinGracePlusOneSecond) {
 
 TEST_F(Lifecycle, JobThatStopsBeatingIsStalledAndItsWorkersTerminated) {
   auto t = tree({Behaviour::sleep, Behaviour::sleep});
-  JobId id = client.register_job(
-      {.name = "hangs", .pid = t.main, .heartbeat_s = 0.5, .grace_s = 0.2});
+  JobId id =
+      client.register_job({.name = "hangs", .pid = t.main, .heartbeat_s = 0.5, .grace_s = 0.2});
   for (pid_t w : t.workers) client.add_process(id, w);
   auto worker_fds = pidfds(t.workers);
   for (int i = 0; i < 3; ++i) {
@@ -203,8 +204,8 @@ TEST_F(Lifecycle, RegisteringAMissingProcessIsRefused) {
 TEST_F(Lifecycle, UnprivilegedClientCannotRegisterAProcessItDoesNotOwn) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user";
   ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);
-  auto result = testing::run_command_as(
-      65534, {WARDENCTL_PATH, "--socket", daemon.socket(), "register", "--pid", "1", "--name", "x"});
+  auto result = testing::run_command_as(65534, {WARDENCTL_PATH, "--socket", daemon.socket(),
+                                                "register", "--pid", "1", "--name", "x"});
   EXPECT_EQ(result.status, 1);
   EXPECT_NE(result.err.find("permission_denied"), std::string::npos) << result.err;
   EXPECT_TRUE(client.status().empty()) << "nothing was registered";

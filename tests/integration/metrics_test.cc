@@ -21,7 +21,8 @@ std::vector<std::string> exposition_problems(const std::string& text) {
   static const std::regex sample(
       R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*\})? ([-+]?([0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?|Inf|NaN))$)");
   static const std::regex help(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$)");
-  static const std::regex type(R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$)");
+  static const std::regex type(
+      R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$)");
   std::vector<std::string> problems;
   std::map<std::string, std::string> types;
   std::set<std::string> helped;
@@ -41,18 +42,21 @@ std::vector<std::string> exposition_problems(const std::string& text) {
       std::string name = m[1];
       std::string family = name;
       for (const char* suffix : {"_bucket", "_sum", "_count"}) {
-        if (name.ends_with(suffix) && types.contains(name.substr(0, name.size() - std::strlen(suffix)))) {
+        if (name.ends_with(suffix) &&
+            types.contains(name.substr(0, name.size() - std::strlen(suffix)))) {
           family = name.substr(0, name.size() - std::strlen(suffix));
         }
       }
       if (!types.contains(family)) problems.push_back("sample without TYPE: " + line);
-      if (types[family] == "counter" && !name.ends_with("_total")) problems.push_back("counter without _total: " + name);
+      if (types[family] == "counter" && !name.ends_with("_total"))
+        problems.push_back("counter without _total: " + name);
       double value = m[5] == "Inf" ? INFINITY : std::stod(m[5]);
       if (name.ends_with("_bucket")) {
         if (value < last_bucket[family]) problems.push_back("buckets not cumulative: " + line);
         last_bucket[family] = value;
       }
-      if (name.ends_with("_count") && types[family] == "histogram" && value != last_bucket[family]) {
+      if (name.ends_with("_count") && types[family] == "histogram" &&
+          value != last_bucket[family]) {
         problems.push_back("histogram count differs from the +Inf bucket: " + line);
       }
     } else if (!line.empty()) {
@@ -73,7 +77,8 @@ TEST(MetricsFormat, TheCheckerCatchesWhatItShould) {
   EXPECT_FALSE(exposition_problems("a_total 1\n").empty());
   EXPECT_FALSE(exposition_problems("# HELP a x\n# TYPE a gauge\na{l=\"v} 1\n").empty());
   EXPECT_FALSE(exposition_problems("# HELP h x\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\n"
-                                   "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n").empty());
+                                   "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n")
+                   .empty());
 }
 
 class Metrics : public DaemonTest {
@@ -83,7 +88,8 @@ class Metrics : public DaemonTest {
   int port() {
     std::smatch m;
     std::string log = daemon.log();
-    if (!std::regex_search(log, m, std::regex(R"(metrics on http://localhost:(\d+)/metrics)"))) return -1;
+    if (!std::regex_search(log, m, std::regex(R"(metrics on http://localhost:(\d+)/metrics)")))
+      return -1;
     return std::stoi(m[1]);
   }
 };
@@ -105,7 +111,10 @@ TEST_F(Metrics, HttpEndpointAnswersCurlWithValidPrometheusText) {
   EXPECT_TRUE(problems.empty()) << ::testing::PrintToString(problems) << "\n" << r.out;
   EXPECT_EQ(sample_value(r.out, "warden_jobs{state=\"cleaned\"}"), 1) << r.out;
   EXPECT_EQ(sample_value(r.out, "warden_cleanups_total{reason=\"failed\"}"), 1) << r.out;
-  EXPECT_EQ(sample_value(r.out, "warden_cleanup_outcomes_total{resource=\"process\",outcome=\"terminated\"}"), 1)
+  EXPECT_EQ(
+      sample_value(r.out,
+                   "warden_cleanup_outcomes_total{resource=\"process\",outcome=\"terminated\"}"),
+      1)
       << r.out;
   EXPECT_EQ(sample_value(r.out, "warden_cleanup_duration_seconds_count"), 1) << r.out;
   EXPECT_EQ(sample_value(r.out, "warden_requests_refused_total{code=\"not_found\"}"), 1) << r.out;

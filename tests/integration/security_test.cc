@@ -41,7 +41,8 @@ std::string read_line(int fd, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   char c;
   while (line.empty() || line.back() != '\n') {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     pollfd p{.fd = fd, .events = POLLIN};
     if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) break;
     if (::read(fd, &c, 1) != 1) break;
@@ -101,7 +102,9 @@ TEST_F(Security, UsersActOnlyOnTheirOwnProcessesFilesAndJobsAndRootOnAll) {
   ASSERT_EQ(list.status, 0) << list.err;
   EXPECT_EQ(json::parse(list.out).size(), 0u) << list.out;
   for (std::vector<std::string> op : {std::vector<std::string>{"status", job},
-                                      {"end", "--job", job}, {"cleanup", job}, {"beat", "--job", job}}) {
+                                      {"end", "--job", job},
+                                      {"cleanup", job},
+                                      {"beat", "--job", job}}) {
     auto r = ctl_as(bob, op);
     EXPECT_NE(r.err.find("not_found"), std::string::npos) << op[0] << ": " << r.err;
   }
@@ -144,8 +147,9 @@ TEST_F(Security, ASquattedPerUserSocketIsRefusedByWardendAndByClients) {
   auto wardend = run_command_as(alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", WARDEND_PATH,
                                         "--state-dir", state, "--no-durable"});
   EXPECT_NE(wardend.status, 0);
-  EXPECT_NE(wardend.err.find(dir + " (the socket's directory) belongs to uid " + std::to_string(bob)),
-            std::string::npos)
+  EXPECT_NE(
+      wardend.err.find(dir + " (the socket's directory) belongs to uid " + std::to_string(bob)),
+      std::string::npos)
       << wardend.err;
 
   auto ctl = run_command_as(alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "WARDEN_SOCKET",
@@ -154,10 +158,10 @@ TEST_F(Security, ASquattedPerUserSocketIsRefusedByWardendAndByClients) {
   EXPECT_NE(ctl.err.find("runs as uid " + std::to_string(bob) + ", neither root nor you"),
             std::string::npos)
       << ctl.err;
-  auto python = run_command_as(
-      alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "WARDEN_SOCKET",
-              "PYTHONPATH=" WARDEN_SOURCE_DIR "/client/python", "/usr/bin/python3", "-c",
-              "import warden; warden.Client()"});
+  auto python =
+      run_command_as(alice, {"/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "WARDEN_SOCKET",
+                             "PYTHONPATH=" WARDEN_SOURCE_DIR "/client/python", "/usr/bin/python3",
+                             "-c", "import warden; warden.Client()"});
   EXPECT_NE(python.status, 0);
   EXPECT_NE(python.err.find("neither root nor you"), std::string::npos) << python.err;
   ::kill(impostor, SIGKILL);
@@ -196,7 +200,9 @@ TEST_F(Security, IdentityComesFromTheConnectionNotTheRequest) {
 std::string send_with_fd(int socket, const std::string& line, int fd) {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   iovec iov{.iov_base = const_cast<char*>(line.data()), .iov_len = line.size()};
-  msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+  msghdr msg{.msg_iov = &iov,
+             .msg_iovlen = 1,
+             .msg_control = control,
              .msg_controllen = fd >= 0 ? sizeof(control) : 0};
   if (fd >= 0) {
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
@@ -243,7 +249,8 @@ TEST_F(Security, ClientsMayPassPidfdsAndWardendChecksWhoseTheyAre) {
 class ConnectionLimitsTest : public Security {
  protected:
   ConnectionLimitsTest()
-      : Security({"--max-connections-per-user", "100", "--request-timeout", "1", "--idle-timeout", "2"}) {}
+      : Security({"--max-connections-per-user", "100", "--request-timeout", "1", "--idle-timeout",
+                  "2"}) {}
 };
 
 TEST_F(ConnectionLimitsTest, PastThePerUserLimitConnectionsAreRefusedWhileAnotherUserIsServed) {
@@ -260,7 +267,8 @@ TEST_F(ConnectionLimitsTest, PastThePerUserLimitConnectionsAreRefusedWhileAnothe
     int served = 0, refused = 0, other = 0;
     std::string sample;
     for (auto& fd : fds) {
-      std::string hello = R"({"op":"hello"})" "\n";
+      std::string hello = R"({"op":"hello"})"
+                          "\n";
       ::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL);
       std::string line = read_line(fd.get(), 5s);
       if (line.find("\"ok\":true") != std::string::npos) {
@@ -287,7 +295,8 @@ TEST_F(ConnectionLimitsTest, PastThePerUserLimitConnectionsAreRefusedWhileAnothe
   EXPECT_EQ(served, 100) << result;
   EXPECT_EQ(refused, 900);
   EXPECT_EQ(other, 0);
-  EXPECT_NE(sample.find("already has 100 connections to wardend (the limit)"), std::string::npos) << sample;
+  EXPECT_NE(sample.find("already has 100 connections to wardend (the limit)"), std::string::npos)
+      << sample;
   // Root is still served meanwhile, on a new connection.
   Client root(daemon.socket());
   EXPECT_NO_THROW(root.status());
@@ -317,7 +326,9 @@ TEST_F(ConnectionLimitsTest, AClientThatReadsNoAnswersIsDroppedAndTheDropIsLogge
   // Requests pipelined without reading a byte, until wardend's answers fill the socket.
   UniqueFd fd = connect_raw(daemon.socket());
   std::string burst;
-  for (int i = 0; i < 2000; ++i) burst += R"({"op":"status","id":1})" "\n";
+  for (int i = 0; i < 2000; ++i)
+    burst += R"({"op":"status","id":1})"
+             "\n";
   // Until wardend, blocked on answers nobody reads, reads no more requests either.
   timeval bound{.tv_sec = 3, .tv_usec = 0};
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
@@ -354,7 +365,8 @@ TEST_F(DescriptorExhaustion, AcceptSurvivesEmfileAndRecovers) {
   for (int i = 0; i < 80; ++i) {
     UniqueFd fd = connect_raw(daemon.socket());
     ASSERT_TRUE(fd) << "the listen backlog refused connection " << i;
-    std::string hello = R"({"op":"hello"})" "\n";
+    std::string hello = R"({"op":"hello"})"
+                        "\n";
     ::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL);
     std::string line = read_line(fd.get(), 5s);
     if (line.find("\"ok\":true") != std::string::npos) ++served;
@@ -422,9 +434,9 @@ int recycled_pids_scenario() {
   check(!is_gone(new_worker), "the process that got the worker's pid survives");
   if (s.report) {
     for (const auto& p : s.report->processes) {
-      check(p.outcome == Outcome::already_gone,
-            "pid " + std::to_string(p.pid) + " (" + p.role + ") is already_gone, not " +
-                std::string(to_string(p.outcome)));
+      check(p.outcome == Outcome::already_gone, "pid " + std::to_string(p.pid) + " (" + p.role +
+                                                    ") is already_gone, not " +
+                                                    std::string(to_string(p.outcome)));
     }
   }
   if (failures != 0) std::cerr << daemon.log();
@@ -458,7 +470,8 @@ TEST(PidReuse, ARecycledPidIsNeverSignalledAcrossARestart) {
   int status = 0;
   ::waitpid(outer, &status, 0);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  if (code == 77) GTEST_SKIP() << "cannot create a PID namespace here (needs root with CAP_SYS_ADMIN)";
+  if (code == 77)
+    GTEST_SKIP() << "cannot create a PID namespace here (needs root with CAP_SYS_ADMIN)";
   EXPECT_EQ(code, 0) << "see the scenario's messages above";
 }
 

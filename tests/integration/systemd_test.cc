@@ -17,10 +17,11 @@
 #include <sstream>
 #include <thread>
 
+#include <gtest/gtest.h>
+
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
 #include "warden/client.h"
-#include <gtest/gtest.h>
 
 namespace warden::testing {
 namespace {
@@ -76,7 +77,7 @@ class FakeSystemd : public ::testing::Test {
   // with their LISTEN_FDNAMES.
   void start(std::vector<std::pair<int, std::string>> fds = {}, bool watchdog = false) {
     socket_path = dir + "/warden.sock";
-    std::vector<std::string> argv{WARDEND_PATH, "--socket", socket_path, "--state-dir",
+    std::vector<std::string> argv{WARDEND_PATH,   "--socket",    socket_path, "--state-dir",
                                   dir + "/state", "--log-level", "debug"};
     wardend = ::fork();
     if (wardend == 0) {
@@ -118,7 +119,9 @@ class FakeSystemd : public ::testing::Test {
     char buf[4096];
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16) + CMSG_SPACE(sizeof(ucred))];
     iovec iov{.iov_base = buf, .iov_len = sizeof(buf)};
-    msghdr msg{.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+    msghdr msg{.msg_iov = &iov,
+               .msg_iovlen = 1,
+               .msg_control = control,
                .msg_controllen = sizeof(control)};
     ssize_t n = ::recvmsg(notify.get(), &msg, MSG_CMSG_CLOEXEC);
     if (n < 0) return std::nullopt;
@@ -177,7 +180,8 @@ TEST_F(FakeSystemd, NotifiesReadyStatusWatchdogAndStopping) {
   Client client = connect();
   pid_t main = spawned.emplace_back(spawn(Behaviour::sleep));
   client.register_job({.name = "j", .pid = main});
-  Notification status = receive_until("STATUS=1 jobs active, 1 processes tracked, 0 cleanups running", 5s);
+  Notification status =
+      receive_until("STATUS=1 jobs active, 1 processes tracked, 0 cleanups running", 5s);
 
   stop(SIGTERM);
   receive_until("STOPPING=1", 2s);
@@ -225,10 +229,13 @@ TEST_F(FakeSystemd, ARestartGetsItsPidfdsBackFromTheStore) {
     before_ready.push_back(note->text);
   }
   for (const auto& [fd, name] : fds) {
-    EXPECT_NE(std::find(before_ready.begin(), before_ready.end(), "FDSTOREREMOVE=1\nFDNAME=" + name),
-              before_ready.end()) << name;
+    EXPECT_NE(
+        std::find(before_ready.begin(), before_ready.end(), "FDSTOREREMOVE=1\nFDNAME=" + name),
+        before_ready.end())
+        << name;
     EXPECT_NE(std::find(before_ready.begin(), before_ready.end(), "FDSTORE=1\nFDNAME=" + name),
-              before_ready.end()) << name;
+              before_ready.end())
+        << name;
   }
 
   Client again = connect();

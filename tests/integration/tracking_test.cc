@@ -3,15 +3,16 @@
 // beneath the job's own; a restart in the middle of the job or of its cleanup loses nothing; and
 // where tracking cgroups are off, the scan still cleans and status says which a job has.
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
 
 #include "daemon/cgroup.h"
 #include "tests/support/daemon_test.h"
@@ -30,9 +31,7 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-std::optional<std::string> mount() {
-  return find_cgroup2_mount(slurp("/proc/self/mountinfo"));
-}
+std::optional<std::string> mount() { return find_cgroup2_mount(slurp("/proc/self/mountinfo")); }
 
 // A job's main process that, once told (a byte on `go`), starts what a /proc scan cannot find:
 // an escapee that drops its whole environment (as `env -i` does), calls setsid() and
@@ -96,7 +95,9 @@ Hider spawn_hider() {
   ::close(go[0]);
   ::close(out[1]);
   ::close(forker_out[1]);
-  return {.main = main, .go = UniqueFd(go[1]), .escapee_pid = UniqueFd(out[0]),
+  return {.main = main,
+          .go = UniqueFd(go[1]),
+          .escapee_pid = UniqueFd(out[0]),
           .forker_pid = UniqueFd(forker_out[0])};
 }
 

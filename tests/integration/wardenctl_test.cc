@@ -1,5 +1,4 @@
 // wardenctl against a real wardend: output for people and scripts, and one-line errors.
-#include <gtest/gtest.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,10 +9,11 @@
 #include <optional>
 #include <thread>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "tests/support/daemon_test.h"
 #include "proto/messages.h"
+#include "tests/support/daemon_test.h"
 #include "tests/support/processes.h"
 
 namespace warden {
@@ -126,7 +126,8 @@ TEST_F(Wardenctl, RunCleansTheTreeAndTmpdirOfACommandThatDies) {
 
 TEST_F(Wardenctl, RunExitsWithTheCommandsStatusAndEndsTheJobAccordingly) {
   EXPECT_EQ(ctl({"run", "--", "/bin/sh", "-c", "exit 3"}).status, 3);
-  auto ok = ctl({"run", "--name", "fine", "--", "/bin/sh", "-c", "test -d \"$TMPDIR\" && test -n \"$WARDEN_JOB\""});
+  auto ok = ctl({"run", "--name", "fine", "--", "/bin/sh", "-c",
+                 "test -d \"$TMPDIR\" && test -n \"$WARDEN_JOB\""});
   EXPECT_EQ(ok.status, 0) << ok.err;
   auto jobs = client.status();
   ASSERT_EQ(jobs.size(), 2u);
@@ -157,7 +158,8 @@ class LineReader {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       pollfd p{.fd = fd_, .events = POLLIN};
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return std::nullopt;
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1)
+        return std::nullopt;
       char buf[4096];
       ssize_t n = ::read(fd_, buf, sizeof(buf));
       if (n <= 0) return std::nullopt;
@@ -176,7 +178,8 @@ TEST_F(Wardenctl, EventsFollowPrintsStateChangesAsTheyHappen) {
   pid_t follower = ::fork();
   if (follower == 0) {
     ::dup2(out[1], 1);
-    testing::exec_argv({WARDENCTL_PATH, "--socket", daemon.socket(), "events", "--follow", "--json"});
+    testing::exec_argv(
+        {WARDENCTL_PATH, "--socket", daemon.socket(), "events", "--follow", "--json"});
   }
   track(follower);
   ::close(out[1]);
@@ -207,7 +210,8 @@ TEST_F(Wardenctl, EventsFollowPrintsStateChangesAsTheyHappen) {
 
 TEST_F(Wardenctl, CleanupOfAGroupEndsEveryJobOfItAndNoOther) {
   std::vector<pid_t> mains;
-  for (int i = 0; i < 3; ++i) mains.push_back(spawned.emplace_back(testing::spawn(testing::Behaviour::sleep)));
+  for (int i = 0; i < 3; ++i)
+    mains.push_back(spawned.emplace_back(testing::spawn(testing::Behaviour::sleep)));
   // Two jobs of Slurm job 4242 (the group comes from the environment), one of another.
   for (int i = 0; i < 2; ++i) {
     auto r = run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "register", "--pid",
@@ -215,7 +219,9 @@ TEST_F(Wardenctl, CleanupOfAGroupEndsEveryJobOfItAndNoOther) {
                          {"SLURM_JOB_ID=4242"});
     ASSERT_EQ(r.status, 0) << r.err;
   }
-  ASSERT_EQ(ctl({"register", "--pid", std::to_string(mains[2]), "--name", "other", "--group", "7"}).status, 0);
+  ASSERT_EQ(ctl({"register", "--pid", std::to_string(mains[2]), "--name", "other", "--group", "7"})
+                .status,
+            0);
   auto table = ctl({"status"});
   EXPECT_NE(table.out.find("GROUP"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("4242"), std::string::npos) << table.out;
@@ -227,7 +233,8 @@ TEST_F(Wardenctl, CleanupOfAGroupEndsEveryJobOfItAndNoOther) {
   EXPECT_TRUE(testing::wait_exited(mains[1], std::chrono::seconds(10)));
   EXPECT_FALSE(testing::is_gone(mains[2]));
   EXPECT_EQ(wait_for_state(3, JobState::running).state, JobState::running);
-  EXPECT_EQ(wait_for_state(1, JobState::cleaned).reason_detail, "cleanup requested by uid 0 for group 4242");
+  EXPECT_EQ(wait_for_state(1, JobState::cleaned).reason_detail,
+            "cleanup requested by uid 0 for group 4242");
 
   // One job by id, as its owner.
   ASSERT_EQ(ctl({"cleanup", "3"}).status, 0);
@@ -242,7 +249,9 @@ TEST_F(Wardenctl, SlurmEpilogCleansTheFinishedSlurmJobsGroupOnly) {
                           std::to_string(rank), "--name", "rank0"},
                          {"SLURM_JOB_ID=5150"});
   ASSERT_EQ(reg.status, 0) << reg.err;
-  ASSERT_EQ(ctl({"register", "--pid", std::to_string(other), "--name", "next", "--group", "5151"}).status, 0);
+  ASSERT_EQ(
+      ctl({"register", "--pid", std::to_string(other), "--name", "next", "--group", "5151"}).status,
+      0);
 
   const std::string epilog = WARDEN_EPILOG_PATH;
   auto r = run_command({epilog}, {"SLURM_JOB_ID=5150", "WARDEN_SOCKET=" + daemon.socket(),

@@ -3,11 +3,11 @@
 // wardend then sweeps the worker it left running and the file (both reported as leftovers).
 #include <signal.h>
 #include <unistd.h>
+#include <warden/client.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
-#include <warden/client.h>
 
 int main(int argc, char** argv) {
   if (argc != 2) {

@@ -1,9 +1,5 @@
 #include "tests/support/daemon_fixture.h"
 
-#include <boost/asio/io_context.hpp>
-
-#include "daemon/cgroup.h"
-
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -20,6 +16,9 @@
 #include <sstream>
 #include <thread>
 
+#include <boost/asio/io_context.hpp>
+
+#include "daemon/cgroup.h"
 #include "tests/support/processes.h"
 #include "warden/client.h"
 
@@ -167,9 +166,9 @@ CommandResult run_command_as(uid_t uid, const std::vector<std::string>& argv) {
 
 uid_t test_user(const std::string& name) {
   if (passwd* pw = ::getpwnam(name.c_str())) return pw->pw_uid;
-  auto r = run({"/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                name},
-               {}, std::nullopt);
+  auto r = run(
+      {"/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name},
+      {}, std::nullopt);
   passwd* pw = ::getpwnam(name.c_str());
   if (pw == nullptr) throw std::runtime_error("cannot create test user " + name + ": " + r.err);
   return pw->pw_uid;

@@ -13,8 +13,7 @@ class Daemon {
  public:
   // Starts build/bin/wardend with `extra_args` and waits (up to 10 s) until it answers hello.
   // `launcher` runs it, e.g. {"/usr/bin/prlimit", "--nofile=64", "--"}.
-  explicit Daemon(std::vector<std::string> extra_args = {},
-                  std::vector<std::string> launcher = {});
+  explicit Daemon(std::vector<std::string> extra_args = {}, std::vector<std::string> launcher = {});
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
   // Stops it with SIGTERM and removes its directory.

@@ -2,16 +2,16 @@
 // (killed and reaped afterwards, whatever happened).
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <iostream>
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "proto/messages.h"
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
-#include "proto/messages.h"
 #include "warden/client.h"
 
 namespace warden::testing {
@@ -53,8 +53,9 @@ class DaemonTest : public ::testing::Test {
   JobStatus wait_for_state(JobId id, JobState state,
                            std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
     Client follower(daemon.socket());
-    follower.follow_events({.job = id, .limit = kMaxEventsPerReply},
-                           [state](const Event& e) { return e.state != state; }, timeout);
+    follower.follow_events(
+        {.job = id, .limit = kMaxEventsPerReply},
+        [state](const Event& e) { return e.state != state; }, timeout);
     return client.status(id).at(0);
   }
 

@@ -6,8 +6,6 @@
 
 #include <signal.h>
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -15,6 +13,9 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "daemon/cgroup.h"
 #include "tests/support/processes.h"
@@ -29,7 +30,7 @@ class FakeCgroups final : public Cgroups {
   std::map<std::string, std::set<pid_t>> members_of;  // by cgroup; a pid in none is in "/"
   // A member nothing can end or even open (stuck in the kernel): the cgroup stays populated.
   bool never_empties = false;
-  std::function<void()> on_thaw;     // runs when a cgroup is thawed (a fork during the grace)
+  std::function<void()> on_thaw;  // runs when a cgroup is thawed (a fork during the grace)
   // --- what the engine did ---
   std::vector<std::string> calls;  // "freeze /job 1", "kill /job", "move 42 /", "remove /job"
 
@@ -115,10 +116,10 @@ class FakeCgroups final : public Cgroups {
       return;
     }
     timer->expires_after(std::chrono::milliseconds(5));
-    timer->async_wait([this, cgroup, timer, emptied = std::move(emptied)](
-                          boost::system::error_code ec) mutable {
-      if (!ec) poll(cgroup, timer, std::move(emptied));
-    });
+    timer->async_wait(
+        [this, cgroup, timer, emptied = std::move(emptied)](boost::system::error_code ec) mutable {
+          if (!ec) poll(cgroup, timer, std::move(emptied));
+        });
   }
 
   boost::asio::any_io_executor executor_;

@@ -22,9 +22,9 @@ namespace warden::testing {
 class FakeKernel final : public Kernel {
  public:
   enum class Fate {
-    obeys,        // SIGTERM ends it
-    ignores_term, // only SIGKILL ends it
-    never_dies,   // nothing ends it (uninterruptible sleep in a driver)
+    obeys,         // SIGTERM ends it
+    ignores_term,  // only SIGKILL ends it
+    never_dies,    // nothing ends it (uninterruptible sleep in a driver)
   };
 
   ~FakeKernel() override {
@@ -62,8 +62,8 @@ class FakeKernel final : public Kernel {
     Process& p = processes_.at(pid);
     if (p.exited) return ESRCH;
     signals.push_back(std::string(::sigabbrev_np(sig)) + " " + std::to_string(pid));
-    bool ends = (sig == SIGTERM && p.fate == Fate::obeys) ||
-                (sig == SIGKILL && p.fate != Fate::never_dies);
+    bool ends =
+        (sig == SIGTERM && p.fate == Fate::obeys) || (sig == SIGKILL && p.fate != Fate::never_dies);
     if (ends) {
       p.exited = true;
       std::uint64_t one = 1;
@@ -82,7 +82,8 @@ class FakeKernel final : public Kernel {
     std::vector<Discovered> found;
     if (appear_on_scan.empty()) return found;
     for (pid_t pid : appear_on_scan.front()) {
-      found.push_back({.pid = pid, .start_time = static_cast<std::uint64_t>(pid),
+      found.push_back({.pid = pid,
+                       .start_time = static_cast<std::uint64_t>(pid),
                        .found_by = "forked during the cleanup"});
     }
     appear_on_scan.pop_front();

@@ -1,12 +1,13 @@
 #include "daemon/cgroup.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <filesystem>
-#include <fstream>
+#include <gtest/gtest.h>
 
 #include "tests/support/processes.h"
 
@@ -109,7 +110,8 @@ TEST_F(KernelCgroupsTest, ACgroupBeneathAProcessHoldsItAndItsForksAndIsKilledAnd
 
 TEST_F(KernelCgroupsTest, APopulatedCgroupIsNotRemoved) {
   pid_t p = spawn(Behaviour::sleep);
-  made = cgroups->create(*cgroups->cgroup_of(p), "warden-unittest-busy-" + std::to_string(::getpid()));
+  made =
+      cgroups->create(*cgroups->cgroup_of(p), "warden-unittest-busy-" + std::to_string(::getpid()));
   cgroups->move(p, made);
   EXPECT_EQ(cgroups->remove(made), EBUSY);
   cgroups->move(p, parent_cgroup(made));

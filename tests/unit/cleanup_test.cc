@@ -1,11 +1,11 @@
 #include "daemon/cleanup.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <gtest/gtest.h>
 
 #include "daemon/process.h"
 #include "tests/support/fake_cgroups.h"
@@ -59,8 +59,12 @@ class CleanupTest : public ::testing::Test {
   }
 
   std::vector<pid_t> children;
-  CleanupPlan plan{.job = 424242, .reason = JobState::failed, .uid = ::getuid(),
-                   .gid = ::getgid(), .grace = milliseconds(300), .main = {.pid = 1}};
+  CleanupPlan plan{.job = 424242,
+                   .reason = JobState::failed,
+                   .uid = ::getuid(),
+                   .gid = ::getgid(),
+                   .grace = milliseconds(300),
+                   .main = {.pid = 1}};
   std::vector<UniqueFd> pidfds;
 };
 
@@ -216,8 +220,10 @@ TEST_F(TrackedCleanupTest, SparedMainAndKeptWorkerLeaveTheCgroupBeforeItIsKilled
   EXPECT_FALSE(testing::is_gone(main));
   EXPECT_FALSE(testing::is_gone(kept));
   EXPECT_TRUE(testing::is_gone(forgotten));
-  EXPECT_LT(cgroups.order_of("move " + std::to_string(main) + " /"), cgroups.order_of("freeze /job 1"));
-  EXPECT_LT(cgroups.order_of("move " + std::to_string(kept) + " /"), cgroups.order_of("freeze /job 1"));
+  EXPECT_LT(cgroups.order_of("move " + std::to_string(main) + " /"),
+            cgroups.order_of("freeze /job 1"));
+  EXPECT_LT(cgroups.order_of("move " + std::to_string(kept) + " /"),
+            cgroups.order_of("freeze /job 1"));
   ASSERT_NE(report_of(report, forgotten), nullptr);
   EXPECT_TRUE(report_of(report, forgotten)->leftover);
   EXPECT_EQ(report_of(report, main), nullptr) << "the spared main process is not in the report";

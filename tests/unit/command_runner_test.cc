@@ -1,10 +1,10 @@
 #include "daemon/command_runner.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
 
 #include "tests/support/processes.h"
 

@@ -2,10 +2,10 @@
 // request staged, for the server to wait on.
 #include "daemon/commands.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
 
 #include "tests/support/processes.h"
 #include "tests/support/temp_dir.h"
@@ -72,8 +72,8 @@ TEST_F(Dispatch, HelloListsEveryCommandAndRefusesAnotherProtocol) {
 
 TEST_F(Dispatch, ARequestThatChangesStateSaysWhichJournalChangeItStaged) {
   pid_t main = children.emplace_back(testing::spawn(testing::Behaviour::sleep));
-  Reply registered = send(R"({"id": 1, "op": "register_job", "name": "t", "pid": )" +
-                          std::to_string(main) + "}");
+  Reply registered =
+      send(R"({"id": 1, "op": "register_job", "name": "t", "pid": )" + std::to_string(main) + "}");
   ASSERT_TRUE(registered.ok) << registered.line;
   ASSERT_TRUE(registered.change);
   EXPECT_EQ(*registered.change, journal.last_staged());

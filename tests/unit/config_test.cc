@@ -1,9 +1,9 @@
 // wardend's settings: flags, the config file, their defaults, and clear errors for bad ones.
 #include "daemon/config.h"
 
-#include <gtest/gtest.h>
-
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "tests/support/temp_dir.h"
 
@@ -58,12 +58,13 @@ TEST_F(ConfigTest, DefaultsAreTheShippedConfigs) {
 }
 
 TEST_F(ConfigTest, FileKeysAreTheFlagsAndAFlagWins) {
-  std::string path = file("kill-timeout = 2.5\n"
-                          "idle-timeout = 60\n"
-                          "max-jobs-per-user = 7\n"
-                          "gpu-devices = [\"/dev/nvidia[0-9]*\", \"/dev/fake0\"]\n"
-                          "allowed-roots = [\"/scratch\", \"/tmp\"]\n"
-                          "durable = false\n");
+  std::string path = file(
+      "kill-timeout = 2.5\n"
+      "idle-timeout = 60\n"
+      "max-jobs-per-user = 7\n"
+      "gpu-devices = [\"/dev/nvidia[0-9]*\", \"/dev/fake0\"]\n"
+      "allowed-roots = [\"/scratch\", \"/tmp\"]\n"
+      "durable = false\n");
   auto c = parse({"--config", path, "--max-jobs-per-user", "9"});
   ASSERT_TRUE(c);
   EXPECT_EQ(c->cleanup.kill_timeout, 2500ms);

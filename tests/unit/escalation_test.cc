@@ -1,12 +1,12 @@
 // The cleanup engine's escalation against the fake kernel (support/fake_kernel.h), where processes
 // do what real ones only do by accident: SIGTERM ignored, SIGKILL survived, children forked in the
 // middle of a cleanup. What the engine signals, in what order, and what it reports.
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <gtest/gtest.h>
 
 #include "daemon/cleanup.h"
 #include "tests/support/fake_kernel.h"

@@ -1,9 +1,9 @@
 // wardenctl's --since: the times people type.
 #include "wardenctl/events_view.h"
 
-#include <gtest/gtest.h>
-
 #include <ctime>
+
+#include <gtest/gtest.h>
 
 #include "wardenctl/status_view.h"
 
@@ -27,8 +27,13 @@ TEST(ParseSince, DurationsAreThatLongAgo) {
 TEST(ParseSince, DatesAreLocalTime) {
   std::tm midnight{.tm_mday = 28, .tm_mon = 10, .tm_year = 126, .tm_isdst = -1};
   EXPECT_EQ(parse_since("2026-11-28"), std::mktime(&midnight) * 1000);
-  std::tm afternoon{.tm_sec = 0, .tm_min = 5, .tm_hour = 14, .tm_mday = 28, .tm_mon = 10,
-                    .tm_year = 126, .tm_isdst = -1};
+  std::tm afternoon{.tm_sec = 0,
+                    .tm_min = 5,
+                    .tm_hour = 14,
+                    .tm_mday = 28,
+                    .tm_mon = 10,
+                    .tm_year = 126,
+                    .tm_isdst = -1};
   EXPECT_EQ(parse_since("2026-11-28T14:05:00"), std::mktime(&afternoon) * 1000);
   EXPECT_EQ(parse_since("2026-11-28 14:05:00"), std::mktime(&afternoon) * 1000);
 }

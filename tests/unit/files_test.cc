@@ -1,7 +1,6 @@
 #include "daemon/files.h"
 
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -9,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "tests/support/expect_error.h"
 #include "tests/support/temp_dir.h"

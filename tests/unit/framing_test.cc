@@ -1,9 +1,9 @@
 #include "proto/framing.h"
 
-#include <gtest/gtest.h>
-
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace warden {
 namespace {

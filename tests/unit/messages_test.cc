@@ -19,8 +19,8 @@ std::string message_of(auto&& fn) {
 }
 
 TEST(Messages, RegisterJobRoundTrips) {
-  RegisterJobRequest r{.name = "train", .pid = 42, .heartbeat_s = 30, .grace_s = 2,
-                       .kill_main_on_stall = true};
+  RegisterJobRequest r{
+      .name = "train", .pid = 42, .heartbeat_s = 30, .grace_s = 2, .kill_main_on_stall = true};
   auto parsed = parse_register_job(to_json(r));
   EXPECT_EQ(parsed.name, "train");
   EXPECT_EQ(parsed.pid, 42);
@@ -42,7 +42,8 @@ TEST(Messages, BadFieldsAreBadRequestsNamingTheField) {
   EXPECT_NE(message_of(parse(R"({"pid":7})")).find("'name'"), std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":"7"})")).find("'pid'"), std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":-3})")).find("'pid'"), std::string::npos);
-  EXPECT_NE(message_of(parse(R"({"name":"x","pid":99999999999})")).find("'pid'"), std::string::npos);
+  EXPECT_NE(message_of(parse(R"({"name":"x","pid":99999999999})")).find("'pid'"),
+            std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":7,"grace_s":-1})")).find("'grace_s'"),
             std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":7,"heartbeat_s":"soon"})")).find("'heartbeat_s'"),
@@ -60,8 +61,8 @@ TEST(Messages, BadFieldsAreBadRequestsNamingTheField) {
 }
 
 TEST(Messages, JobIdsMustBePositiveIntegers) {
-  for (const char* text : {R"({})", R"({"job":0})", R"({"job":-1})", R"({"job":1.5})",
-                           R"({"job":"1"})"}) {
+  for (const char* text :
+       {R"({})", R"({"job":0})", R"({"job":-1})", R"({"job":1.5})", R"({"job":"1"})"}) {
     EXPECT_EQ(code_of([&] { parse_heartbeat(json::parse(text)); }), ErrorCode::bad_request) << text;
   }
   EXPECT_EQ(parse_heartbeat(json::parse(R"({"job":18446744073709551615})")).job,
@@ -77,24 +78,36 @@ TEST(Messages, EndJobOutcomeIsOkOrFailed) {
 }
 
 TEST(Messages, JobStatusRoundTrips) {
-  JobStatus s{.id = 9, .name = "n", .uid = 1000, .state = JobState::cleaned,
-              .reason = JobState::stalled, .reason_detail = "no heartbeat", .main_pid = 10,
-              .main_start_time = 123, .heartbeat_s = 5, .grace_s = 1, .created_unix_ms = 77,
+  JobStatus s{.id = 9,
+              .name = "n",
+              .uid = 1000,
+              .state = JobState::cleaned,
+              .reason = JobState::stalled,
+              .reason_detail = "no heartbeat",
+              .main_pid = 10,
+              .main_start_time = 123,
+              .heartbeat_s = 5,
+              .grace_s = 1,
+              .created_unix_ms = 77,
               .last_beat_unix_ms = 88};
   s.workers.push_back({.pid = 11, .start_time = 124, .exited = true});
   s.report = CleanupReport{.reason = JobState::stalled, .started_unix_ms = 99, .duration_ms = 1.5};
-  s.report->processes.push_back({.pid = 11, .role = "worker", .outcome = Outcome::killed,
-                                 .leftover = true, .detail = "d", .elapsed_ms = 3});
+  s.report->processes.push_back({.pid = 11,
+                                 .role = "worker",
+                                 .outcome = Outcome::killed,
+                                 .leftover = true,
+                                 .detail = "d",
+                                 .elapsed_ms = 3});
   auto back = parse_job_status(to_json(s));
   EXPECT_EQ(to_json(back), to_json(s));
 }
 
 TEST(Messages, ErrorCodeNamesRoundTrip) {
-  for (auto code : {ErrorCode::bad_request, ErrorCode::unknown_op, ErrorCode::frame_too_large,
-                    ErrorCode::unsupported_protocol, ErrorCode::not_found,
-                    ErrorCode::permission_denied, ErrorCode::no_such_process,
-                    ErrorCode::invalid_state, ErrorCode::limit_exceeded, ErrorCode::unavailable,
-                    ErrorCode::internal}) {
+  for (auto code :
+       {ErrorCode::bad_request, ErrorCode::unknown_op, ErrorCode::frame_too_large,
+        ErrorCode::unsupported_protocol, ErrorCode::not_found, ErrorCode::permission_denied,
+        ErrorCode::no_such_process, ErrorCode::invalid_state, ErrorCode::limit_exceeded,
+        ErrorCode::unavailable, ErrorCode::internal}) {
     EXPECT_EQ(error_code_from_string(to_string(code)), code);
   }
   EXPECT_FALSE(error_code_from_string("nonsense"));

@@ -1,18 +1,21 @@
 #include "daemon/namespaces.h"
 
-#include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include "tests/support/expect_error.h"
 
 namespace warden {
 namespace {
 
-UniqueFd pidfd_of(pid_t pid) { return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); }
+UniqueFd pidfd_of(pid_t pid) {
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+}
 
 TEST(View, AProcessWhereWardendIsSharesItsView) {
   UniqueFd self = pidfd_of(::getpid());

@@ -1,13 +1,13 @@
 #include "daemon/process.h"
 
-#include <gtest/gtest.h>
-
-#include "tests/support/expect_error.h"
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include "tests/support/expect_error.h"
 #include "tests/support/processes.h"
 
 namespace warden {

@@ -1,7 +1,8 @@
 #include "daemon/process_tree.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
+
+#include <gtest/gtest.h>
 
 namespace warden {
 namespace {
@@ -10,11 +11,14 @@ constexpr uid_t kUser = 1000;
 
 ProcEntry proc(pid_t pid, pid_t ppid, pid_t pgrp = 0, pid_t session = 0, uid_t uid = kUser,
                std::uint64_t start_time = 0) {
-  return {.pid = pid,
-          .stat = {.state = 'S', .ppid = ppid, .pgrp = pgrp == 0 ? pid : pgrp,
-                   .session = session == 0 ? 500 : session,
-                   .start_time = start_time == 0 ? static_cast<std::uint64_t>(pid) * 10 : start_time},
-          .uid = uid};
+  return {
+      .pid = pid,
+      .stat = {.state = 'S',
+               .ppid = ppid,
+               .pgrp = pgrp == 0 ? pid : pgrp,
+               .session = session == 0 ? 500 : session,
+               .start_time = start_time == 0 ? static_cast<std::uint64_t>(pid) * 10 : start_time},
+      .uid = uid};
 }
 
 std::map<pid_t, std::string> found(const std::vector<ProcEntry>& scan, const DiscoveryQuery& q,
@@ -89,8 +93,8 @@ TEST(Discover, AnExitedLeaderStillNamesItsGroup) {
 
 TEST(Discover, NeverTakesInitWardendOrTheSparedMainProcess) {
   // Main 5 is alive and spared (a clean end); 6 is its other child carrying the cookie.
-  std::vector<ProcEntry> scan{proc(1, 0), proc(99, 1), proc(5, 1), proc(6, 5), proc(10, 5),
-                              proc(11, 10)};
+  std::vector<ProcEntry> scan{proc(1, 0), proc(99, 1), proc(5, 1),
+                              proc(6, 5), proc(10, 5), proc(11, 10)};
   DiscoveryQuery q = query({10});
   q.spared = 5;
   std::string cookie("WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 30);

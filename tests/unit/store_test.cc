@@ -1,10 +1,11 @@
 #include "daemon/store.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "daemon/wall_clock.h"
 #include "tests/support/temp_dir.h"
@@ -29,13 +30,16 @@ class StoreTest : public ::testing::Test {
     job.id = 7;
     job.uid = 1000;
     job.gid = 1001;
-    job.spec = {.name = "train",
-                .heartbeat = seconds(30),
-                .grace = std::chrono::milliseconds(1500),
-                .kill_main_on_stall = true,
-                .diagnose = CommandSpec{.argv = {"py-spy", "dump", "--pid", "{pid}"}, .timeout_s = 5},
-                .home = JobHome{.pid_ns = 4026532001, .mount_ns = 4026532002, .root_dev = 64769,
-                                .root_ino = 1ULL << 40}};
+    job.spec = {
+        .name = "train",
+        .heartbeat = seconds(30),
+        .grace = std::chrono::milliseconds(1500),
+        .kill_main_on_stall = true,
+        .diagnose = CommandSpec{.argv = {"py-spy", "dump", "--pid", "{pid}"}, .timeout_s = 5},
+        .home = JobHome{.pid_ns = 4026532001,
+                        .mount_ns = 4026532002,
+                        .root_dev = 64769,
+                        .root_ino = 1ULL << 40}};
     job.main = {.pid = 4242, .start_time = 123456789, .uid = 1000};
     job.cgroup = "/user.slice/warden-0123456789abcdef-7";
     job.created = Clock::now() - seconds(60);
@@ -48,13 +52,17 @@ class StoreTest : public ::testing::Test {
 
 TEST_F(StoreTest, WhatIsWrittenIsLoadedBackAfterReopening) {
   Job job = sample_job();
-  TrackedPath file{.kind = PathKind::dir, .path = "/tmp/x", .identity = {.dev = 64769, .ino = 1ULL << 40, .uid = 1000, .type = 0040000}, .policy = Policy::failure};
-  TrackedHook hook{.command = {.argv = {"/bin/true"}, .env = {{"A", "b"}}, .cwd = "/", .timeout_s = 2}};
+  TrackedPath file{.kind = PathKind::dir,
+                   .path = "/tmp/x",
+                   .identity = {.dev = 64769, .ino = 1ULL << 40, .uid = 1000, .type = 0040000},
+                   .policy = Policy::failure};
+  TrackedHook hook{
+      .command = {.argv = {"/bin/true"}, .env = {{"A", "b"}}, .cwd = "/", .timeout_s = 2}};
   {
     Store store({.path = path});
     write(store, {job_record(job), event_record(job), NextJobId{8},
-                 ProcessRecord{7, {.identity = {.pid = 4243, .start_time = 99, .uid = 1000}}},
-                 PathRecord{7, file}, HookRecord{7, hook}});
+                  ProcessRecord{7, {.identity = {.pid = 4243, .start_time = 99, .uid = 1000}}},
+                  PathRecord{7, file}, HookRecord{7, hook}});
   }
   Store store({.path = path});
   StoredState state = store.load();

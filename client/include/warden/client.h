@@ -46,8 +46,8 @@ std::string group_from_environment();
 //
 // A broken connection is re-established (see ClientOptions) and the request sent again, except a
 // register_job that broke while awaiting its reply: whether the daemon registered it is unknown,
-// so that call throws unavailable rather than risk a second job. The daemon keeps its jobs across restarts, so a job
-// simply continues on the new connection.
+// so that call throws unavailable rather than risk a second job. The daemon keeps its jobs across
+// restarts, so a job simply continues on the new connection.
 class Client {
  public:
   // Connects to `socket_path` (default: client_socket_path()) and exchanges hello.
@@ -165,7 +165,7 @@ class Job {
   // first is sent at once.
   std::atomic<std::int64_t> last_beat_ns_{std::numeric_limits<std::int64_t>::min() / 2};
   std::atomic<bool> trailing_{false};  // a beat() coalesced since, sent when its quarter ends
-  std::mutex mutex_;  // held by the sender only while it waits, never during I/O
+  std::mutex mutex_;                   // held by the sender only while it waits, never during I/O
   std::condition_variable wake_;
   bool beat_due_ = false;
   bool stopping_ = false;

@@ -19,7 +19,8 @@ using JobId = std::uint64_t;
 inline constexpr int kProtocolVersion = 1;
 inline constexpr std::size_t kDefaultMaxFrame = 64 * 1024;
 
-// --- vocabulary ------------------------------------------------------------------------------------
+// --- vocabulary
+// ------------------------------------------------------------------------------------
 
 // running -> ended | failed | stalled -> cleaning -> cleaned. The first three name how the job
 // ended; that name is kept as the job's `reason` once it moves on to cleaning and cleaned.
@@ -54,7 +55,8 @@ std::optional<Outcome> outcome_from_string(std::string_view s);
 std::optional<Policy> policy_from_string(std::string_view s);
 std::optional<PathKind> path_kind_from_string(std::string_view s);
 
-// --- requests (client -> daemon) ---------------------------------------------------------------------
+// --- requests (client -> daemon)
+// ---------------------------------------------------------------------
 
 struct HelloRequest {
   int protocol = kProtocolVersion;
@@ -151,9 +153,8 @@ struct EventsRequest {
   bool follow = false;
 };
 
-
-
-// --- replies (daemon -> client) ----------------------------------------------------------------------
+// --- replies (daemon -> client)
+// ----------------------------------------------------------------------
 
 struct HelloReply {
   int protocol = kProtocolVersion;
@@ -202,8 +203,8 @@ struct PathReport {
   PathKind kind = PathKind::file;
   std::string path;  // for shm_glob: the pattern
   Outcome outcome = Outcome::removed;
-  bool leftover = false;     // still present after a clean end
-  std::size_t removed = 0;   // entries removed (a directory's tree, a glob's matches)
+  bool leftover = false;    // still present after a clean end
+  std::size_t removed = 0;  // entries removed (a directory's tree, a glob's matches)
   std::string detail;
   double elapsed_ms = 0;
 };
@@ -249,7 +250,7 @@ struct GpuHolder {
 // What a job's cleanup did for one GPU its processes held.
 struct GpuReport {
   std::string device;
-  std::string uuid;  // NVML only
+  std::string uuid;                             // NVML only
   std::optional<std::uint64_t> held_bytes;      // by the job's processes as cleanup began (NVML)
   std::optional<std::uint64_t> released_bytes;  // of that, no longer held once they were gone
   std::vector<GpuHolder> still_held_by;         // processes outside the job holding it afterwards
