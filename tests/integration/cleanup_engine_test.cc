@@ -13,6 +13,7 @@
 
 #include "daemon/process_tree.h"
 #include "tests/support/daemon_test.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -23,19 +24,13 @@ using testing::Behaviour;
 
 class CleanupEngine : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/warden-engine-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    ::chmod(dir.c_str(), 0755);
-  }
+  void SetUp() override { ::chmod(dir.c_str(), 0755); }
   void TearDown() override {
     DaemonTest::TearDown();
     ::unsetenv("WARDEN_JOB");
     ::unsetenv("WARDEN_SOCKET");
     ::unsetenv("WARDEN_INSTANCE");
     for (const auto& name : shm_names) ::shm_unlink(name.c_str());
-    std::error_code ec;
-    fs::remove_all(dir, ec);
   }
 
   // Registers a job for a fresh main process and exports its cookie, as a client would.
@@ -74,7 +69,8 @@ class CleanupEngine : public testing::DaemonTest {
     return out;
   }
 
-  std::string dir;
+  testing::TempDir temp{"warden-engine"};
+  const std::string dir = temp.path();
   std::vector<std::string> shm_names;
 };
 

@@ -21,6 +21,7 @@
 
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
+#include "tests/support/temp_dir.h"
 #include "warden/client.h"
 
 namespace warden::testing {
@@ -52,8 +53,6 @@ struct Notification {
 class FakeSystemd : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/warden-systemd-XXXXXX";
-    dir = ::mkdtemp(tmpl);
     notify_path = dir + "/notify";
     notify.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     sockaddr_un addr{.sun_family = AF_UNIX};
@@ -70,7 +69,6 @@ class FakeSystemd : public ::testing::Test {
     stop(SIGKILL);
     kill_and_reap(spawned);
     testing::release_cgroups(dir + "/state");
-    fs::remove_all(dir);
   }
 
   // Starts wardend as systemd would: NOTIFY_SOCKET, WATCHDOG_USEC, and `fds` as descriptors 3...
@@ -163,7 +161,9 @@ class FakeSystemd : public ::testing::Test {
     return Client(socket_path);
   }
 
-  std::string dir, notify_path, socket_path;
+  testing::TempDir temp{"warden-systemd"};
+  const std::string dir = temp.path();
+  std::string notify_path, socket_path;
   UniqueFd notify;
   pid_t wardend = -1;
   std::vector<pid_t> spawned;
