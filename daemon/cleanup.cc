@@ -134,13 +134,6 @@ struct Termination {
       return e.waiting && !e.gone_at && !(tracked && e.in_cgroup);
     });
   }
-  // Whether such a process ran during the grace period, alive now or not: one that forked and
-  // then exited on SIGTERM left its child for a scan to find.
-  bool ran_outside_cgroup(bool tracked) const {
-    return std::any_of(entries.begin(), entries.end(), [tracked](const Entry& e) {
-      return e.waiting && !(tracked && e.in_cgroup);
-    });
-  }
 
   void signal(Entry& e, int sig) {
     if (!e.waiting || e.gone_at) return;
@@ -344,10 +337,11 @@ asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const Clea
   std::size_t added = 0;
   for (int round = 0;; ++round) {
     t->signal_all(SIGKILL);
-    // What ran outside the cgroup since the freeze is looked for once, even if all of it has
-    // exited; then again while any of it lives or the last look found more.
-    bool look = ran_since_freeze && (round == 0 ? t->ran_outside_cgroup(bool(tracking))
-                                                : added > 0 || t->needs_scan(bool(tracking)));
+    // What ran outside the cgroup since the freeze is looked for while any of it lives, or the
+    // last look found more. (Once all of it has exited no scan follows: under a mass death one
+    // per cleanup cost more than the rest of the cleanups together. A child that a process forked
+    // during the grace and left behind is the cgroup's to catch.)
+    bool look = ran_since_freeze && (added > 0 || t->needs_scan(bool(tracking)));
     added = look ? co_await find_more(t, plan, context, SIGKILL) : 0;
     if (t->live == 0 && !t->cgroup_busy && added == 0) break;
     if (Clock::now() >= kill_deadline || round >= kMaxScanRounds ||

@@ -92,20 +92,30 @@ TEST_F(Escalation, ProcessThatSurvivesSigkillIsReportedUnkillableAtTheBound) {
 }
 
 TEST_F(Escalation, RescansFindWhatTheJobForksAndEndItToo) {
-  pid_t worker = target(Fate::obeys);
+  pid_t stubborn = target(Fate::ignores_term);  // alive through the grace: it may have forked
   pid_t early = kernel.add(Fate::obeys);        // forked before the freeze: found by its scan
   pid_t late = kernel.add(Fate::ignores_term);  // forked during the grace: found after SIGKILL
-  kernel.appear_on_scan = {{early}, {}, {late}};
+  pid_t later = kernel.add(Fate::obeys);        // forked by `late` meanwhile: found by the next
+  kernel.appear_on_scan = {{early}, {}, {late}, {later}};
   auto r = clean(50ms);
 
-  EXPECT_EQ(of(r, worker).outcome, Outcome::terminated);
+  EXPECT_EQ(of(r, stubborn).outcome, Outcome::killed);
   EXPECT_EQ(of(r, early).outcome, Outcome::terminated);
   EXPECT_EQ(of(r, early).role, "descendant");
   EXPECT_EQ(of(r, early).detail, "forked during the cleanup");
   EXPECT_EQ(of(r, late).outcome, Outcome::killed);
+  EXPECT_EQ(of(r, later).outcome, Outcome::killed);
   EXPECT_FALSE(kernel.alive(late));
+  EXPECT_FALSE(kernel.alive(later));
   // The freeze scanned until a scan found nothing new; after SIGKILL, until one did again.
-  EXPECT_EQ(kernel.scans, 4);
+  EXPECT_EQ(kernel.scans, 5);
+}
+
+TEST_F(Escalation, OnceEverythingHasExitedNoRescanFollows) {
+  pid_t worker = target(Fate::obeys);
+  auto r = clean(50ms);
+  EXPECT_EQ(of(r, worker).outcome, Outcome::terminated);
+  EXPECT_EQ(kernel.scans, 1) << "only the freeze's";
 }
 
 TEST_F(Escalation, WithoutGraceTheFrozenTreeIsKilledAtOnceWithoutARescan) {
