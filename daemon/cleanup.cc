@@ -376,7 +376,7 @@ std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kep
 
 // Which GPUs the job's processes hold, read while they are stopped and before any is ended.
 asio::awaitable<GpuAccount> take_gpu_account(const Termination& t, const CleanupContext& context) {
-  if (context.gpus == nullptr) co_return GpuAccount{};
+  if (context.gpus == nullptr || !context.gpus->any()) co_return GpuAccount{};
   std::vector<pid_t> pids;
   for (const auto& e : t.entries) {
     if (e.waiting && !e.gone_at) pids.push_back(e.report.pid);

@@ -75,6 +75,8 @@ std::optional<std::uint64_t> GpuSnapshot::memory_of(std::size_t device, pid_t pi
 Gpus::Gpus(GpuOptions options)
     : patterns_(std::move(options.devices)), nvml_(std::move(options.nvml_library)) {}
 
+bool Gpus::any() const { return !match_devices(patterns_).empty(); }
+
 GpuSnapshot Gpus::look() {
   GpuSnapshot snapshot{.devices = match_devices(patterns_)};
   if (snapshot.devices.empty()) return snapshot;

@@ -53,6 +53,9 @@ class Gpus {
   // NVML's figures where it is used. Empty devices: this node has no GPU, and nothing else here
   // needs doing. Thread-safe.
   GpuSnapshot look();
+  // Whether any device node of the set exists now: a glob or three, cheap enough for the event
+  // loop, so that a node without GPUs pays nothing more.
+  bool any() const;
   // Which of the snapshot's devices `pid` has open; empty if none (or it is gone).
   static GpuHoldings held_by(pid_t pid, const GpuSnapshot& snapshot);
   // Every process of the node that holds one of the devices `wanted` (all where empty).
