@@ -71,8 +71,9 @@ json status(const RequestContext& c, const json& request) {
   json jobs = json::array();
   for (const auto& s : c.service.status(c.caller, r)) jobs.push_back(to_json(s));
   json reply{{"jobs", std::move(jobs)}};
-  // The node's view (not one job's) shows its GPUs too, where it has any.
-  if (!r.job) {
+  // The node's full view (not one job's, nor the counts a table polls for) shows its GPUs too,
+  // where it has any: a look at every process's descriptors, so not for a summary.
+  if (!r.job && !r.summary) {
     json gpus = to_json(c.service.gpus(c.caller));
     if (!gpus["gpus"].empty()) reply["gpus"] = std::move(gpus["gpus"]);
   }

@@ -22,17 +22,6 @@ using asio::local::stream_protocol;
 
 namespace {
 
-// A session that ended by an exception (a bug: sessions report their errors to the client) is
-// logged, not dropped.
-void log_session_end(std::exception_ptr error) {
-  if (!error) return;
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    spdlog::error("a connection's session ended by an error: {}", e.what());
-  }
-}
-
 // True if something accepts connections on `path` (another wardend, most likely).
 bool socket_is_live(asio::io_context& io, const std::string& path) {
   stream_protocol::socket probe(io);
@@ -123,16 +112,7 @@ Server::Server(asio::io_context& io, Service& service, Journal& journal, ServerO
 
 Server::~Server() { stop(); }
 
-void Server::start() {
-  asio::co_spawn(io_, accept_loop(), [](std::exception_ptr error) {
-    if (!error) return;
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      spdlog::critical("stopped accepting connections: {}", e.what());
-    }
-  });
-}
+void Server::start() { asio::co_spawn(io_, accept_loop(), log_if_thrown("accepting connections")); }
 
 void Server::stop() {
   if (stopped_) return;
@@ -160,7 +140,8 @@ asio::awaitable<void> Server::accept_loop() {
                              .journal = journal_,
                              .max_frame = options_.max_frame,
                              .limits = options_.limits};
-    asio::co_spawn(io_, serve(std::move(socket), settings, connections_), log_session_end);
+    asio::co_spawn(io_, serve(std::move(socket), settings, connections_),
+                   log_if_thrown("a connection's session"));
   }
 }
 

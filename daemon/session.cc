@@ -84,16 +84,6 @@ std::string storage_error(const Written& w) {
          "); it keeps trying, and the change is lost if wardend restarts first";
 }
 
-// Logs how a coroutine the session started on the side ended, instead of dropping it.
-void log_failure(std::exception_ptr error) {
-  if (!error) return;
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    spdlog::error("connection watch ended by an error: {}", e.what());
-  }
-}
-
 // A connection's read deadline, kept by one timer that is re-armed lazily: a request only updates
 // `last_read`, and the timer, when it fires early, goes back to sleep until the real deadline.
 struct ReadDeadline {
@@ -162,7 +152,7 @@ class Session {
                   caller_pidfd_ ? "yes" : "no", caller_.view->is_wardends() ? "no" : "yes");
     // An idle connection may wait long; a request once begun must arrive in full soon.
     asio::co_spawn(socket_.get_executor(), watch_deadline(deadline_, socket_, settings_.limits),
-                   log_failure);
+                   log_if_thrown("a connection's deadline watch"));
     if (co_await read_requests()) co_await follow_events(follow_->job);
     spdlog::debug("disconnect pid={} uid={}", caller_.pid, caller_.uid);
   }
@@ -439,6 +429,17 @@ asio::awaitable<void> serve(Socket socket, SessionSettings settings,
                             std::shared_ptr<Connections> connections) {
   Session session(std::move(socket), settings, std::move(connections));
   co_await session.run();
+}
+
+std::function<void(std::exception_ptr)> log_if_thrown(std::string what) {
+  return [what = std::move(what)](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("{} ended by an error: {}", what, e.what());
+    }
+  };
 }
 
 }  // namespace warden

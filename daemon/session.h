@@ -5,6 +5,8 @@
 #pragma once
 
 #include <deque>
+#include <exception>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -41,6 +43,10 @@ struct SessionSettings {
   std::size_t max_frame = kDefaultMaxFrame;
   ConnectionLimits limits;
 };
+
+// A co_spawn completion that logs an exception that ended the coroutine (a bug: each reports its
+// own errors), where `detached` would let it vanish.
+std::function<void(std::exception_ptr)> log_if_thrown(std::string what);
 
 // Serves one accepted connection until it closes.
 boost::asio::awaitable<void> serve(Socket socket, SessionSettings settings,

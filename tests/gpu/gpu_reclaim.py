@@ -44,6 +44,18 @@ def start_job(env, no_warden):
     return job, [pids["main"]] + pids["workers"]
 
 
+def kill_main(env, no_warden):
+    """Starts the job, SIGKILLs its main process once every process holds its memory; returns the
+    pids (main first), what each held by nvidia-smi, and the seconds until all was released (None:
+    not within grace + 10 s)."""
+    job, pids = start_job(env, no_warden)
+    before = gpu_memory_by_pid()
+    held = {pid: before.get(pid, 0) for pid in pids}
+    os.kill(pids[0], signal.SIGKILL)
+    job.wait()
+    return pids, held, until_released(pids, GRACE + 10)
+
+
 def until_released(pids, bound):
     """Seconds until no pid holds device memory, or None after `bound`."""
     start = time.monotonic()
@@ -70,18 +82,13 @@ def main():
     rows = []
     try:
         # With warden: SIGKILL the main process; wardend ends the workers and the memory is freed.
-        job, pids = start_job(env, no_warden=False)
-        before = gpu_memory_by_pid()
-        held = {pid: before.get(pid, 0) for pid in pids}
-        os.kill(pids[0], signal.SIGKILL)
-        job.wait()
-        with_warden = until_released(pids, GRACE + 10)
+        pids, held, with_warden = kill_main(env, no_warden=False)
         client = warden.Client(socket)
         report = None
         for _ in range(200):
             jobs = [j for j in client.status() if j["state"] == "cleaned"]
             if jobs:
-                report = client.status(jobs[0]["id"])[0]["report"]
+                report = client.status(jobs[0]["id"])["report"]
                 break
             time.sleep(0.05)
         reported = {p["pid"]: sum(g.get("memory_bytes", 0) for g in p.get("gpus", []))
@@ -89,12 +96,7 @@ def main():
         rows.append(("warden", with_warden, held, reported, report.get("gpus", [])))
 
         # Without warden: the hung workers keep their memory.
-        job, pids = start_job(env, no_warden=True)
-        before = gpu_memory_by_pid()
-        held = {pid: before.get(pid, 0) for pid in pids}
-        os.kill(pids[0], signal.SIGKILL)
-        job.wait()
-        without = until_released(pids, GRACE + 10)
+        pids, held, without = kill_main(env, no_warden=True)
         still = {pid: gpu_memory_by_pid().get(pid, 0) for pid in pids[1:]}
         for pid in pids[1:]:
             os.kill(pid, signal.SIGKILL)

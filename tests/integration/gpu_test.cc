@@ -170,7 +170,7 @@ TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
   sockaddr_un addr{.sun_family = AF_UNIX};
   std::strncpy(addr.sun_path, daemon.socket().c_str(), sizeof(addr.sun_path) - 1);
   ASSERT_EQ(::connect(raw.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string request = R"({"id":1,"op":"status","summary":true})"
+  const std::string request = R"({"id":1,"op":"status"})"
                               "\n";
   ASSERT_EQ(::write(raw.get(), request.data(), request.size()),
             static_cast<ssize_t>(request.size()));

@@ -50,7 +50,8 @@ std::string group_from_environment();
 // restarts, so a job simply continues on the new connection.
 class Client {
  public:
-  // Connects to `socket_path` (default: client_socket_path()) and exchanges hello.
+  // Connects to `socket_path` (default: $WARDEN_SOCKET, else /run/warden/warden.sock where that
+  // socket exists, else $XDG_RUNTIME_DIR/warden/warden.sock) and exchanges hello.
   explicit Client(std::string socket_path = {}, ClientOptions options = {});
   Client(Client&& other) noexcept;
   Client& operator=(Client&&) = delete;
