@@ -226,8 +226,8 @@ TEST_F(Durability, CrashLoopUnderLoadLosesNothingAcknowledged) {
 }
 
 TEST(DurabilityStart, CorruptStoreIsReportedAndWardendRefusesToStartEmpty) {
-  char tmpl[] = "/tmp/warden-corrupt-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
+  testing::TempDir temp("warden-corrupt");
+  const std::string& dir = temp.path();
   fs::create_directories(dir + "/state");
   std::ofstream(dir + "/state/warden.db") << std::string(8192, 'x');
   auto r = run_command({WARDEND_PATH, "--socket", dir + "/s.sock", "--state-dir", dir + "/state"});
@@ -236,15 +236,12 @@ TEST(DurabilityStart, CorruptStoreIsReportedAndWardendRefusesToStartEmpty) {
   EXPECT_NE(r.err.find("move it aside"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir + "/s.sock")) << "it must not serve";
   EXPECT_EQ(fs::file_size(dir + "/state/warden.db"), 8192u) << "the file must be left as it was";
-  fs::remove_all(dir);
 }
 
 // A small tmpfs as the state directory: filled up, or read-only.
 class FullDisk : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/warden-full-XXXXXX";
-    dir = ::mkdtemp(tmpl);
     state = dir + "/state";
     fs::create_directories(state);
     if (::mount("tmpfs", state.c_str(), "tmpfs", 0, "size=2m") != 0) {
@@ -259,8 +256,6 @@ class FullDisk : public ::testing::Test {
     daemon.reset();
     kill_and_reap(spawned);
     if (mounted) ::umount2(state.c_str(), MNT_DETACH);
-    std::error_code ec;
-    fs::remove_all(dir, ec);
   }
 
   // Registers jobs until one is refused (the WAL reuses space it already has, so the first few
@@ -277,7 +272,9 @@ class FullDisk : public ::testing::Test {
     return std::nullopt;
   }
 
-  std::string dir, state;
+  testing::TempDir temp{"warden-full"};  // removed after TearDown() has unmounted the tmpfs
+  const std::string dir = temp.path();
+  std::string state;
   bool mounted = false;
   std::optional<Daemon> daemon;
   std::vector<pid_t> spawned;

@@ -20,6 +20,7 @@
 
 #include "proto/socket_path.h"
 #include "tests/support/daemon_test.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden::testing {
 namespace {
@@ -85,8 +86,8 @@ TEST_F(Security, UsersActOnlyOnTheirOwnProcessesFilesAndJobsAndRootOnAll) {
     EXPECT_NE(a.err.find("permission_denied"), std::string::npos) << a.err;
   }
   // Not root's file, not Bob's.
-  char tmpl[] = "/tmp/warden-sec-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
+  testing::TempDir temp("warden-sec");
+  const std::string& dir = temp.path();
   ::chmod(dir.c_str(), 0755);
   std::string root_file = dir + "/root", bob_file = dir + "/bob";
   std::ofstream(root_file) << "x";

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/processes.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -52,16 +53,12 @@ TEST(CgroupPaths, WithinMeansTheSameOrBeneathNotAPrefixOfTheName) {
 }
 
 TEST(CgroupPrefix, IsMadeOnceAndKeptInTheStateDirectory) {
-  char tmpl[] = "/tmp/warden-prefix-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
+  testing::TempDir dir_a("warden-prefix"), dir_b("warden-prefix");
+  const std::string& dir = dir_a.path();
   std::string first = cgroup_prefix(dir);
   EXPECT_EQ(first.size(), std::string("warden-").size() + 16 + 1);
   EXPECT_EQ(cgroup_prefix(dir), first) << "a restart finds its cgroups again";
-  char other_tmpl[] = "/tmp/warden-prefix-XXXXXX";
-  std::string other = ::mkdtemp(other_tmpl);
-  EXPECT_NE(cgroup_prefix(other), first) << "two wardends never share names";
-  std::filesystem::remove_all(dir);
-  std::filesystem::remove_all(other);
+  EXPECT_NE(cgroup_prefix(dir_b.path()), first) << "two wardends never share names";
 }
 
 // The real cgroupfs, where this machine lets the test write it (root, cgroup v2 mounted).

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/processes.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -80,12 +81,10 @@ TEST(CommandRunner, MissingProgramIsAFailureNotACrash) {
 
 TEST(CommandRunner, WorkingDirectoryIsEnteredWithTheUsersPermissions) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
-  char tmpl[] = "/tmp/warden-private-XXXXXX";
-  std::string private_dir = ::mkdtemp(tmpl);  // mode 0700, root's
+  testing::TempDir private_dir("warden-private");  // mode 0700, root's
   CommandSpec spec = sh("pwd");
-  spec.cwd = private_dir;
+  spec.cwd = private_dir.path();
   auto r = run(spec, {.uid = 65534, .gid = 65534});
-  ::rmdir(private_dir.c_str());
   EXPECT_EQ(r.outcome, Outcome::failed);
   EXPECT_NE(r.detail.find("Permission denied"), std::string::npos) << r.detail;
 }
