@@ -18,13 +18,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
-#include "daemon/cgroup.h"
-#include "daemon/config.h"
-#include "daemon/metrics_http.h"
-#include "daemon/server.h"
-#include "daemon/service.h"
-#include "daemon/store.h"
-#include "daemon/systemd.h"
+#include "world/cgroup.h"
+#include "edge/config.h"
+#include "edge/metrics_http.h"
+#include "edge/server.h"
+#include "edge/service.h"
+#include "edge/store.h"
+#include "edge/systemd.h"
 #include "proto/unique_fd.h"
 
 namespace {

@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon/process_tree.h"
+#include "world/process_tree.h"
 #include "tests/support/daemon_test.h"
 #include "tests/support/temp_dir.h"
 

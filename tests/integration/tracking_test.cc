@@ -14,7 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
-#include "daemon/cgroup.h"
+#include "world/cgroup.h"
 #include "tests/support/daemon_test.h"
 
 namespace warden {

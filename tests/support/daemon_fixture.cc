@@ -18,7 +18,7 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "daemon/cgroup.h"
+#include "world/cgroup.h"
 #include "tests/support/processes.h"
 #include "warden/client.h"
 

@@ -17,7 +17,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "daemon/cgroup.h"
+#include "world/cgroup.h"
 #include "tests/support/processes.h"
 
 namespace warden::testing {

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/kernel.h"
+#include "world/kernel.h"
 #include "warden/errors.h"
 
 namespace warden::testing {

@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "daemon/process.h"
+#include "world/process.h"
 
 namespace warden::testing {
 namespace {

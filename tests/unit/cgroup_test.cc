@@ -1,4 +1,4 @@
-#include "daemon/cgroup.h"
+#include "world/cgroup.h"
 
 #include <unistd.h>
 

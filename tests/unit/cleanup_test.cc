@@ -1,4 +1,4 @@
-#include "daemon/cleanup.h"
+#include "world/cleanup.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <gtest/gtest.h>
 
-#include "daemon/process.h"
+#include "world/process.h"
 #include "tests/support/fake_cgroups.h"
 #include "tests/support/processes.h"
 

@@ -1,4 +1,4 @@
-#include "daemon/command_runner.h"
+#include "world/command_runner.h"
 
 #include <unistd.h>
 

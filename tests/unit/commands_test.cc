@@ -1,6 +1,6 @@
 // dispatch(): one request line in, one reply line out, whatever the line holds; and the change a
 // request staged, for the server to wait on.
-#include "daemon/commands.h"
+#include "edge/commands.h"
 
 #include <unistd.h>
 

@@ -1,5 +1,5 @@
 // wardend's settings: flags, the config file, their defaults, and clear errors for bad ones.
-#include "daemon/config.h"
+#include "edge/config.h"
 
 #include <fstream>
 

@@ -8,7 +8,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <gtest/gtest.h>
 
-#include "daemon/cleanup.h"
+#include "world/cleanup.h"
 #include "tests/support/fake_kernel.h"
 
 namespace warden {

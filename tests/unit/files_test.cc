@@ -1,4 +1,4 @@
-#include "daemon/files.h"
+#include "world/files.h"
 
 #include <fcntl.h>
 #include <sys/mount.h>

@@ -1,4 +1,4 @@
-#include "daemon/namespaces.h"
+#include "world/namespaces.h"
 
 #include <sched.h>
 #include <signal.h>

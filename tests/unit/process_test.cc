@@ -1,4 +1,4 @@
-#include "daemon/process.h"
+#include "world/process.h"
 
 #include <signal.h>
 #include <sys/resource.h>

@@ -1,4 +1,4 @@
-#include "daemon/process_tree.h"
+#include "world/process_tree.h"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "daemon/store.h"
+#include "edge/store.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon/wall_clock.h"
+#include "core/wall_clock.h"
 #include "tests/support/temp_dir.h"
 
 namespace warden {

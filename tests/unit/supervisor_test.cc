@@ -1,4 +1,4 @@
-#include "daemon/supervisor.h"
+#include "core/supervisor.h"
 
 #include <gtest/gtest.h>
 

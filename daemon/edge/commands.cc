@@ -1,0 +1,206 @@
+#include "edge/commands.h"
+
+#include <array>
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+namespace warden {
+namespace {
+
+json hello(const RequestContext& context, const json& request);
+
+// The descriptor that came with a request whose field 'pidfd' is true.
+UniqueFd passed_pidfd(const RequestContext& c, bool announced) {
+  if (!announced) return {};
+  if (c.passed_fds == nullptr || c.passed_fds->empty()) {
+    throw Error(ErrorCode::bad_request,
+                "field 'pidfd' is true but no descriptor came with the request (send it with "
+                "SCM_RIGHTS along with the request line)");
+  }
+  UniqueFd pidfd = std::move(c.passed_fds->front());
+  c.passed_fds->pop_front();
+  return pidfd;
+}
+
+json register_job(const RequestContext& c, const json& request) {
+  RegisterJobRequest r = parse_register_job(request);
+  auto job = c.service.register_job(c.caller, r, passed_pidfd(c, r.pidfd));
+  return {{"job", job.id}, {"tracking", job.cgroup.empty() ? "scan" : "cgroup"}};
+}
+
+json add_process(const RequestContext& c, const json& request) {
+  AddProcessRequest r = parse_add_process(request);
+  auto identity = c.service.add_process(c.caller, r, passed_pidfd(c, r.pidfd));
+  // The pid as the caller numbers it (the one it named), which in a container is not wardend's.
+  return {{"pid", r.pid}, {"start_time", identity.start_time}};
+}
+
+// add_file, add_dir, add_shm and add_shm_glob differ only in the kind of path.
+template <PathKind kind>
+json add_path(const RequestContext& c, const json& request) {
+  std::string added = c.service.add_path(c.caller, parse_add_path(request, kind));
+  return {{kind == PathKind::shm_glob ? "pattern" : "path", std::move(added)}};
+}
+
+json add_hook(const RequestContext& c, const json& request) {
+  c.service.add_hook(c.caller, parse_add_hook(request));
+  return json::object();
+}
+
+json heartbeat(const RequestContext& c, const json& request) {
+  auto left = c.service.heartbeat(c.caller, parse_heartbeat(request));
+  if (!left) return json::object();
+  return {{"deadline_in_s", to_seconds(*left)}};
+}
+
+json end_job(const RequestContext& c, const json& request) {
+  c.service.end_job(c.caller, parse_end_job(request));
+  return json::object();
+}
+
+json cleanup(const RequestContext& c, const json& request) {
+  return {{"jobs", c.service.cleanup(c.caller, parse_cleanup(request))}};
+}
+
+// Aggregates only (no user's jobs), so every caller may read them.
+json metrics(const RequestContext& c, const json&) { return {{"text", c.service.metrics_text()}}; }
+
+json status(const RequestContext& c, const json& request) {
+  StatusRequest r = parse_status(request);
+  json jobs = json::array();
+  for (const auto& s : c.service.status(c.caller, r)) jobs.push_back(to_json(s));
+  json reply{{"jobs", std::move(jobs)}};
+  // The node's full view (not one job's, nor the counts a table polls for) shows its GPUs too,
+  // where it has any: a look at every process's descriptors, so not for a summary.
+  if (!r.job && !r.summary) {
+    json gpus = to_json(c.service.gpus(c.caller));
+    if (!gpus["gpus"].empty()) reply["gpus"] = std::move(gpus["gpus"]);
+  }
+  return reply;
+}
+
+json gpus(const RequestContext& c, const json&) { return to_json(c.service.gpus(c.caller)); }
+
+json events(const RequestContext& c, const json& request) {
+  EventsRequest r = parse_events(request);
+  json events = json::array();
+  // Without a store there is no history, but live events still flow.
+  if (!r.follow || c.service.has_history()) {
+    for (auto& e : c.service.events(c.caller, r)) events.push_back(std::move(e));
+  }
+  if (r.follow) *c.follow = Follow{r.job};
+  return {{"events", std::move(events)}};
+}
+
+constexpr std::array<Command, 15> kCommands{{
+    {"hello", "exchange protocol version, capabilities and limits", hello},
+    {"register_job", "start supervising a job: its main process, heartbeat and grace period",
+     register_job},
+    {"add_process", "track a worker process (and its descendants) of a job", add_process},
+    {"add_file", "remove a file at cleanup", add_path<PathKind::file>},
+    {"add_dir", "remove a directory tree at cleanup", add_path<PathKind::dir>},
+    {"add_shm", "unlink a POSIX shm segment or named semaphore at cleanup",
+     add_path<PathKind::shm>},
+    {"add_shm_glob", "unlink the job user's shm segments matching a pattern at cleanup",
+     add_path<PathKind::shm_glob>},
+    {"add_hook", "run a command as the job's user at cleanup", add_hook},
+    {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
+    {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},
+    {"cleanup", "clean a job, or every job of a group, now (as failed, main process included)",
+     cleanup},
+    {"status", "show all jobs the caller may see, or one", status},
+    {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
+    {"gpus", "the node's GPUs and the processes holding each, with their jobs", gpus},
+    {"metrics", "counters and gauges in Prometheus text format", metrics},
+}};
+
+json hello(const RequestContext& c, const json& request) {
+  auto r = parse_hello(request);
+  if (r.protocol != kProtocolVersion) {
+    throw Error(ErrorCode::unsupported_protocol,
+                "this wardend speaks protocol " + std::to_string(kProtocolVersion) + ", not " +
+                    std::to_string(r.protocol) + "; upgrade the older side");
+  }
+  HelloReply reply{.server = "wardend/" WARDEN_VERSION};
+  for (const auto& c : kCommands) reply.capabilities.push_back("cmd-" + std::string(c.name));
+  reply.max_frame = c.max_frame;
+  reply.tracking = c.service.tracking();
+  reply.instance = c.service.instance();
+  return to_json(reply);
+}
+
+const Command* find_command(std::string_view op) {
+  for (const auto& c : kCommands) {
+    if (c.name == op) return &c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::span<const Command> commands() { return kCommands; }
+
+std::string error_reply(const json& id, ErrorCode code, std::string_view message) {
+  json reply{
+      {"id", id}, {"ok", false}, {"error", {{"code", to_string(code)}, {"message", message}}}};
+  return reply.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+namespace {
+
+// The reply to one request line, without its change (dispatch() adds that).
+Reply answer(const RequestContext& context, std::string_view line) {
+  json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) {
+    return {error_reply(nullptr, ErrorCode::bad_request, "request is not valid JSON")};
+  }
+  if (!request.is_object()) {
+    return {error_reply(nullptr, ErrorCode::bad_request, "request must be a JSON object")};
+  }
+  json id = request.contains("id") ? request["id"] : json(nullptr);
+  if (!id.is_null() && !id.is_number() && !id.is_string()) {
+    return {
+        error_reply(nullptr, ErrorCode::bad_request, "field 'id' must be a number or a string")};
+  }
+  auto op = request.find("op");
+  if (op == request.end() || !op->is_string()) {
+    return {error_reply(id, ErrorCode::bad_request, "field 'op' is required and must be a string"),
+            id};
+  }
+  const Command* command = find_command(op->get_ref<const std::string&>());
+  if (command == nullptr) {
+    return {
+        error_reply(id, ErrorCode::unknown_op,
+                    "unknown op '" + op->get<std::string>() + "'; hello lists the supported ones"),
+        id};
+  }
+
+  try {
+    json reply = command->handler(context, request);
+    reply["id"] = id;
+    reply["ok"] = true;
+    return {reply.dump(-1, ' ', false, json::error_handler_t::replace), std::move(id), true};
+  } catch (const Error& e) {
+    context.service.count_refusal(e.code());
+    spdlog::debug("op={} uid={} refused code={} message={:?}", command->name, context.caller.uid,
+                  to_string(e.code()), e.what());
+    return {error_reply(id, e.code(), e.what()), id};
+  } catch (const std::exception& e) {
+    spdlog::error("op={} uid={} internal error: {}", command->name, context.caller.uid, e.what());
+    return {error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what()), id};
+  }
+}
+
+}  // namespace
+
+Reply dispatch(const RequestContext& context, std::string_view line) {
+  const std::uint64_t staged = context.journal ? context.journal->last_staged() : 0;
+  Reply reply = answer(context, line);
+  if (context.journal && context.journal->last_staged() != staged) {
+    reply.change = context.journal->last_staged();
+  }
+  return reply;
+}
+
+}  // namespace warden

@@ -1,0 +1,57 @@
+// The command table and the one dispatch point that turns a request line into a reply line.
+#pragma once
+
+#include <deque>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "edge/service.h"
+
+namespace warden {
+
+class Journal;
+
+// An `events` request with follow: the session turns into a live event stream after the reply.
+struct Follow {
+  std::optional<JobId> job;
+};
+
+// What a handler may use besides the request itself.
+struct RequestContext {
+  Service& service;
+  const Caller& caller;  // from the connection's peer credentials
+  std::size_t max_frame = kDefaultMaxFrame;
+  std::optional<Follow>* follow = nullptr;     // set by `events` with follow
+  std::deque<UniqueFd>* passed_fds = nullptr;  // received over SCM_RIGHTS, oldest first
+  const Journal* journal = nullptr;            // where a request's change is staged (Reply::change)
+};
+
+struct Command {
+  std::string_view name;
+  std::string_view help;
+  json (*handler)(const RequestContext& context, const json& request);
+};
+
+// Every operation wardend serves, in the order PROTOCOL.md lists them. `hello` advertises
+// "cmd-<name>" for each entry, so the capability list cannot drift from what is served.
+std::span<const Command> commands();
+
+struct Reply {
+  std::string line;  // without the trailing newline
+  json id;           // the request's id, for a reply that must be replaced by an error
+  bool ok = false;
+  // The journal sequence of the change the request staged: its reply goes out once that is
+  // written. nullopt: it changed nothing.
+  std::optional<std::uint64_t> change;
+};
+
+// Handles one request line and returns its reply (with the change it staged, where the context
+// has the journal). Never throws: a refusal becomes an error reply
+// with its code, anything unexpected becomes `internal` and is logged.
+Reply dispatch(const RequestContext& context, std::string_view line);
+
+// An error reply for a request that could not be dispatched at all (framing errors).
+std::string error_reply(const json& id, ErrorCode code, std::string_view message);
+
+}  // namespace warden

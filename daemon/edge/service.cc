@@ -1,0 +1,739 @@
+#include "edge/service.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+
+#include <boost/asio/co_spawn.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "world/process_tree.h"
+#include "edge/systemd.h"
+#include "core/wall_clock.h"
+
+namespace warden {
+namespace {
+
+// The process if it still exists and is the same one: a pid reused since has another identity
+// (start time and, where the kernel has pidfs, inode).
+std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
+  try {
+    ProcessHandle handle = open_process(identity.pid);
+    if (handle.identity == identity) return handle;
+  } catch (const Error&) {
+  }
+  return std::nullopt;
+}
+
+// wardend's ancestors, parent first, by identity: ancestors only ever go away (a process is
+// reparented to an ancestor), so the list read once at start can only hold too many, and a
+// recycled pid of one that went has another start time.
+std::vector<ProcessIdentity> read_ancestors() {
+  std::vector<ProcessIdentity> out;
+  for (pid_t up = ::getppid(); up > 1;) {
+    auto st = read_proc_stat(up);
+    if (!st) break;
+    out.push_back({.pid = up, .start_time = st->start_time});
+    up = st->ppid;
+  }
+  return out;
+}
+
+}  // namespace
+
+void Service::refuse_untouchable(const ProcessHandle& process, pid_t named) const {
+  const ProcessIdentity& p = process.identity;
+  std::string why;
+  if (p.pid == ::getpid()) {
+    why = "is wardend itself";
+  } else if (p.pid == 1) {
+    why = "is the init of wardend's PID namespace";
+  } else if (process.kernel_thread) {
+    why = "is a kernel thread";
+  } else if (std::any_of(ancestors_.begin(), ancestors_.end(), [&p](const ProcessIdentity& a) {
+               return a.pid == p.pid && a.start_time == p.start_time;
+             })) {
+    why = "is an ancestor of wardend, which ending it could end";
+  }
+  if (!why.empty()) {
+    throw Error(ErrorCode::permission_denied,
+                "process " + std::to_string(named) + " " + why +
+                    "; a job's processes are ended at cleanup, so it cannot be one");
+  }
+}
+
+namespace {
+
+// Under systemd, a copy of each watched pidfd goes to the service's descriptor store, so that a
+// restarted wardend gets back handles that a recycled pid cannot confuse.
+ProcessWatch::Keeper pidfd_keeper(Systemd* systemd) {
+  if (systemd == nullptr || !systemd->supervised()) return {};
+  return {.keep =
+              [systemd](JobId job, const ProcessIdentity& process, int pidfd) {
+                std::string name = Systemd::pidfd_name(job, process);
+                systemd->store_pidfd(name, pidfd);
+                return name;
+              },
+          .release = [systemd](const std::string& name) { systemd->remove_pidfd(name); }};
+}
+
+}  // namespace
+
+Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
+    : io_(io),
+      instance_(options.instance),
+      ancestors_(read_ancestors()),
+      systemd_(options.systemd),
+      cgroups_(options.cgroups),
+      cgroup_prefix_(options.cgroup_prefix),
+      gpus_(std::make_shared<Gpus>(options.cleanup.gpus)),
+      cleanup_options_(options.cleanup),
+      journal_(journal),
+      core_(options.limits),
+      watch_(
+          io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
+          pidfd_keeper(options.systemd)),
+      deadline_timer_(io),
+      status_timer_(io) {
+  journal_.on_event_written([this](const Event& event) { publish(event); });
+}
+
+std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job, EventSink push) {
+  std::uint64_t id = next_subscriber_++;
+  subscribers_.emplace(id, Subscriber{caller, job, std::move(push)});
+  return id;
+}
+
+void Service::unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
+
+void Service::publish(const Event& event) {
+  if (subscribers_.empty()) return;
+  json j = to_json(event);
+  for (auto& [id, s] : subscribers_) {
+    bool sees = s.caller.is_admin() || static_cast<uid_t>(event.uid) == s.caller.uid;
+    if (sees && (!s.job || *s.job == event.job)) s.push(j);
+  }
+}
+
+void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup) {
+  core_.set_limits(limits);
+  if (cleanup.gpus != cleanup_options_.gpus) gpus_ = std::make_shared<Gpus>(cleanup.gpus);
+  cleanup_options_ = cleanup;
+}
+
+std::string Service::summary() const {
+  return fmt::format("{} jobs active, {} processes tracked, {} cleanups running",
+                     core_.active_jobs(), watch_.size(), cleanups_running_);
+}
+
+void Service::status_changed() {
+  if (systemd_ == nullptr || !systemd_->supervised() || status_pending_) return;
+  status_pending_ = true;
+  status_timer_.expires_after(std::chrono::seconds(1));
+  status_timer_.async_wait([this](boost::system::error_code ec) {
+    status_pending_ = false;
+    if (!ec) systemd_->status(summary());
+  });
+}
+
+ProcessHandle Service::process_named(const Caller& caller, pid_t pid, UniqueFd passed) const {
+  const View& view = caller.view != nullptr ? *caller.view : *View::wardends();
+  if (passed) {
+    pid_t host = pidfd_pid(passed.get());
+    auto local = view.local_pid(host);
+    if (!local) {
+      throw Error(ErrorCode::permission_denied,
+                  "the pidfd passed is of a process outside your PID namespace");
+    }
+    if (*local != pid) {
+      throw Error(ErrorCode::bad_request, "the pidfd passed is of process " +
+                                              std::to_string(*local) + ", not of pid " +
+                                              std::to_string(pid));
+    }
+    return identify(host, std::move(passed));
+  }
+  // A process naming itself is known by the connection's own pidfd, free of any pid race.
+  if (caller.pidfd >= 0 && view.local_pid(caller.pid) == pid) {
+    return identify(caller.pid, dup_fd(caller.pidfd));
+  }
+  if (view.shares_pids()) return open_process(pid);
+  // A bare pid from a container: found through the numbers its processes have there.
+  auto host = view.host_pid(pid);
+  if (!host) {
+    throw Error(ErrorCode::no_such_process,
+                "no process " + std::to_string(pid) +
+                    " in your PID namespace (a container's); "
+                    "pass a pidfd of it with the request (\"pidfd\": true and SCM_RIGHTS), as the "
+                    "warden clients do");
+  }
+  ProcessHandle handle = open_process(*host);
+  // The pidfd is the process that had the number when it was looked up only if it has it still.
+  if (view.local_pid(*host) != pid) {
+    throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
+  }
+  return handle;
+}
+
+std::shared_ptr<const View> Service::home_of(JobId id) const {
+  if (auto it = homes_.find(id); it != homes_.end()) return it->second;
+  const Job* job = core_.find(id);
+  return job != nullptr && job->spec.home ? nullptr : View::wardends();
+}
+
+void Service::find_home(const Job& job) {
+  if (!job.spec.home) return;
+  std::vector<const ProcessIdentity*> members{&job.main};
+  for (const auto& w : job.workers) members.push_back(&w.identity);
+  for (const ProcessIdentity* member : members) {
+    auto handle = reopen(*member);
+    if (!handle) continue;
+    try {
+      auto view = View::of(member->pid, handle->pidfd.get());
+      if (view->home() == job.spec.home) {
+        homes_[job.id] = std::move(view);
+        return;
+      }
+    } catch (const Error&) {
+      // Exited meanwhile.
+    }
+  }
+  spdlog::warn(
+      "job={} lived in a container none of whose processes is left: its paths and hooks "
+      "cannot be reached any more",
+      job.id);
+}
+
+Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request,
+                                          UniqueFd pidfd) {
+  ProcessHandle main = process_named(caller, request.pid, std::move(pidfd));
+  refuse_untouchable(main, request.pid);
+  const bool contained = caller.view != nullptr && !caller.view->is_wardends();
+  JobSpec spec{.name = request.name,
+               .heartbeat = from_seconds(request.heartbeat_s),
+               .grace = from_seconds(request.grace_s),
+               .kill_main_on_stall = request.kill_main_on_stall,
+               .diagnose = request.diagnose,
+               .group = request.group,
+               .home = contained ? caller.view->home() : std::nullopt};
+  JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
+  if (contained) homes_[id] = caller.view;
+  std::string cgroup = make_tracking_cgroup(id, main);
+  core_.set_cgroup(id, cgroup);
+  spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={} tracking={}",
+               id, request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s,
+               cgroup.empty() ? "scan" : cgroup);
+  watch_.watch(id, std::move(main));
+  rearm_deadline();
+  const Job& job = *core_.find(id);
+  status_changed();
+  journal_.stage({job_record(job), event_record(job), NextJobId{core_.next_id()}},
+                 [this, id, cgroup] {
+                   if (core_.discard_job(id)) {
+                     spdlog::warn("job={} registration taken back: it could not be recorded", id);
+                     watch_.forget_job(id);
+                     homes_.erase(id);
+                     if (!cgroup.empty()) release_cgroup(cgroup);
+                     rearm_deadline();
+                   }
+                 });
+  return {id, cgroup};
+}
+
+std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
+  const pid_t pid = main.identity.pid;
+  // (wardend and its ancestors are never a job's main: refuse_untouchable(), so wardend, which a
+  // frozen or killed cgroup must never hold, is neither moved nor among the descendants.)
+  if (cgroups_ == nullptr) return "";
+  try {
+    auto home = cgroups_->cgroup_of(pid);
+    if (!home) {
+      throw std::runtime_error("the cgroup of process " + std::to_string(pid) + " cannot be read");
+    }
+    // A process that is already the main one of a running tracked job (registered again, as a
+    // benchmark does thousands of times) gets no cgroup nested in that job's: the nesting would
+    // grow without bound. A job started inside a job has another main process and nests.
+    if (const Job* owner = job_of_cgroup(*home);
+        owner != nullptr && owner->state == JobState::running && owner->main == main.identity) {
+      spdlog::info("job={} tracking=scan: its main process is already job {}'s, tracked by {}", id,
+                   owner->id, *home);
+      return "";
+    }
+    std::string cgroup = cgroups_->create(*home, cgroup_prefix_ + std::to_string(id));
+    try {
+      cgroups_->move(pid, cgroup);
+    } catch (...) {
+      cgroups_->remove(cgroup);
+      throw;
+    }
+    // The pid named the main process when it was moved only if that process is alive still.
+    if (pidfd_exited(main.pidfd.get())) {
+      release_cgroup(cgroup);
+      return "";
+    }
+    for (pid_t descendant : read_descendants(pid)) {
+      if (cgroups_->cgroup_of(descendant) != home) continue;
+      try {
+        cgroups_->move(descendant, cgroup);
+      } catch (const std::system_error&) {
+        // Exited meanwhile; one that cannot be moved is still found by its parentage at cleanup.
+      }
+    }
+    return cgroup;
+  } catch (const std::exception& e) {
+    spdlog::info("job={} tracking=scan: no tracking cgroup ({})", id, e.what());
+    return "";
+  }
+}
+
+void Service::release_cgroup(const std::string& cgroup) {
+  try {
+    for (pid_t pid : cgroups_->members(cgroup)) cgroups_->move(pid, parent_cgroup(cgroup));
+  } catch (const std::exception& e) {
+    spdlog::warn("cgroup={} cannot give its processes back: {}", cgroup, e.what());
+  }
+  if (int err = cgroups_->remove(cgroup); err != 0) {
+    spdlog::warn("cgroup={} cannot be removed: {}", cgroup, std::strerror(err));
+  }
+}
+
+const Job* Service::job_of_cgroup(const std::string& cgroup) const {
+  std::string name = cgroup.substr(cgroup.rfind('/') + 1);
+  if (!name.starts_with(cgroup_prefix_)) return nullptr;
+  const Job* job = core_.find(std::strtoull(name.c_str() + cgroup_prefix_.size(), nullptr, 10));
+  return job != nullptr && job->cgroup == cgroup ? job : nullptr;
+}
+
+void Service::sweep_cgroups() {
+  if (cgroups_ == nullptr) return;
+  for (const std::string& cgroup : cgroups_->find(cgroup_prefix_)) {
+    const Job* job = job_of_cgroup(cgroup);
+    if (job != nullptr && job->state != JobState::cleaned) continue;
+    if (job == nullptr) {
+      spdlog::info("cgroup={} belongs to no recorded job; its processes go back to {}", cgroup,
+                   parent_cgroup(cgroup));
+      release_cgroup(cgroup);
+      continue;
+    }
+    if (cgroup_within(cgroups_->cgroup_of(::getpid()), cgroup)) continue;  // wardend is in it
+    spdlog::info("job={} cgroup={} outlived the job's cleanup; killing what is left", job->id,
+                 cgroup);
+    try {
+      cgroups_->kill(cgroup);
+    } catch (const std::exception& e) {
+      spdlog::warn("cgroup={} kill: {}", cgroup, e.what());
+    }
+    cgroups_->when_empty(cgroup, [this, cgroup] { cgroups_->remove(cgroup); });
+  }
+}
+
+ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request,
+                                     UniqueFd pidfd) {
+  const bool passed = bool(pidfd);
+  ProcessHandle process = process_named(caller, request.pid, std::move(pidfd));
+  refuse_untouchable(process, request.pid);
+  ProcessIdentity identity = process.identity;
+  if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
+  spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,
+                identity.start_time, passed ? "passed by the client" : "opened by wardend");
+  watch_.watch(request.job, std::move(process));
+  JobId job = request.job;
+  journal_.stage({ProcessRecord{job, {.identity = identity, .policy = request.policy}}},
+                 [this, job, identity] {
+                   core_.discard_process(job, identity);
+                   watch_.forget(job, identity.pid);
+                 });
+  return identity;
+}
+
+std::string Service::add_path(const Caller& caller, const AddPathRequest& request) {
+  // Checking the job first spares a stranger's request the file-system work.
+  core_.visible_job(caller, request.job);
+  // A path means what it means where the job lives; asked from elsewhere, it would name another
+  // file.
+  auto home = home_of(request.job);
+  if (home == nullptr) {
+    throw Error(ErrorCode::invalid_state, "job " + std::to_string(request.job) + " has ended");
+  }
+  const View& where = caller.view != nullptr ? *caller.view : *View::wardends();
+  if (!where.same_paths(*home)) {
+    throw Error(ErrorCode::permission_denied,
+                "job " + std::to_string(request.job) +
+                    " lives in another mount namespace or root "
+                    "than you (a container); register its paths from inside it");
+  }
+  TrackedPath path = resolve_path(cleanup_options_.paths, home->root(), request.kind, request.path);
+  path.policy = request.policy;
+  std::string canonical = path.path;
+  JobId job = request.job;
+  PathKind kind = request.kind;
+  Record record = PathRecord{job, path};
+  auto previous = core_.add_path(caller, job, std::move(path));
+  journal_.stage({std::move(record)}, [this, job, kind, canonical, previous] {
+    core_.discard_path(job, kind, canonical, previous);
+  });
+  spdlog::debug("job={} added {}={:?} policy={}", request.job, to_string(request.kind), canonical,
+                to_string(request.policy));
+  return canonical;
+}
+
+void Service::add_hook(const Caller& caller, const AddHookRequest& request) {
+  TrackedHook hook{.command = request.hook, .policy = request.policy};
+  core_.add_hook(caller, request.job, hook);
+  spdlog::debug("job={} added hook={:?}", request.job, request.hook.argv[0]);
+  JobId job = request.job;
+  journal_.stage({HookRecord{job, hook}}, [this, job, hook] { core_.discard_hook(job, hook); });
+}
+
+std::optional<Duration> Service::heartbeat(const Caller& caller, const HeartbeatRequest& request) {
+  auto now = Clock::now();
+  auto deadline = core_.heartbeat(caller, request.job, now);
+  if (request.unsupervised_s > 0) {
+    // Not a state change: the job's history says when it ran without wardend hearing of it.
+    Event event = event_record(*core_.find(request.job));
+    event.reason_detail = fmt::format(
+        "supervised again: the job could not reach wardend for {:.1f} s", request.unsupervised_s);
+    spdlog::warn("job={} {}", request.job, event.reason_detail);
+    journal_.stage({std::move(event)});
+  }
+  if (!deadline) return std::nullopt;
+  // A beat only ever moves a deadline later, so the armed timer stays valid; it re-arms when it
+  // fires.
+  return *deadline - now;
+}
+
+std::size_t Service::cleanup(const Caller& caller, const CleanupRequest& request) {
+  auto plans = core_.cleanup(caller, request);
+  for (auto& plan : plans) start_cleanup(std::move(plan));
+  rearm_deadline();
+  return plans.size();
+}
+
+void Service::end_job(const Caller& caller, const EndJobRequest& request) {
+  start_cleanup(core_.end_job(caller, request.job, request.ok));
+  rearm_deadline();
+}
+
+std::vector<json> Service::events(const Caller& caller, const EventsRequest& request) {
+  Store* store = journal_.store();
+  if (store == nullptr) {
+    throw Error(ErrorCode::unavailable,
+                "this wardend runs without a state store (--durable=false) and keeps no event "
+                "history");
+  }
+  // A user sees the events of its own jobs, even of jobs long gone from `status`.
+  EventQuery query{.job = request.job,
+                   .since_unix_ms = request.since_unix_ms,
+                   .after_seq = request.after_seq,
+                   .limit = request.limit};
+  if (!caller.is_admin()) query.uid = caller.uid;
+  try {
+    return store->events(query);
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::unavailable, std::string("cannot read the event history: ") + e.what());
+  }
+}
+
+std::vector<JobStatus> Service::status(const Caller& caller, const StatusRequest& request) const {
+  std::vector<JobStatus> out;
+  if (request.job) {
+    out.push_back(to_status(core_.visible_job(caller, *request.job), request.summary, caller));
+  } else {
+    for (const Job* job : core_.visible_jobs(caller)) {
+      out.push_back(to_status(*job, request.summary, caller));
+    }
+  }
+  return out;
+}
+
+void Service::on_process_exit(JobId job, pid_t pid) {
+  ExitEffect effect = core_.process_exited(job, pid, Clock::now());
+  if (effect.untrack) {
+    spdlog::debug("job={} pid={} exited; no longer tracked", job, pid);
+    watch_.forget(job, pid);
+  }
+  if (effect.cleanup) {
+    start_cleanup(std::move(*effect.cleanup));
+    rearm_deadline();
+  }
+}
+
+void Service::rearm_deadline() {
+  auto next = core_.next_deadline();
+  if (!next) {
+    if (armed_deadline_) deadline_timer_.cancel();
+    armed_deadline_.reset();
+    return;
+  }
+  // An earlier-armed timer is kept: when it fires, expire() finds nothing due and it re-arms.
+  if (armed_deadline_ && *armed_deadline_ <= *next) return;
+  armed_deadline_ = next;
+  deadline_timer_.expires_at(*next);
+  deadline_timer_.async_wait([this](boost::system::error_code ec) { on_deadline(ec); });
+}
+
+void Service::on_deadline(boost::system::error_code ec) {
+  if (ec) return;  // re-armed or cancelled
+  const auto now = Clock::now();
+  // A timer that fires long after it was due means wardend itself did not run (SIGSTOP, a stuck
+  // disk, a suspended machine): jobs' beats may be waiting unread in its sockets. Jobs are given
+  // the time wardend lost, so that they are judged by their beats, not by its pause.
+  constexpr Duration kLate = std::chrono::seconds(1);
+  if (armed_deadline_ && now - *armed_deadline_ > kLate) {
+    spdlog::warn(
+        "wardend did not run for {:.1f} s (stopped or starved); heartbeat deadlines move "
+        "that much later",
+        to_seconds(now - *armed_deadline_));
+    core_.postpone_deadlines(now - *armed_deadline_);
+  }
+  armed_deadline_.reset();
+  for (auto& plan : core_.expire(now)) start_cleanup(std::move(plan));
+  rearm_deadline();
+}
+
+void Service::start_cleanup(CleanupPlan plan) {
+  const Job& job = *core_.find(plan.job);
+  spdlog::info("job={} state=cleaning reason={} detail={:?} targets={}", plan.job,
+               to_string(plan.reason), job.reason_detail, plan.targets.size());
+  record_state(job);
+
+  std::vector<UniqueFd> pidfds;
+  pidfds.reserve(plan.targets.size());
+  for (const auto& target : plan.targets) {
+    int fd = watch_.pidfd(plan.job, target.identity.pid);
+    if (fd >= 0) {
+      pidfds.push_back(dup_fd(fd));
+    } else if (auto handle = target.exited ? std::nullopt : reopen(target.identity)) {
+      pidfds.push_back(std::move(handle->pidfd));  // a cleanup resumed after a restart
+    } else {
+      pidfds.push_back(UniqueFd());
+    }
+  }
+
+  JobId id = plan.job;
+  ++cleanups_running_;
+  boost::asio::co_spawn(
+      io_,
+      run_cleanup(std::move(plan), std::move(pidfds),
+                  {.options = cleanup_options_,
+                   .blocking = blocking_.get_executor(),
+                   .self = ::getpid(),
+                   .instance = instance_,
+                   .kernel = &kernel_,
+                   .cgroups = cgroups_,
+                   .home = home_of(id),
+                   .gpus = gpus_}),
+      [this, id](std::exception_ptr error, CleanupReport report) {
+        --cleanups_running_;
+        if (error) {
+          // The engine reports failures per step; an exception here is a bug. Record it anyway so
+          // the job does not sit in `cleaning` forever.
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            spdlog::error("job={} cleanup aborted: {}", id, e.what());
+          }
+        }
+        for (const auto& p : report.processes) {
+          spdlog::info("job={} pid={} role={} outcome={}{} detail={:?}", id, p.pid, p.role,
+                       to_string(p.outcome), p.leftover ? " leftover=true" : "", p.detail);
+        }
+        for (const auto& h : report.hooks) {
+          spdlog::info("job={} hook={:?} outcome={} detail={:?}", id, h.argv.at(0),
+                       to_string(h.outcome), h.detail);
+        }
+        for (const auto& p : report.paths) {
+          spdlog::info("job={} {}={:?} outcome={} removed={}{} detail={:?}", id, to_string(p.kind),
+                       p.path, to_string(p.outcome), p.removed, p.leftover ? " leftover=true" : "",
+                       p.detail);
+        }
+        spdlog::info("job={} state=cleaned duration_ms={:.1f}", id, report.duration_ms);
+        cleanup_finished(id, std::move(report));
+      });
+}
+
+std::string Service::metrics_text() const {
+  Gauges g{.processes = watch_.size(),
+           .cleanups_running = cleanups_running_,
+           .event_subscribers = subscribers_.size(),
+           .store_write_failures = journal_.failed_writes(),
+           .gpus = gpus(Caller{.uid = 0})};
+  for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
+    ++g.jobs[job->state];
+    if (job->state != JobState::cleaned) g.paths += job->paths.size();
+  }
+  return metrics_.render(g);
+}
+
+void Service::cleanup_finished(JobId id, CleanupReport report) {
+  metrics_.cleanup_finished(report);
+  std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
+  watch_.forget_job(id);
+  homes_.erase(id);
+  if (const Job* job = core_.find(id)) record_state(*job);
+  if (!retired.empty()) {
+    std::vector<Record> forgotten;
+    for (JobId r : retired) forgotten.push_back(JobForgotten{r});
+    journal_.stage(std::move(forgotten));
+  }
+}
+
+void Service::record_state(const Job& job) {
+  journal_.stage({job_record(job), event_record(job)});
+  status_changed();
+}
+
+Service::Restored Service::restore(StoredState stored, TimePoint now) {
+  Restored restored;
+  std::vector<Record> forgotten;
+  for (Job& job : stored.jobs) {
+    JobId id = job.id;
+    if (job.state == JobState::running) {
+      // A restart counts as a heartbeat: the job gets one full period to beat again.
+      if (job.spec.heartbeat > Duration::zero()) job.deadline = now + job.spec.heartbeat;
+      job.last_beat.reset();
+      restored.running.push_back(id);
+    } else if (job.state == JobState::cleaning) {
+      restored.cleaning.push_back(id);
+    } else {
+      for (auto& w : job.workers) w.exited_at = job.finished;
+    }
+    for (JobId r : core_.restore(std::move(job), stored.next_id))
+      forgotten.push_back(JobForgotten{r});
+  }
+  if (!forgotten.empty()) journal_.stage(std::move(forgotten));
+  return restored;
+}
+
+bool Service::rewatch(JobId id, const FindProcess& find, TimePoint now) {
+  const Job& job = *core_.find(id);
+  auto main = find(id, job.main);
+  std::vector<std::pair<pid_t, std::optional<ProcessHandle>>> workers;
+  for (const auto& w : job.workers) workers.emplace_back(w.identity.pid, find(id, w.identity));
+  for (auto& [pid, handle] : workers) {
+    if (handle) {
+      watch_.watch(id, std::move(*handle));
+    } else {
+      core_.process_exited(id, pid, now);
+    }
+  }
+  if (!main) {
+    ExitEffect effect = core_.process_exited(id, job.main.pid, now);
+    if (effect.cleanup) start_cleanup(std::move(*effect.cleanup));
+    return false;
+  }
+  watch_.watch(id, std::move(*main));
+  spdlog::info("job={} state=running resumed after restart; workers={}", id,
+               core_.find(id)->live_workers());
+  return true;
+}
+
+void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds) {
+  const auto now = Clock::now();
+  const std::size_t jobs = stored.jobs.size();
+  Restored restored = restore(std::move(stored), now);
+  // A pidfd systemd kept is certain; without one, the pid is checked against its identity.
+  std::size_t from_systemd = 0;
+  FindProcess find = [&](JobId id,
+                         const ProcessIdentity& identity) -> std::optional<ProcessHandle> {
+    auto kept = pidfds.find(Systemd::pidfd_name(id, identity));
+    if (kept == pidfds.end()) return reopen(identity);
+    ++from_systemd;
+    if (pidfd_exited(kept->second.get())) return std::nullopt;
+    return ProcessHandle{identity, std::move(kept->second)};
+  };
+  for (JobId id : restored.running) find_home(*core_.find(id));
+  for (JobId id : restored.cleaning) find_home(*core_.find(id));
+  std::size_t resumed = 0;
+  for (JobId id : restored.running) resumed += rewatch(id, find, now) ? 1 : 0;
+  for (JobId id : restored.cleaning) {
+    spdlog::info("job={} cleanup interrupted by a restart; resuming it", id);
+    start_cleanup(core_.resume_cleanup(id));
+  }
+  sweep_cgroups();
+  rearm_deadline();
+  spdlog::info(
+      "recovered jobs={} running={} main_died_while_down={} cleanups_resumed={} "
+      "pidfds_from_systemd={}",
+      jobs, resumed, restored.running.size() - resumed, restored.cleaning.size(), from_systemd);
+}
+
+namespace {
+
+// What a cleaned job left behind: the processes that outlived its cleanup (or were kept by
+// policy) and the paths still there. `status` shows these, not what was registered.
+struct Remains {
+  std::set<pid_t> processes;
+  std::size_t files = 0;
+  std::size_t shm = 0;
+};
+
+Remains remains_of(const CleanupReport& report) {
+  Remains r;
+  for (const auto& p : report.processes) {
+    if (p.outcome == Outcome::unkillable || p.outcome == Outcome::kept) r.processes.insert(p.pid);
+  }
+  for (const auto& p : report.paths) {
+    bool present =
+        p.outcome == Outcome::failed || p.outcome == Outcome::refused || p.outcome == Outcome::kept;
+    if (present) (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
+  }
+  return r;
+}
+
+}  // namespace
+
+JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer) const {
+  // Pids as the viewer numbers them; one it cannot see (gone, or outside its PID namespace) is 0.
+  auto seen = [&viewer](const ProcessIdentity& p, bool alive) {
+    if (viewer.view == nullptr || viewer.view->shares_pids()) return p.pid;
+    return alive ? viewer.view->local_pid(p.pid).value_or(0) : 0;
+  };
+  JobStatus s{.id = job.id,
+              .name = job.spec.name,
+              .group = job.spec.group,
+              .uid = job.uid,
+              .state = job.state,
+              .reason = job.reason,
+              .reason_detail = job.reason_detail,
+              .main_pid = seen(job.main, job.state == JobState::running),
+              .main_start_time = job.main.start_time,
+              .heartbeat_s = to_seconds(job.spec.heartbeat),
+              .grace_s = to_seconds(job.spec.grace),
+              .created_unix_ms = to_unix_ms(job.created),
+              .hooks = job.hooks.size(),
+              .tracking = job.cgroup.empty() ? "scan" : "cgroup",
+              .cgroup = job.cgroup,
+              .live_processes = job.live_workers() + (job.state == JobState::running ? 1 : 0)};
+  if (job.last_beat) s.last_beat_unix_ms = to_unix_ms(*job.last_beat);
+  std::optional<Remains> left;
+  if (job.state == JobState::cleaned && job.report) left = remains_of(*job.report);
+  if (left) {
+    s.live_processes = left->processes.size();
+    s.files = left->files;
+    s.shm = left->shm;
+  } else {
+    for (const auto& p : job.paths) {
+      (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? s.shm : s.files) += 1;
+    }
+  }
+  if (summary) return s;
+  s.report = job.report;
+  s.workers.reserve(job.workers.size());
+  for (const auto& w : job.workers) {
+    bool exited = w.exited_at || (left && !left->processes.contains(w.identity.pid));
+    s.workers.push_back({.pid = seen(w.identity, !exited),
+                         .start_time = w.identity.start_time,
+                         .exited = exited,
+                         .policy = w.policy});
+  }
+  for (const auto& p : job.paths) {
+    s.paths.push_back({.kind = p.kind, .path = p.path, .policy = p.policy});
+  }
+  return s;
+}
+
+}  // namespace warden

@@ -1,0 +1,187 @@
+// Service: wardend's state and the actions requests and world events take, on one io_context.
+//
+// It joins the supervisor core (decisions) to the world: it opens pidfds, watches them, arms the
+// heartbeat deadline timer and runs cleanups. The command table (commands.h) calls it with parsed
+// requests; it throws Error for anything it refuses.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "world/cleanup.h"
+#include "edge/journal.h"
+#include "edge/metrics.h"
+#include "world/namespaces.h"
+#include "core/supervisor.h"
+#include "world/watch.h"
+#include "proto/messages.h"
+
+namespace warden {
+
+class Systemd;
+
+struct ServiceOptions {
+  SupervisorLimits limits;
+  CleanupOptions cleanup;
+  std::string instance;        // this wardend's id (instance_id()), part of each job's cookie
+  Systemd* systemd = nullptr;  // for STATUS= and the pidfd store, when run by systemd
+  // Tracking cgroups, where this wardend has them (nullptr: jobs are found by scanning), and the
+  // prefix of their names (cgroup_prefix()).
+  Cgroups* cgroups = nullptr;
+  std::string cgroup_prefix;
+};
+
+// Single-threaded: every call runs on the io_context's thread. Every change it makes to the core is
+// staged in the journal; a request's reply waits until its change is written (server.cc).
+class Service {
+ public:
+  Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal);
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // The new job's id and its tracking cgroup ("" where it is tracked by scanning).
+  struct Registered {
+    JobId id = 0;
+    std::string cgroup;
+  };
+  // `pidfd`: the one the client passed for request.pid, if any.
+  Registered register_job(const Caller& caller, const RegisterJobRequest& request,
+                          UniqueFd pidfd = {});
+  ProcessIdentity add_process(const Caller& caller, const AddProcessRequest& request,
+                              UniqueFd pidfd = {});
+  // add_file, add_dir, add_shm and add_shm_glob; returns the canonical path (or the pattern).
+  std::string add_path(const Caller& caller, const AddPathRequest& request);
+  void add_hook(const Caller& caller, const AddHookRequest& request);
+  // Returns the time left until the new deadline (nullopt for a job without heartbeat).
+  std::optional<Duration> heartbeat(const Caller& caller, const HeartbeatRequest& request);
+  void end_job(const Caller& caller, const EndJobRequest& request);
+  // Returns how many jobs it started cleaning.
+  std::size_t cleanup(const Caller& caller, const CleanupRequest& request);
+  std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
+  // The node's GPUs and every process holding one, with the job each belongs to (service_gpus.cc).
+  GpusReply gpus(const Caller& caller) const;
+  std::vector<json> events(const Caller& caller, const EventsRequest& request);
+  bool has_history() { return journal_.store() != nullptr; }
+  const std::string& instance() const { return instance_; }
+  // How a new job's processes are known: "cgroup" or "scan" (a job may still fall back to "scan"
+  // where its own cgroup cannot take a child).
+  std::string_view tracking() const { return cgroups_ != nullptr ? "cgroup" : "scan"; }
+
+  // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
+  // is written; it must only queue it (not unsubscribe). Returns an id for unsubscribe().
+  using EventSink = std::function<void(const json& event)>;
+  std::uint64_t subscribe(const Caller& caller, std::optional<JobId> job, EventSink push);
+  void unsubscribe(std::uint64_t id);
+
+  // Takes back what the store held at start: jobs still alive resume (one heartbeat period to beat
+  // again), jobs whose main process died meanwhile are cleaned, interrupted cleanups resume.
+  // `pidfds` are those systemd kept for the previous wardend (Systemd::pidfd_name()).
+  void recover(StoredState stored, std::map<std::string, UniqueFd> pidfds = {});
+  // New limits and cleanup settings (a reloaded config); jobs and their state are kept.
+  void reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup);
+  // One line for people: what is tracked now.
+  std::string summary() const;
+  // Prometheus text: what is tracked now and what happened since start.
+  std::string metrics_text() const;
+  void count_refusal(ErrorCode code) { metrics_.refused(code); }
+
+ private:
+  // The process the caller names `pid` (in its own PID namespace), held by the pidfd it passed or
+  // by one wardend opens. Throws Error if it names none, or one outside its namespace.
+  ProcessHandle process_named(const Caller& caller, pid_t pid, UniqueFd passed) const;
+  // Processes no job may hold, since a job's processes are ended at cleanup: wardend itself and
+  // its ancestors (ending one may end wardend), the init of wardend's PID namespace (ending it
+  // ends every process in it) and kernel threads; throws permission_denied saying which.
+  // `named` is the pid as the caller gave it. A container's own init is another process.
+  void refuse_untouchable(const ProcessHandle& process, pid_t named) const;
+  // Where the job's paths are resolved and its hooks run: the view of the client that registered
+  // it (wardend's own for a job on the host).
+  // nullptr where the job lives in a container that a restarted wardend could not find again.
+  std::shared_ptr<const View> home_of(JobId id) const;
+  // After a restart: finds a container job's view again through a process of it still alive.
+  void find_home(const Job& job);
+  // recover()'s steps. The stored jobs go back into the core: which were running, and which a
+  // restart interrupted in their cleanup.
+  struct Restored {
+    std::vector<JobId> running;
+    std::vector<JobId> cleaning;
+  };
+  Restored restore(StoredState stored, TimePoint now);
+  // A process of a job as it was stored, if it is still that process (nullopt: gone).
+  using FindProcess = std::function<std::optional<ProcessHandle>(JobId, const ProcessIdentity&)>;
+  // Watches a running job's processes again, each gone counted as exited. False where its main
+  // process died while wardend was down (its cleanup then begins).
+  bool rewatch(JobId id, const FindProcess& find, TimePoint now);
+  // Makes the job's tracking cgroup and moves its main process (and those of its descendants that
+  // share its cgroup) in; "" where it cannot, and the job is tracked by scanning.
+  std::string make_tracking_cgroup(JobId id, const ProcessHandle& main);
+  // Gives a tracking cgroup's members back to the cgroup above and removes it (a registration
+  // taken back).
+  void release_cgroup(const std::string& cgroup);
+  // The job whose tracking cgroup `cgroup` is; nullptr if none of this wardend's jobs has it.
+  const Job* job_of_cgroup(const std::string& cgroup) const;
+  // The registered processes of the jobs not yet cleaned, by pid.
+  std::map<pid_t, const Job*> registered_processes() const;
+  // The active job a process of the node belongs to: a member of its tracking cgroup, a registered
+  // process of it, or a descendant of one. nullptr: none (untracked).
+  const Job* job_of_process(pid_t pid, const std::map<pid_t, const Job*>& registered) const;
+  // A restart's sweep: this wardend's cgroups that no active job owns are removed; members of one
+  // whose job was never acknowledged go back to the cgroup above, a finished job's are killed.
+  void sweep_cgroups();
+  void on_process_exit(JobId job, pid_t pid);
+  void on_deadline(boost::system::error_code ec);
+  void rearm_deadline();
+  void start_cleanup(CleanupPlan plan);
+  void cleanup_finished(JobId id, CleanupReport report);
+  void publish(const Event& event);
+  // Stages the job's header and a state-change event (a change wardend made: never undone).
+  void record_state(const Job& job);
+  // Tells systemd the new summary, at most once a second.
+  void status_changed();
+  // Pids in it as `viewer` numbers them.
+  JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
+
+  // Constant after construction.
+  boost::asio::io_context& io_;
+  const std::string instance_;
+  const std::vector<ProcessIdentity> ancestors_;  // read at start (refuse_untouchable())
+  Systemd* const systemd_;
+  Cgroups* const cgroups_;
+  const std::string cgroup_prefix_;
+  // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
+  boost::asio::thread_pool blocking_{1};
+  ScanCache scans_;  // what concurrent cleanups share
+  RealKernel kernel_{scans_};
+  std::shared_ptr<Gpus> gpus_;  // replaced when a reload changes the GPU settings
+
+  // Mutable state.
+  CleanupOptions cleanup_options_;
+  Journal& journal_;
+  Supervisor core_;
+  ProcessWatch watch_;
+  boost::asio::steady_timer deadline_timer_;
+  std::optional<TimePoint> armed_deadline_;
+  std::size_t cleanups_running_ = 0;
+  boost::asio::steady_timer status_timer_;
+  bool status_pending_ = false;
+  struct Subscriber {
+    Caller caller;
+    std::optional<JobId> job;
+    EventSink push;
+  };
+  std::map<std::uint64_t, Subscriber> subscribers_;
+  // The views of jobs that live in containers, held (with their mount namespaces) until the job's
+  // cleanup is done, so that its paths can be removed after every process in it is gone.
+  std::map<JobId, std::shared_ptr<const View>> homes_;
+  Metrics metrics_;
+  std::uint64_t next_subscriber_ = 1;
+};
+
+}  // namespace warden

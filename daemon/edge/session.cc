@@ -1,0 +1,445 @@
+#include "edge/session.h"
+
+#include <malloc.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "world/namespaces.h"
+
+namespace warden {
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::size_t kReadChunk = 16 * 1024;
+// Descriptors a connection may have passed and not yet used; more are closed on arrival.
+constexpr std::size_t kMaxPassedFds = 64;
+// A request line this long took memory that malloc would otherwise keep for good.
+constexpr std::size_t kLargeLine = 1 << 20;
+
+Caller peer_credentials(Socket& socket) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    throw std::system_error(errno, std::generic_category(), "SO_PEERCRED");
+  }
+  return {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+}
+
+// A pidfd for the connecting process, where the kernel has SO_PEERPIDFD (6.5): it names that very
+// process, whatever happens to its pid later.
+UniqueFd peer_pidfd(Socket& socket) {
+#ifndef SO_PEERPIDFD
+  constexpr int SO_PEERPIDFD = 77;
+#endif
+  int fd = -1;
+  socklen_t len = sizeof(fd);
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERPIDFD, &fd, &len) != 0) return {};
+  return UniqueFd(fd);
+}
+
+// Reads what is there, with descriptors passed along (SCM_RIGHTS: pidfds for add_process).
+// Returns eof at the end of the stream, would_block if woken without data.
+std::pair<boost::system::error_code, std::size_t> receive(int socket, std::span<char> into,
+                                                          std::deque<UniqueFd>& fds) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  iovec iov{.iov_base = into.data(), .iov_len = into.size()};
+  msghdr msg{
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
+  ssize_t n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return {boost::system::error_code(errno, boost::system::system_category()), 0};
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      UniqueFd owned(fd);
+      if (fds.size() < kMaxPassedFds) fds.push_back(std::move(owned));
+    }
+  }
+  if (n == 0) return {asio::error::eof, 0};
+  return {{}, static_cast<std::size_t>(n)};
+}
+
+std::string storage_error(const Written& w) {
+  if (w.undone) {
+    return "wardend could not record this change in its state directory (" + w.error +
+           "), so nothing was changed; free space there (or make it writable) and retry";
+  }
+  return "the change took effect, but wardend could not record it yet (" + w.error +
+         "); it keeps trying, and the change is lost if wardend restarts first";
+}
+
+// A connection's read deadline, kept by one timer that is re-armed lazily: a request only updates
+// `last_read`, and the timer, when it fires early, goes back to sleep until the real deadline.
+struct ReadDeadline {
+  explicit ReadDeadline(const asio::any_io_executor& ex) : timer(ex) {}
+  asio::steady_timer timer;
+  std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> line_started;  // a request under way
+  bool expired = false;
+  bool done = false;  // the session has ended: touch nothing of it
+
+  std::chrono::steady_clock::time_point due(const ConnectionLimits& limits) const {
+    return line_started ? *line_started + limits.request_timeout : last_read + limits.idle_timeout;
+  }
+};
+
+// Ends the socket's waits once the deadline passes (the session then says why and closes).
+asio::awaitable<void> watch_deadline(std::shared_ptr<ReadDeadline> deadline, Socket& socket,
+                                     ConnectionLimits limits) {
+  for (;;) {
+    deadline->timer.expires_at(deadline->due(limits));
+    co_await deadline->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (deadline->done) co_return;
+    if (std::chrono::steady_clock::now() >= deadline->due(limits)) {
+      deadline->expired = true;
+      boost::system::error_code ec;
+      socket.cancel(ec);  // the session's wait for input ends, and it says why
+      co_return;
+    }
+  }
+}
+
+class Session {
+ public:
+  Session(Socket socket, SessionSettings settings, std::shared_ptr<Connections> connections)
+      : socket_(std::move(socket)),
+        settings_(settings),
+        connections_(std::move(connections)),
+        listed_(connections_->open.insert(connections_->open.end(), &socket_)),
+        decoder_(settings_.max_frame),
+        deadline_(std::make_shared<ReadDeadline>(socket_.get_executor())) {}
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session() {
+    connections_->open.erase(listed_);
+    if (counted_) {
+      --connections_->total;
+      if (--connections_->per_user[caller_.uid] == 0) connections_->per_user.erase(caller_.uid);
+    }
+    deadline_->done = true;
+    deadline_->timer.cancel();
+  }
+
+  asio::awaitable<void> run() {
+    if (auto refusal = identify()) {
+      spdlog::info("dropping connection: {}", *refusal);
+      co_await write_all(error_reply(nullptr, ErrorCode::unavailable, *refusal) + "\n");
+      co_return;
+    }
+    if (auto why = admit()) {
+      spdlog::info("refusing connection pid={} uid={}: {}", caller_.pid, caller_.uid, *why);
+      settings_.service.count_refusal(ErrorCode::limit_exceeded);
+      co_await write_all(error_reply(nullptr, ErrorCode::limit_exceeded, *why) + "\n");
+      co_return;
+    }
+    spdlog::debug("connect pid={} uid={} peer_pidfd={} container={}", caller_.pid, caller_.uid,
+                  caller_pidfd_ ? "yes" : "no", caller_.view->is_wardends() ? "no" : "yes");
+    // An idle connection may wait long; a request once begun must arrive in full soon.
+    asio::co_spawn(socket_.get_executor(), watch_deadline(deadline_, socket_, settings_.limits),
+                   log_if_thrown("a connection's deadline watch"));
+    if (co_await read_requests()) co_await follow_events(follow_->job);
+    spdlog::debug("disconnect pid={} uid={}", caller_.pid, caller_.uid);
+  }
+
+ private:
+  // Who is connecting, from the kernel: a refusal for the client where it cannot be told.
+  std::optional<std::string> identify() {
+    try {
+      caller_ = peer_credentials(socket_);
+      caller_pidfd_ = peer_pidfd(socket_);
+      // Before Linux 6.5 the pid might be taken by another process meanwhile: a small race that
+      // the kernel's own pidfd closes. Out of descriptors, the connection is served without one.
+      if (!caller_pidfd_) {
+        caller_pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, caller_.pid, 0)));
+      }
+      caller_.pidfd = caller_pidfd_.get();
+      caller_.view = View::of(caller_.pid, caller_.pidfd);
+      return std::nullopt;
+    } catch (const std::exception& e) {
+      return std::string("wardend cannot serve this connection: ") + e.what();
+    }
+  }
+
+  // Counts the connection; why it may not stay where it is over a limit.
+  std::optional<std::string> admit() {
+    Connections& c = *connections_;
+    const ConnectionLimits& limits = settings_.limits;
+    ++c.total;
+    std::size_t mine = ++c.per_user[caller_.uid];
+    counted_ = true;
+    if (c.total > limits.max_connections) {
+      return "wardend already serves " + std::to_string(limits.max_connections) +
+             " connections (the limit); retry shortly";
+    }
+    if (mine > limits.max_connections_per_user) {
+      return "uid " + std::to_string(caller_.uid) + " already has " +
+             std::to_string(limits.max_connections_per_user) +
+             " connections to wardend (the limit); close some";
+    }
+    return std::nullopt;
+  }
+
+  // Reads and answers requests until the client goes or breaks a rule (false), or asks to follow
+  // the event stream (true).
+  asio::awaitable<bool> read_requests() {
+    for (;;) {
+      auto [wait_ec] =
+          co_await socket_.async_wait(Socket::wait_read, asio::as_tuple(asio::use_awaitable));
+      if (deadline_->expired) {
+        co_await say_expired();
+        co_return false;
+      }
+      auto space = decoder_.prepare(kReadChunk);
+      auto [ec, n] = wait_ec ? std::pair{wait_ec, std::size_t{0}}
+                             : receive(socket_.native_handle(), space, passed_fds_);
+      deadline_->last_read = std::chrono::steady_clock::now();
+      decoder_.commit(ec ? 0 : n);
+      if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
+
+      if (!co_await answer_lines()) co_return false;
+      note_partial_line();
+      bool close = false;
+      if (!co_await say_framing_error(ec, close) || ec || close) co_return false;
+      if (follow_) co_return true;
+    }
+  }
+
+  asio::awaitable<void> say_expired() {
+    const ConnectionLimits& limits = settings_.limits;
+    std::string why = deadline_->line_started
+                          ? fmt::format(
+                                "request not completed within {:g} s; closing the "
+                                "connection",
+                                to_seconds(limits.request_timeout))
+                          : fmt::format(
+                                "connection idle for {:g} s; closing it (reconnect when "
+                                "needed)",
+                                to_seconds(limits.idle_timeout));
+    spdlog::info("dropping connection pid={} uid={}: {}", caller_.pid, caller_.uid, why);
+    settings_.service.count_refusal(ErrorCode::limit_exceeded);
+    co_await write_all(error_reply(nullptr, ErrorCode::limit_exceeded, why) + "\n");
+  }
+
+  // A partial line has a deadline of its own, earlier than the idle one the timer sleeps towards.
+  void note_partial_line() {
+    if (decoder_.pending() == 0) {
+      deadline_->line_started.reset();
+    } else if (!deadline_->line_started) {
+      deadline_->line_started = deadline_->last_read;
+      deadline_->timer.cancel();
+    }
+  }
+
+  // A line over the frame limit (then `close`), or one cut off by the client's shutdown, gets an
+  // error line. False if the client is gone.
+  asio::awaitable<bool> say_framing_error(boost::system::error_code ec, bool& close) {
+    std::string out;
+    if (decoder_.overflowed()) {
+      out = error_reply(nullptr, ErrorCode::frame_too_large,
+                        "request line exceeds " + std::to_string(settings_.max_frame) +
+                            " bytes; closing the connection") +
+            "\n";
+      close = true;
+    } else if (ec == asio::error::eof && decoder_.pending() > 0) {
+      // The peer shut down its side mid-line; it may still read our answer.
+      out = error_reply(nullptr, ErrorCode::bad_request,
+                        "connection closed in the middle of a request (" +
+                            std::to_string(decoder_.pending()) + " bytes without a newline)") +
+            "\n";
+    }
+    co_return out.empty() || co_await write_all(out);
+  }
+
+  // Answers every complete line the decoder holds; false if the client is gone or stopped reading.
+  // Replies go out in groups of at most max_pending_output bytes, so a client that pipelines many
+  // large requests without reading cannot make wardend buffer without bound.
+  asio::awaitable<bool> answer_lines() {
+    RequestContext context{.service = settings_.service,
+                           .caller = caller_,
+                           .max_frame = settings_.max_frame,
+                           .follow = &follow_,
+                           .passed_fds = &passed_fds_,
+                           .journal = &settings_.journal};
+    std::vector<Reply> replies;
+    std::string out;
+    for (bool lines_left = true; lines_left;) {
+      replies.clear();
+      std::size_t bytes = 0;
+      bool large = false;
+      while (bytes < settings_.limits.max_pending_output) {
+        auto line = decoder_.next();
+        if (!line) {
+          lines_left = false;
+          break;
+        }
+        large = large || line->size() > kLargeLine;
+        replies.push_back(dispatch(context, *line));
+        bytes += replies.back().line.size();
+      }
+      // Nothing is acknowledged before it is on disk.
+      co_await written(replies);
+      out.clear();
+      for (const auto& r : replies) {
+        out += r.line;
+        out += '\n';
+      }
+      if (!out.empty() && !co_await write_all(out)) co_return false;
+      if (large) ::malloc_trim(0);
+    }
+    co_return true;
+  }
+
+  // Waits until each reply's change is written or has failed; a failed one's reply becomes an
+  // error.
+  asio::awaitable<void> written(std::vector<Reply>& replies) {
+    // The timer is a condition variable: the last answer cancels it.
+    asio::steady_timer answered(socket_.get_executor(), asio::steady_timer::time_point::max());
+    std::size_t left = std::count_if(replies.begin(), replies.end(),
+                                     [](const Reply& r) { return r.change.has_value(); });
+    for (auto& reply : replies) {
+      if (!reply.change) continue;
+      settings_.journal.when_written(*reply.change, [&](const Written& w) {
+        if (!w.error.empty()) {
+          reply.line = error_reply(reply.id, ErrorCode::unavailable, storage_error(w));
+        }
+        if (--left == 0) answered.cancel();
+      });
+    }
+    if (left > 0) co_await answered.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+
+  // After `events` with follow: writes each new event until the client closes the connection.
+  asio::awaitable<void> follow_events(std::optional<JobId> job) {
+    using namespace asio::experimental::awaitable_operators;
+    // Events queue here and go out in order; a reader that falls this far behind is dropped
+    // rather than let its queue grow without bound.
+    constexpr std::size_t kMaxQueued = 10'000;
+    std::deque<std::string> queue;
+    bool overflowed = false;
+    asio::steady_timer queued(socket_.get_executor(), asio::steady_timer::time_point::max());
+    Service& service = settings_.service;
+    std::uint64_t id = service.subscribe(caller_, job, [&](const json& event) {
+      if (queue.size() >= kMaxQueued) {
+        overflowed = true;
+      } else {
+        queue.push_back(
+            json{{"event", event}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+      }
+      queued.cancel();
+    });
+    struct Unsubscribe {
+      Service& service;
+      std::uint64_t id;
+      ~Unsubscribe() { service.unsubscribe(id); }
+    } unsubscribe{service, id};
+
+    auto push = [&]() -> asio::awaitable<void> {
+      for (;;) {
+        while (!queue.empty()) {
+          auto [ec, _] = co_await asio::async_write(socket_, asio::buffer(queue.front()),
+                                                    asio::as_tuple(asio::use_awaitable));
+          if (ec) co_return;
+          queue.pop_front();
+        }
+        if (overflowed) {
+          spdlog::warn("uid={} dropped from the event stream: {} events behind", caller_.uid,
+                       kMaxQueued);
+          co_return;
+        }
+        queued.expires_at(asio::steady_timer::time_point::max());
+        co_await queued.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+    };
+    // The client sends nothing more; a read that ends means it has gone.
+    auto until_closed = [&]() -> asio::awaitable<void> {
+      char byte[256];
+      for (;;) {
+        auto [ec, n] = co_await socket_.async_read_some(asio::buffer(byte),
+                                                        asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+      }
+    };
+    co_await (push() || until_closed());
+  }
+
+  // Writes all of `data`; false if the peer is gone, or read nothing for the request timeout
+  // (logged).
+  asio::awaitable<bool> write_all(const std::string& data) {
+    using namespace asio::experimental::awaitable_operators;
+    // Almost always the socket takes it all at once; only a client that does not read needs the
+    // timer (and its cost).
+    std::size_t sent = 0;
+    while (sent < data.size()) {
+      ssize_t n = ::send(socket_.native_handle(), data.data() + sent, data.size() - sent,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno != EAGAIN) co_return false;
+      if (n < 0) break;
+      sent += static_cast<std::size_t>(n);
+    }
+    if (sent == data.size()) co_return true;
+    asio::steady_timer timeout(socket_.get_executor(), settings_.limits.request_timeout);
+    auto result =
+        co_await (asio::async_write(socket_, asio::buffer(data.data() + sent, data.size() - sent),
+                                    asio::as_tuple(asio::use_awaitable)) ||
+                  timeout.async_wait(asio::as_tuple(asio::use_awaitable)));
+    // The timer, or the read deadline (which cancels every wait on the socket), ended the write.
+    if (result.index() == 1 || std::get<0>(std::get<0>(result)) == asio::error::operation_aborted) {
+      spdlog::info(
+          "dropping connection uid={}: it read none of wardend's answers for {:g} s "
+          "(request-timeout)",
+          caller_.uid, to_seconds(settings_.limits.request_timeout));
+      co_return false;
+    }
+    co_return !std::get<0>(std::get<0>(result));
+  }
+
+  Socket socket_;
+  const SessionSettings settings_;
+  const std::shared_ptr<Connections> connections_;
+  const std::list<Socket*>::iterator listed_;
+  bool counted_ = false;  // counted in connections_ (admit())
+  Caller caller_;
+  UniqueFd caller_pidfd_;
+  FrameDecoder decoder_;
+  std::deque<UniqueFd> passed_fds_;
+  std::optional<Follow> follow_;
+  std::shared_ptr<ReadDeadline> deadline_;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve(Socket socket, SessionSettings settings,
+                            std::shared_ptr<Connections> connections) {
+  Session session(std::move(socket), settings, std::move(connections));
+  co_await session.run();
+}
+
+std::function<void(std::exception_ptr)> log_if_thrown(std::string what) {
+  return [what = std::move(what)](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("{} ended by an error: {}", what, e.what());
+    }
+  };
+}
+
+}  // namespace warden

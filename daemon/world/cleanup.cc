@@ -1,0 +1,526 @@
+#include "world/cleanup.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "world/command_runner.h"
+#include "world/diagnostics.h"
+#include "world/process.h"
+#include "world/process_tree.h"
+#include "core/wall_clock.h"
+
+namespace warden {
+namespace asio = boost::asio;
+
+namespace {
+
+// Rescans for escapees are bounded: a job that forks faster than it can be stopped is still
+// finished by SIGKILL rounds, and an endless loop here would hold the cleanup forever.
+constexpr int kMaxScanRounds = 32;
+// After SIGKILL, how often to look again for processes forked in the meantime.
+constexpr Duration kRescanInterval = std::chrono::milliseconds(50);
+
+double ms_between(TimePoint from, TimePoint to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// g++ 12 destroys some non-trivial temporaries of a co_await expression twice (a lambda's
+// by-value captures, for one). So the coroutines here take callables and specs by reference to
+// named locals of the awaiting frame, which outlive the await, and no co_await expression
+// creates an object with a destructor.
+template <class Fn>
+asio::awaitable<std::invoke_result_t<Fn&>> call(Fn* fn) {
+  co_return (*fn)();
+}
+
+// Runs `fn` on the blocking executor and resumes the caller on its own executor.
+template <class Fn>
+asio::awaitable<std::invoke_result_t<Fn&>> offload(const asio::any_io_executor& pool, Fn& fn) {
+  co_return co_await asio::co_spawn(pool, call(&fn), asio::use_awaitable);
+}
+
+// The processes being ended. Exit handlers may run after the coroutine has finished (a cancelled
+// wait still delivers its handler), so they share this by shared_ptr.
+struct Termination {
+  struct Entry {
+    ProcessReport report;
+    std::uint64_t start_time = 0;
+    std::unique_ptr<asio::posix::stream_descriptor> pidfd;
+    bool waiting = false;    // alive as far as we know; its exit is awaited
+    bool in_cgroup = false;  // a member of the job's tracking cgroup: cgroup.kill reaches it
+    bool sent_kill = false;
+    std::optional<TimePoint> gone_at;
+  };
+
+  Termination(const asio::any_io_executor& ex, Kernel& k) : executor(ex), timer(ex), kernel(k) {}
+
+  asio::any_io_executor executor;
+  asio::steady_timer timer;
+  Kernel& kernel;
+  std::vector<Entry> entries;
+  std::size_t live = 0;
+  bool cgroup_busy = false;  // the job's cgroup still holds a process (its cgroup.events says so)
+  CookieMemo cookie_memo;    // touched only by the scans, one at a time on the blocking executor
+  TimePoint start = Clock::now();
+
+  // Starts waiting for an alive process's exit; the pidfd identifies exactly that process.
+  void add(ProcessReport report, std::uint64_t start_time, UniqueFd fd,
+           const std::shared_ptr<Termination>& self, bool in_cgroup = false) {
+    std::size_t i = entries.size();
+    Entry& e = entries.emplace_back();
+    e.report = std::move(report);
+    if (e.report.command.empty()) e.report.command = kernel.command_line(e.report.pid);
+    e.start_time = start_time;
+    e.in_cgroup = in_cgroup;
+    e.pidfd = std::make_unique<asio::posix::stream_descriptor>(executor, fd.release());
+    e.waiting = true;
+    ++live;
+    arm(i, self);
+  }
+
+  // Waits for readiness of entry i's pidfd. A wakeup is trusted only if the process really has
+  // exited: readiness of a pidfd has been seen without an exit, and believing it would leave a
+  // stopped process behind as "terminated".
+  void arm(std::size_t i, const std::shared_ptr<Termination>& self) {
+    entries[i].pidfd->async_wait(asio::posix::descriptor_base::wait_read,
+                                 [self, i](boost::system::error_code ec) {
+                                   if (ec) return;
+                                   auto& e = self->entries[i];
+                                   if (self->kernel.exited(e.pidfd->native_handle())) {
+                                     self->on_exit(i);
+                                   } else {
+                                     self->arm(i, self);
+                                   }
+                                 });
+  }
+
+  void add_gone(ProcessReport report) {
+    report.outcome = Outcome::already_gone;
+    report.leftover = false;
+    if (report.detail.empty()) report.detail = "exited before cleanup";
+    entries.push_back({.report = std::move(report)});
+  }
+
+  void on_exit(std::size_t i) {
+    Entry& e = entries[i];
+    if (e.gone_at || !e.waiting) return;
+    e.gone_at = Clock::now();
+    if (--live == 0 && !cgroup_busy) timer.cancel();
+  }
+
+  void on_cgroup_empty() {
+    cgroup_busy = false;
+    if (live == 0) timer.cancel();
+  }
+
+  // Whether a process of the job is alive that only a /proc scan can find the rest of: one outside
+  // the tracking cgroup (a registered pid that lives elsewhere), or any at all without a cgroup.
+  bool needs_scan(bool tracked) const {
+    return std::any_of(entries.begin(), entries.end(), [tracked](const Entry& e) {
+      return e.waiting && !e.gone_at && !(tracked && e.in_cgroup);
+    });
+  }
+
+  void signal(Entry& e, int sig) {
+    if (!e.waiting || e.gone_at) return;
+    if (sig == SIGKILL) e.sent_kill = true;
+    int err = kernel.signal(e.pidfd->native_handle(), sig);
+    if (err == 0) return;
+    if (err == ESRCH) return;  // exiting; its pidfd turns readable shortly
+    e.waiting = false;
+    --live;
+    e.report.outcome = Outcome::failed;
+    e.report.detail = fmt::format("signal {}: {}", ::sigabbrev_np(sig), std::strerror(err));
+  }
+
+  void signal_all(int sig) {
+    for (auto& e : entries) signal(e, sig);
+  }
+
+  asio::awaitable<void> wait_for_exits(Duration bound) {
+    if (live == 0 && !cgroup_busy) co_return;
+    timer.expires_after(bound);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+
+  DiscoveryQuery query(const CleanupPlan& plan, pid_t self, const std::string& instance) const {
+    DiscoveryQuery q{.owner = plan.uid,
+                     .cookie = job_cookie(plan.job, instance),
+                     .spared = plan.main_spared ? plan.main.pid : 0,
+                     .self = self};
+    for (const auto& e : entries) {
+      if (e.waiting && !e.gone_at) q.members[e.report.pid] = e.start_time;
+      if (e.waiting) q.leaders[e.report.pid] = e.start_time;
+    }
+    if (!plan.main_spared) q.leaders[plan.main.pid] = plan.main.start_time;
+    return q;
+  }
+};
+
+// Scans /proc (off the loop) for the job's processes not yet known, and adds each one found
+// after verifying, through a pidfd, that it is still the process the scan saw. With `stop`, each
+// is SIGSTOPped at once so that it cannot fork further. Returns how many were added.
+asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
+                                       const CleanupPlan& plan, const CleanupContext& context,
+                                       int first_signal) {
+  auto query = t->query(plan, context.self, context.instance);
+  // Asked now, after this cleanup's last SIGSTOPs: a scan begun later shows its tree frozen.
+  auto scan = [&query, &t, asked = Clock::now()] {
+    return t->kernel.discover(query, asked, t->cookie_memo);
+  };
+  auto found = co_await offload(context.blocking, scan);
+  std::size_t added = 0;
+  for (const auto& d : found) {
+    ProcessHandle handle;
+    try {
+      handle = t->kernel.open(d.pid);
+    } catch (const Error&) {
+      continue;  // already gone
+    }
+    if (handle.identity.start_time != d.start_time) continue;  // recycled since the scan
+    t->add({.pid = d.pid,
+            .role = "descendant",
+            .leftover = plan.reason == JobState::ended,
+            .detail = d.found_by},
+           d.start_time, std::move(handle.pidfd), t);
+    t->signal(t->entries.back(), first_signal);
+    ++added;
+  }
+  co_return added;
+}
+
+// The job's tracking cgroup during one cleanup. A cgroup step that fails (the cgroup was removed
+// from under wardend, say) turns the rest of the cleanup into scans: slower, never less thorough.
+struct Tracking {
+  Cgroups* cgroups = nullptr;  // nullptr: not tracked (any more)
+  std::string cgroup;
+
+  explicit operator bool() const { return cgroups != nullptr; }
+  template <class Step>
+  void attempt(Step step) {
+    if (!cgroups) return;
+    try {
+      step(*cgroups);
+    } catch (const std::exception& e) {
+      spdlog::warn("cgroup={} {}; cleaning the rest of the job by scanning /proc", cgroup,
+                   e.what());
+      cgroups = nullptr;
+    }
+  }
+};
+
+// Adds the members of the tracking cgroup not yet known. A pid read from cgroup.procs is
+// verified through its pidfd to be still that member, so a recycled pid is never taken.
+std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                        Tracking& tracking) {
+  std::vector<pid_t> pids;
+  tracking.attempt([&](Cgroups& c) { pids = c.members(tracking.cgroup); });
+  if (!tracking) return 0;
+  std::set<pid_t> known;
+  for (const auto& e : t->entries) {
+    if (e.waiting && !e.gone_at) known.insert(e.report.pid);
+  }
+  std::size_t added = 0;
+  for (pid_t pid : pids) {
+    if (known.contains(pid)) continue;
+    ProcessHandle handle;
+    try {
+      handle = t->kernel.open(pid);
+    } catch (const Error&) {
+      continue;  // gone already
+    }
+    if (!cgroup_within(tracking.cgroups->cgroup_of(pid), tracking.cgroup) ||
+        t->kernel.exited(handle.pidfd.get())) {
+      continue;
+    }
+    t->add({.pid = pid,
+            .role = "descendant",
+            .leftover = plan.reason == JobState::ended,
+            .detail = "member of cgroup " + tracking.cgroup},
+           handle.identity.start_time, std::move(handle.pidfd), t, /*in_cgroup=*/true);
+    ++added;
+  }
+  return added;
+}
+
+// Puts the plan's targets in `t`: alive ones are waited on, exited ones reported gone; those kept
+// by policy are returned, and leave the cgroup (as a spared main process does) so that ending its
+// members does not reach them.
+std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
+                                    const std::shared_ptr<Termination>& t, Tracking& tracking) {
+  const std::string outside = parent_cgroup(plan.cgroup);
+  auto release = [&](pid_t pid) {
+    if (!tracking) return;
+    Cgroups& c = *tracking.cgroups;
+    try {
+      if (cgroup_within(c.cgroup_of(pid), plan.cgroup)) c.move(pid, outside);
+    } catch (const std::exception&) {
+    }
+    // One that could not be moved out would die with the cgroup: end the job by scanning instead.
+    if (cgroup_within(c.cgroup_of(pid), plan.cgroup)) tracking.cgroups = nullptr;
+  };
+  if (plan.main_spared) release(plan.main.pid);
+  std::vector<ProcessReport> kept;
+  for (std::size_t i = 0; i < plan.targets.size(); ++i) {
+    const auto& target = plan.targets[i];
+    ProcessReport report{
+        .pid = target.identity.pid, .role = target.role, .leftover = target.leftover};
+    UniqueFd& fd = pidfds.at(i);
+    if (target.keep) {
+      report.outcome = Outcome::kept;
+      report.detail = "policy: failure only";
+      if (fd && !t->kernel.exited(fd.get())) release(target.identity.pid);
+      kept.push_back(std::move(report));
+    } else if (target.exited || !fd || t->kernel.exited(fd.get())) {
+      t->add_gone(std::move(report));
+    } else {
+      bool member =
+          tracking && cgroup_within(tracking.cgroups->cgroup_of(target.identity.pid), plan.cgroup);
+      t->add(std::move(report), target.identity.start_time, std::move(fd), t, member);
+    }
+  }
+  return kept;
+}
+
+// Stops the job from forking: a tracked job's cgroup is frozen and its members taken; whatever
+// lives outside it (or everything, without a cgroup) is SIGSTOPped and the tree scanned until a
+// scan finds nothing new (stopped processes cannot fork, so this converges). Returns whether the
+// scans converged.
+asio::awaitable<bool> freeze(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                             const CleanupContext& context, Tracking& tracking) {
+  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, true); });
+  add_members(t, plan, tracking);
+  if (!t->needs_scan(bool(tracking))) co_return true;
+  t->signal_all(SIGSTOP);
+  for (int round = 0; round < kMaxScanRounds; ++round) {
+    if (co_await find_more(t, plan, context, SIGSTOP) == 0) co_return true;
+  }
+  co_return false;
+}
+
+// SIGTERM to every process, then they run again (thawed, SIGCONT) for the grace period, or until
+// all are gone.
+asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                                Tracking& tracking) {
+  // SIGTERM reaches stopped processes but is only handled once they run again.
+  t->signal_all(SIGTERM);
+  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, false); });
+  t->signal_all(SIGCONT);
+  co_await t->wait_for_exits(plan.grace);
+}
+
+// SIGKILL to what is left: a tracked job's cgroup all at once (frozen first, so that what was
+// forked during the grace period is named in the report), anything outside it through pidfds,
+// with rescans for what the scan-found part forked meanwhile. Waits until all are gone or the kill
+// bound passes.
+asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                               const CleanupContext& context, Tracking& tracking,
+                               bool ran_since_freeze) {
+  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, true); });
+  add_members(t, plan, tracking);
+  tracking.attempt([&](Cgroups& c) { c.kill(tracking.cgroup); });
+  auto kill_deadline = Clock::now() + context.options.kill_timeout;
+  std::size_t added = 0;
+  for (int round = 0;; ++round) {
+    t->signal_all(SIGKILL);
+    // What ran outside the cgroup since the freeze is looked for while any of it lives, or the
+    // last look found more. (Once all of it has exited no scan follows: under a mass death one
+    // per cleanup cost more than the rest of the cleanups together. A child that a process forked
+    // during the grace and left behind is the cgroup's to catch.)
+    bool look = ran_since_freeze && (added > 0 || t->needs_scan(bool(tracking)));
+    added = look ? co_await find_more(t, plan, context, SIGKILL) : 0;
+    if (t->live == 0 && !t->cgroup_busy && added == 0) break;
+    if (Clock::now() >= kill_deadline || round >= kMaxScanRounds ||
+        (added == 0 && !t->needs_scan(bool(tracking)))) {
+      co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
+      break;
+    }
+    co_await t->wait_for_exits(std::min(kRescanInterval, kill_deadline - Clock::now()));
+  }
+}
+
+std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kept) {
+  std::vector<ProcessReport> reports;
+  reports.reserve(t.entries.size() + kept.size());
+  for (auto& e : t.entries) {
+    if (e.waiting) {
+      if (!e.gone_at) {
+        e.report.outcome = Outcome::unkillable;
+        e.report.detail = fmt::format("still alive {:.1f} s after SIGKILL (uninterruptible sleep?)",
+                                      ms_between(t.start, Clock::now()) / 1000);
+      } else {
+        e.report.outcome = e.sent_kill ? Outcome::killed : Outcome::terminated;
+      }
+    }
+    if (e.gone_at) e.report.elapsed_ms = ms_between(t.start, *e.gone_at);
+    if (e.pidfd) e.pidfd->cancel();
+    reports.push_back(std::move(e.report));
+  }
+  for (auto& k : kept) reports.push_back(std::move(k));
+  return reports;
+}
+
+// Which GPUs the job's processes hold, read while they are stopped and before any is ended.
+asio::awaitable<GpuAccount> take_gpu_account(const Termination& t, const CleanupContext& context) {
+  if (context.gpus == nullptr || !context.gpus->any()) co_return GpuAccount{};
+  std::vector<pid_t> pids;
+  for (const auto& e : t.entries) {
+    if (e.waiting && !e.gone_at) pids.push_back(e.report.pid);
+  }
+  auto look = [&pids, gpus = context.gpus.get()] { return account_gpus(*gpus, pids); };
+  co_return co_await offload(context.blocking, look);
+}
+
+// The report's GPU part, once the processes are gone: what each held, what was released and
+// who else still holds those GPUs.
+asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& plan,
+                                  const CleanupContext& context, CleanupReport& out) {
+  if (account.held.empty()) co_return;
+  std::vector<pid_t> alive;  // of the job, and still holding what they held
+  if (plan.main_spared) alive.push_back(plan.main.pid);
+  for (auto& p : out.processes) {
+    p.gpus = gpu_uses(account, p.pid);
+    if (p.outcome == Outcome::unkillable || p.outcome == Outcome::kept) alive.push_back(p.pid);
+  }
+  auto settle = [&account, &alive, gpus = context.gpus.get()] {
+    return settle_gpus(*gpus, account, alive);
+  };
+  out.gpus = co_await offload(context.blocking, settle);
+  out.gpu_note = account.before.note;
+}
+
+asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
+                                    const CleanupContext& context, CleanupReport& out) {
+  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel);
+  Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups,
+                    .cgroup = plan.cgroup};
+  // wardend may have been started from inside the job (a test, a user's own wardend): it must
+  // never freeze or kill itself, and the scan knows to leave it alone.
+  tracking.attempt([&](Cgroups& c) {
+    if (cgroup_within(c.cgroup_of(context.self), tracking.cgroup)) tracking.cgroups = nullptr;
+  });
+  std::vector<ProcessReport> kept = classify(plan, pidfds, t, tracking);
+  // Done means the cgroup is empty too: cgroup.events says so, on the event loop.
+  tracking.attempt([&](Cgroups& c) {
+    t->cgroup_busy = true;
+    c.when_empty(tracking.cgroup, [t] { t->on_cgroup_empty(); });
+  });
+
+  const bool converged = co_await freeze(t, plan, context, tracking);
+  const GpuAccount gpus = co_await take_gpu_account(*t, context);
+  if (plan.grace > Duration::zero()) co_await terminate(t, plan, tracking);
+  // With no grace period nothing of the job has run since a freeze scan found nothing new, so
+  // that scan already confirmed the whole tree and no rescan is needed after SIGKILL.
+  co_await escalate(t, plan, context, tracking, plan.grace > Duration::zero() || !converged);
+
+  if (!plan.cgroup.empty() && context.cgroups != nullptr) {
+    context.cgroups->forget_empty(plan.cgroup);
+    // A member that outlived SIGKILL keeps it; the next start of wardend tries again.
+    if (!t->cgroup_busy) context.cgroups->remove(plan.cgroup);
+  }
+  out.processes = report(*t, std::move(kept));
+  co_await report_gpus(gpus, plan, context, out);
+}
+
+Diagnostics capture_diagnostics(const CleanupPlan& plan) {
+  Diagnostics d;
+  d.processes.push_back(snapshot_process(plan.main.pid, "main"));
+  for (const auto& t : plan.targets) {
+    if (t.exited || t.role == "main") continue;
+    d.processes.push_back(snapshot_process(t.identity.pid, t.role));
+  }
+  return d;
+}
+
+// "{pid}" in any argument becomes the main process's pid.
+CommandSpec with_pid(CommandSpec spec, pid_t pid) {
+  for (auto& arg : spec.argv) {
+    for (auto at = arg.find("{pid}"); at != std::string::npos; at = arg.find("{pid}", at)) {
+      arg.replace(at, 5, std::to_string(pid));
+    }
+  }
+  return spec;
+}
+
+}  // namespace
+
+asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,
+                                           CleanupContext context) {
+  CleanupReport report;
+  report.reason = plan.reason;
+  report.started_unix_ms = unix_ms_now();
+  auto start = Clock::now();
+  RunAs user{.uid = plan.uid, .gid = plan.gid};
+  std::vector<std::pair<std::string, std::string>> env{
+      {"WARDEN_JOB", std::to_string(plan.job)},
+      {"WARDEN_REASON", std::string(to_string(plan.reason))}};
+
+  const View* home = context.home.get();
+  // A container job's commands run in its file tree; a stall's diagnose command in its PID
+  // namespace too (the job is alive then), so that "{pid}" and /proc agree.
+  Place place = home != nullptr && !home->shares_paths() ? Place{.root = home->root()} : Place{};
+  constexpr const char* kHomeGone =
+      "the job's container is gone and wardend, restarted since, holds no way into it";
+
+  if (plan.diagnose) {
+    auto capture = [&plan] { return capture_diagnostics(plan); };
+    report.diagnostics = co_await offload(context.blocking, capture);
+    if (plan.diagnose_command && home != nullptr) {
+      Place inside = place;
+      inside.pid_ns = home->pid_namespace();
+      pid_t pid = home->local_pid(plan.main.pid).value_or(plan.main.pid);
+      CommandSpec command = with_pid(*plan.diagnose_command, pid);
+      report.diagnostics->command = co_await run_command(command, user, env, inside);
+    }
+  }
+
+  co_await end_processes(plan, pidfds, context, report);
+
+  for (const auto& hook : plan.hooks) {
+    if (hook.keep || home == nullptr) {
+      report.hooks.push_back({.argv = hook.command.argv,
+                              .outcome = hook.keep ? Outcome::kept : Outcome::failed,
+                              .detail = hook.keep ? "policy: failure only" : kHomeGone});
+      continue;
+    }
+    report.hooks.push_back(co_await run_command(hook.command, user, env, place));
+  }
+
+  // All paths in one hop to the worker thread: a hop per path costs more than a small file.
+  auto remove_all = [&plan, &context, home, kHomeGone] {
+    std::vector<PathReport> reports;
+    for (const auto& step : plan.paths) {
+      if (step.keep || home == nullptr) {
+        reports.push_back({.kind = step.path.kind,
+                           .path = step.path.path,
+                           .outcome = step.keep ? Outcome::kept : Outcome::failed,
+                           .detail = step.keep ? "policy: failure only" : kHomeGone});
+        continue;
+      }
+      PathReport removed = remove_path(context.options.paths, home->root(), step.path, plan.uid);
+      removed.leftover = step.leftover && removed.outcome == Outcome::removed;
+      reports.push_back(std::move(removed));
+    }
+    return reports;
+  };
+  report.paths = co_await offload(context.blocking, remove_all);
+
+  report.duration_ms = ms_between(start, Clock::now());
+  co_return report;
+}
+
+}  // namespace warden

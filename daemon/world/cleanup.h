@@ -1,0 +1,52 @@
+// The cleanup engine: carries out a CleanupPlan on the event loop and reports each step's outcome.
+#pragma once
+
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "world/cgroup.h"
+#include "world/files.h"
+#include "world/gpus.h"
+#include "world/kernel.h"
+#include "world/namespaces.h"
+#include "world/process_tree.h"
+#include "core/supervisor.h"
+#include "proto/unique_fd.h"
+
+namespace warden {
+
+struct CleanupOptions {
+  // How long a process may survive SIGKILL before it is reported unkillable (D state, a stuck
+  // NFS or GPU driver call). Waiting longer would hold the job's cleanup hostage.
+  Duration kill_timeout = std::chrono::seconds(5);
+  PathRules paths;
+  GpuOptions gpus;
+};
+
+// Where a cleanup runs: the event loop it is spawned on, plus an executor for blocking work
+// (/proc scans, removing large trees) so the loop keeps answering heartbeats meanwhile.
+struct CleanupContext {
+  CleanupOptions options;
+  boost::asio::any_io_executor blocking;
+  pid_t self = 0;            // wardend, never a candidate
+  std::string instance;      // wardend's id, part of the job cookie (process_tree.h)
+  Kernel* kernel = nullptr;  // processes: signals, exits, scans (shared by every cleanup); required
+  // Tracking cgroups, where this wardend has them; a plan with a cgroup is carried out through
+  // it: the kernel names every member, ends them all at once and says when none is left.
+  Cgroups* cgroups = nullptr;
+  // Where the job's paths are removed and its hooks run (namespaces.h); nullptr where the job
+  // lived in a container that is gone and that this wardend, restarted, holds no descriptor of.
+  std::shared_ptr<const View> home;
+  // The node's GPUs, for the report's account of what the job held; nullptr: not looked at.
+  std::shared_ptr<Gpus> gpus;
+};
+
+// Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.
+// `pidfds` is aligned with plan.targets; an empty one means the process is no longer held (it
+// exited and its handle was released). Never throws for a step that fails: the report says so.
+boost::asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,
+                                                  CleanupContext context);
+
+}  // namespace warden

@@ -1,0 +1,2 @@
+// Must not compile: the protocol knows nothing of the daemon.
+#include "daemon/core/supervisor.h"
