@@ -44,6 +44,15 @@ constexpr NameTable<Outcome, 10> kOutcomes{{
     {Outcome::kept, "kept"},
 }};
 
+constexpr NameTable<FindingKind, 6> kFindingKinds{{
+    {FindingKind::stray_gpu_holder, "stray_gpu_holder"},
+    {FindingKind::unheld_gpu_memory, "unheld_gpu_memory"},
+    {FindingKind::unkillable, "unkillable"},
+    {FindingKind::populated_cgroup, "populated_cgroup"},
+    {FindingKind::leftover_path, "leftover_path"},
+    {FindingKind::shm_full, "shm_full"},
+}};
+
 template <class E, std::size_t N>
 std::string_view name_of(const NameTable<E, N>& table, E value) {
   for (const auto& [v, name] : table) {
@@ -213,6 +222,10 @@ std::string_view to_string(JobState s) { return name_of(kJobStates, s); }
 std::string_view to_string(Policy p) { return name_of(kPolicies, p); }
 std::string_view to_string(PathKind k) { return name_of(kPathKinds, k); }
 std::string_view to_string(Outcome o) { return name_of(kOutcomes, o); }
+std::string_view to_string(FindingKind k) { return name_of(kFindingKinds, k); }
+std::optional<FindingKind> finding_kind_from_string(std::string_view s) {
+  return value_of(kFindingKinds, s);
+}
 std::optional<JobState> job_state_from_string(std::string_view s) {
   return value_of(kJobStates, s);
 }
@@ -470,6 +483,7 @@ json to_json(const ProcessReport& p) {
          {"role", p.role},
          {"outcome", to_string(p.outcome)},
          {"elapsed_ms", p.elapsed_ms}};
+  if (p.start_time != 0) j["start_time"] = p.start_time;
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
   if (!p.command.empty()) j["command"] = p.command;
@@ -482,6 +496,7 @@ json to_json(const ProcessReport& p) {
 
 ProcessReport parse_process_report(const json& j) {
   ProcessReport p{.pid = j.value("pid", 0),
+                  .start_time = j.value("start_time", std::uint64_t{0}),
                   .role = j.value("role", ""),
                   .outcome = outcome_of(j),
                   .leftover = j.value("leftover", false),

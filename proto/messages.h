@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proto/describe.h"
 #include "warden/errors.h"
 #include "warden/types.h"
 
@@ -53,5 +54,64 @@ JobStatus parse_job_status(const json& j);
 CleanupReport parse_cleanup_report(const json& j);
 json to_json(const Event& e);
 Event parse_event(const json& j);
+
+}  // namespace warden
+
+// --- described once (describe.h): each field named in one place for both directions ---------------
+
+namespace warden {
+
+constexpr double kMaxCheckGraceS = 3600.0;
+
+template <>
+struct Fields<CheckRequest> {
+  template <class V, class Self>
+  static void each(V& v, Self& r) {
+    v("reclaim", r.reclaim);
+    v("grace_s", r.grace_s, Bounds{0, kMaxCheckGraceS});
+  }
+};
+
+template <>
+struct Fields<Finding> {
+  template <class V, class Self>
+  static void each(V& v, Self& f) {
+    v("kind", f.kind);
+    v("what", f.what);
+    v("action", f.action);
+    v("detail", f.detail);
+    v("since_unix_ms", f.since_unix_ms);
+    v("job", f.job);
+    v("job_name", f.job_name);
+    v("pid", f.pid);
+    v("uid", f.uid);
+    v("command", f.command);
+    v("path", f.path);
+    v("bytes", f.bytes);
+  }
+};
+
+template <>
+struct Fields<ReclaimAct> {
+  template <class V, class Self>
+  static void each(V& v, Self& a) {
+    v("kind", a.kind);
+    v("what", a.what);
+    v("outcome", a.outcome);
+    v("detail", a.detail);
+  }
+};
+
+template <>
+struct Fields<CheckReply> {
+  template <class V, class Self>
+  static void each(V& v, Self& r) {
+    v("clean", r.clean);
+    v("findings", r.findings);
+    v("reclaimed", r.reclaimed);
+    v("elapsed_ms", r.elapsed_ms);
+    v("note", r.note);
+  }
+};
 
 }  // namespace warden

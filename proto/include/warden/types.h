@@ -55,6 +55,18 @@ std::optional<Outcome> outcome_from_string(std::string_view s);
 std::optional<Policy> policy_from_string(std::string_view s);
 std::optional<PathKind> path_kind_from_string(std::string_view s);
 
+// What the node check found that makes a node unfit for the next job (PROTOCOL.md, "check").
+enum class FindingKind {
+  stray_gpu_holder,   // a process holding a GPU that belongs to no running job
+  unheld_gpu_memory,  // device memory in use that no process holds (NVML)
+  unkillable,         // a process that outlived its job's cleanup
+  populated_cgroup,   // a cleaned job's tracking cgroup with processes still in it
+  leftover_path,      // a file or segment a cleanup could not or would not remove, still there
+  shm_full,           // /dev/shm fuller than the configured share of its size
+};
+std::string_view to_string(FindingKind k);
+std::optional<FindingKind> finding_kind_from_string(std::string_view s);
+
 // --- requests (client -> daemon)
 // ---------------------------------------------------------------------
 
@@ -153,6 +165,13 @@ struct EventsRequest {
   bool follow = false;
 };
 
+// Is this node clean for the next job? With `reclaim` (root only): first end stray GPU holders
+// (SIGTERM, `grace_s`, SIGKILL) and remove what is safe to remove, then judge.
+struct CheckRequest {
+  bool reclaim = false;
+  double grace_s = 5;
+};
+
 // --- replies (daemon -> client)
 // ----------------------------------------------------------------------
 
@@ -190,6 +209,7 @@ struct GpuUse {
 
 struct ProcessReport {
   pid_t pid = 0;
+  std::uint64_t start_time = 0;  // with pid, its identity (0: not known)
   std::string role;  // "main" | "worker" | "descendant" (found at cleanup, see `detail`)
   Outcome outcome = Outcome::already_gone;
   bool leftover = false;  // still running after a clean end: the job forgot it
@@ -280,6 +300,38 @@ struct GpuStatus {
 struct GpusReply {
   std::vector<GpuStatus> gpus;  // empty: no device node of the GPU set exists on this node
   std::string note;             // why there are no memory figures ("" with NVML)
+};
+
+// One reason the node is not clean, with what to do about it.
+struct Finding {
+  FindingKind kind = FindingKind::stray_gpu_holder;
+  std::string what;     // the process, path, cgroup or device, for a person
+  std::string action;   // what to do next
+  std::string detail;   // state and wait channel, why a path was kept, the largest owners, ...
+  std::optional<std::int64_t> since_unix_ms;  // when it began (a process's start, a cleanup's end)
+  std::optional<JobId> job;  // the job it came from, where known
+  std::string job_name;
+  std::optional<pid_t> pid;  // in the asker's numbering
+  std::optional<uid_t> uid;
+  std::string command;
+  std::string path;                    // a path, a cgroup or a device node
+  std::optional<std::uint64_t> bytes;  // memory or space it holds
+};
+
+// What `check --reclaim` did about one finding.
+struct ReclaimAct {
+  FindingKind kind = FindingKind::stray_gpu_holder;
+  std::string what;
+  Outcome outcome = Outcome::failed;  // terminated | killed | unkillable | removed | failed
+  std::string detail;
+};
+
+struct CheckReply {
+  bool clean = true;
+  std::vector<Finding> findings;    // those the asker may see: all for root, else its own
+  std::vector<ReclaimAct> reclaimed;  // with reclaim
+  double elapsed_ms = 0;
+  std::string note;  // what the check could not look at (no NVML, no cgroups)
 };
 
 struct JobStatus {
