@@ -83,6 +83,7 @@ struct Termination {
     std::size_t i = entries.size();
     Entry& e = entries.emplace_back();
     e.report = std::move(report);
+    e.report.start_time = start_time;
     if (e.report.command.empty()) e.report.command = kernel.command_line(e.report.pid);
     e.start_time = start_time;
     e.in_cgroup = in_cgroup;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "world/diagnostics.h"
 #include "world/process.h"
 #include "world/process_tree.h"
 
@@ -27,6 +28,8 @@ class Kernel {
   virtual bool exited(int pidfd) = 0;
   // Its command line, for reports ("" once gone).
   virtual std::string command_line(pid_t pid) = 0;
+  // Its state and wait channel (diagnostics.h), for a report of a process that will not die.
+  virtual ProcessSnapshot snapshot(pid_t pid) = 0;
   // The processes of the job `query` describes that it does not name yet, from a look at every
   // process that began at or after `asked`. Blocks: call it on the blocking executor.
   virtual std::vector<Discovered> discover(const DiscoveryQuery& query,
@@ -43,6 +46,7 @@ class RealKernel final : public Kernel {
   int signal(int pidfd, int sig) override { return pidfd_signal(pidfd, sig); }
   bool exited(int pidfd) override { return pidfd_exited(pidfd); }
   std::string command_line(pid_t pid) override { return read_command_line(pid); }
+  ProcessSnapshot snapshot(pid_t pid) override { return snapshot_process(pid, ""); }
   std::vector<Discovered> discover(const DiscoveryQuery& query,
                                    std::chrono::steady_clock::time_point asked,
                                    CookieMemo& memo) override;

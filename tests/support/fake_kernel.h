@@ -76,6 +76,14 @@ class FakeKernel final : public Kernel {
 
   std::string command_line(pid_t pid) override { return "fake " + std::to_string(pid); }
 
+  // One that nothing ends sleeps uninterruptibly in a driver, as such processes do.
+  ProcessSnapshot snapshot(pid_t pid) override {
+    const Process& p = processes_.at(pid);
+    if (p.exited) return {.pid = pid, .detail = "gone"};
+    bool stuck = p.fate == Fate::never_dies;
+    return {.pid = pid, .state = stuck ? 'D' : 'S', .wchan = stuck ? "fake_driver_wait" : ""};
+  }
+
   std::vector<Discovered> discover(const DiscoveryQuery&, std::chrono::steady_clock::time_point,
                                    CookieMemo&) override {
     ++scans;
