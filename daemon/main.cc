@@ -90,7 +90,7 @@ void reload(int argc, char** argv, const warden::Config& running, warden::Servic
     auto config = warden::parse_config(argc, argv);
     if (config) {
       spdlog::set_level(spdlog::level::from_str(config->log_level));
-      service.reconfigure(config->limits, config->cleanup);
+      service.reconfigure(config->limits, config->cleanup, config->check);
       if (config->socket != running.socket || config->state_dir != running.state_dir ||
           config->durable != running.durable || config->max_frame != running.max_frame) {
         spdlog::warn("reload: socket, state-dir, durable and max-frame change only at a restart");
@@ -157,6 +157,7 @@ int main(int argc, char** argv) {
     warden::Service service(io,
                             {.limits = config->limits,
                              .cleanup = config->cleanup,
+                             .check = config->check,
                              .instance = warden::instance_id(config->state_dir),
                              .systemd = &systemd,
                              .cgroups = cgroups.get(),

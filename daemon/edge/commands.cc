@@ -93,7 +93,13 @@ json events(const RequestContext& c, const json& request) {
   return {{"events", std::move(events)}};
 }
 
-constexpr std::array<Command, 15> kCommands{{
+json check(const RequestContext& c, const json& request) {
+  auto look = c.service.check(c.caller, from_json_described<CheckRequest>(request));
+  *c.later = [look = std::move(look)] { return to_json_described(look()); };
+  return json::object();
+}
+
+constexpr std::array<Command, 16> kCommands{{
     {"hello", "exchange protocol version, capabilities and limits", hello},
     {"register_job", "start supervising a job: its main process, heartbeat and grace period",
      register_job},
@@ -113,6 +119,7 @@ constexpr std::array<Command, 15> kCommands{{
     {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
     {"gpus", "the node's GPUs and the processes holding each, with their jobs", gpus},
     {"metrics", "counters and gauges in Prometheus text format", metrics},
+    {"check", "is the node clean for the next job? findings, and (root) reclaim", check},
 }};
 
 json hello(const RequestContext& c, const json& request) {
@@ -149,6 +156,27 @@ std::string error_reply(const json& id, ErrorCode code, std::string_view message
 
 namespace {
 
+// What a handler returned as a reply line, or what it threw as an error reply: a refusal with its
+// code (Reply::refused), anything else as `internal`, logged.
+Reply run_handler(std::string_view op, uid_t uid, const json& id,
+                  const std::function<json()>& handle) {
+  try {
+    json reply = handle();
+    reply["id"] = id;
+    reply["ok"] = true;
+    return {reply.dump(-1, ' ', false, json::error_handler_t::replace), id, true};
+  } catch (const Error& e) {
+    spdlog::debug("op={} uid={} refused code={} message={:?}", op, uid, to_string(e.code()),
+                  e.what());
+    Reply r{error_reply(id, e.code(), e.what()), id};
+    r.refused = e.code();
+    return r;
+  } catch (const std::exception& e) {
+    spdlog::error("op={} uid={} internal error: {}", op, uid, e.what());
+    return {error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what()), id};
+  }
+}
+
 // The reply to one request line, without its change (dispatch() adds that).
 Reply answer(const RequestContext& context, std::string_view line) {
   json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
@@ -176,20 +204,20 @@ Reply answer(const RequestContext& context, std::string_view line) {
         id};
   }
 
-  try {
-    json reply = command->handler(context, request);
-    reply["id"] = id;
-    reply["ok"] = true;
-    return {reply.dump(-1, ' ', false, json::error_handler_t::replace), std::move(id), true};
-  } catch (const Error& e) {
-    context.service.count_refusal(e.code());
-    spdlog::debug("op={} uid={} refused code={} message={:?}", command->name, context.caller.uid,
-                  to_string(e.code()), e.what());
-    return {error_reply(id, e.code(), e.what()), id};
-  } catch (const std::exception& e) {
-    spdlog::error("op={} uid={} internal error: {}", command->name, context.caller.uid, e.what());
-    return {error_reply(id, ErrorCode::internal, std::string("internal error: ") + e.what()), id};
+  Later later;
+  RequestContext with_later = context;
+  with_later.later = &later;
+  Reply reply = run_handler(command->name, context.caller.uid, id,
+                            [&] { return command->handler(with_later, request); });
+  if (reply.refused) context.service.count_refusal(*reply.refused);
+  if (reply.ok && later) {
+    // Runs on the views thread: it holds copies of what it needs, nothing of this frame.
+    reply.later = [name = command->name, uid = context.caller.uid, id, later = std::move(later)] {
+      return run_handler(name, uid, id, later).line;
+    };
+    reply.line.clear();
   }
+  return reply;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,6 +18,10 @@ struct Follow {
   std::optional<JobId> job;
 };
 
+// A reply computed off the event loop (on Service::views()): the handler sets it and returns an
+// empty object; the session runs it there and sends what it returns, or the error it throws.
+using Later = std::function<json()>;
+
 // What a handler may use besides the request itself.
 struct RequestContext {
   Service& service;
@@ -25,6 +30,7 @@ struct RequestContext {
   std::optional<Follow>* follow = nullptr;     // set by `events` with follow
   std::deque<UniqueFd>* passed_fds = nullptr;  // received over SCM_RIGHTS, oldest first
   const Journal* journal = nullptr;            // where a request's change is staged (Reply::change)
+  Later* later = nullptr;                      // set by a handler whose answer is computed later
 };
 
 struct Command {
@@ -44,6 +50,10 @@ struct Reply {
   // The journal sequence of the change the request staged: its reply goes out once that is
   // written. nullopt: it changed nothing.
   std::optional<std::uint64_t> change;
+  // Set where the answer is computed off the event loop: it returns the reply line (an error
+  // reply where the computation throws), and `line` is empty until then.
+  std::function<std::string()> later;
+  std::optional<ErrorCode> refused;  // the code of an error reply the handler chose
 };
 
 // Handles one request line and returns its reply (with the change it staged, where the context

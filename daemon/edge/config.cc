@@ -31,6 +31,7 @@ struct Seconds {
   double kill_timeout = 0;
   double idle_timeout = 0;
   double request_timeout = 0;
+  double check_interval = 0;
 };
 
 // Where wardend listens and keeps its state, what it logs, how it knows jobs' processes.
@@ -132,6 +133,24 @@ void add_cleanup_options(CLI::App& app, Config& c, Seconds& s) {
       ->capture_default_str();
 }
 
+// What makes `wardenctl check` call a node unclean, and how often wardend checks by itself.
+void add_check_options(CLI::App& app, Config& c, Seconds& s, double& gpu_unheld_mib) {
+  app.add_option("--check-shm-share", c.check.shm_max_share,
+                 "The node check calls the shm directory full above this share of its size")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  app.add_option("--check-gpu-unheld-mib", gpu_unheld_mib,
+                 "MiB of a GPU's memory in use that no process holds before the node check calls "
+                 "it a finding (NVML only)")
+      ->check(CLI::Range(0.0, 1e7))
+      ->capture_default_str();
+  app.add_option("--check-interval", s.check_interval,
+                 "Seconds between the node checks wardend makes by itself for the metrics "
+                 "(warden_node_clean); 0: only when asked")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+}
+
 }  // namespace
 
 std::optional<Config> parse_config(int argc, char** argv) {
@@ -140,7 +159,9 @@ std::optional<Config> parse_config(int argc, char** argv) {
   c.state_dir = default_state_dir();
   Seconds s{.kill_timeout = to_seconds(c.cleanup.kill_timeout),
             .idle_timeout = to_seconds(c.connections.idle_timeout),
-            .request_timeout = to_seconds(c.connections.request_timeout)};
+            .request_timeout = to_seconds(c.connections.request_timeout),
+            .check_interval = to_seconds(c.check.interval)};
+  double gpu_unheld_mib = static_cast<double>(c.check.gpu_unheld_bytes >> 20);
 
   CLI::App app{
       "wardend: supervises the workers, files and shared memory of training jobs and cleans "
@@ -153,6 +174,7 @@ std::optional<Config> parse_config(int argc, char** argv) {
   add_connection_options(app, c, s);
   add_job_options(app, c);
   add_cleanup_options(app, c, s);
+  add_check_options(app, c, s, gpu_unheld_mib);
 
   try {
     app.parse(argc, argv);
@@ -168,6 +190,8 @@ std::optional<Config> parse_config(int argc, char** argv) {
   c.cleanup.kill_timeout = from_seconds(s.kill_timeout);
   c.connections.idle_timeout = from_seconds(s.idle_timeout);
   c.connections.request_timeout = from_seconds(s.request_timeout);
+  c.check.interval = from_seconds(s.check_interval);
+  c.check.gpu_unheld_bytes = static_cast<std::uint64_t>(gpu_unheld_mib * 1048576);
   return c;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "world/cleanup.h"
+#include "world/node_check.h"
 #include "edge/connection_limits.h"
 #include "core/supervisor.h"
 
@@ -27,6 +28,7 @@ struct Config {
   SupervisorLimits limits;
   ConnectionLimits connections;
   CleanupOptions cleanup;
+  NodeCheckOptions check;
 };
 
 // The state directory when none is given: /var/lib/warden for root, else under XDG_STATE_HOME.

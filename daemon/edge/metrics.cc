@@ -1,5 +1,6 @@
 #include "edge/metrics.h"
 
+#include <chrono>
 #include <map>
 #include <optional>
 
@@ -57,7 +58,36 @@ void render_gpus(std::string& out, const GpusReply& gpus) {
   }
 }
 
+// The latest node check's verdict, and what it found by kind (every kind, zeros too, so that a
+// query by kind always has a series).
+void render_node(std::string& out, bool clean, const std::map<FindingKind, std::size_t>& findings,
+                 std::int64_t unix_ms) {
+  header(out, "warden_node_clean", "gauge",
+         "1 when the latest node check found the node clean for the next job, else 0.");
+  out += fmt::format("warden_node_clean {}\n", clean ? 1 : 0);
+  header(out, "warden_node_findings", "gauge", "What the latest node check found, by kind.");
+  for (FindingKind k : {FindingKind::stray_gpu_holder, FindingKind::unheld_gpu_memory,
+                        FindingKind::unkillable, FindingKind::populated_cgroup,
+                        FindingKind::leftover_path, FindingKind::shm_full}) {
+    auto it = findings.find(k);
+    out += fmt::format("warden_node_findings{{kind=\"{}\"}} {}\n", to_string(k),
+                       it == findings.end() ? 0 : it->second);
+  }
+  header(out, "warden_node_check_timestamp_seconds", "gauge",
+         "When the latest node check was made (Unix time).");
+  out += fmt::format("warden_node_check_timestamp_seconds {:.3f}\n", unix_ms / 1000.0);
+}
+
 }  // namespace
+
+void Metrics::node_checked(const CheckReply& reply) {
+  NodeVerdict v{.clean = reply.clean,
+                .unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count()};
+  for (const auto& f : reply.findings) ++v.findings[f.kind];
+  node_ = std::move(v);
+}
 
 void Metrics::cleanup_finished(const CleanupReport& report) {
   ++cleanups_[report.reason];
@@ -128,6 +158,7 @@ std::string Metrics::render(const Gauges& g) const {
          "Batches the state store could not write (disk full, read-only, I/O error).");
   out += fmt::format("warden_store_write_failures_total {}\n", g.store_write_failures);
   render_gpus(out, g.gpus);
+  if (node_) render_node(out, node_->clean, node_->findings, node_->unix_ms);
   return out;
 }
 

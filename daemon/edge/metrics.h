@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "proto/messages.h"
@@ -27,6 +28,8 @@ class Metrics {
  public:
   void cleanup_finished(const CleanupReport& report);
   void refused(ErrorCode code);
+  // The verdict of the latest node check made with root's view.
+  void node_checked(const CheckReply& reply);
   std::string render(const Gauges& gauges) const;
 
  private:
@@ -40,6 +43,12 @@ class Metrics {
   std::uint64_t duration_count_ = 0;
   double duration_sum_s_ = 0;
   std::map<ErrorCode, std::uint64_t> refused_;
+  struct NodeVerdict {
+    bool clean = true;
+    std::map<FindingKind, std::size_t> findings;
+    std::int64_t unix_ms = 0;
+  };
+  std::optional<NodeVerdict> node_;  // none before the first check
 };
 
 }  // namespace warden

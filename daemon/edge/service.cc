@@ -92,6 +92,8 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       cgroup_prefix_(options.cgroup_prefix),
       gpus_(std::make_shared<Gpus>(options.cleanup.gpus)),
       cleanup_options_(options.cleanup),
+      check_options_(options.check),
+      check_timer_(io),
       journal_(journal),
       core_(options.limits),
       watch_(
@@ -100,6 +102,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       deadline_timer_(io),
       status_timer_(io) {
   journal_.on_event_written([this](const Event& event) { publish(event); });
+  schedule_check(Duration::zero());
 }
 
 std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job, EventSink push) {
@@ -119,10 +122,14 @@ void Service::publish(const Event& event) {
   }
 }
 
-void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup) {
+void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup,
+                          const NodeCheckOptions& check) {
   core_.set_limits(limits);
   if (cleanup.gpus != cleanup_options_.gpus) gpus_ = std::make_shared<Gpus>(cleanup.gpus);
   cleanup_options_ = cleanup;
+  bool rearm = check.interval != check_options_.interval;
+  check_options_ = check;
+  if (rearm) schedule_check(check.interval);
 }
 
 std::string Service::summary() const {

@@ -19,6 +19,7 @@
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "world/namespaces.h"
+#include "world/node_check.h"
 #include "core/supervisor.h"
 #include "world/watch.h"
 #include "proto/messages.h"
@@ -30,6 +31,7 @@ class Systemd;
 struct ServiceOptions {
   SupervisorLimits limits;
   CleanupOptions cleanup;
+  NodeCheckOptions check;
   std::string instance;        // this wardend's id (instance_id()), part of each job's cookie
   Systemd* systemd = nullptr;  // for STATUS= and the pidfd store, when run by systemd
   // Tracking cgroups, where this wardend has them (nullptr: jobs are found by scanning), and the
@@ -67,6 +69,13 @@ class Service {
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
   // The node's GPUs and every process holding one, with the job each belongs to (service_gpus.cc).
   GpusReply gpus(const Caller& caller) const;
+  // Is the node clean for the next job? (service_check.cc.) Refusals throw at once; the look
+  // itself walks /proc and may wait out a reclaim's grace, so it comes back as work to run on
+  // views() (thread-safe: it holds a snapshot of the jobs, taken now, and nothing of the service
+  // but what outlives it).
+  std::function<CheckReply()> check(const Caller& caller, const CheckRequest& request);
+  // Where work that reads much of the node runs, off the event loop and apart from cleanups'.
+  boost::asio::any_io_executor views() { return views_.get_executor(); }
   std::vector<json> events(const Caller& caller, const EventsRequest& request);
   bool has_history() { return journal_.store() != nullptr; }
   const std::string& instance() const { return instance_; }
@@ -85,7 +94,8 @@ class Service {
   // `pidfds` are those systemd kept for the previous wardend (Systemd::pidfd_name()).
   void recover(StoredState stored, std::map<std::string, UniqueFd> pidfds = {});
   // New limits and cleanup settings (a reloaded config); jobs and their state are kept.
-  void reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup);
+  void reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup,
+                   const NodeCheckOptions& check);
   // One line for people: what is tracked now.
   std::string summary() const;
   // Prometheus text: what is tracked now and what happened since start.
@@ -147,6 +157,12 @@ class Service {
   void status_changed();
   // Pids in it as `viewer` numbers them.
   JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
+  // The jobs as the node check needs them (service_check.cc).
+  std::vector<CheckedJob> checked_jobs() const;
+  // The check wardend makes by itself every check interval, for the metrics.
+  void schedule_check(Duration after);
+  // Records a root's-eye verdict for the metrics; runs on the event loop.
+  void checked(const CheckReply& reply);
 
   // Constant after construction.
   boost::asio::io_context& io_;
@@ -160,9 +176,14 @@ class Service {
   ScanCache scans_;  // what concurrent cleanups share
   RealKernel kernel_{scans_};
   std::shared_ptr<Gpus> gpus_;  // replaced when a reload changes the GPU settings
+  // Views of the node (the node check) run here: a slow look never delays a cleanup. Declared
+  // after what its work uses, so that it is joined before they go.
+  boost::asio::thread_pool views_{1};
 
   // Mutable state.
   CleanupOptions cleanup_options_;
+  NodeCheckOptions check_options_;
+  boost::asio::steady_timer check_timer_;
   Journal& journal_;
   Supervisor core_;
   ProcessWatch watch_;
@@ -182,6 +203,8 @@ class Service {
   std::map<JobId, std::shared_ptr<const View>> homes_;
   Metrics metrics_;
   std::uint64_t next_subscriber_ = 1;
+  // Work on the pools posts its results back only while the service lives.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace warden

@@ -11,6 +11,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -292,6 +293,7 @@ class Session {
         replies.push_back(dispatch(context, *line));
         bytes += replies.back().line.size();
       }
+      co_await computed(replies);
       // Nothing is acknowledged before it is on disk.
       co_await written(replies);
       out.clear();
@@ -303,6 +305,27 @@ class Session {
       if (large) ::malloc_trim(0);
     }
     co_return true;
+  }
+
+  // Computes, on the service's views thread, each reply whose answer is made there (Reply::later),
+  // and waits for them all; the event loop answers other connections meanwhile.
+  asio::awaitable<void> computed(std::vector<Reply>& replies) {
+    asio::steady_timer answered(socket_.get_executor(), asio::steady_timer::time_point::max());
+    std::size_t left = 0;
+    const auto home = socket_.get_executor();
+    for (auto& reply : replies) {
+      if (!reply.later) continue;
+      ++left;
+      // The coroutine waits below until every one is back, so `reply` and `left` outlive them.
+      asio::post(settings_.service.views(), [&reply, &left, &answered, home,
+                                             later = std::move(reply.later)] {
+        asio::post(home, [&reply, &left, &answered, line = later()]() mutable {
+          reply.line = std::move(line);
+          if (--left == 0) answered.cancel();
+        });
+      });
+    }
+    if (left > 0) co_await answered.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 
   // Waits until each reply's change is written or has failed; a failed one's reply becomes an
