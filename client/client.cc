@@ -407,6 +407,12 @@ std::vector<Event> Client::events(const EventsRequest& request) {
 
 GpusReply Client::gpus() { return parse_gpus_reply(connection_->call({{"op", "gpus"}})); }
 
+CheckReply Client::check(const CheckRequest& request) {
+  json call = to_json_described(request);
+  call["op"] = "check";
+  return from_json_described<CheckReply>(connection_->call(std::move(call)));
+}
+
 std::string Client::metrics() { return connection_->call({{"op", "metrics"}}).value("text", ""); }
 
 std::vector<JobStatus> Client::status(std::optional<JobId> job, bool summary) {

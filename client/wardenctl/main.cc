@@ -9,6 +9,7 @@
 #include "proto/messages.h"
 #include "proto/socket_path.h"
 #include "warden/client.h"
+#include "wardenctl/check_view.h"
 #include "wardenctl/cleanup_wait.h"
 #include "wardenctl/events_view.h"
 #include "wardenctl/gpu_view.h"
@@ -41,6 +42,8 @@ struct Options {
   bool follow = false;
   // run
   warden::RunOptions run;
+  // check
+  warden::CheckRequest check;
 };
 
 // Commands given as one string run through /bin/sh, as a person types them.
@@ -167,13 +170,18 @@ void read_defaults(const std::string& path, Options& o) {
 // Each subcommand with what it does, declared by one add_NAME() below; exactly one is given.
 struct Subcommands {
   using Action = int (*)(warden::Client&, Options&);
+  struct Entry {
+    CLI::App* sub;
+    Action action;
+    int failed = 1;  // the exit status where wardend cannot answer or refuses
+  };
   CLI::App& app;
   Options& options;
-  std::vector<std::pair<CLI::App*, Action>> actions;
+  std::vector<Entry> actions;
 
-  CLI::App* add(const char* name, const char* help, Action action) {
+  CLI::App* add(const char* name, const char* help, Action action, int failed = 1) {
     CLI::App* sub = app.add_subcommand(name, help);
-    actions.emplace_back(sub, action);
+    actions.push_back({sub, action, failed});
     return sub;
   }
 };
@@ -208,6 +216,31 @@ void add_gpus(Subcommands& table) {
       "gpus", "Show the node's GPUs and every process holding one, by job (untracked: no job's)",
       [](warden::Client& c, Options& o) { return run_gpus(c, o); });
   gpus->add_flag("--json", o.json, "Print JSON instead of a table");
+}
+
+int run_check(warden::Client& client, const Options& o) {
+  warden::CheckReply reply = client.check(o.check);
+  if (o.json) {
+    std::cout << warden::to_json_described(reply).dump(2) << "\n";
+    return reply.clean ? warden::kCheckClean : warden::kCheckDirty;
+  }
+  return warden::print_check(std::cout, reply);
+}
+
+void add_check(Subcommands& table) {
+  Options& o = table.options;
+  auto* check = table.add(
+      "check",
+      "Is this node clean for the next job? Exit 0: clean; 1: not (one line per finding, with "
+      "what to do); 2: cannot tell (wardend unreachable, and why)",
+      [](warden::Client& c, Options& o) { return run_check(c, o); }, warden::kCheckUnknown);
+  check->add_flag("--json", o.json, "Print the findings as JSON");
+  check->add_flag("--reclaim", o.check.reclaim,
+                  "First end stray GPU holders (SIGTERM, --grace, SIGKILL) and remove what is safe "
+                  "to remove (root); what cannot be reclaimed keeps exit status 1");
+  check->add_option("--grace", o.check.grace_s, "With --reclaim: seconds between SIGTERM and SIGKILL")
+      ->check(CLI::Range(0.0, warden::kMaxCheckGraceS))
+      ->capture_default_str();
 }
 
 void add_metrics(Subcommands& table) {
@@ -370,6 +403,7 @@ int main(int argc, char** argv) {
   add_events(table);
   add_gpus(table);
   add_metrics(table);
+  add_check(table);
   add_register(table);
   add_cleanup(table);
   add_add(table);
@@ -393,15 +427,19 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // A reclaim's answer comes after its grace and, for what ignores SIGTERM, SIGKILL's wait.
+  constexpr double kKillAllowanceS = 15;
+  if (o.check.reclaim) o.timeout_s += o.check.grace_s + kKillAllowanceS;
+  const Subcommands::Entry* chosen = nullptr;
+  for (const auto& entry : table.actions) {
+    if (entry.sub->parsed()) chosen = &entry;
+  }
   try {
     warden::Client client(
         o.socket, {.timeout = std::chrono::milliseconds(static_cast<long>(o.timeout_s * 1000))});
-    for (auto& [sub, action] : table.actions) {
-      if (sub->parsed()) return action(client, o);
-    }
-    return 2;  // unreachable: require_subcommand(1)
+    return chosen->action(client, o);
   } catch (const warden::Error& e) {
     std::cerr << "wardenctl: " << warden::to_string(e.code()) << ": " << e.what() << "\n";
-    return 1;
+    return chosen->failed;
   }
 }

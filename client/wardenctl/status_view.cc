@@ -26,9 +26,6 @@ std::int64_t now_unix_ms() {
       .count();
 }
 
-namespace {
-
-// "4s", "3m12s", "2h05m", "3d04h": short enough for a table column.
 std::string age(std::int64_t since_unix_ms) {
   std::int64_t s = std::max<std::int64_t>(0, (now_unix_ms() - since_unix_ms) / 1000);
   if (s < 60) return fmt::format("{}s", s);
@@ -36,6 +33,8 @@ std::string age(std::int64_t since_unix_ms) {
   if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
   return fmt::format("{}d{:02}h", s / 86400, (s % 86400) / 3600);
 }
+
+namespace {
 
 std::string state_text(const JobStatus& job) {
   std::string s(to_string(job.state));

@@ -14,6 +14,8 @@ namespace warden {
 std::string user_name(uid_t uid);
 // Now, in milliseconds since the epoch.
 std::int64_t now_unix_ms();
+// How long ago: "4s", "3m12s", "2h05m", "3d04h", short enough for a table column.
+std::string age(std::int64_t since_unix_ms);
 
 void print_job_table(std::ostream& out, const std::vector<JobStatus>& jobs);
 void print_job_detail(std::ostream& out, const JobStatus& job);

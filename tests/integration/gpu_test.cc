@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/daemon_test.h"
+#include "tests/support/gpu_node.h"
 #include "tests/support/temp_dir.h"
 
 namespace warden {
@@ -27,48 +28,16 @@ namespace {
 using namespace std::chrono_literals;
 constexpr std::uint64_t GiB = 1ULL << 30;
 
-// A directory with the node `nvidia0` (NVML names GPUs by the minor number in that name), made
-// once per test process; "" where nodes cannot be made here (not root, a nodev /tmp).
-const std::string& gpu_dir() {
-  static const testing::TempDir dir("warden-gpu");
-  static const std::string usable = [] {
-    std::string node = dir / "nvidia0";
-    if (::mknod(node.c_str(), S_IFCHR | 0666, ::makedev(1, 7)) != 0) return std::string();
-    int fd = ::open(node.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return std::string();
-    ::close(fd);
-    return dir.path();
-  }();
-  return usable;
+// The test binary's stand-in GPU: the device number of /dev/full, which nothing holds open.
+const testing::GpuNode& gpu() {
+  static const testing::GpuNode node(::makedev(1, 7));
+  return node;
 }
 
-std::string node() { return gpu_dir() + "/nvidia0"; }
-std::string nvml_state() { return gpu_dir() + "/nvml-state"; }
-
-// wardend's flags: this test's GPU set, and NVML from `library`.
-std::vector<std::string> gpu_flags(const std::string& library) {
-  return {"--gpu-devices", gpu_dir() + "/nvidia[0-9]*", "--nvml-library", library};
-}
-
-// A process that holds the node open, as a process with a CUDA context holds its GPU's, until it is
-// killed; with `ignore_term`, SIGTERM does not end it. Returns once the node is open.
-pid_t spawn_holder(bool ignore_term = false) {
-  int ready[2];
-  if (::pipe2(ready, O_CLOEXEC) != 0) return -1;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (ignore_term) ::signal(SIGTERM, SIG_IGN);
-    char ok = ::open(node().c_str(), O_RDONLY) >= 0 ? 1 : 0;
-    (void)::write(ready[1], &ok, 1);
-    for (;;) ::pause();
-  }
-  ::close(ready[1]);
-  char ok = 0;
-  EXPECT_EQ(::read(ready[0], &ok, 1), 1);
-  ::close(ready[0]);
-  EXPECT_EQ(ok, 1) << "the holder could not open " << node();
-  return pid;
-}
+std::string node() { return gpu().node(); }
+std::string nvml_state() { return gpu().dir() + "/nvml-state"; }
+std::vector<std::string> gpu_flags(const std::string& library) { return gpu().flags(library); }
+pid_t spawn_holder(bool ignore_term = false) { return gpu().spawn_holder(ignore_term); }
 
 const ProcessReport* find_process(const CleanupReport& r, pid_t pid) {
   auto it = std::find_if(r.processes.begin(), r.processes.end(),
@@ -88,7 +57,7 @@ class GpuTest : public testing::DaemonTest {
       : DaemonTest(std::move(flags)) {}
 
   void SetUp() override {
-    if (gpu_dir().empty()) GTEST_SKIP() << "cannot make a device node under /tmp (root, no nodev)";
+    if (!gpu().usable()) GTEST_SKIP() << "cannot make a device node under /tmp (root, no nodev)";
   }
 
   // A job whose main process holds nothing and whose two workers hold the GPU, the second ignoring

@@ -80,6 +80,9 @@ class Client {
   GpusReply gpus();
   // wardend's metrics, in the Prometheus text format.
   std::string metrics();
+  // Is the node clean for the next job? With request.reclaim (root), after ending and removing
+  // what is safe to: give such a client a timeout beyond the grace and wardend's kill-timeout.
+  CheckReply check(const CheckRequest& request = {});
 
   // The event history: state changes and cleanup reports of the caller's jobs.
   std::vector<Event> events(const EventsRequest& request);

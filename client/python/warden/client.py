@@ -212,6 +212,31 @@ class Client:
             return self.call(request)["jobs"][0]
         return self.call(request)["jobs"]
 
+    def gpus(self):
+        """The node's GPUs, each with the processes holding it and the job each belongs to."""
+        return self.call({"op": "gpus"})["gpus"]
+
+    def metrics(self):
+        """wardend's metrics in the Prometheus text format."""
+        return self.call({"op": "metrics"})["text"]
+
+    def check(self, reclaim=False, grace=5.0):
+        """Is the node clean for the next job? A dict with "clean" and "findings" (each with
+        "kind", "what" and "action"); with ``reclaim`` (root), after ending stray GPU holders
+        (SIGTERM, ``grace`` seconds, SIGKILL) and removing what is safe, with "reclaimed"."""
+        previous = self._timeout
+        if reclaim and previous is not None:
+            # The answer comes after the grace and SIGKILL's wait for what ignores SIGTERM.
+            self.settimeout(previous + grace + 15)
+        try:
+            reply = self.call({"op": "check", "reclaim": reclaim, "grace_s": grace})
+        finally:
+            if reclaim and previous is not None:
+                self.settimeout(previous)
+        reply.setdefault("findings", [])
+        reply.setdefault("reclaimed", [])
+        return reply
+
 
 def _command(command):
     """A command as the protocol wants it: a list is argv, a string runs through /bin/sh."""
