@@ -5,22 +5,18 @@ namespace (overlays on /etc and /dev, a test syslog socket on /dev/log), so the 
 """
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, alive
+import slurmd
+from conftest import alive
 
-BUILD = os.path.dirname(os.path.dirname(os.environ.get("WARDEND", os.path.join(ROOT, "build", "bin",
-                                                                                 "wardend"))))
-EPILOG = os.path.join(BUILD, "contrib", "slurm", "epilog.sh")
+EPILOG = os.path.join(slurmd.SLURM, "epilog.sh")
 GRACE = 2.0
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                                reason="needs root and unshare (mount namespaces)")
+pytestmark = pytest.mark.skipif(not slurmd.CAN_RUN, reason=slurmd.WHY_NOT)
 
 
 def spawn_stubborn():
@@ -36,26 +32,8 @@ def test_epilog_without_environment_waits_for_the_stubborn_worker_and_logs(warde
     job = client.register("slurm-step", main.pid, grace=GRACE, group="4711")["job"]
     client.add_process(job, worker.pid)
 
-    log_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    log_socket.bind(str(tmp_path / "log.sock"))
-    log_socket.settimeout(0)
-    for d in ("etc-up", "etc-work", "dev-up", "dev-work"):
-        (tmp_path / d).mkdir()
-    script = """set -e
-t=$1 sock=$2 epilog=$3
-mount -t overlay overlay -o lowerdir=/etc,upperdir=$t/etc-up,workdir=$t/etc-work /etc
-mkdir -p /etc/warden
-printf 'socket = "%s"\\n' "$sock" >/etc/warden/wardenctl.conf
-mount -t overlay overlay -o lowerdir=/dev,upperdir=$t/dev-up,workdir=$t/dev-work /dev
-touch /dev/log
-mount --bind "$t/log.sock" /dev/log
-set +e
-env -i SLURM_JOB_ID=4711 "$epilog"
-"""
     started = time.monotonic()
-    run = subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                          script, "sh", str(tmp_path), wardend.socket, EPILOG],
-                         capture_output=True, text=True, timeout=120)
+    run, lines = slurmd.run(tmp_path, wardend.socket, EPILOG, {"SLURM_JOB_ID": "4711"})
     took = time.monotonic() - started
     main.wait(10)
     worker.wait(10)
@@ -63,12 +41,6 @@ env -i SLURM_JOB_ID=4711 "$epilog"
     assert run.returncode == 0, run.stderr
     assert not alive(worker.pid)
     assert took >= GRACE, "returned before the grace period ran out: the worker ignored SIGTERM"
-    lines = []
-    while True:
-        try:
-            lines.append(log_socket.recv(65536).decode())
-        except BlockingIOError:
-            break
     assert any("warden-epilog" in l and "slurm job 4711: job %d slurm-step: cleaned" % job in l
                for l in lines), lines
     assert "slurm job 4711: job %d slurm-step: cleaned" % job in run.stderr
