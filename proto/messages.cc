@@ -44,6 +44,12 @@ constexpr NameTable<Outcome, 10> kOutcomes{{
     {Outcome::kept, "kept"},
 }};
 
+constexpr NameTable<Discover, 3> kDiscover{{
+    {Discover::reclaim, "reclaim"},
+    {Discover::report, "report"},
+    {Discover::off, "off"},
+}};
+
 constexpr NameTable<FindingKind, 6> kFindingKinds{{
     {FindingKind::stray_gpu_holder, "stray_gpu_holder"},
     {FindingKind::unheld_gpu_memory, "unheld_gpu_memory"},
@@ -223,6 +229,8 @@ std::string_view to_string(Policy p) { return name_of(kPolicies, p); }
 std::string_view to_string(PathKind k) { return name_of(kPathKinds, k); }
 std::string_view to_string(Outcome o) { return name_of(kOutcomes, o); }
 std::string_view to_string(FindingKind k) { return name_of(kFindingKinds, k); }
+std::string_view to_string(Discover d) { return name_of(kDiscover, d); }
+std::optional<Discover> discover_from_string(std::string_view s) { return value_of(kDiscover, s); }
 std::optional<FindingKind> finding_kind_from_string(std::string_view s) {
   return value_of(kFindingKinds, s);
 }
@@ -264,6 +272,11 @@ RegisterJobRequest parse_register_job(const json& j) {
   if (find(j, "group") != nullptr) r.group = string_field(j, "group", kMaxNameBytes);
   if (find(j, "diagnose") != nullptr) r.diagnose = command_field(j, "diagnose");
   r.pidfd = bool_field(j, "pidfd", false);
+  if (const json* d = find(j, "discover")) {
+    r.discover = d->is_string() ? discover_from_string(d->get_ref<const std::string&>())
+                                : std::nullopt;
+    if (!r.discover) bad_field("discover", "must be \"reclaim\", \"report\" or \"off\"");
+  }
   return r;
 }
 
@@ -360,6 +373,7 @@ json to_json(const RegisterJobRequest& r) {
   if (r.diagnose) j["diagnose"] = to_json(*r.diagnose);
   if (!r.group.empty()) j["group"] = r.group;
   if (r.pidfd) j["pidfd"] = true;
+  if (r.discover) j["discover"] = to_string(*r.discover);
   return j;
 }
 
@@ -421,7 +435,8 @@ json to_json(const EventsRequest& r) {
 
 json to_json(const HelloReply& r) {
   return {{"protocol", r.protocol},   {"server", r.server},     {"capabilities", r.capabilities},
-          {"max_frame", r.max_frame}, {"tracking", r.tracking}, {"instance", r.instance}};
+          {"max_frame", r.max_frame}, {"tracking", r.tracking}, {"instance", r.instance},
+          {"discover", r.discover},   {"discover_note", r.discover_note}};
 }
 
 HelloReply parse_hello_reply(const json& j) {
@@ -432,6 +447,8 @@ HelloReply parse_hello_reply(const json& j) {
   r.max_frame = j.value("max_frame", kDefaultMaxFrame);
   r.tracking = j.value("tracking", "scan");
   r.instance = j.value("instance", "");
+  r.discover = j.value("discover", "off");
+  r.discover_note = j.value("discover_note", "");
   return r;
 }
 
@@ -539,6 +556,7 @@ json to_json(const PathReport& p) {
          {"elapsed_ms", p.elapsed_ms}};
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
+  put_optional(j, "bytes", p.bytes);
   return j;
 }
 
@@ -549,7 +567,8 @@ PathReport parse_path_report(const json& j) {
           .leftover = j.value("leftover", false),
           .removed = j.value("removed", std::size_t{0}),
           .detail = j.value("detail", ""),
-          .elapsed_ms = j.value("elapsed_ms", 0.0)};
+          .elapsed_ms = j.value("elapsed_ms", 0.0),
+          .bytes = get_optional<std::uint64_t>(j, "bytes")};
 }
 
 json to_json(const CommandReport& c) {
@@ -624,6 +643,9 @@ json to_json(const CleanupReport& r) {
          {"hooks", array_of(r.hooks, [](const auto& h) { return to_json(h); })},
          {"paths", array_of(r.paths, [](const auto& p) { return to_json(p); })}};
   if (r.diagnostics) j["diagnostics"] = to_json(*r.diagnostics);
+  if (!r.discovered.empty()) {
+    j["discovered"] = array_of(r.discovered, [](const auto& p) { return to_json(p); });
+  }
   if (!r.gpus.empty()) j["gpus"] = array_of(r.gpus, [](const auto& g) { return to_json(g); });
   if (!r.gpu_note.empty()) j["gpu_note"] = r.gpu_note;
   return j;
@@ -638,6 +660,9 @@ CleanupReport parse_cleanup_report(const json& j) {
     r.processes.push_back(parse_process_report(p));
   for (const auto& h : j.value("hooks", json::array())) r.hooks.push_back(parse_command_report(h));
   for (const auto& p : j.value("paths", json::array())) r.paths.push_back(parse_path_report(p));
+  for (const auto& p : j.value("discovered", json::array())) {
+    r.discovered.push_back(parse_path_report(p));
+  }
   if (j.contains("diagnostics")) r.diagnostics = parse_diagnostics(j["diagnostics"]);
   for (const auto& g : j.value("gpus", json::array())) r.gpus.push_back(parse_gpu_report(g));
   r.gpu_note = j.value("gpu_note", "");
@@ -698,7 +723,8 @@ json to_json(const JobStatus& s) {
                                           {"policy", to_string(p.policy)}};
                             })},
          {"hooks", s.hooks},
-         {"tracking", s.tracking}};
+         {"tracking", s.tracking},
+         {"discover", to_string(s.discover)}};
   if (!s.cgroup.empty()) j["cgroup"] = s.cgroup;
   if (s.reason) {
     j["reason"] = to_string(*s.reason);
@@ -745,6 +771,7 @@ JobStatus parse_job_status(const json& j) {
   s.hooks = j.value("hooks", std::size_t{0});
   s.tracking = j.value("tracking", "scan");
   s.cgroup = j.value("cgroup", "");
+  s.discover = discover_from_string(j.value("discover", "")).value_or(Discover::reclaim);
   if (j.contains("report")) s.report = parse_cleanup_report(j["report"]);
   const json counts = j.value("counts", json::object());
   s.live_processes = counts.value("processes", std::size_t{0});

@@ -129,6 +129,11 @@ void print_report(std::ostream& out, const CleanupReport& r) {
     fmt::print(out, "    {:<8} {:<13} {}{}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
                p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
   }
+  if (!r.discovered.empty()) fmt::print(out, "  discovered (held by the job, never registered)\n");
+  for (const auto& p : r.discovered) {
+    fmt::print(out, "    {:<8} {:<13} {} {}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
+               bytes_text(p.bytes.value_or(0)), p.detail.empty() ? "" : "  " + p.detail);
+  }
   print_gpu_report(out, r);
 }
 

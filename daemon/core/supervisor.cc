@@ -333,7 +333,9 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
       .main_spared = !include_main,
       .cgroup = job.cgroup,
       .diagnose = reason == JobState::stalled,
-      .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt};
+      .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt,
+      .discover = job.spec.discover,
+      .created = job.created};
   if (include_main) {
     plan.targets.push_back({.identity = job.main, .role = "main"});
   }

@@ -65,6 +65,7 @@ struct JobSpec {
   std::optional<CommandSpec> diagnose;
   std::string group;
   std::optional<JobHome> home;  // nullopt: the job lives where wardend does
+  std::optional<Discover> discover;  // nullopt: wardend's setting at cleanup
 };
 
 struct TrackedProcess {
@@ -156,6 +157,9 @@ struct CleanupPlan {
   std::vector<PathStep> paths;
   bool diagnose = false;  // capture diagnostics first (a stall)
   std::optional<CommandSpec> diagnose_command;
+  // What it held but never registered: only what was born after `created` may be the job's.
+  std::optional<Discover> discover;  // nullopt: wardend's setting
+  TimePoint created{};
 };
 
 struct SupervisorLimits {

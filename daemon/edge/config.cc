@@ -107,7 +107,7 @@ void add_job_options(CLI::App& app, Config& c) {
 }
 
 // How cleanup goes: where paths may be, segments live, GPUs are, and how long SIGKILL may take.
-void add_cleanup_options(CLI::App& app, Config& c, Seconds& s) {
+void add_cleanup_options(CLI::App& app, Config& c, Seconds& s, std::string& discover) {
   app.add_option("--allowed-roots", c.cleanup.paths.allowed_roots,
                  "Directories beneath which jobs may register files and directories")
       ->delimiter(',')
@@ -126,6 +126,12 @@ void add_cleanup_options(CLI::App& app, Config& c, Seconds& s) {
   app.add_option("--nvml-library", c.cleanup.gpus.nvml_library,
                  "NVIDIA's management library, loaded at run time for per-process GPU memory "
                  "figures (empty: never)")
+      ->capture_default_str();
+  app.add_option("--discover", discover,
+                 "What cleanup does with the segments and temp files on the allowed roots that a "
+                 "job's processes held open or mapped but it never registered: reclaim (remove "
+                 "those certainly the job's), report (list them) or off; a job may choose its own")
+      ->check(CLI::IsMember({"reclaim", "report", "off"}))
       ->capture_default_str();
   app.add_option("--kill-timeout", s.kill_timeout,
                  "Seconds a process may survive SIGKILL before it is reported unkillable")
@@ -161,6 +167,7 @@ std::optional<Config> parse_config(int argc, char** argv) {
             .idle_timeout = to_seconds(c.connections.idle_timeout),
             .request_timeout = to_seconds(c.connections.request_timeout),
             .check_interval = to_seconds(c.check.interval)};
+  std::string discover(to_string(c.cleanup.discover));
   double gpu_unheld_mib = static_cast<double>(c.check.gpu_unheld_bytes >> 20);
 
   CLI::App app{
@@ -173,7 +180,7 @@ std::optional<Config> parse_config(int argc, char** argv) {
   add_daemon_options(app, c);
   add_connection_options(app, c, s);
   add_job_options(app, c);
-  add_cleanup_options(app, c, s);
+  add_cleanup_options(app, c, s, discover);
   add_check_options(app, c, s, gpu_unheld_mib);
 
   try {
@@ -188,6 +195,7 @@ std::optional<Config> parse_config(int argc, char** argv) {
     throw std::runtime_error(e.what() + std::string("; see wardend --help"));
   }
   c.cleanup.kill_timeout = from_seconds(s.kill_timeout);
+  c.cleanup.discover = *discover_from_string(discover);
   c.connections.idle_timeout = from_seconds(s.idle_timeout);
   c.connections.request_timeout = from_seconds(s.request_timeout);
   c.check.interval = from_seconds(s.check_interval);

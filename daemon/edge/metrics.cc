@@ -94,6 +94,11 @@ void Metrics::cleanup_finished(const CleanupReport& report) {
   for (const auto& p : report.processes) ++outcomes_[{"process", p.outcome}];
   for (const auto& p : report.paths) ++outcomes_[{"path", p.outcome}];
   for (const auto& h : report.hooks) ++outcomes_[{"hook", h.outcome}];
+  for (const auto& p : report.discovered) {
+    ++outcomes_[{"discovered", p.outcome}];
+    if (p.outcome == Outcome::removed) reclaimed_[std::string(to_string(p.kind))] += p.bytes.value_or(0);
+  }
+  for (const auto& g : report.gpus) reclaimed_["gpu"] += g.released_bytes.value_or(0);
   double s = report.duration_ms / 1000;
   for (std::size_t i = 0; i < kBuckets.size(); ++i) {
     if (s <= kBuckets[i]) {
@@ -153,6 +158,14 @@ std::string Metrics::render(const Gauges& g) const {
          "Requests answered with an error, by code.");
   for (const auto& [code, n] : refused_) {
     out += fmt::format("warden_requests_refused_total{{code=\"{}\"}} {}\n", to_string(code), n);
+  }
+  header(out, "warden_reclaimed_bytes_total", "counter",
+         "Bytes cleanups gave back: discovered files and segments removed, GPU memory released "
+         "(NVML), by kind.");
+  for (const char* kind : {"file", "shm", "gpu"}) {
+    auto it = reclaimed_.find(kind);
+    out += fmt::format("warden_reclaimed_bytes_total{{kind=\"{}\"}} {}\n", kind,
+                       it == reclaimed_.end() ? 0 : it->second);
   }
   header(out, "warden_store_write_failures_total", "counter",
          "Batches the state store could not write (disk full, read-only, I/O error).");

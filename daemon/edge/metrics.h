@@ -43,6 +43,7 @@ class Metrics {
   std::uint64_t duration_count_ = 0;
   double duration_sum_s_ = 0;
   std::map<ErrorCode, std::uint64_t> refused_;
+  std::map<std::string, std::uint64_t, std::less<>> reclaimed_;  // bytes, by kind
   struct NodeVerdict {
     bool clean = true;
     std::map<FindingKind, std::size_t> findings;

@@ -225,7 +225,8 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
                .kill_main_on_stall = request.kill_main_on_stall,
                .diagnose = request.diagnose,
                .group = request.group,
-               .home = contained ? caller.view->home() : std::nullopt};
+               .home = contained ? caller.view->home() : std::nullopt,
+               .discover = request.discover};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
   if (contained) homes_[id] = caller.view;
   std::string cgroup = make_tracking_cgroup(id, main);
@@ -714,6 +715,7 @@ JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer)
               .hooks = job.hooks.size(),
               .tracking = job.cgroup.empty() ? "scan" : "cgroup",
               .cgroup = job.cgroup,
+              .discover = job.spec.discover.value_or(cleanup_options_.discover),
               .live_processes = job.live_workers() + (job.state == JobState::running ? 1 : 0)};
   if (job.last_beat) s.last_beat_unix_ms = to_unix_ms(*job.last_beat);
   std::optional<Remains> left;

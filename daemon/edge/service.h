@@ -82,6 +82,8 @@ class Service {
   // How a new job's processes are known: "cgroup" or "scan" (a job may still fall back to "scan"
   // where its own cgroup cannot take a child).
   std::string_view tracking() const { return cgroups_ != nullptr ? "cgroup" : "scan"; }
+  // What a job's cleanup does with what it never registered, where the job does not say.
+  Discover discover() const { return cleanup_options_.discover; }
 
   // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
   // is written; it must only queue it (not unsubscribe). Returns an id for unsubscribe().

@@ -67,6 +67,7 @@ json spec_to_json(const JobSpec& spec) {
          {"kill_main_on_stall", spec.kill_main_on_stall},
          {"group", spec.group}};
   if (spec.diagnose) j["diagnose"] = to_json(*spec.diagnose);
+  if (spec.discover) j["discover"] = to_string(*spec.discover);
   if (spec.home) {
     j["home"] = {{"pid_ns", spec.home->pid_ns},
                  {"mount_ns", spec.home->mount_ns},
@@ -83,6 +84,7 @@ JobSpec spec_from_json(const json& j) {
                .kill_main_on_stall = j.at("kill_main_on_stall").get<bool>(),
                .group = j.value("group", "")};
   if (j.contains("diagnose")) spec.diagnose = parse_command(j["diagnose"]);
+  if (j.contains("discover")) spec.discover = discover_from_string(j.value("discover", ""));
   if (j.contains("home")) {
     const json& h = j["home"];
     spec.home = JobHome{.pid_ns = h.at("pid_ns").get<std::uint64_t>(),

@@ -19,6 +19,7 @@
 
 #include "world/command_runner.h"
 #include "world/diagnostics.h"
+#include "world/discovery.h"
 #include "world/process.h"
 #include "world/process_tree.h"
 #include "core/wall_clock.h"
@@ -404,8 +405,24 @@ asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& 
   out.gpu_note = account.before.note;
 }
 
+// What the job's stopped processes hold open or map on the allowed roots (discovery.h).
+asio::awaitable<std::vector<HeldObject>> take_held_objects(const Termination& t,
+                                                           const CleanupContext& context) {
+  std::vector<pid_t> pids;
+  for (const auto& e : t.entries) {
+    if (e.waiting && !e.gone_at) pids.push_back(e.report.pid);
+  }
+  if (pids.empty()) co_return std::vector<HeldObject>{};
+  auto read = [&pids, &roots = context.options.paths.allowed_roots] {
+    return read_held_objects(pids, roots);
+  };
+  co_return co_await offload(context.blocking, read);
+}
+
+// `held`: what discovery found the job's processes holding while they were stopped.
 asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
-                                    const CleanupContext& context, CleanupReport& out) {
+                                    const CleanupContext& context, bool discover,
+                                    std::vector<HeldObject>& held, CleanupReport& out) {
   auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel);
   Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups,
                     .cgroup = plan.cgroup};
@@ -423,6 +440,10 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
 
   const bool converged = co_await freeze(t, plan, context, tracking);
   const GpuAccount gpus = co_await take_gpu_account(*t, context);
+  if (discover) {
+    held = co_await take_held_objects(*t, context);
+    spdlog::debug("job={} discovery: {} objects held on the allowed roots", plan.job, held.size());
+  }
   if (plan.grace > Duration::zero()) co_await terminate(t, plan, tracking);
   // With no grace period nothing of the job has run since a freeze scan found nothing new, so
   // that scan already confirmed the whole tree and no rescan is needed after SIGKILL.
@@ -489,7 +510,10 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     }
   }
 
-  co_await end_processes(plan, pidfds, context, report);
+  const Discover discover = plan.discover.value_or(context.options.discover);
+  std::vector<HeldObject> held;
+  co_await end_processes(plan, pidfds, context, discover != Discover::off && home != nullptr,
+                         held, report);
 
   for (const auto& hook : plan.hooks) {
     if (hook.keep || home == nullptr) {
@@ -519,6 +543,26 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     return reports;
   };
   report.paths = co_await offload(context.blocking, remove_all);
+
+  if (!held.empty()) {
+    DiscoveryRules rules{.mode = discover,
+                         .owner = plan.uid,
+                         .created_unix_ms = to_unix_ms(plan.created),
+                         .self = context.self};
+    for (const auto& step : plan.paths) {
+      if (step.path.kind == PathKind::shm_glob) {
+        rules.globs.push_back(step.path.path);
+      } else if (step.path.kind == PathKind::dir) {
+        rules.dirs.push_back(step.path.path);
+      } else {
+        rules.registered.push_back(step.path.identity);
+      }
+    }
+    auto settle = [&held, &rules, &context, home] {
+      return settle_discovered(held, rules, context.options.paths, home->root());
+    };
+    report.discovered = co_await offload(context.blocking, settle);
+  }
 
   report.duration_ms = ms_between(start, Clock::now());
   co_return report;

@@ -23,6 +23,9 @@ struct CleanupOptions {
   Duration kill_timeout = std::chrono::seconds(5);
   PathRules paths;
   GpuOptions gpus;
+  // What a job's cleanup does, unless the job said otherwise, with the objects on the allowed roots
+  // its processes held open or mapped but it never registered (discovery.h).
+  Discover discover = Discover::reclaim;
 };
 
 // Where a cleanup runs: the event loop it is spawned on, plus an executor for blocking work

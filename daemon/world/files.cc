@@ -269,6 +269,22 @@ UniqueFd open_in_root(int root, const std::string& path, int flags) {
   }
 }
 
+int statx_in_root(const PathRules& rules, int root, const std::string& path, struct statx& out) {
+  Location at;
+  try {
+    at = locate(rules, path);
+  } catch (const Error&) {
+    return EPERM;
+  }
+  auto parent = open_parent(root, at);
+  if (!parent.fd) return parent.err;
+  if (::statx(parent.fd.get(), at.name.c_str(), AT_SYMLINK_NOFOLLOW,
+              STATX_BASIC_STATS | STATX_BTIME, &out) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
 TrackedPath resolve_path(const PathRules& rules, int job_root, PathKind kind,
                          const std::string& given) {
   if (kind == PathKind::shm_glob) {

@@ -2,6 +2,8 @@
 // symlink, never crosses a mount and never removes anything but what was registered.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <string>
 #include <vector>
 
@@ -31,6 +33,11 @@ UniqueFd open_in_root(int root, const std::string& path, int flags);
 // not_found if nothing is there. For PathKind::shm, `path` is the segment's name ("/name",
 // "name" or "sem.name"); for PathKind::shm_glob, an fnmatch pattern over names in the shm dir.
 TrackedPath resolve_path(const PathRules& rules, int root, PathKind kind, const std::string& path);
+
+// What is at `path` beneath an allowed root, as the job sees it (`root` as for resolve_path),
+// without following a symlink in any component: 0 with `out` filled (birth time where the file
+// system keeps one), else an errno value (EPERM for a path beneath no allowed root).
+int statx_in_root(const PathRules& rules, int root, const std::string& path, struct statx& out);
 
 // Removes a registered path (blocking: run it off the event loop). Files and segments are
 // unlinked; directories are emptied depth-first without crossing into other mounts or into

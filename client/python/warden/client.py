@@ -128,17 +128,22 @@ class Client:
     # --- one method per operation ---------------------------------------------------------------
 
     def register_job(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
-                     diagnose=None, group=None):
+                     diagnose=None, group=None, discover=None):
         """Registers a job and returns its id."""
-        return self.register(name, pid, heartbeat, grace, kill_main_on_stall, diagnose, group)["job"]
+        return self.register(name, pid, heartbeat, grace, kill_main_on_stall, diagnose, group,
+                             discover)["job"]
 
     def register(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
-                 diagnose=None, group=None):
+                 diagnose=None, group=None, discover=None):
         """Registers a job and returns the whole reply: ``job`` (its id) and ``tracking``
         (``"cgroup"``: the kernel keeps every process it forks; ``"scan"``: wardend finds them at
-        cleanup, so forks should register themselves)."""
+        cleanup, so forks should register themselves). ``discover``: what cleanup does with what
+        its processes held but it never registered, "reclaim", "report" or "off" (None:
+        wardend's setting)."""
         request = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
                    "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
+        if discover:
+            request["discover"] = discover
         if diagnose:
             request["diagnose"] = _command(diagnose)
         # The cluster job this belongs to, so that a scheduler's epilog can clean all of it.

@@ -91,13 +91,14 @@ class Job:
 
     def __init__(self, name=None, heartbeat=0.0, grace=5.0, diagnose=None,
                  kill_main_on_stall=False, strict=False, heartbeat_thread=False,
-                 socket_path=None, group=None, timeout=1.0, start_timeout=5.0):
+                 socket_path=None, group=None, timeout=1.0, start_timeout=5.0, discover=None):
         self.name = name or os.path.basename(os.environ.get("_", "")) or "job"
         self.heartbeat = float(heartbeat)
         self.grace = float(grace)
         self.diagnose = diagnose
         self.kill_main_on_stall = kill_main_on_stall
         self.group = group  # None: the client takes it from SLURM_JOB_ID or TORCHELASTIC_RUN_ID
+        self.discover = discover  # None: wardend's setting (PROTOCOL.md, "Discovery")
         self.strict = strict
         self.timeout = float(timeout)
         self.start_timeout = float(start_timeout)
@@ -349,7 +350,8 @@ class Job:
             self._connect(timeout)
         reply = self._client.register(
             self.name, os.getpid(), heartbeat=self.heartbeat, grace=self.grace,
-            kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose, group=self.group)
+            kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose, group=self.group,
+            discover=self.discover)
         self.id = reply["job"]
         self.tracking = reply.get("tracking", "scan")
         if self.tracking == "scan":

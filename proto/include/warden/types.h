@@ -32,6 +32,10 @@ enum class Policy { always, failure };
 
 enum class PathKind { file, dir, shm, shm_glob };
 
+// What cleanup does with the segments and temp files a job held but never registered
+// (PROTOCOL.md, "Discovery"): remove those certainly the job's, only list them, or not look.
+enum class Discover { reclaim, report, off };
+
 // What cleanup did to one resource. Each kind uses the values that fit it (PROTOCOL.md).
 enum class Outcome {
   already_gone,  // it was gone before cleanup reached it
@@ -54,6 +58,8 @@ std::optional<JobState> job_state_from_string(std::string_view s);
 std::optional<Outcome> outcome_from_string(std::string_view s);
 std::optional<Policy> policy_from_string(std::string_view s);
 std::optional<PathKind> path_kind_from_string(std::string_view s);
+std::string_view to_string(Discover d);
+std::optional<Discover> discover_from_string(std::string_view s);
 
 // What the node check found that makes a node unfit for the next job (PROTOCOL.md, "check").
 enum class FindingKind {
@@ -98,6 +104,8 @@ struct RegisterJobRequest {
   // A pidfd of `pid` travels with this request line (SCM_RIGHTS). Not needed where `pid` is the
   // connecting process itself.
   bool pidfd = false;
+  // What its cleanup does with what it held but never registered; nullopt: wardend's setting.
+  std::optional<Discover> discover;
 };
 
 struct AddProcessRequest {
@@ -186,6 +194,9 @@ struct HelloReply {
   // This wardend's id, the same wherever its socket is mounted: a job exports it as
   // WARDEN_INSTANCE so that its escaped descendants are recognised (PROTOCOL.md, "Cookie").
   std::string instance;
+  // Discovery: its default mode, and what it cannot see (PROTOCOL.md, "Discovery").
+  std::string discover = "reclaim";
+  std::string discover_note;
 };
 
 struct ProcessStatus {
@@ -227,6 +238,7 @@ struct PathReport {
   std::size_t removed = 0;  // entries removed (a directory's tree, a glob's matches)
   std::string detail;
   double elapsed_ms = 0;
+  std::optional<std::uint64_t> bytes;  // the space it took (discovered objects)
 };
 
 struct CommandReport {
@@ -284,6 +296,8 @@ struct CleanupReport {
   std::vector<ProcessReport> processes;
   std::vector<CommandReport> hooks;
   std::vector<PathReport> paths;
+  // What its processes held open or mapped but it never registered, each removed or kept with why.
+  std::vector<PathReport> discovered;
   std::vector<GpuReport> gpus;  // each GPU a process of the job held
   std::string gpu_note;         // why `gpus` has no memory figures, where it has none
 };
@@ -353,6 +367,7 @@ struct JobStatus {
   std::size_t hooks = 0;
   std::string tracking = "scan";  // "cgroup": the kernel keeps its processes in `cgroup`
   std::string cgroup;             // its tracking cgroup, as /proc/PID/cgroup names it
+  Discover discover = Discover::reclaim;  // what its cleanup does with what it never registered
   std::optional<CleanupReport> report;
   // Always present, also in a summary.
   // Until the job is cleaned, what it registered; once cleaned, what its cleanup left (processes

@@ -1,0 +1,203 @@
+#include "world/discovery.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <map>
+#include <cstring>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "world/process.h"
+
+namespace warden {
+namespace {
+
+using Identity = std::pair<dev_t, ino_t>;
+
+bool beneath(const std::string& path, const std::vector<std::string>& roots) {
+  return std::any_of(roots.begin(), roots.end(), [&path](const std::string& root) {
+    return path.size() > root.size() + 1 && path.compare(0, root.size(), root) == 0 &&
+           path[root.size()] == '/';
+  });
+}
+
+// Calls `each(path, dev, ino)` for every mapping of a file in /proc/PID/maps ("addr perms offset
+// MAJ:MIN INODE PATH").
+template <class Each>
+void for_each_mapping(pid_t pid, Each each) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    std::size_t at = 0;
+    std::string_view fields[5];
+    for (auto& f : fields) {
+      while (at < line.size() && line[at] == ' ') ++at;
+      std::size_t end = line.find(' ', at);
+      if (end == std::string::npos) break;
+      f = std::string_view(line).substr(at, end - at);
+      at = end;
+    }
+    while (at < line.size() && line[at] == ' ') ++at;
+    if (at >= line.size() || line[at] != '/') continue;  // anonymous, [heap], [stack], ...
+    std::string_view dev = fields[3], inode = fields[4];
+    auto colon = dev.find(':');
+    unsigned major = 0, minor = 0;
+    ino_t ino = 0;
+    if (colon == std::string_view::npos ||
+        std::from_chars(dev.data(), dev.data() + colon, major, 16).ec != std::errc() ||
+        std::from_chars(dev.data() + colon + 1, dev.data() + dev.size(), minor, 16).ec !=
+            std::errc() ||
+        std::from_chars(inode.data(), inode.data() + inode.size(), ino).ec != std::errc()) {
+      continue;
+    }
+    each(std::string_view(line).substr(at), ::makedev(major, minor), ino);
+  }
+}
+
+// Calls `each(path, st)` for every descriptor of `pid` that names a file (the path as the process
+// sees it; `st` of the file itself, through the magic link).
+template <class Each>
+void for_each_descriptor(pid_t pid, bool with_path, Each each) {
+  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  char target[4096];
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    struct stat st{};
+    if (::fstatat(::dirfd(d), e->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode)) continue;
+    std::string path;
+    if (with_path) {
+      ssize_t n = ::readlinkat(::dirfd(d), e->d_name, target, sizeof target);
+      if (n <= 0 || static_cast<std::size_t>(n) == sizeof target) continue;
+      path.assign(target, static_cast<std::size_t>(n));
+    }
+    each(path, st);
+  }
+  ::closedir(d);
+}
+
+constexpr std::string_view kDeleted = " (deleted)";
+
+bool deleted(std::string_view path) {
+  return path.size() > kDeleted.size() && path.substr(path.size() - kDeleted.size()) == kDeleted;
+}
+
+// Which of `wanted` a process still on the node holds open or maps: identity -> its pid.
+std::map<Identity, pid_t> outside_holders(const std::set<Identity>& wanted, pid_t self) {
+  std::map<Identity, pid_t> holders;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return holders;
+  while (dirent* e = ::readdir(proc)) {
+    pid_t pid = 0;
+    auto [end, ec] = std::from_chars(e->d_name, e->d_name + std::strlen(e->d_name), pid);
+    if (ec != std::errc() || *end != '\0' || pid == self) continue;
+    for_each_descriptor(pid, false, [&](const std::string&, const struct stat& st) {
+      if (wanted.contains({st.st_dev, st.st_ino})) holders.emplace(Identity{st.st_dev, st.st_ino}, pid);
+    });
+    for_each_mapping(pid, [&](std::string_view, dev_t dev, ino_t ino) {
+      if (wanted.contains({dev, ino})) holders.emplace(Identity{dev, ino}, pid);
+    });
+  }
+  ::closedir(proc);
+  return holders;
+}
+
+std::int64_t unix_ms(const statx_timestamp& t) {
+  return t.tv_sec * 1000 + t.tv_nsec / 1'000'000;
+}
+
+}  // namespace
+
+std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
+                                          const std::vector<std::string>& roots) {
+  std::map<Identity, std::string> found;
+  for (pid_t pid : pids) {
+    for_each_descriptor(pid, true, [&](const std::string& path, const struct stat& st) {
+      if (!deleted(path) && beneath(path, roots)) found.emplace(Identity{st.st_dev, st.st_ino}, path);
+    });
+    for_each_mapping(pid, [&](std::string_view path, dev_t dev, ino_t ino) {
+      if (!deleted(path) && beneath(std::string(path), roots)) {
+        found.emplace(Identity{dev, ino}, std::string(path));
+      }
+    });
+  }
+  std::vector<HeldObject> out;
+  out.reserve(found.size());
+  for (auto& [id, path] : found) out.push_back({std::move(path), id.first, id.second});
+  return out;
+}
+
+std::vector<PathReport> settle_discovered(const std::vector<HeldObject>& held,
+                                          const DiscoveryRules& rules, const PathRules& paths,
+                                          int root) {
+  struct Candidate {
+    const HeldObject* object;
+    struct statx stx;
+  };
+  std::vector<Candidate> candidates;
+  for (const HeldObject& object : held) {
+    bool registered = std::any_of(
+        rules.registered.begin(), rules.registered.end(),
+        [&](const PathIdentity& r) { return r.dev == object.dev && r.ino == object.ino; });
+    bool within = beneath(object.path, rules.dirs) ||
+                  (beneath(object.path, {paths.shm_dir}) &&
+                   std::any_of(rules.globs.begin(), rules.globs.end(), [&](const std::string& g) {
+                     std::string name = object.path.substr(paths.shm_dir.size() + 1);
+                     return ::fnmatch(g.c_str(), name.c_str(), FNM_PATHNAME) == 0;
+                   }));
+    if (registered || within) continue;
+    struct statx stx{};
+    if (statx_in_root(paths, root, object.path, stx) != 0) {
+      continue;  // gone since (the job removed it as it died, say)
+    }
+    bool same = ::makedev(stx.stx_dev_major, stx.stx_dev_minor) == object.dev &&
+                stx.stx_ino == object.ino && S_ISREG(stx.stx_mode);
+    if (same) candidates.push_back({&object, stx});
+  }
+  std::set<Identity> wanted;
+  for (const auto& c : candidates) wanted.insert({c.object->dev, c.object->ino});
+  auto holders = wanted.empty() ? std::map<Identity, pid_t>{} : outside_holders(wanted, rules.self);
+
+  std::vector<PathReport> out;
+  for (const auto& [object, stx] : candidates) {
+    PathReport r{.kind = beneath(object->path, {paths.shm_dir}) ? PathKind::shm : PathKind::file,
+                 .path = object->path,
+                 .outcome = Outcome::kept,
+                 .bytes = stx.stx_blocks * 512};
+    // Where the file system keeps no birth time, the last change of the inode stands in for it.
+    std::int64_t born = unix_ms((stx.stx_mask & STATX_BTIME) ? stx.stx_btime : stx.stx_ctime);
+    if (stx.stx_uid != rules.owner) {
+      r.detail = fmt::format("owned by uid {}", stx.stx_uid);
+    } else if (born < rules.created_unix_ms) {
+      r.detail = "existed before the job";
+    } else if (auto h = holders.find({object->dev, object->ino}); h != holders.end()) {
+      std::string command = read_command_line(h->second);
+      r.detail = command.empty() ? fmt::format("held by pid {}", h->second)
+                                 : fmt::format("held by pid {} ({})", h->second, command);
+    } else if (rules.mode == Discover::report) {
+      r.detail = "discover = report";
+    } else {
+      TrackedPath path{.kind = PathKind::file,
+                       .path = object->path,
+                       .identity = {object->dev, object->ino, stx.stx_uid, S_IFREG}};
+      PathReport removed = remove_path(paths, root, path, rules.owner);
+      r.outcome = removed.outcome;
+      r.removed = removed.removed;
+      r.detail = removed.detail;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace warden
