@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
 #include <map>
 #include <cstring>
 #include <set>
@@ -30,20 +29,33 @@ bool beneath(const std::string& path, const std::vector<std::string>& roots) {
   });
 }
 
+// The whole of a /proc file, read in as few read()s as its size needs (the kernel makes the text
+// of maps on every read, so iostreams' small reads cost more than the parsing).
+std::string slurp(const std::string& path) {
+  std::string out;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return out;
+  char buffer[64 * 1024];
+  for (ssize_t n; (n = ::read(fd.get(), buffer, sizeof buffer)) > 0;) out.append(buffer, n);
+  return out;
+}
+
 // Calls `each(path, dev, ino)` for every mapping of a file in /proc/PID/maps ("addr perms offset
 // MAJ:MIN INODE PATH").
 template <class Each>
 void for_each_mapping(pid_t pid, Each each) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
+  const std::string maps = slurp("/proc/" + std::to_string(pid) + "/maps");
+  for (std::size_t begin = 0, end; begin < maps.size(); begin = end + 1) {
+    end = maps.find('\n', begin);
+    if (end == std::string::npos) end = maps.size();
+    std::string_view line = std::string_view(maps).substr(begin, end - begin);
     std::size_t at = 0;
     std::string_view fields[5];
     for (auto& f : fields) {
       while (at < line.size() && line[at] == ' ') ++at;
       std::size_t end = line.find(' ', at);
       if (end == std::string::npos) break;
-      f = std::string_view(line).substr(at, end - at);
+      f = line.substr(at, end - at);
       at = end;
     }
     while (at < line.size() && line[at] == ' ') ++at;
@@ -59,14 +71,15 @@ void for_each_mapping(pid_t pid, Each each) {
         std::from_chars(inode.data(), inode.data() + inode.size(), ino).ec != std::errc()) {
       continue;
     }
-    each(std::string_view(line).substr(at), ::makedev(major, minor), ino);
+    each(line.substr(at), ::makedev(major, minor), ino);
   }
 }
 
-// Calls `each(path, st)` for every descriptor of `pid` that names a file (the path as the process
-// sees it; `st` of the file itself, through the magic link).
-template <class Each>
-void for_each_descriptor(pid_t pid, bool with_path, Each each) {
+// Calls `each(path, st)` for every descriptor of `pid` that names a regular file: `st` of the file
+// itself (through the magic link), and the path as the process sees it where `wants_path(st)`
+// (a readlink more per descriptor: asked only for files not yet seen).
+template <class WantsPath, class Each>
+void for_each_descriptor(pid_t pid, WantsPath wants_path, Each each) {
   std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return;
@@ -76,7 +89,7 @@ void for_each_descriptor(pid_t pid, bool with_path, Each each) {
     struct stat st{};
     if (::fstatat(::dirfd(d), e->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode)) continue;
     std::string path;
-    if (with_path) {
+    if (wants_path(st)) {
       ssize_t n = ::readlinkat(::dirfd(d), e->d_name, target, sizeof target);
       if (n <= 0 || static_cast<std::size_t>(n) == sizeof target) continue;
       path.assign(target, static_cast<std::size_t>(n));
@@ -101,7 +114,8 @@ std::map<Identity, pid_t> outside_holders(const std::set<Identity>& wanted, pid_
     pid_t pid = 0;
     auto [end, ec] = std::from_chars(e->d_name, e->d_name + std::strlen(e->d_name), pid);
     if (ec != std::errc() || *end != '\0' || pid == self) continue;
-    for_each_descriptor(pid, false, [&](const std::string&, const struct stat& st) {
+    auto no_path = [](const struct stat&) { return false; };
+    for_each_descriptor(pid, no_path, [&](const std::string&, const struct stat& st) {
       if (wanted.contains({st.st_dev, st.st_ino})) holders.emplace(Identity{st.st_dev, st.st_ino}, pid);
     });
     for_each_mapping(pid, [&](std::string_view, dev_t dev, ino_t ino) {
@@ -116,14 +130,32 @@ std::int64_t unix_ms(const statx_timestamp& t) {
   return t.tv_sec * 1000 + t.tv_nsec / 1'000'000;
 }
 
+// When it was made: its birth time, or where the file system keeps none the last change of its
+// inode, which stands in for it.
+std::int64_t born_unix_ms(const struct statx& stx) {
+  return unix_ms((stx.stx_mask & STATX_BTIME) ? stx.stx_btime : stx.stx_ctime);
+}
+
 }  // namespace
 
 std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
                                           const std::vector<std::string>& roots) {
   std::map<Identity, std::string> found;
+  std::set<Identity> elsewhere;  // seen, and not beneath a root
+  // A worker holds its batches' segment by many descriptors: each file's path is read once.
+  auto unseen = [&](const struct stat& st) {
+    Identity id{st.st_dev, st.st_ino};
+    return !found.contains(id) && !elsewhere.contains(id);
+  };
   for (pid_t pid : pids) {
-    for_each_descriptor(pid, true, [&](const std::string& path, const struct stat& st) {
-      if (!deleted(path) && beneath(path, roots)) found.emplace(Identity{st.st_dev, st.st_ino}, path);
+    for_each_descriptor(pid, unseen, [&](const std::string& path, const struct stat& st) {
+      if (path.empty()) return;  // seen before
+      Identity id{st.st_dev, st.st_ino};
+      if (!deleted(path) && beneath(path, roots)) {
+        found.emplace(id, path);
+      } else {
+        elsewhere.insert(id);
+      }
     });
     for_each_mapping(pid, [&](std::string_view path, dev_t dev, ino_t ino) {
       if (!deleted(path) && beneath(std::string(path), roots)) {
@@ -164,8 +196,13 @@ std::vector<PathReport> settle_discovered(const std::vector<HeldObject>& held,
                 stx.stx_ino == object.ino && S_ISREG(stx.stx_mode);
     if (same) candidates.push_back({&object, stx});
   }
+  // Only what passes the cheap rules is worth the walk over every process on the node.
   std::set<Identity> wanted;
-  for (const auto& c : candidates) wanted.insert({c.object->dev, c.object->ino});
+  for (const auto& c : candidates) {
+    if (c.stx.stx_uid == rules.owner && born_unix_ms(c.stx) >= rules.created_unix_ms) {
+      wanted.insert({c.object->dev, c.object->ino});
+    }
+  }
   auto holders = wanted.empty() ? std::map<Identity, pid_t>{} : outside_holders(wanted, rules.self);
 
   std::vector<PathReport> out;
@@ -174,11 +211,9 @@ std::vector<PathReport> settle_discovered(const std::vector<HeldObject>& held,
                  .path = object->path,
                  .outcome = Outcome::kept,
                  .bytes = stx.stx_blocks * 512};
-    // Where the file system keeps no birth time, the last change of the inode stands in for it.
-    std::int64_t born = unix_ms((stx.stx_mask & STATX_BTIME) ? stx.stx_btime : stx.stx_ctime);
     if (stx.stx_uid != rules.owner) {
       r.detail = fmt::format("owned by uid {}", stx.stx_uid);
-    } else if (born < rules.created_unix_ms) {
+    } else if (born_unix_ms(stx) < rules.created_unix_ms) {
       r.detail = "existed before the job";
     } else if (auto h = holders.find({object->dev, object->ino}); h != holders.end()) {
       std::string command = read_command_line(h->second);

@@ -18,12 +18,14 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "proto/unique_fd.h"
 #include "tests/bench/beat_bench.h"
+#include "tests/bench/check_bench.h"
 #include "tests/bench/cleanup_bench.h"
 #include "tests/bench/measure.h"
 #include "tests/support/daemon_fixture.h"
@@ -323,9 +325,13 @@ std::string machine() {
 }  // namespace
 }  // namespace warden::bench
 
-int main() {
+// `warden_bench [GROUP...]`: only those groups (heartbeat, cleanup, check, removal, stall, idle,
+// scale, registration); none: every one, as `make bench` runs it.
+int main(int argc, char** argv) {
   using namespace warden;
   using namespace warden::bench;
+  const std::set<std::string> only(argv + 1, argv + argc);
+  auto wanted = [&only](const char* group) { return only.empty() || only.contains(group); };
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   // Every tracked process holds a pidfd in wardend, which inherits this limit.
   rlimit files{};
@@ -338,18 +344,21 @@ int main() {
   JobId beating = client.register_job({.name = "beating", .pid = main_pid, .heartbeat_s = 3600});
 
   Report report;
-  heartbeat_latency(daemon, beating, report);
-  heartbeat_throughput(daemon, beating, report);
-  beat_cost(report);
+  if (wanted("heartbeat")) {
+    heartbeat_latency(daemon, beating, report);
+    heartbeat_throughput(daemon, beating, report);
+    beat_cost(report);
+  }
   // Before the 100,000-file removal and the registration benchmark: the file system's writeback of
   // what they delete slows file removal for a while after each.
-  cleanup_benchmarks(report);
-  heartbeat_during_removal(daemon, client, beating, report);
-  stall_precision(daemon, client, report);
+  if (wanted("cleanup")) cleanup_benchmarks(report);
+  if (wanted("check")) check_benchmarks(report);
+  if (wanted("removal")) heartbeat_during_removal(daemon, client, beating, report);
+  if (wanted("stall")) stall_precision(daemon, client, report);
   testing::kill_and_reap({main_pid});
-  idle_cost(report);
-  scale(report);
-  registration_throughput(report);
+  if (wanted("idle")) idle_cost(report);
+  if (wanted("scale")) scale(report);
+  if (wanted("registration")) registration_throughput(report);
 
   std::cout << "Machine: " << machine() << "\n\n";
   std::cout

@@ -81,28 +81,10 @@ double floor_trial(const std::string& base, int trial) {
   return took;
 }
 
-// SIGKILL of the main process until wardend's event stream says the job is cleaned. A stream,
-// not polling: asking `status` every fraction of a millisecond would cost wardend's one thread
-// more than some of the cleanup being timed.
 double daemon_trial(testing::Daemon& daemon, Client& client, int trial) {
   Victim v(daemon.dir(), trial, kWorkers, kFiles, kSegments);
   JobId job = v.register_with(client, 0);
-  std::atomic<bool> following = false;
-  Clock::time_point cleaned_at;
-  std::thread follower([&] {
-    Client events(daemon.socket());
-    events.follow_events({.job = job, .follow = true}, [&](const Event& event) {
-      following = true;  // the history's first event: the subscription is in place
-      if (event.state != JobState::cleaned) return true;
-      cleaned_at = Clock::now();
-      return false;
-    });
-  });
-  while (!following) std::this_thread::sleep_for(std::chrono::microseconds(100));
-  auto start = Clock::now();
-  ::kill(v.tree.main, SIGKILL);
-  follower.join();
-  double took = ms(cleaned_at - start);
+  double took = kill_until_cleaned(daemon.socket(), job, v.tree.main);
   v.reap();
   return took;
 }
@@ -112,17 +94,6 @@ Stats death_to_clean(testing::Daemon& daemon) {
   std::vector<double> v;
   for (int trial = 0; trial < kTrials; ++trial) v.push_back(daemon_trial(daemon, client, trial));
   return stats(v);
-}
-
-// Idle processes that belong to no job, as on a GPU node running thousands: each waits forever.
-std::vector<pid_t> crowd(int n) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < n; ++i) pids.push_back(testing::spawn(Behaviour::sleep));
-  return pids;
-}
-
-std::string ratio(double measured, double baseline) {
-  return fmt::format("{:.2f}×", measured / baseline);
 }
 
 void death_to_clean_rows(Report& report) {

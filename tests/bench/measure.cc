@@ -4,11 +4,47 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
+
+#include "tests/support/processes.h"
+#include "warden/client.h"
 
 namespace warden::bench {
+
+std::string ratio(double measured, double baseline) {
+  return fmt::format("{:.2f}×", measured / baseline);
+}
+
+std::vector<pid_t> crowd(int n) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) pids.push_back(testing::spawn(testing::Behaviour::sleep));
+  return pids;
+}
+
+double kill_until_cleaned(const std::string& socket, JobId job, pid_t main) {
+  std::atomic<bool> following = false;
+  Clock::time_point cleaned_at;
+  std::thread follower([&] {
+    Client events(socket);
+    events.follow_events({.job = job, .follow = true}, [&](const Event& event) {
+      following = true;  // the history's first event: the subscription is in place
+      if (event.state != JobState::cleaned) return true;
+      cleaned_at = Clock::now();
+      return false;
+    });
+  });
+  while (!following) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  auto start = Clock::now();
+  ::kill(main, SIGKILL);
+  follower.join();
+  return ms(cleaned_at - start);
+}
 
 double us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }

@@ -43,5 +43,13 @@ std::vector<double> round_trips(
 std::string heartbeat_line(JobId job);
 // A process's resident set (VmRSS), KiB.
 std::size_t rss_kib(pid_t pid);
+// "1.23×"
+std::string ratio(double measured, double baseline);
+// Idle processes that belong to no job, as on a GPU node running thousands: each waits forever.
+std::vector<pid_t> crowd(int n);
+// Milliseconds from SIGKILL of `main` until wardend's event stream says `job` is cleaned. A
+// stream, not polling: asking `status` every fraction of a millisecond would cost wardend's one
+// thread more than some of the cleanup being timed.
+double kill_until_cleaned(const std::string& socket, JobId job, pid_t main);
 
 }  // namespace warden::bench

@@ -1,5 +1,6 @@
 #include "tests/support/processes.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -19,8 +20,23 @@ namespace {
 
 // Sets up the behaviour, then tells `ready` (if any) so that the parent never signals a child
 // that has not yet started ignoring SIGTERM.
+// A segment in use (written, so not sparse), open 1,000 times.
+void hold_segment() {
+  constexpr std::size_t kBytes = 64 * 1024;
+  constexpr int kDescriptors = 1000;
+  std::string path = "/dev/shm/warden-held-" + std::to_string(::getpid());
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0 || ::ftruncate(fd, kBytes) != 0) ::_exit(1);
+  std::string bytes(kBytes, '\1');
+  if (::pwrite(fd, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) ::_exit(1);
+  for (int i = 1; i < kDescriptors; ++i) {
+    if (::dup(fd) < 0) ::_exit(1);
+  }
+}
+
 [[noreturn]] void behave(Behaviour behaviour, int ready = -1) {
   if (behaviour == Behaviour::ignore_term) ::signal(SIGTERM, SIG_IGN);
+  if (behaviour == Behaviour::hold_segment) hold_segment();
   if (ready >= 0) {
     char c = 1;
     if (::write(ready, &c, 1) != 1) ::_exit(1);

@@ -17,6 +17,9 @@ enum class Behaviour {
   sleep,        // waits forever; SIGTERM ends it
   ignore_term,  // waits forever with SIGTERM ignored; only SIGKILL ends it
   exit_now,     // exits at once with status 0
+  // waits forever holding 1,000 descriptors of a 64 KiB segment it made and never registered,
+  // /dev/shm/warden-held-PID, as a DataLoader worker holds its batches; SIGTERM ends it
+  hold_segment,
 };
 
 // Forks a child of the calling process that behaves as asked. Never returns in the child.
