@@ -711,10 +711,12 @@ json to_json(const JobStatus& s) {
          {"counts", {{"processes", s.live_processes}, {"files", s.files}, {"shm", s.shm}}},
          {"workers", array_of(s.workers,
                               [](const ProcessStatus& w) {
-                                return json{{"pid", w.pid},
-                                            {"start_time", w.start_time},
-                                            {"exited", w.exited},
-                                            {"policy", to_string(w.policy)}};
+                                json j{{"pid", w.pid},
+                                       {"start_time", w.start_time},
+                                       {"exited", w.exited},
+                                       {"policy", to_string(w.policy)}};
+                                if (!w.tracking.empty()) j["tracking"] = w.tracking;
+                                return j;
                               })},
          {"paths", array_of(s.paths,
                             [](const PathStatus& p) {
@@ -760,7 +762,8 @@ JobStatus parse_job_status(const json& j) {
         {.pid = w.value("pid", 0),
          .start_time = w.value("start_time", std::uint64_t{0}),
          .exited = w.value("exited", false),
-         .policy = value_of(kPolicies, w.value("policy", "")).value_or(Policy::always)});
+         .policy = value_of(kPolicies, w.value("policy", "")).value_or(Policy::always),
+         .tracking = w.value("tracking", "")});
   }
   for (const auto& p : j.value("paths", json::array())) {
     s.paths.push_back(

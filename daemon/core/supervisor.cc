@@ -312,6 +312,13 @@ void Supervisor::set_cgroup(JobId id, std::string cgroup) {
   if (auto it = jobs_.find(id); it != jobs_.end()) it->second.cgroup = std::move(cgroup);
 }
 
+void Supervisor::add_cgroup(JobId id, std::string cgroup) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  auto& more = it->second.more_cgroups;
+  if (std::find(more.begin(), more.end(), cgroup) == more.end()) more.push_back(std::move(cgroup));
+}
+
 CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string detail,
                                       bool include_main) {
   set_deadline(job, std::nullopt);
@@ -332,6 +339,7 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
       .main = job.main,
       .main_spared = !include_main,
       .cgroup = job.cgroup,
+      .more_cgroups = job.more_cgroups,
       .diagnose = reason == JobState::stalled,
       .diagnose_command = reason == JobState::stalled ? job.spec.diagnose : std::nullopt,
       .discover = job.spec.discover,

@@ -109,6 +109,9 @@ struct Job {
   // The job's tracking cgroup (cgroup.h), which holds every process it forks; empty where it has
   // none, and its processes are found by scanning /proc at cleanup.
   std::string cgroup;
+  // Leaves of the same name beneath other cgroups, for registered processes that live outside the
+  // main's (a launcher's workers): each keeps its parent's limits and accounting.
+  std::vector<std::string> more_cgroups;
   JobState state = JobState::running;
   std::optional<JobState> reason;  // ended | failed | stalled, once the job has ended
   std::string reason_detail;
@@ -152,6 +155,7 @@ struct CleanupPlan {
   ProcessIdentity main;
   bool main_spared = true;  // the main process is alive and not to be touched
   std::string cgroup;       // the job's tracking cgroup; empty: find its processes by scanning
+  std::vector<std::string> more_cgroups;  // its leaves beneath other cgroups (Job::more_cgroups)
   std::vector<CleanupTarget> targets;
   std::vector<HookStep> hooks;
   std::vector<PathStep> paths;
@@ -193,6 +197,8 @@ class Supervisor {
                    Policy policy = Policy::always);
   // The job's tracking cgroup, once the service has made it. Not a request: never throws.
   void set_cgroup(JobId id, std::string cgroup);
+  // Another leaf of the job's (more_cgroups); one it has already is not added twice.
+  void add_cgroup(JobId id, std::string cgroup);
   // `path.identity` is what the service found at the (validated) path. Returns the registration it
   // replaced, if the job had registered the same path before.
   std::optional<TrackedPath> add_path(const Caller& caller, JobId id, TrackedPath path);

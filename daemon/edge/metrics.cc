@@ -167,6 +167,9 @@ std::string Metrics::render(const Gauges& g) const {
     out += fmt::format("warden_reclaimed_bytes_total{{kind=\"{}\"}} {}\n", kind,
                        it == reclaimed_.end() ? 0 : it->second);
   }
+  header(out, "warden_proc_scans_total", "counter",
+         "Looks through /proc for a job's processes by cleanups (none for a job its cgroups keep).");
+  out += fmt::format("warden_proc_scans_total {}\n", g.proc_scans);
   header(out, "warden_store_write_failures_total", "counter",
          "Batches the state store could not write (disk full, read-only, I/O error).");
   out += fmt::format("warden_store_write_failures_total {}\n", g.store_write_failures);

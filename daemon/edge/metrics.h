@@ -21,6 +21,7 @@ struct Gauges {
   std::size_t cleanups_running = 0;
   std::size_t event_subscribers = 0;
   std::uint64_t store_write_failures = 0;
+  std::uint64_t proc_scans = 0;  // cleanups' looks through /proc for a job's processes
   GpusReply gpus;  // the node's GPUs and their holders, attributed to jobs
 };
 

@@ -282,18 +282,61 @@ std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
       release_cgroup(cgroup);
       return "";
     }
-    for (pid_t descendant : read_descendants(pid)) {
-      if (cgroups_->cgroup_of(descendant) != home) continue;
-      try {
-        cgroups_->move(descendant, cgroup);
-      } catch (const std::system_error&) {
-        // Exited meanwhile; one that cannot be moved is still found by its parentage at cleanup.
-      }
-    }
+    move_descendants(pid, home, cgroup);
     return cgroup;
   } catch (const std::exception& e) {
     spdlog::info("job={} tracking=scan: no tracking cgroup ({})", id, e.what());
     return "";
+  }
+}
+
+void Service::move_descendants(pid_t pid, const std::optional<std::string>& home,
+                               const std::string& cgroup) {
+  for (pid_t descendant : read_descendants(pid)) {
+    if (cgroups_->cgroup_of(descendant) != home) continue;
+    try {
+      cgroups_->move(descendant, cgroup);
+    } catch (const std::system_error&) {
+      // Exited meanwhile; one that cannot be moved is still found by its parentage at cleanup.
+    }
+  }
+}
+
+bool Service::adopt(JobId id, const ProcessHandle& process) {
+  const Job* job = core_.find(id);
+  if (cgroups_ == nullptr || job == nullptr || job->cgroup.empty()) return false;
+  const pid_t pid = process.identity.pid;
+  try {
+    auto home = cgroups_->cgroup_of(pid);
+    if (!home) throw std::runtime_error("its cgroup cannot be read");
+    if (const Job* owner = job_of_cgroup(*home)) {
+      if (owner == job) return true;  // a process the job forked: kept already
+      throw std::runtime_error("it is in job " + std::to_string(owner->id) + "'s cgroup");
+    }
+
+    const bool beside_main = *home == parent_cgroup(job->cgroup);
+    std::string leaf = beside_main ? job->cgroup
+                                   : cgroups_->create(*home, cgroup_prefix_ + std::to_string(id));
+    try {
+      cgroups_->move(pid, leaf);
+    } catch (...) {
+      if (!beside_main) cgroups_->remove(leaf);
+      throw;
+    }
+    // The pid named the process when it was moved only if that process is alive still.
+    if (pidfd_exited(process.pidfd.get())) {
+      cgroups_->move(pid, *home);
+      if (!beside_main) cgroups_->remove(leaf);
+      return false;
+    }
+    move_descendants(pid, home, leaf);
+    if (!beside_main) core_.add_cgroup(id, leaf);
+    spdlog::debug("job={} pid={} tracking={}", id, pid, leaf);
+    return true;
+  } catch (const std::exception& e) {
+    spdlog::info("job={} pid={} tracking=scan: not moved into a cgroup of the job ({})", id, pid,
+                 e.what());
+    return false;
   }
 }
 
@@ -312,7 +355,10 @@ const Job* Service::job_of_cgroup(const std::string& cgroup) const {
   std::string name = cgroup.substr(cgroup.rfind('/') + 1);
   if (!name.starts_with(cgroup_prefix_)) return nullptr;
   const Job* job = core_.find(std::strtoull(name.c_str() + cgroup_prefix_.size(), nullptr, 10));
-  return job != nullptr && job->cgroup == cgroup ? job : nullptr;
+  if (job == nullptr) return nullptr;
+  bool its = job->cgroup == cgroup || std::find(job->more_cgroups.begin(), job->more_cgroups.end(),
+                                                cgroup) != job->more_cgroups.end();
+  return its ? job : nullptr;
 }
 
 void Service::sweep_cgroups() {
@@ -347,9 +393,14 @@ ProcessIdentity Service::add_process(const Caller& caller, const AddProcessReque
   if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
   spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,
                 identity.start_time, passed ? "passed by the client" : "opened by wardend");
+  const std::size_t leaves = core_.find(request.job)->more_cgroups.size();
+  adopt(request.job, process);
   watch_.watch(request.job, std::move(process));
   JobId job = request.job;
-  journal_.stage({ProcessRecord{job, {.identity = identity, .policy = request.policy}}},
+  std::vector<Record> records{ProcessRecord{job, {.identity = identity, .policy = request.policy}}};
+  // A new leaf of the job's is recorded with it, so that a restarted wardend finds it again.
+  if (core_.find(job)->more_cgroups.size() != leaves) records.push_back(job_record(*core_.find(job)));
+  journal_.stage(std::move(records),
                  [this, job, identity] {
                    core_.discard_process(job, identity);
                    watch_.forget(job, identity.pid);
@@ -568,6 +619,7 @@ std::string Service::metrics_text() const {
            .cleanups_running = cleanups_running_,
            .event_subscribers = subscribers_.size(),
            .store_write_failures = journal_.failed_writes(),
+           .proc_scans = kernel_.scans(),
            .gpus = gpus(Caller{.uid = 0})};
   for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
     ++g.jobs[job->state];
@@ -694,6 +746,16 @@ Remains remains_of(const CleanupReport& report) {
 
 }  // namespace
 
+std::string Service::worker_tracking(const Job& job, pid_t pid) const {
+  if (cgroups_ == nullptr || job.cgroup.empty()) return "scan";
+  auto cgroup = cgroups_->cgroup_of(pid);
+  if (cgroup_within(cgroup, job.cgroup)) return "cgroup";
+  for (const auto& leaf : job.more_cgroups) {
+    if (cgroup_within(cgroup, leaf)) return "cgroup";
+  }
+  return "scan";
+}
+
 JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer) const {
   // Pids as the viewer numbers them; one it cannot see (gone, or outside its PID namespace) is 0.
   auto seen = [&viewer](const ProcessIdentity& p, bool alive) {
@@ -737,7 +799,10 @@ JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer)
     s.workers.push_back({.pid = seen(w.identity, !exited),
                          .start_time = w.identity.start_time,
                          .exited = exited,
-                         .policy = w.policy});
+                         .policy = w.policy,
+                         .tracking = job.state == JobState::running && !exited
+                                         ? worker_tracking(job, w.identity.pid)
+                                         : ""});
   }
   for (const auto& p : job.paths) {
     s.paths.push_back({.kind = p.kind, .path = p.path, .policy = p.policy});

@@ -137,6 +137,15 @@ class Service {
   // Gives a tracking cgroup's members back to the cgroup above and removes it (a registration
   // taken back).
   void release_cgroup(const std::string& cgroup);
+  // Moves a registered process that lives outside the job's cgroups (with its descendants that
+  // share its cgroup) into a leaf of the job's beneath its own cgroup: the main's leaf where that
+  // is the same parent, else a new one (Job::more_cgroups). Returns whether it is now kept by the
+  // kernel; false where it cannot be moved (another user's delegated tree, a read-only cgroupfs,
+  // another job's cgroup), and it is found by scanning.
+  bool adopt(JobId id, const ProcessHandle& process);
+  // Moves `pid`'s descendants that share its cgroup `home` into `cgroup`.
+  void move_descendants(pid_t pid, const std::optional<std::string>& home,
+                        const std::string& cgroup);
   // The job whose tracking cgroup `cgroup` is; nullptr if none of this wardend's jobs has it.
   const Job* job_of_cgroup(const std::string& cgroup) const;
   // The registered processes of the jobs not yet cleaned, by pid.
@@ -159,6 +168,8 @@ class Service {
   void status_changed();
   // Pids in it as `viewer` numbers them.
   JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
+  // "cgroup" where a running process of the job is in one of its cgroups, else "scan".
+  std::string worker_tracking(const Job& job, pid_t pid) const;
   // The jobs as the node check needs them (service_check.cc).
   std::vector<CheckedJob> checked_jobs() const;
   // The check wardend makes by itself every check interval, for the metrics.

@@ -46,7 +46,8 @@ std::vector<CheckedJob> Service::checked_jobs() const {
     c.name = job->spec.name;
     c.uid = job->uid;
     c.active = job->state != JobState::cleaned;
-    c.cgroup = job->cgroup;
+    if (!job->cgroup.empty()) c.cgroups.push_back(job->cgroup);
+    c.cgroups.insert(c.cgroups.end(), job->more_cgroups.begin(), job->more_cgroups.end());
     c.paths_here = !job->spec.home;
     c.processes.push_back(job->main);
     for (const auto& w : job->workers) {

@@ -17,7 +17,7 @@ namespace warden {
 namespace {
 
 // Bumped whenever the schema changes; a store from a newer wardend is refused, not guessed at.
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
@@ -27,7 +27,8 @@ CREATE TABLE jobs(
   main_pidfs_inode INTEGER NOT NULL,
   state TEXT NOT NULL, reason TEXT, reason_detail TEXT NOT NULL,
   cleanup_includes_main INTEGER NOT NULL, created_unix_ms INTEGER NOT NULL,
-  finished_unix_ms INTEGER, report TEXT, cgroup TEXT NOT NULL DEFAULT '') STRICT;
+  finished_unix_ms INTEGER, report TEXT, cgroup TEXT NOT NULL DEFAULT '',
+  more_cgroups TEXT NOT NULL DEFAULT '[]') STRICT;
 CREATE TABLE processes(
   job INTEGER NOT NULL, pid INTEGER NOT NULL, start_time INTEGER NOT NULL, uid INTEGER NOT NULL,
   pidfs_inode INTEGER NOT NULL, policy TEXT NOT NULL, PRIMARY KEY(job, pid, start_time))
@@ -51,6 +52,8 @@ constexpr const char* kMigrations[] = {
     nullptr,  // version 1: the first
     // 2: a job's tracking cgroup ('' for jobs tracked by scanning).
     "ALTER TABLE jobs ADD COLUMN cgroup TEXT NOT NULL DEFAULT ''",
+    // 3: its leaves beneath other cgroups, for registered processes outside the main's (JSON).
+    "ALTER TABLE jobs ADD COLUMN more_cgroups TEXT NOT NULL DEFAULT '[]'",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
@@ -160,7 +163,8 @@ JobRecord job_record(const Job& job) {
               .cleanup_includes_main = job.cleanup_includes_main,
               .created_unix_ms = to_unix_ms(job.created),
               .report = job.report,
-              .cgroup = job.cgroup};
+              .cgroup = job.cgroup,
+              .more_cgroups = job.more_cgroups};
   if (job.state == JobState::cleaned) r.finished_unix_ms = to_unix_ms(job.finished);
   return r;
 }
@@ -230,7 +234,7 @@ std::map<JobId, Job> load_jobs(SQLite::Database& db) {
       db,
       "SELECT id, uid, gid, spec, main_pid, main_start, main_uid, state, reason, "
       "reason_detail, cleanup_includes_main, created_unix_ms, finished_unix_ms, "
-      "report, main_pidfs_inode, cgroup FROM jobs ORDER BY id");
+      "report, main_pidfs_inode, cgroup, more_cgroups FROM jobs ORDER BY id");
   while (rows.executeStep()) {
     Job job;
     job.id = static_cast<JobId>(rows.getColumn(0).getInt64());
@@ -253,6 +257,7 @@ std::map<JobId, Job> load_jobs(SQLite::Database& db) {
       job.report = parse_cleanup_report(json::parse(rows.getColumn(13).getString()));
     }
     job.cgroup = rows.getColumn(15).getString();
+    job.more_cgroups = json::parse(rows.getColumn(16).getString()).get<std::vector<std::string>>();
     jobs.emplace(job.id, std::move(job));
   }
   return jobs;
@@ -343,8 +348,8 @@ void Store::apply(Record& record) {
           SQLite::Statement& s = prepared(
               "INSERT OR REPLACE INTO jobs(id, uid, gid, spec, main_pid, main_start, main_uid, "
               "main_pidfs_inode, state, reason, reason_detail, cleanup_includes_main, "
-              "created_unix_ms, finished_unix_ms, report, cgroup) "
-              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+              "created_unix_ms, finished_unix_ms, report, cgroup, more_cgroups) "
+              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
           s.bind(1, i64(r.id));
           s.bind(2, r.uid);
           s.bind(3, r.gid);
@@ -362,6 +367,7 @@ void Store::apply(Record& record) {
           if (r.report)
             s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
           s.bind(16, r.cgroup);
+          s.bind(17, json(r.more_cgroups).dump());
           s.exec();
         } else if constexpr (std::is_same_v<T, JobForgotten>) {
           for (const char* sql :

@@ -38,6 +38,7 @@ struct JobRecord {
   std::optional<std::int64_t> finished_unix_ms;
   std::optional<CleanupReport> report;  // once cleaned
   std::string cgroup;                   // its tracking cgroup; empty: tracked by scanning
+  std::vector<std::string> more_cgroups;  // its leaves beneath other cgroups
 };
 
 struct JobForgotten {  // retired from `status`; its history stays in the events

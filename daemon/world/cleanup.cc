@@ -74,7 +74,7 @@ struct Termination {
   Kernel& kernel;
   std::vector<Entry> entries;
   std::size_t live = 0;
-  bool cgroup_busy = false;  // the job's cgroup still holds a process (its cgroup.events says so)
+  std::size_t cgroups_busy = 0;  // the job's cgroups still holding a process (cgroup.events)
   CookieMemo cookie_memo;    // touched only by the scans, one at a time on the blocking executor
   TimePoint start = Clock::now();
 
@@ -121,12 +121,11 @@ struct Termination {
     Entry& e = entries[i];
     if (e.gone_at || !e.waiting) return;
     e.gone_at = Clock::now();
-    if (--live == 0 && !cgroup_busy) timer.cancel();
+    if (--live == 0 && cgroups_busy == 0) timer.cancel();
   }
 
   void on_cgroup_empty() {
-    cgroup_busy = false;
-    if (live == 0) timer.cancel();
+    if (--cgroups_busy == 0 && live == 0) timer.cancel();
   }
 
   // Whether a process of the job is alive that only a /proc scan can find the rest of: one outside
@@ -154,7 +153,7 @@ struct Termination {
   }
 
   asio::awaitable<void> wait_for_exits(Duration bound) {
-    if (live == 0 && !cgroup_busy) co_return;
+    if (live == 0 && cgroups_busy == 0) co_return;
     timer.expires_after(bound);
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
   }
@@ -205,21 +204,36 @@ asio::awaitable<std::size_t> find_more(const std::shared_ptr<Termination>& t,
   co_return added;
 }
 
-// The job's tracking cgroup during one cleanup. A cgroup step that fails (the cgroup was removed
-// from under wardend, say) turns the rest of the cleanup into scans: slower, never less thorough.
+// The job's tracking cgroups during one cleanup: the main's leaf and those of registered processes
+// that live beneath other cgroups. A cgroup step that fails (a cgroup removed from under wardend,
+// say) turns the rest of the cleanup into scans: slower, never less thorough.
 struct Tracking {
   Cgroups* cgroups = nullptr;  // nullptr: not tracked (any more)
-  std::string cgroup;
+  std::vector<std::string> leaves;
 
   explicit operator bool() const { return cgroups != nullptr; }
+  // The job's leaf that `cgroup` (a process's) is in or beneath; nullptr: none of the job's.
+  const std::string* leaf_of(const std::optional<std::string>& cgroup) const {
+    for (const auto& leaf : leaves) {
+      if (cgroup_within(cgroup, leaf)) return &leaf;
+    }
+    return nullptr;
+  }
+  // `step(cgroups, leaf)` for each leaf.
+  template <class Step>
+  void each(Step step) {
+    for (const auto& leaf : leaves) {
+      attempt([&](Cgroups& c) { step(c, leaf); });
+    }
+  }
   template <class Step>
   void attempt(Step step) {
     if (!cgroups) return;
     try {
       step(*cgroups);
     } catch (const std::exception& e) {
-      spdlog::warn("cgroup={} {}; cleaning the rest of the job by scanning /proc", cgroup,
-                   e.what());
+      spdlog::warn("cgroup={} {}; cleaning the rest of the job by scanning /proc",
+                   leaves.empty() ? "" : leaves.front(), e.what());
       cgroups = nullptr;
     }
   }
@@ -230,7 +244,10 @@ struct Tracking {
 std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
                         Tracking& tracking) {
   std::vector<pid_t> pids;
-  tracking.attempt([&](Cgroups& c) { pids = c.members(tracking.cgroup); });
+  tracking.each([&](Cgroups& c, const std::string& leaf) {
+    auto members = c.members(leaf);
+    pids.insert(pids.end(), members.begin(), members.end());
+  });
   if (!tracking) return 0;
   std::set<pid_t> known;
   for (const auto& e : t->entries) {
@@ -245,14 +262,12 @@ std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan
     } catch (const Error&) {
       continue;  // gone already
     }
-    if (!cgroup_within(tracking.cgroups->cgroup_of(pid), tracking.cgroup) ||
-        t->kernel.exited(handle.pidfd.get())) {
-      continue;
-    }
+    const std::string* leaf = tracking.leaf_of(tracking.cgroups->cgroup_of(pid));
+    if (leaf == nullptr || t->kernel.exited(handle.pidfd.get())) continue;
     t->add({.pid = pid,
             .role = "descendant",
             .leftover = plan.reason == JobState::ended,
-            .detail = "member of cgroup " + tracking.cgroup},
+            .detail = "member of cgroup " + *leaf},
            handle.identity.start_time, std::move(handle.pidfd), t, /*in_cgroup=*/true);
     ++added;
   }
@@ -264,16 +279,17 @@ std::size_t add_members(const std::shared_ptr<Termination>& t, const CleanupPlan
 // members does not reach them.
 std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
                                     const std::shared_ptr<Termination>& t, Tracking& tracking) {
-  const std::string outside = parent_cgroup(plan.cgroup);
   auto release = [&](pid_t pid) {
     if (!tracking) return;
     Cgroups& c = *tracking.cgroups;
     try {
-      if (cgroup_within(c.cgroup_of(pid), plan.cgroup)) c.move(pid, outside);
+      if (const std::string* leaf = tracking.leaf_of(c.cgroup_of(pid))) {
+        c.move(pid, parent_cgroup(*leaf));
+      }
     } catch (const std::exception&) {
     }
     // One that could not be moved out would die with the cgroup: end the job by scanning instead.
-    if (cgroup_within(c.cgroup_of(pid), plan.cgroup)) tracking.cgroups = nullptr;
+    if (tracking.leaf_of(c.cgroup_of(pid)) != nullptr) tracking.cgroups = nullptr;
   };
   if (plan.main_spared) release(plan.main.pid);
   std::vector<ProcessReport> kept;
@@ -291,7 +307,7 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
       t->add_gone(std::move(report));
     } else {
       bool member =
-          tracking && cgroup_within(tracking.cgroups->cgroup_of(target.identity.pid), plan.cgroup);
+          tracking && tracking.leaf_of(tracking.cgroups->cgroup_of(target.identity.pid)) != nullptr;
       t->add(std::move(report), target.identity.start_time, std::move(fd), t, member);
     }
   }
@@ -304,7 +320,7 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
 // scans converged.
 asio::awaitable<bool> freeze(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
                              const CleanupContext& context, Tracking& tracking) {
-  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, true); });
+  tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, true); });
   add_members(t, plan, tracking);
   if (!t->needs_scan(bool(tracking))) co_return true;
   t->signal_all(SIGSTOP);
@@ -320,7 +336,7 @@ asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const Cle
                                 Tracking& tracking) {
   // SIGTERM reaches stopped processes but is only handled once they run again.
   t->signal_all(SIGTERM);
-  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, false); });
+  tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, false); });
   t->signal_all(SIGCONT);
   co_await t->wait_for_exits(plan.grace);
 }
@@ -332,9 +348,9 @@ asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const Cle
 asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
                                const CleanupContext& context, Tracking& tracking,
                                bool ran_since_freeze) {
-  tracking.attempt([&](Cgroups& c) { c.freeze(tracking.cgroup, true); });
+  tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, true); });
   add_members(t, plan, tracking);
-  tracking.attempt([&](Cgroups& c) { c.kill(tracking.cgroup); });
+  tracking.each([](Cgroups& c, const std::string& leaf) { c.kill(leaf); });
   auto kill_deadline = Clock::now() + context.options.kill_timeout;
   std::size_t added = 0;
   for (int round = 0;; ++round) {
@@ -345,7 +361,7 @@ asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const Clea
     // during the grace and left behind is the cgroup's to catch.)
     bool look = ran_since_freeze && (added > 0 || t->needs_scan(bool(tracking)));
     added = look ? co_await find_more(t, plan, context, SIGKILL) : 0;
-    if (t->live == 0 && !t->cgroup_busy && added == 0) break;
+    if (t->live == 0 && t->cgroups_busy == 0 && added == 0) break;
     if (Clock::now() >= kill_deadline || round >= kMaxScanRounds ||
         (added == 0 && !t->needs_scan(bool(tracking)))) {
       co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
@@ -424,18 +440,19 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
                                     const CleanupContext& context, bool discover,
                                     std::vector<HeldObject>& held, CleanupReport& out) {
   auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel);
-  Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups,
-                    .cgroup = plan.cgroup};
+  Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups};
+  if (!plan.cgroup.empty()) tracking.leaves.push_back(plan.cgroup);
+  tracking.leaves.insert(tracking.leaves.end(), plan.more_cgroups.begin(), plan.more_cgroups.end());
   // wardend may have been started from inside the job (a test, a user's own wardend): it must
   // never freeze or kill itself, and the scan knows to leave it alone.
   tracking.attempt([&](Cgroups& c) {
-    if (cgroup_within(c.cgroup_of(context.self), tracking.cgroup)) tracking.cgroups = nullptr;
+    if (tracking.leaf_of(c.cgroup_of(context.self)) != nullptr) tracking.cgroups = nullptr;
   });
   std::vector<ProcessReport> kept = classify(plan, pidfds, t, tracking);
   // Done means the cgroup is empty too: cgroup.events says so, on the event loop.
-  tracking.attempt([&](Cgroups& c) {
-    t->cgroup_busy = true;
-    c.when_empty(tracking.cgroup, [t] { t->on_cgroup_empty(); });
+  tracking.each([&t](Cgroups& c, const std::string& leaf) {
+    ++t->cgroups_busy;
+    c.when_empty(leaf, [t] { t->on_cgroup_empty(); });
   });
 
   const bool converged = co_await freeze(t, plan, context, tracking);
@@ -450,9 +467,11 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   co_await escalate(t, plan, context, tracking, plan.grace > Duration::zero() || !converged);
 
   if (!plan.cgroup.empty() && context.cgroups != nullptr) {
-    context.cgroups->forget_empty(plan.cgroup);
-    // A member that outlived SIGKILL keeps it; the next start of wardend tries again.
-    if (!t->cgroup_busy) context.cgroups->remove(plan.cgroup);
+    // A member that outlived SIGKILL keeps its leaf; the next start of wardend tries again.
+    for (const auto& leaf : tracking.leaves) {
+      context.cgroups->forget_empty(leaf);
+      if (t->cgroups_busy == 0 || !context.cgroups->populated(leaf)) context.cgroups->remove(leaf);
+    }
   }
   out.processes = report(*t, std::move(kept));
   co_await report_gpus(gpus, plan, context, out);

@@ -46,7 +46,7 @@ class Owners {
   Owners(const std::vector<CheckedJob>& jobs, Cgroups* cgroups) : cgroups_(cgroups) {
     for (const CheckedJob& job : jobs) {
       for (const ProcessIdentity& p : job.processes) by_pid_[p.pid].push_back({p.start_time, &job});
-      if (!job.cgroup.empty()) with_cgroup_.push_back(&job);
+      if (!job.cgroups.empty()) with_cgroup_.push_back(&job);
     }
   }
 
@@ -60,7 +60,9 @@ class Owners {
     if (cgroups_ != nullptr) {
       auto cgroup = cgroups_->cgroup_of(pid);
       for (const CheckedJob* job : with_cgroup_) {
-        if (cgroup_within(cgroup, job->cgroup) && consider(job)) return job;
+        for (const auto& leaf : job->cgroups) {
+          if (cgroup_within(cgroup, leaf) && consider(job)) return job;
+        }
       }
     }
     for (int depth = 0; depth < kMaxAncestry && pid > 1; ++depth) {
@@ -117,25 +119,25 @@ void look_at_unkillable(const CheckedJob& job, NodeCheckContext& context,
   }
 }
 
-void look_at_cgroup(const CheckedJob& job, NodeCheckContext& context, std::vector<Found>& found) {
-  if (context.cgroups == nullptr || job.cgroup.empty()) return;
-  if (!context.cgroups->populated(job.cgroup)) return;
-  std::vector<pid_t> members = context.cgroups->members(job.cgroup);
+void look_at_cgroup(const CheckedJob& job, const std::string& cgroup, NodeCheckContext& context,
+                    std::vector<Found>& found) {
+  if (context.cgroups == nullptr || !context.cgroups->populated(cgroup)) return;
+  std::vector<pid_t> members = context.cgroups->members(cgroup);
   std::string listed;
   for (std::size_t i = 0; i < members.size() && i < 5; ++i) {
     listed += (i == 0 ? "" : ", ") + std::to_string(members[i]);
   }
   Finding f{.kind = FindingKind::populated_cgroup,
-            .what = "cgroup " + job.cgroup,
+            .what = "cgroup " + cgroup,
             .action = "`wardenctl check --reclaim` kills its processes (cgroup.kill) and removes it",
             .detail = fmt::format("{} process{} still in it{}", members.size(),
                                   members.size() == 1 ? "" : "es",
                                   listed.empty() ? "" : ": pid " + listed),
             .since_unix_ms = job.finished_unix_ms,
             .uid = job.uid,
-            .path = job.cgroup};
+            .path = cgroup};
   attribute(f, job);
-  found.push_back({.finding = std::move(f), .cgroup = job.cgroup});
+  found.push_back({.finding = std::move(f), .cgroup = cgroup});
 }
 
 void look_at_paths(const CheckedJob& job, std::vector<Found>& found) {
@@ -314,7 +316,7 @@ NodeLook look_at_node(const std::vector<CheckedJob>& jobs, const NodeCheckOption
   for (const CheckedJob& job : jobs) {
     if (job.active) continue;
     look_at_unkillable(job, context, look.found);
-    look_at_cgroup(job, context, look.found);
+    for (const auto& cgroup : job.cgroups) look_at_cgroup(job, cgroup, context, look.found);
     look_at_paths(job, look.found);
   }
   look_at_gpus(jobs, options, context, look);

@@ -33,7 +33,7 @@ struct CheckedJob {
   std::string name;
   uid_t uid = 0;
   bool active = false;  // running or being cleaned: its processes belong to a job
-  std::string cgroup;   // its tracking cgroup ("": none)
+  std::vector<std::string> cgroups;  // its tracking cgroups (none: tracked by scanning)
   // Its main process and workers (those still tracked, for an active job).
   std::vector<ProcessIdentity> processes;
   // A cleaned job: when its cleanup began and ended, and what the cleanup left.

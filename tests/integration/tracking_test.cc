@@ -192,6 +192,80 @@ TEST_F(TrackedJob, CgroupSitsBeneathTheMainsOwnCgroupWhichStillCoversIt) {
   EXPECT_TRUE(fs::exists(*mount() + parent)) << "the step's own cgroup is not wardend's";
 }
 
+// A worker a launcher started beside the main (registered by pid, no cookie, in a cgroup of its
+// own, standing for another Slurm step's or a sidecar's): it moves into a second leaf of the job
+// beneath its own cgroup, so that what it forks after registration (a setsid escapee that drops its
+// whole environment) is the kernel's to keep, and the cleanup ends both without a /proc scan.
+TEST_F(TrackedJob, AWorkerBesideTheMainGetsALeafOfTheJobAndItsEscapeeDiesWithoutAScan) {
+  parent = "/warden-test-launcher-" + std::to_string(::getpid());
+  ASSERT_TRUE(fs::create_directory(*mount() + parent));
+  pid_t main = track(testing::spawn(Behaviour::sleep));
+  Hider worker = spawn_hider();
+  track(worker.main);
+  std::ofstream(*mount() + parent + "/cgroup.procs") << worker.main;
+  JobId id = client.register_job({.name = "launched", .pid = main, .grace_s = 0.5});
+  client.add_process(id, worker.main);
+  JobStatus s = client.status(id).at(0);
+  ASSERT_EQ(s.workers.size(), 1u);
+  EXPECT_EQ(s.workers[0].tracking, "cgroup") << "status says the kernel keeps it";
+  const std::string leaf = parent + "/" + fs::path(s.cgroup).filename().string();
+  EXPECT_EQ(members(leaf), std::vector<pid_t>{worker.main}) << "its own leaf, beneath its cgroup";
+  worker.start();
+  pid_t escapee = track(worker.escapee());
+  pid_t forker = track(worker.forker());
+  auto scans_before = [this] {
+    std::string m = client.metrics();
+    auto at = m.find("warden_proc_scans_total ");
+    return m.substr(at, m.find('\n', at) - at);
+  };
+  const std::string before = scans_before();
+
+  ::kill(main, SIGKILL);
+  EXPECT_TRUE(testing::wait_exited(escapee, 1500ms)) << "within grace + 1 s";
+  EXPECT_TRUE(testing::wait_exited(forker, 1500ms));
+  EXPECT_TRUE(testing::wait_exited(worker.main, 1500ms));
+  JobStatus done = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(done.state, JobState::cleaned);
+  ASSERT_NE(report_of(done, escapee), nullptr) << "the report names the escapee";
+  EXPECT_NE(report_of(done, escapee)->detail.find(leaf), std::string::npos);
+  EXPECT_EQ(scans_before(), before) << "no /proc scan for a job its cgroups keep";
+  EXPECT_FALSE(fs::exists(*mount() + leaf)) << "the second leaf is removed once empty";
+}
+
+TEST_F(TrackedJob, AWorkersLeafBesideTheMainOutlivesARestartOfWardend) {
+  parent = "/warden-test-launcher-" + std::to_string(::getpid());
+  ASSERT_TRUE(fs::create_directory(*mount() + parent));
+  pid_t main = track(testing::spawn(Behaviour::sleep));
+  Hider worker = spawn_hider();
+  track(worker.main);
+  std::ofstream(*mount() + parent + "/cgroup.procs") << worker.main;
+  JobId id = client.register_job({.name = "launched", .pid = main, .grace_s = 0.5});
+  client.add_process(id, worker.main);
+  daemon.crash();
+  daemon.restart();
+  Client again(daemon.socket());
+  EXPECT_EQ(again.status(id).at(0).workers.at(0).tracking, "cgroup") << "its leaf, recorded";
+  worker.start();  // forks only now, while the restarted wardend watches
+  pid_t escapee = track(worker.escapee());
+  ::kill(main, SIGKILL);
+  EXPECT_TRUE(testing::wait_exited(escapee, 1500ms));
+  EXPECT_EQ(wait_for_state(id, JobState::cleaned).state, JobState::cleaned);
+}
+
+// A worker beside the main in the same parent cgroup joins the main's own leaf.
+TEST_F(TrackedJob, AWorkerBesideTheMainInTheSameCgroupJoinsTheMainsLeaf) {
+  pid_t main = track(testing::spawn(Behaviour::sleep));
+  pid_t worker = track(testing::spawn(Behaviour::sleep));
+  JobId id = client.register_job({.name = "siblings", .pid = main, .grace_s = 0.5});
+  client.add_process(id, worker);
+  JobStatus s = client.status(id).at(0);
+  EXPECT_EQ(s.workers.at(0).tracking, "cgroup");
+  auto in_leaf = members(s.cgroup);
+  EXPECT_NE(std::find(in_leaf.begin(), in_leaf.end(), worker), in_leaf.end());
+  ::kill(main, SIGKILL);
+  EXPECT_TRUE(testing::wait_exited(worker, 1500ms));
+}
+
 TEST_F(TrackedJob, CleanEndSparesTheMainAndSweepsTheRestAsLeftovers) {
   auto t = tree({Behaviour::sleep});
   JobId id = client.register_job({.name = "clean", .pid = t.main, .grace_s = 0.5});

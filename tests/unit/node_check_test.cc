@@ -97,7 +97,7 @@ TEST(NodeCheck, ACleanedJobsCgroupStillPopulatedIsAFindingAndTheReclaimEmptiesIt
   ScanCache scans;
   RealKernel kernel(scans);
   CheckedJob job = cleaned_with({});
-  job.cgroup = "/slurm/warden-x-7";
+  job.cgroups = {"/slurm/warden-x-7"};
   NodeCheckContext context{.kernel = kernel, .cgroups = &cgroups};
 
   NodeLook look = look_at_node({job}, {}, quick(), context);

@@ -166,7 +166,7 @@ TEST_F(StoreTest, AStoreFromANewerWardendIsRefused) {
 }
 
 TEST_F(StoreTest, AStoreOfSchema1IsUpgradedInPlaceAndKeepsItsJobs) {
-  // A store as the wardend before tracking cgroups left it: no cgroup column, user_version 1.
+  // A store as the wardend before tracking cgroups left it: no cgroup columns, user_version 1.
   Job job = sample_job();
   {
     Store store({.path = path});
@@ -175,6 +175,7 @@ TEST_F(StoreTest, AStoreOfSchema1IsUpgradedInPlaceAndKeepsItsJobs) {
   {
     SQLite::Database db(path, SQLite::OPEN_READWRITE);
     db.exec("ALTER TABLE jobs DROP COLUMN cgroup");
+    db.exec("ALTER TABLE jobs DROP COLUMN more_cgroups");
     db.exec("PRAGMA user_version=1");
   }
   {
@@ -188,7 +189,7 @@ TEST_F(StoreTest, AStoreOfSchema1IsUpgradedInPlaceAndKeepsItsJobs) {
   Store store({.path = path});
   EXPECT_EQ(store.load().jobs.at(0).cgroup, job.cgroup) << "the new column is written and read";
   SQLite::Database db(path, SQLite::OPEN_READONLY);
-  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), 2);
+  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), 3);
 }
 
 TEST_F(StoreTest, ARowThatDoesNotParseIsReportedNotSkipped) {

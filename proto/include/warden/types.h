@@ -204,6 +204,9 @@ struct ProcessStatus {
   std::uint64_t start_time = 0;  // clock ticks after boot, from /proc/PID/stat field 22
   bool exited = false;           // exited on its own while the job ran; no longer tracked
   Policy policy = Policy::always;
+  // While it runs: "cgroup" (kept by the kernel in a cgroup of the job's, with all it forks) or
+  // "scan" (outside them: found by scanning /proc at cleanup); "" in a summary or once it ended.
+  std::string tracking;
 };
 
 struct PathStatus {
