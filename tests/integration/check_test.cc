@@ -44,7 +44,8 @@ const Finding* find_kind(const CheckReply& r, FindingKind kind) {
 
 class CheckTest : public testing::DaemonTest {
  protected:
-  CheckTest() : DaemonTest(check_flags()) {}
+  explicit CheckTest(std::vector<std::string> flags = check_flags())
+      : DaemonTest(std::move(flags)) {}
 
   void SetUp() override {
     if (!gpu().usable()) GTEST_SKIP() << "cannot make a device node under /tmp (root, no nodev)";
@@ -179,6 +180,42 @@ TEST_F(CheckTest, WithoutWardendTheCheckCannotTell) {
   auto run = testing::run_command({WARDENCTL_PATH, "--socket", "/nonexistent/warden.sock", "check"});
   EXPECT_EQ(run.status, 2);
   EXPECT_NE(run.err.find("cannot connect"), std::string::npos) << run.err;
+}
+
+// With NVIDIA's management library (the stand-in, support/fake_nvml.cc): GPU memory in use that
+// no process holds is a finding; what a running job's process holds is not.
+class CheckNvmlTest : public CheckTest {
+ protected:
+  CheckNvmlTest() : CheckTest(flags()) {}
+  static std::string state() { return gpu().dir() + "/nvml-state"; }
+  static std::vector<std::string> flags() {
+    ::setenv("FAKE_NVML_STATE", state().c_str(), 1);  // wardend inherits it
+    auto flags = gpu().flags(FAKE_NVML_PATH);
+    flags.insert(flags.end(), {"--check-shm-share", "1", "--check-gpu-unheld-mib", "1024"});
+    return flags;
+  }
+};
+
+TEST_F(CheckNvmlTest, MemoryNoProcessHoldsIsAFindingAndAJobsIsNot) {
+  constexpr std::uint64_t GiB = 1ULL << 30;
+  pid_t main = track(testing::spawn(testing::Behaviour::sleep));
+  pid_t worker = track(gpu().spawn_holder());
+  JobId job = client.register_job({.name = "train", .pid = main});
+  client.add_process(job, worker);
+  {
+    std::ofstream out(state());
+    out << "0 GPU-fake-0 " << 80 * GiB << "\n0 " << worker << " " << 30 * GiB << "\n";
+  }
+  CheckReply held = client.check();
+  EXPECT_TRUE(held.clean) << to_json_described(held).dump();
+  EXPECT_TRUE(held.note.empty()) << held.note;
+  std::ofstream(state(), std::ios::app) << "0 driver " << 12 * GiB << "\n";
+  CheckReply unheld = client.check();
+  const Finding* f = find_kind(unheld, FindingKind::unheld_gpu_memory);
+  ASSERT_NE(f, nullptr) << to_json_described(unheld).dump();
+  EXPECT_EQ(f->bytes, 12 * GiB);
+  EXPECT_EQ(f->path, gpu().node());
+  EXPECT_EQ(f->detail, "GPU-fake-0");
 }
 
 // A full shm directory is a finding naming its largest owners: a 1 MiB tmpfs of the test's own,

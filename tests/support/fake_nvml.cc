@@ -2,8 +2,9 @@
 // loads, with the documented signatures, answering from a file instead of a driver.
 //
 // $FAKE_NVML_STATE names the file; each line is "MINOR UUID TOTAL_BYTES", one per GPU, or
-// "MINOR PID BYTES", a process holding BYTES of device memory on GPU MINOR. As a driver does, a
-// process that has exited (or is a zombie) holds nothing.
+// "MINOR PID BYTES", a process holding BYTES of device memory on GPU MINOR, or "MINOR driver BYTES",
+// memory in use that no process holds (a context the driver never tore down). As a driver does,
+// a process that has exited (or is a zombie) holds nothing.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,6 +30,7 @@ struct gpu {
   unsigned long long total;
   unsigned nprocs;
   nvmlProcessInfo_t procs[kMaxProcs];
+  unsigned long long unheld;  // in use, held by no process
 };
 static struct gpu gpus[kMaxGpus];
 static unsigned ngpus;
@@ -63,6 +65,12 @@ static void load(void) {
       g->minor = minor;
       strcpy(g->uuid, second);
       g->total = bytes;
+      continue;
+    }
+    if (strcmp(second, "driver") == 0) {
+      for (unsigned i = 0; i < ngpus; ++i) {
+        if (gpus[i].minor == minor) gpus[i].unheld += bytes;
+      }
       continue;
     }
     for (unsigned i = 0; i < ngpus; ++i) {
@@ -107,7 +115,7 @@ nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char* uuid, unsigned int len
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
   struct gpu* g = reinterpret_cast<gpu*>(device);
   memory->total = g->total;
-  memory->used = 0;
+  memory->used = g->unheld;
   for (unsigned i = 0; i < g->nprocs; ++i) memory->used += g->procs[i].usedGpuMemory;
   memory->free = g->total - memory->used;
   return kSuccess;
