@@ -130,6 +130,24 @@ class TrackedJob : public testing::DaemonTest {
     return nullptr;
   }
 
+  // A job whose worker a launcher started beside the main, in a cgroup of its own (`parent`,
+  // standing for another Slurm step's or a sidecar's), registered by pid with no cookie.
+  struct Launched {
+    pid_t main = 0;
+    Hider worker;
+    JobId id = 0;
+  };
+  Launched launched() {
+    parent = "/warden-test-launcher-" + std::to_string(::getpid());
+    EXPECT_TRUE(fs::create_directory(*mount() + parent));
+    Launched l{.main = track(testing::spawn(Behaviour::sleep)), .worker = spawn_hider()};
+    track(l.worker.main);
+    std::ofstream(*mount() + parent + "/cgroup.procs") << l.worker.main;
+    l.id = client.register_job({.name = "launched", .pid = l.main, .grace_s = 0.5});
+    client.add_process(l.id, l.worker.main);
+    return l;
+  }
+
   std::string parent;  // a cgroup the test made, standing for a Slurm step or a pod
 };
 
@@ -197,14 +215,7 @@ TEST_F(TrackedJob, CgroupSitsBeneathTheMainsOwnCgroupWhichStillCoversIt) {
 // beneath its own cgroup, so that what it forks after registration (a setsid escapee that drops its
 // whole environment) is the kernel's to keep, and the cleanup ends both without a /proc scan.
 TEST_F(TrackedJob, AWorkerBesideTheMainGetsALeafOfTheJobAndItsEscapeeDiesWithoutAScan) {
-  parent = "/warden-test-launcher-" + std::to_string(::getpid());
-  ASSERT_TRUE(fs::create_directory(*mount() + parent));
-  pid_t main = track(testing::spawn(Behaviour::sleep));
-  Hider worker = spawn_hider();
-  track(worker.main);
-  std::ofstream(*mount() + parent + "/cgroup.procs") << worker.main;
-  JobId id = client.register_job({.name = "launched", .pid = main, .grace_s = 0.5});
-  client.add_process(id, worker.main);
+  auto [main, worker, id] = launched();
   JobStatus s = client.status(id).at(0);
   ASSERT_EQ(s.workers.size(), 1u);
   EXPECT_EQ(s.workers[0].tracking, "cgroup") << "status says the kernel keeps it";
@@ -233,14 +244,7 @@ TEST_F(TrackedJob, AWorkerBesideTheMainGetsALeafOfTheJobAndItsEscapeeDiesWithout
 }
 
 TEST_F(TrackedJob, AWorkersLeafBesideTheMainOutlivesARestartOfWardend) {
-  parent = "/warden-test-launcher-" + std::to_string(::getpid());
-  ASSERT_TRUE(fs::create_directory(*mount() + parent));
-  pid_t main = track(testing::spawn(Behaviour::sleep));
-  Hider worker = spawn_hider();
-  track(worker.main);
-  std::ofstream(*mount() + parent + "/cgroup.procs") << worker.main;
-  JobId id = client.register_job({.name = "launched", .pid = main, .grace_s = 0.5});
-  client.add_process(id, worker.main);
+  auto [main, worker, id] = launched();
   daemon.crash();
   daemon.restart();
   Client again(daemon.socket());
