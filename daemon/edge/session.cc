@@ -92,11 +92,23 @@ struct ReadDeadline {
   asio::steady_timer timer;
   std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> line_started;  // a request under way
+  // While wardend answers, it reads nothing: that time is not the client's, and neither clock runs.
+  std::optional<std::chrono::steady_clock::time_point> answering_since;
   bool expired = false;
   bool done = false;  // the session has ended: touch nothing of it
 
   std::chrono::steady_clock::time_point due(const ConnectionLimits& limits) const {
+    if (answering_since) return std::chrono::steady_clock::time_point::max();
     return line_started ? *line_started + limits.request_timeout : last_read + limits.idle_timeout;
+  }
+  void answering() { answering_since = std::chrono::steady_clock::now(); }
+  // Both clocks move on by the time spent answering, and the timer looks again.
+  void answered() {
+    auto paused = std::chrono::steady_clock::now() - *answering_since;
+    answering_since.reset();
+    last_read += paused;
+    if (line_started) *line_started += paused;
+    timer.cancel();
   }
 };
 
@@ -213,7 +225,10 @@ class Session {
       decoder_.commit(ec ? 0 : n);
       if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
 
-      if (!co_await answer_lines()) co_return false;
+      deadline_->answering();
+      bool answered = co_await answer_lines();
+      deadline_->answered();
+      if (!answered) co_return false;
       note_partial_line();
       bool close = false;
       if (!co_await say_framing_error(ec, close) || ec || close) co_return false;

@@ -18,6 +18,49 @@ std::string message_of(auto&& fn) {
   return "";
 }
 
+// describe.h: one description of a message serves both directions.
+TEST(Described, ACheckReplyRoundTripsWithItsOptionalFieldsAbsentOrSet) {
+  CheckReply reply{.clean = false,
+                   .findings = {{.kind = FindingKind::unkillable,
+                                 .what = "pid 7 (python)",
+                                 .action = "reboot",
+                                 .since_unix_ms = 1'000,
+                                 .job = 3,
+                                 .pid = 7,
+                                 .bytes = 1ULL << 40},
+                                {.kind = FindingKind::shm_full, .what = "/dev/shm"}},
+                   .reclaimed = {{.kind = FindingKind::unkillable,
+                                  .what = "pid 7",
+                                  .outcome = Outcome::unkillable}},
+                   .elapsed_ms = 2.5};
+  json j = to_json_described(reply);
+  EXPECT_FALSE(j["findings"][1].contains("pid")) << "an absent optional is left out";
+  EXPECT_FALSE(j.contains("note")) << "so is an empty string";
+  CheckReply back = from_json_described<CheckReply>(j);
+  ASSERT_EQ(back.findings.size(), 2u);
+  EXPECT_FALSE(back.clean);
+  EXPECT_EQ(back.findings[0].kind, FindingKind::unkillable);
+  EXPECT_EQ(back.findings[0].job, 3u);
+  EXPECT_EQ(back.findings[0].bytes, 1ULL << 40);
+  EXPECT_EQ(back.findings[0].since_unix_ms, 1'000);
+  EXPECT_FALSE(back.findings[1].pid);
+  EXPECT_EQ(back.reclaimed.at(0).outcome, Outcome::unkillable);
+  EXPECT_EQ(back.elapsed_ms, 2.5);
+}
+
+TEST(Described, AWrongTypeOrValueIsABadRequestNamingTheField) {
+  auto parse = [](json j) { return from_json_described<CheckRequest>(j); };
+  EXPECT_EQ(parse(json::object()).grace_s, 5) << "a missing field keeps its default";
+  EXPECT_EQ(code_of([&] { parse({{"reclaim", "yes"}}); }), ErrorCode::bad_request);
+  EXPECT_NE(message_of([&] { parse({{"reclaim", 1}}); }).find("'reclaim'"), std::string::npos);
+  EXPECT_NE(message_of([&] { parse({{"grace_s", 7200}}); }).find("'grace_s' must be between"),
+            std::string::npos);
+  EXPECT_EQ(code_of([&] { parse({{"grace_s", -1}}); }), ErrorCode::bad_request);
+  EXPECT_EQ(code_of([&] { parse(json::array()); }), ErrorCode::bad_request);
+  EXPECT_EQ(code_of([&] { from_json_described<Finding>({{"kind", "bogus"}}); }),
+            ErrorCode::bad_request);
+}
+
 TEST(Messages, RegisterJobRoundTrips) {
   RegisterJobRequest r{
       .name = "train", .pid = 42, .heartbeat_s = 30, .grace_s = 2, .kill_main_on_stall = true};
