@@ -55,7 +55,6 @@ std::vector<CheckedJob> Service::checked_jobs() const {
     }
     if (c.active || !job->report) continue;
     const CleanupReport& r = *job->report;
-    c.cleanup_started_unix_ms = r.started_unix_ms;
     c.finished_unix_ms = to_unix_ms(job->finished);
     for (const auto& p : r.processes) {
       if (p.outcome == Outcome::unkillable) c.unkillable.push_back(p);

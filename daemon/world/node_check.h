@@ -36,8 +36,7 @@ struct CheckedJob {
   std::vector<std::string> cgroups;  // its tracking cgroups (none: tracked by scanning)
   // Its main process and workers (those still tracked, for an active job).
   std::vector<ProcessIdentity> processes;
-  // A cleaned job: when its cleanup began and ended, and what the cleanup left.
-  std::optional<std::int64_t> cleanup_started_unix_ms;
+  // A cleaned job: when its cleanup ended, and what the cleanup left.
   std::optional<std::int64_t> finished_unix_ms;
   std::vector<ProcessReport> unkillable;
   std::vector<LeftPath> left;
