@@ -128,13 +128,18 @@ struct Termination {
     if (--cgroups_busy == 0 && live == 0) timer.cancel();
   }
 
-  // Whether a process of the job is alive that only a /proc scan can find the rest of: one outside
-  // the tracking cgroup (a registered pid that lives elsewhere), or any at all without a cgroup.
-  bool needs_scan(bool tracked) const {
+  // Whether a process of the job is alive outside the job's tracking cgroups (a registered pid
+  // that could not be moved into one), or any at all without them: only a /proc scan finds what
+  // such a process forks.
+  bool runs_outside(bool tracked) const {
     return std::any_of(entries.begin(), entries.end(), [tracked](const Entry& e) {
       return e.waiting && !e.gone_at && !(tracked && e.in_cgroup);
     });
   }
+  // Whether only a /proc scan can find the rest of the job. Without tracking cgroups always, even
+  // with every known process gone: a main that died first leaves its session's and group's
+  // members and its cookie's carriers, which nothing else names.
+  bool needs_scan(bool tracked) const { return !tracked || runs_outside(tracked); }
 
   void signal(Entry& e, int sig) {
     if (!e.waiting || e.gone_at) return;
@@ -314,20 +319,27 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
   return kept;
 }
 
-// Stops the job from forking: a tracked job's cgroup is frozen and its members taken; whatever
-// lives outside it (or everything, without a cgroup) is SIGSTOPped and the tree scanned until a
-// scan finds nothing new (stopped processes cannot fork, so this converges). Returns whether the
-// scans converged.
-asio::awaitable<bool> freeze(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
-                             const CleanupContext& context, Tracking& tracking) {
-  tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, true); });
-  add_members(t, plan, tracking);
-  if (!t->needs_scan(bool(tracking))) co_return true;
+// Stops what `t` knows of the job and scans until a scan finds nothing new, SIGSTOPping each
+// process found (stopped processes cannot fork, so this converges). Returns whether it converged
+// within the bound.
+asio::awaitable<bool> stop_and_scan(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                                    const CleanupContext& context) {
   t->signal_all(SIGSTOP);
   for (int round = 0; round < kMaxScanRounds; ++round) {
     if (co_await find_more(t, plan, context, SIGSTOP) == 0) co_return true;
   }
   co_return false;
+}
+
+// Stops the job from forking: a tracked job's cgroup is frozen and its members taken; whatever
+// lives outside it (or everything, without a cgroup) is stopped and the tree scanned to a fixed
+// point. Returns whether the scans converged.
+asio::awaitable<bool> freeze(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                             const CleanupContext& context, Tracking& tracking) {
+  tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, true); });
+  add_members(t, plan, tracking);
+  if (!t->needs_scan(bool(tracking))) co_return true;
+  co_return co_await stop_and_scan(t, plan, context);
 }
 
 // SIGTERM to every process, then they run again (thawed, SIGCONT) for the grace period, or until
@@ -341,29 +353,30 @@ asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const Cle
   co_await t->wait_for_exits(plan.grace);
 }
 
-// SIGKILL to what is left: a tracked job's cgroup all at once (frozen first, so that what was
-// forked during the grace period is named in the report), anything outside it through pidfds,
-// with rescans for what the scan-found part forked meanwhile. Waits until all are gone or the kill
-// bound passes.
+// SIGKILL to what is left: a tracked job's cgroups all at once (frozen first, so that what was
+// forked during the grace period is named in the report), anything outside them through pidfds.
+// Where part of the job ran outside the cgroups since the freeze (`ran_outside`), that part is
+// stopped and rescanned to a fixed point before anything is killed: a child forked during the
+// grace whose parent was killed first would be orphaned before the look, and then only its group,
+// session or cookie could name it. Waits until all are gone or the kill bound passes.
 asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
                                const CleanupContext& context, Tracking& tracking,
-                               bool ran_since_freeze) {
+                               bool ran_outside) {
   tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, true); });
   add_members(t, plan, tracking);
+  // A stop that did not converge (a fork faster than the scans) still ends in SIGKILL rounds
+  // with rescans for what the unstopped part forks meanwhile.
+  bool forking = ran_outside && !co_await stop_and_scan(t, plan, context);
   tracking.each([](Cgroups& c, const std::string& leaf) { c.kill(leaf); });
   auto kill_deadline = Clock::now() + context.options.kill_timeout;
   std::size_t added = 0;
   for (int round = 0;; ++round) {
     t->signal_all(SIGKILL);
-    // What ran outside the cgroup since the freeze is looked for while any of it lives, or the
-    // last look found more. (Once all of it has exited no scan follows: under a mass death one
-    // per cleanup cost more than the rest of the cleanups together. A child that a process forked
-    // during the grace and left behind is the cgroup's to catch.)
-    bool look = ran_since_freeze && (added > 0 || t->needs_scan(bool(tracking)));
+    bool look = forking && (added > 0 || t->runs_outside(bool(tracking)));
     added = look ? co_await find_more(t, plan, context, SIGKILL) : 0;
     if (t->live == 0 && t->cgroups_busy == 0 && added == 0) break;
     if (Clock::now() >= kill_deadline || round >= kMaxScanRounds ||
-        (added == 0 && !t->needs_scan(bool(tracking)))) {
+        (added == 0 && !(forking && t->runs_outside(bool(tracking))))) {
       co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
       break;
     }
@@ -461,10 +474,13 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
     held = co_await take_held_objects(*t, context);
     spdlog::debug("job={} discovery: {} objects held on the allowed roots", plan.job, held.size());
   }
+  // What ran outside the cgroups after the freeze may have forked: with a grace period, anything
+  // the scans must find that was alive when it began; without one, only a tree the freeze's scans
+  // could not stop.
+  const bool ran_outside =
+      !converged || (plan.grace > Duration::zero() && t->live > 0 && t->needs_scan(bool(tracking)));
   if (plan.grace > Duration::zero()) co_await terminate(t, plan, tracking);
-  // With no grace period nothing of the job has run since a freeze scan found nothing new, so
-  // that scan already confirmed the whole tree and no rescan is needed after SIGKILL.
-  co_await escalate(t, plan, context, tracking, plan.grace > Duration::zero() || !converged);
+  co_await escalate(t, plan, context, tracking, ran_outside);
 
   if (!plan.cgroup.empty() && context.cgroups != nullptr) {
     // A member that outlived SIGKILL keeps its leaf; the next start of wardend tries again.

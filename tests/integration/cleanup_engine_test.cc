@@ -70,6 +70,49 @@ class CleanupEngine : public testing::DaemonTest {
     return out;
   }
 
+  // A worker registered beside the main, leading a session of its own and without the job's
+  // cookie, whose SIGTERM handler forks every 40 ms through a 2 s grace: plain children,
+  // children that call setsid and double-forked orphans. SIGKILL of the main; nothing of the
+  // worker may outlive "cleaned". (The setsid children are the hard ones: without a cookie only
+  // their parentage names them, and a parent killed before the look orphans them.)
+  void expect_forking_through_the_grace_leaves_nothing() {
+    auto [t, id] = job({}, {.grace_s = 2});
+    pid_t worker = track(testing::spawn_exec(
+        {"/usr/bin/env", "-i", "/usr/bin/setsid", "/bin/bash", "-c",
+         "trap 'while :; do sleep 7001 & setsid sleep 7002 & (sleep 7003 &); sleep 0.04; done' "
+         "TERM; while :; do sleep 0.1; done"}));
+    // Its trap is set once it runs its loop's first sleep.
+    for (auto until = std::chrono::steady_clock::now() + 10s;
+         read_descendants(worker).empty() && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(5ms);
+    }
+    client.add_process(id, worker);
+
+    ::kill(t.main, SIGKILL);
+    auto done = wait_for_state(id, JobState::cleaned);
+    ASSERT_EQ(done.state, JobState::cleaned);
+    std::vector<pid_t> left = forked_by_the_trap();
+    for (pid_t p : left) track(p);
+    EXPECT_EQ(left, std::vector<pid_t>{}) << "forked during the grace, alive after 'cleaned'";
+    EXPECT_TRUE(testing::is_gone(worker));
+    std::size_t descendants = 0;
+    for (const auto& p : done.report->processes) descendants += p.role == "descendant";
+    EXPECT_GT(descendants, 10u) << "2 s of forking every 40 ms, three ways";
+  }
+
+  // The sleeps the trap above forks, still alive.
+  static std::vector<pid_t> forked_by_the_trap() {
+    std::vector<pid_t> out;
+    for (const auto& e : scan_processes(false)) {
+      if (e.stat.state == 'Z') continue;
+      auto argv = read_proc_file(e.pid, "cmdline");
+      if (argv && argv->starts_with("sleep") && argv->find("700") != std::string::npos) {
+        out.push_back(e.pid);
+      }
+    }
+    return out;
+  }
+
   testing::TempDir temp{"warden-engine"};
   const std::string dir = temp.path();
   std::vector<std::string> shm_names;
@@ -139,6 +182,57 @@ TEST_F(ScanningCleanupEngine, DescendantsDieAtZeroGraceToo) {
     }
   }
   EXPECT_EQ(descendants, 2u) << "the escapee and the shell's sleep";
+}
+
+// Polls `ready` until it holds or 10 s pass (generous: CI machines are slow).
+template <class Ready>
+bool eventually(Ready ready) {
+  for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(5ms)) {
+    if (ready()) return true;
+  }
+  return false;
+}
+
+// Without cgroups, a main SIGKILLed while no registered worker lives still takes with it what only
+// a scan can name: its session's members, orphaned by its death, and a setsid, double-forked carrier
+// of the job's cookie.
+TEST_F(ScanningCleanupEngine, AMainThatDiesFirstTakesItsSessionAndItsCookiesCarriersWithIt) {
+  pid_t main = track(testing::spawn_exec(
+      {"/usr/bin/setsid", "/bin/sh", "-c", "sleep 6001 & sleep 6001 & exec sleep 6000"}));
+  ASSERT_TRUE(eventually([&] { return read_descendants(main).size() == 2; }));
+  std::vector<pid_t> children = read_descendants(main);
+  for (pid_t c : children) track(c);
+  JobId id = client.register_job({.name = "main-first", .pid = main, .grace_s = 1});
+  ::setenv("WARDEN_JOB", std::to_string(id).c_str(), 1);
+  ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
+  pid_t launcher = track(testing::spawn_exec({"/bin/sh", "-c", "setsid sleep 6002 &"}));
+  ASSERT_TRUE(testing::wait_exited(launcher, 10s));
+  ASSERT_TRUE(eventually([&] { return carriers(id).size() == 1; }));
+  pid_t carrier = track(carriers(id).front());
+
+  ::kill(main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(done.state, JobState::cleaned);
+  for (pid_t c : children) {
+    EXPECT_TRUE(testing::is_gone(c)) << "the session's member " << c << " outlived 'cleaned'";
+  }
+  EXPECT_TRUE(testing::is_gone(carrier)) << "the cookie's carrier outlived 'cleaned'";
+  std::size_t by_main = 0;  // its group's and session's members
+  for (const auto& p : done.report->processes) {
+    by_main += p.detail == "in process group of " + std::to_string(main) ||
+               p.detail == "in session of " + std::to_string(main);
+  }
+  EXPECT_EQ(by_main, 2u);
+}
+
+TEST_F(ScanningCleanupEngine, ChildrenForkedDuringTheGraceDieWithTheJob) {
+  expect_forking_through_the_grace_leaves_nothing();
+}
+
+// With tracking cgroups the worker beside the main has a leaf of the job's, which holds its forks.
+TEST_F(CleanupEngine, ChildrenAWorkerBesideTheMainForksDuringTheGraceDieWithTheJob) {
+  expect_forking_through_the_grace_leaves_nothing();
 }
 
 TEST_F(CleanupEngine, TreeThatKeepsForkingDuringCleanupIsFullyEnded) {

@@ -67,11 +67,12 @@ TEST_F(Escalation, ProcessIgnoringSigtermIsKilledOnceTheGraceIsOver) {
   pid_t stubborn = target(Fate::ignores_term);
   auto r = clean(100ms);
 
-  // Stopped (no forking while the tree is looked at), asked to end, let run, then killed.
+  // Stopped (no forking while the tree is looked at), asked to end, let run, stopped again for
+  // the look at what it forked meanwhile, then killed.
   EXPECT_EQ(kernel.signals,
             (std::vector<std::string>{"STOP " + n(obeys), "STOP " + n(stubborn), "TERM " + n(obeys),
                                       "TERM " + n(stubborn), "CONT " + n(stubborn),
-                                      "KILL " + n(stubborn)}));
+                                      "STOP " + n(stubborn), "KILL " + n(stubborn)}));
   EXPECT_EQ(of(r, obeys).outcome, Outcome::terminated);
   EXPECT_EQ(of(r, stubborn).outcome, Outcome::killed);
   EXPECT_GE(of(r, stubborn).elapsed_ms, 100) << "killed before the grace period was over";
@@ -94,7 +95,7 @@ TEST_F(Escalation, ProcessThatSurvivesSigkillIsReportedUnkillableAtTheBound) {
 TEST_F(Escalation, RescansFindWhatTheJobForksAndEndItToo) {
   pid_t stubborn = target(Fate::ignores_term);  // alive through the grace: it may have forked
   pid_t early = kernel.add(Fate::obeys);        // forked before the freeze: found by its scan
-  pid_t late = kernel.add(Fate::ignores_term);  // forked during the grace: found after SIGKILL
+  pid_t late = kernel.add(Fate::ignores_term);  // forked during the grace: found after it
   pid_t later = kernel.add(Fate::obeys);        // forked by `late` meanwhile: found by the next
   kernel.appear_on_scan = {{early}, {}, {late}, {later}};
   auto r = clean(50ms);
@@ -107,15 +108,48 @@ TEST_F(Escalation, RescansFindWhatTheJobForksAndEndItToo) {
   EXPECT_EQ(of(r, later).outcome, Outcome::killed);
   EXPECT_FALSE(kernel.alive(late));
   EXPECT_FALSE(kernel.alive(later));
-  // The freeze scanned until a scan found nothing new; after SIGKILL, until one did again.
+  // The freeze scanned until a scan found nothing new; after the grace, again, before any SIGKILL.
   EXPECT_EQ(kernel.scans, 5);
 }
 
-TEST_F(Escalation, OnceEverythingHasExitedNoRescanFollows) {
-  pid_t worker = target(Fate::obeys);
+TEST_F(Escalation, AfterTheGraceEverythingIsStoppedAndRescannedBeforeAnythingIsKilled) {
+  pid_t parent = target(Fate::ignores_term);
+  pid_t child = kernel.add(Fate::ignores_term);  // forked by `parent` during the grace
+  kernel.appear_on_scan = {{}, {child}};
   auto r = clean(50ms);
+
+  // Killed first, the parent would orphan the child before the look that names it as its child.
+  EXPECT_EQ(kernel.signals,
+            (std::vector<std::string>{"STOP " + n(parent), "TERM " + n(parent),
+                                      "CONT " + n(parent), "STOP " + n(parent),
+                                      "STOP " + n(child), "KILL " + n(parent),
+                                      "KILL " + n(child)}));
+  EXPECT_EQ(of(r, child).outcome, Outcome::killed);
+  EXPECT_EQ(kernel.scans, 3) << "the freeze's, and after the grace until one found nothing";
+}
+
+TEST_F(Escalation, WithoutCgroupsTheJobIsLookedForAfterTheGraceEvenWithEveryKnownProcessGone) {
+  pid_t worker = target(Fate::obeys);
+  pid_t orphan = kernel.add(Fate::ignores_term);  // forked by `worker`, which then obeyed SIGTERM
+  kernel.appear_on_scan = {{}, {orphan}};
+  auto r = clean(50ms);
+
   EXPECT_EQ(of(r, worker).outcome, Outcome::terminated);
-  EXPECT_EQ(kernel.scans, 1) << "only the freeze's";
+  EXPECT_EQ(of(r, orphan).outcome, Outcome::killed);
+  EXPECT_FALSE(kernel.alive(orphan));
+  EXPECT_EQ(kernel.scans, 3);
+}
+
+TEST_F(Escalation, WithoutCgroupsAMainThatDiedFirstStillHasItsJobLookedFor) {
+  // Nothing registered is alive: the main died first. Its session's members, which it forked and
+  // which no registration names, are the scan's to find.
+  pid_t session_member = kernel.add(Fate::obeys);
+  kernel.appear_on_scan = {{session_member}};
+  auto r = clean(50ms);
+
+  EXPECT_EQ(of(r, session_member).outcome, Outcome::terminated);
+  EXPECT_FALSE(kernel.alive(session_member));
+  EXPECT_GE(kernel.scans, 2) << "found by the freeze's scan, confirmed by the next";
 }
 
 TEST_F(Escalation, WithoutGraceTheFrozenTreeIsKilledAtOnceWithoutARescan) {
