@@ -501,6 +501,7 @@ json to_json(const ProcessReport& p) {
          {"outcome", to_string(p.outcome)},
          {"elapsed_ms", p.elapsed_ms}};
   if (p.start_time != 0) j["start_time"] = p.start_time;
+  put_optional(j, "local_pid", p.local_pid);
   if (p.leftover) j["leftover"] = true;
   if (!p.detail.empty()) j["detail"] = p.detail;
   if (!p.command.empty()) j["command"] = p.command;
@@ -513,6 +514,7 @@ json to_json(const ProcessReport& p) {
 
 ProcessReport parse_process_report(const json& j) {
   ProcessReport p{.pid = j.value("pid", 0),
+                  .local_pid = get_optional<pid_t>(j, "local_pid"),
                   .start_time = j.value("start_time", std::uint64_t{0}),
                   .role = j.value("role", ""),
                   .outcome = outcome_of(j),
@@ -648,6 +650,9 @@ json to_json(const CleanupReport& r) {
   }
   if (!r.gpus.empty()) j["gpus"] = array_of(r.gpus, [](const auto& g) { return to_json(g); });
   if (!r.gpu_note.empty()) j["gpu_note"] = r.gpu_note;
+  j["reclaimed_bytes"] = {{"file", r.reclaimed.file_bytes},
+                          {"shm", r.reclaimed.shm_bytes},
+                          {"gpu", r.reclaimed.gpu_bytes}};
   return j;
 }
 
@@ -666,6 +671,10 @@ CleanupReport parse_cleanup_report(const json& j) {
   if (j.contains("diagnostics")) r.diagnostics = parse_diagnostics(j["diagnostics"]);
   for (const auto& g : j.value("gpus", json::array())) r.gpus.push_back(parse_gpu_report(g));
   r.gpu_note = j.value("gpu_note", "");
+  const json reclaimed = j.value("reclaimed_bytes", json::object());
+  r.reclaimed = {.file_bytes = reclaimed.value("file", std::uint64_t{0}),
+                 .shm_bytes = reclaimed.value("shm", std::uint64_t{0}),
+                 .gpu_bytes = reclaimed.value("gpu", std::uint64_t{0})};
   return r;
 }
 

@@ -95,6 +95,11 @@ void print_registered(std::ostream& out, const JobStatus& job) {
 // A cleaned job's report: what its cleanup did to each process, hook, path and GPU.
 void print_report(std::ostream& out, const CleanupReport& r) {
   fmt::print(out, "cleanup ({}), {:.1f} ms\n", to_string(r.reason), r.duration_ms);
+  if (r.reclaimed.total() > 0) {
+    fmt::print(out, "  freed      {} files, {} shared memory, {} GPU memory\n",
+               bytes_text(r.reclaimed.file_bytes), bytes_text(r.reclaimed.shm_bytes),
+               bytes_text(r.reclaimed.gpu_bytes));
+  }
   if (r.diagnostics) {
     fmt::print(out, "  diagnostics\n");
     for (const auto& d : r.diagnostics->processes) {
@@ -112,7 +117,8 @@ void print_report(std::ostream& out, const CleanupReport& r) {
       gpus += fmt::format("{}{}{}", gpus.empty() ? "  gpu " : ", ", g.device,
                           g.memory_bytes ? " " + bytes_text(*g.memory_bytes) : "");
     }
-    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}{}{}\n", p.pid, p.role, to_string(p.outcome),
+    fmt::print(out, "    pid {:<8} {:<10} {:<13}{}{}{}{}{}\n", p.pid, p.role, to_string(p.outcome),
+               p.local_pid ? fmt::format("  pid {} in its container", *p.local_pid) : "",
                p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail, gpus,
                p.command.empty() ? "" : "  [" + p.command + "]");
   }
@@ -126,8 +132,9 @@ void print_report(std::ostream& out, const CleanupReport& r) {
   }
   if (!r.paths.empty()) fmt::print(out, "  paths\n");
   for (const auto& p : r.paths) {
-    fmt::print(out, "    {:<8} {:<13} {}{}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
-               p.leftover ? "  leftover" : "", p.detail.empty() ? "" : "  " + p.detail);
+    fmt::print(out, "    {:<8} {:<13} {}{}{}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
+               p.bytes ? " " + bytes_text(*p.bytes) : "", p.leftover ? "  leftover" : "",
+               p.detail.empty() ? "" : "  " + p.detail);
   }
   if (!r.discovered.empty()) fmt::print(out, "  discovered (held by the job, never registered)\n");
   for (const auto& p : r.discovered) {

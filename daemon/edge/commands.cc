@@ -10,12 +10,6 @@ namespace {
 
 json hello(const RequestContext& context, const json& request);
 
-// What discovery cannot see, said in hello: the choice against fanotify is PROTOCOL.md's.
-constexpr std::string_view kDiscoverNote =
-    "discovery sees the objects a job's processes hold open or map when it is cleaned; one a job "
-    "created and closed before it died is not seen (wardend does not watch the roots with "
-    "fanotify)";
-
 // The descriptor that came with a request whose field 'pidfd' is true.
 UniqueFd passed_pidfd(const RequestContext& c, bool announced) {
   if (!announced) return {};
@@ -141,7 +135,7 @@ json hello(const RequestContext& c, const json& request) {
   reply.tracking = c.service.tracking();
   reply.instance = c.service.instance();
   reply.discover = to_string(c.service.discover());
-  reply.discover_note = kDiscoverNote;
+  reply.discover_note = c.service.discover_note();
   return to_json(reply);
 }
 

@@ -94,11 +94,10 @@ void Metrics::cleanup_finished(const CleanupReport& report) {
   for (const auto& p : report.processes) ++outcomes_[{"process", p.outcome}];
   for (const auto& p : report.paths) ++outcomes_[{"path", p.outcome}];
   for (const auto& h : report.hooks) ++outcomes_[{"hook", h.outcome}];
-  for (const auto& p : report.discovered) {
-    ++outcomes_[{"discovered", p.outcome}];
-    if (p.outcome == Outcome::removed) reclaimed_[std::string(to_string(p.kind))] += p.bytes.value_or(0);
-  }
-  for (const auto& g : report.gpus) reclaimed_["gpu"] += g.released_bytes.value_or(0);
+  for (const auto& p : report.discovered) ++outcomes_[{"discovered", p.outcome}];
+  reclaimed_["file"] += report.reclaimed.file_bytes;
+  reclaimed_["shm"] += report.reclaimed.shm_bytes;
+  reclaimed_["gpu"] += report.reclaimed.gpu_bytes;
   double s = report.duration_ms / 1000;
   for (std::size_t i = 0; i < kBuckets.size(); ++i) {
     if (s <= kBuckets[i]) {
@@ -160,8 +159,8 @@ std::string Metrics::render(const Gauges& g) const {
     out += fmt::format("warden_requests_refused_total{{code=\"{}\"}} {}\n", to_string(code), n);
   }
   header(out, "warden_reclaimed_bytes_total", "counter",
-         "Bytes cleanups gave back: discovered files and segments removed, GPU memory released "
-         "(NVML), by kind.");
+         "Bytes cleanups gave back: files and segments removed (registered or discovered), GPU "
+         "memory released (NVML), by kind.");
   for (const char* kind : {"file", "shm", "gpu"}) {
     auto it = reclaimed_.find(kind);
     out += fmt::format("warden_reclaimed_bytes_total{{kind=\"{}\"}} {}\n", kind,

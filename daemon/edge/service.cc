@@ -103,6 +103,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       status_timer_(io) {
   journal_.on_event_written([this](const Event& event) { publish(event); });
   schedule_check(Duration::zero());
+  watch_creations();
 }
 
 std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job, EventSink push) {
@@ -126,7 +127,9 @@ void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& 
                           const NodeCheckOptions& check) {
   core_.set_limits(limits);
   if (cleanup.gpus != cleanup_options_.gpus) gpus_ = std::make_shared<Gpus>(cleanup.gpus);
+  bool rewatch = cleanup.paths.allowed_roots != cleanup_options_.paths.allowed_roots;
   cleanup_options_ = cleanup;
+  if (rewatch) watch_creations();
   bool rearm = check.interval != check_options_.interval;
   check_options_ = check;
   if (rearm) schedule_check(check.interval);
@@ -584,7 +587,8 @@ void Service::start_cleanup(CleanupPlan plan) {
                    .kernel = &kernel_,
                    .cgroups = cgroups_,
                    .home = home_of(id),
-                   .gpus = gpus_}),
+                   .gpus = gpus_,
+                   .created = creations_.take(id)}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -633,6 +637,7 @@ void Service::cleanup_finished(JobId id, CleanupReport report) {
   std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
   watch_.forget_job(id);
   homes_.erase(id);
+  creations_.forget(id);  // what it made while its cleanup ran
   if (const Job* job = core_.find(id)) record_state(*job);
   if (!retired.empty()) {
     std::vector<Record> forgotten;

@@ -16,6 +16,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "world/cleanup.h"
+#include "world/creations.h"
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "world/namespaces.h"
@@ -84,6 +85,8 @@ class Service {
   std::string_view tracking() const { return cgroups_ != nullptr ? "cgroup" : "scan"; }
   // What a job's cleanup does with what it never registered, where the job does not say.
   Discover discover() const { return cleanup_options_.discover; }
+  // What discovery sees and what it cannot, for people (service_creations.cc).
+  std::string discover_note() const;
 
   // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
   // is written; it must only queue it (not unsubscribe). Returns an id for unsubscribe().
@@ -170,6 +173,12 @@ class Service {
   JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
   // "cgroup" where a running process of the job is in one of its cgroups, else "scan".
   std::string worker_tracking(const Job& job, pid_t pid) const;
+  // Watches the allowed roots for what jobs make there (service_creations.cc); again after a
+  // reload that changed them.
+  void watch_creations();
+  // Records each regular file made on a root by a process of an active job, and forgets each
+  // entry removed.
+  void on_root_changes(const std::vector<RootChange>& changes);
   // The jobs as the node check needs them (service_check.cc).
   std::vector<CheckedJob> checked_jobs() const;
   // The check wardend makes by itself every check interval, for the metrics.
@@ -214,6 +223,9 @@ class Service {
   // The views of jobs that live in containers, held (with their mount namespaces) until the job's
   // cleanup is done, so that its paths can be removed after every process in it is gone.
   std::map<JobId, std::shared_ptr<const View>> homes_;
+  // What active jobs made on the allowed roots and have not removed, and the watch that says so.
+  Creations creations_;
+  std::unique_ptr<CreationWatch> creation_watch_;
   Metrics metrics_;
   std::uint64_t next_subscriber_ = 1;
   // Work on the pools posts its results back only while the service lives.

@@ -67,11 +67,14 @@ struct Termination {
     std::optional<TimePoint> gone_at;
   };
 
-  Termination(const asio::any_io_executor& ex, Kernel& k) : executor(ex), timer(ex), kernel(k) {}
+  Termination(const asio::any_io_executor& ex, Kernel& k, const View* h)
+      : executor(ex), timer(ex), kernel(k), home(h) {}
 
   asio::any_io_executor executor;
   asio::steady_timer timer;
   Kernel& kernel;
+  // Where the job's processes live; a container job's reports carry its own numbering too.
+  const View* home;
   std::vector<Entry> entries;
   std::size_t live = 0;
   std::size_t cgroups_busy = 0;  // the job's cgroups still holding a process (cgroup.events)
@@ -86,6 +89,7 @@ struct Termination {
     e.report = std::move(report);
     e.report.start_time = start_time;
     if (e.report.command.empty()) e.report.command = kernel.command_line(e.report.pid);
+    if (home != nullptr && !home->shares_pids()) e.report.local_pid = home->local_pid(e.report.pid);
     e.start_time = start_time;
     e.in_cgroup = in_cgroup;
     e.pidfd = std::make_unique<asio::posix::stream_descriptor>(executor, fd.release());
@@ -452,7 +456,8 @@ asio::awaitable<std::vector<HeldObject>> take_held_objects(const Termination& t,
 asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
                                     const CleanupContext& context, bool discover,
                                     std::vector<HeldObject>& held, CleanupReport& out) {
-  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel);
+  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel,
+                                         context.home.get());
   Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups};
   if (!plan.cgroup.empty()) tracking.leaves.push_back(plan.cgroup);
   tracking.leaves.insert(tracking.leaves.end(), plan.more_cgroups.begin(), plan.more_cgroups.end());
@@ -501,6 +506,29 @@ Diagnostics capture_diagnostics(const CleanupPlan& plan) {
     d.processes.push_back(snapshot_process(t.identity.pid, t.role));
   }
   return d;
+}
+
+// Adds to what the job held what it made and did not hold any more, each object once.
+void add_created(std::vector<HeldObject>& held, std::vector<HeldObject> created) {
+  std::set<std::pair<dev_t, ino_t>> seen;
+  for (const auto& h : held) seen.emplace(h.dev, h.ino);
+  for (auto& c : created) {
+    if (seen.emplace(c.dev, c.ino).second) held.push_back(std::move(c));
+  }
+}
+
+// What the report's removals and GPU releases gave back, by kind.
+Reclaimed tally_reclaimed(const CleanupReport& report) {
+  Reclaimed r;
+  for (const auto* paths : {&report.paths, &report.discovered}) {
+    for (const auto& p : *paths) {
+      if (p.outcome != Outcome::removed) continue;
+      bool shm = p.kind == PathKind::shm || p.kind == PathKind::shm_glob;
+      (shm ? r.shm_bytes : r.file_bytes) += p.bytes.value_or(0);
+    }
+  }
+  for (const auto& g : report.gpus) r.gpu_bytes += g.released_bytes.value_or(0);
+  return r;
 }
 
 // "{pid}" in any argument becomes the main process's pid.
@@ -579,6 +607,11 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   };
   report.paths = co_await offload(context.blocking, remove_all);
 
+  // What the job made and closed is named in wardend's paths, which are the job's only where it
+  // shares them.
+  if (discover != Discover::off && home != nullptr && home->shares_paths()) {
+    add_created(held, std::move(context.created));
+  }
   if (!held.empty()) {
     DiscoveryRules rules{.mode = discover,
                          .owner = plan.uid,
@@ -599,6 +632,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     report.discovered = co_await offload(context.blocking, settle);
   }
 
+  report.reclaimed = tally_reclaimed(report);
   report.duration_ms = ms_between(start, Clock::now());
   co_return report;
 }

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "world/cgroup.h"
+#include "world/discovery.h"
 #include "world/files.h"
 #include "world/gpus.h"
 #include "world/kernel.h"
@@ -44,6 +45,9 @@ struct CleanupContext {
   std::shared_ptr<const View> home;
   // The node's GPUs, for the report's account of what the job held; nullptr: not looked at.
   std::shared_ptr<Gpus> gpus;
+  // What the job's processes made on wardend's roots and had not removed (creations.h): with what
+  // they hold at cleanup, discovery's candidates. Paths in wardend's file tree.
+  std::vector<HeldObject> created;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

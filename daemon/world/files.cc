@@ -163,8 +163,12 @@ OpenedParent open_parent(int job_root, const Location& at) {
   return {.fd = std::move(parent)};
 }
 
+// The space a file takes (a sparse segment's holes take none), which removing its last link frees.
+std::uint64_t space_of(const struct stat& st) { return static_cast<std::uint64_t>(st.st_blocks) * 512; }
+
 struct TreeResult {
   std::size_t removed = 0;
+  std::uint64_t bytes = 0;  // the space the removed files took
   std::vector<std::string> problems;
 };
 
@@ -217,6 +221,7 @@ void empty_tree(int dirfd, dev_t dev, uid_t owner, const std::string& where, int
       }
     } else if (::unlinkat(dirfd, name.c_str(), 0) == 0) {
       ++result.removed;
+      result.bytes += space_of(st);
     } else if (errno != ENOENT) {
       result.problems.push_back(errno_text("unlink " + path, errno));
     }
@@ -243,6 +248,7 @@ PathReport remove_glob(const PathRules& rules, int job_root, const TrackedPath& 
     if (!S_ISREG(st.st_mode) || st.st_uid != owner) continue;
     if (::unlinkat(dirfd.get(), e->d_name, 0) == 0) {
       ++report.removed;
+      report.bytes = report.bytes.value_or(0) + space_of(st);
     } else if (errno != ENOENT) {
       problems.push_back(errno_text(std::string("unlink ") + e->d_name, errno));
     }
@@ -370,6 +376,7 @@ PathReport remove_path(const PathRules& rules, int job_root, const TrackedPath& 
     if (::unlinkat(pfd, at.name.c_str(), 0) == 0) {
       report.outcome = Outcome::removed;
       report.removed = 1;
+      report.bytes = space_of(st);
     } else {
       report.outcome = errno == ENOENT ? Outcome::already_gone : Outcome::failed;
       if (errno != ENOENT) report.detail = errno_text("unlink", errno);
@@ -387,6 +394,7 @@ PathReport remove_path(const PathRules& rules, int job_root, const TrackedPath& 
   TreeResult tree;
   empty_tree(dir.get(), opened.st_dev, owner, tracked.path, 0, tree);
   report.removed = tree.removed;
+  report.bytes = tree.bytes;
   if (::unlinkat(pfd, at.name.c_str(), AT_REMOVEDIR) == 0) {
     ++report.removed;
     report.outcome = Outcome::removed;

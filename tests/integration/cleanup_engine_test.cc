@@ -299,6 +299,54 @@ TEST_F(CleanupEngine, ShmSegmentAndTorchGlobAreUnlinkedAfterSigkill) {
   EXPECT_EQ(done.report->paths[1].removed, 2u);
 }
 
+// Each removal says what it freed (allocated blocks), the report adds them up by kind, and so do
+// the metrics and `wardenctl status JOB`.
+TEST_F(CleanupEngine, WhatRemovalsFreeIsCountedPerPathPerKindInMetricsAndStatus) {
+  auto [t, id] = job();
+  const std::string pid = std::to_string(t.main);
+  const std::string file = dir + "/checkpoint.tmp", tree = dir + "/scratch";
+  std::ofstream(file) << std::string(64 * 1024, 'x');
+  fs::create_directories(tree + "/sub");
+  std::ofstream(tree + "/a") << std::string(8 * 1024, 'a');
+  std::ofstream(tree + "/sub/b") << std::string(8 * 1024, 'b');
+  std::ofstream(shm("warden_freed_" + pid)) << std::string(1 << 20, 's');
+  std::ofstream(shm("torch_" + pid + "_1")) << std::string(4096, 't');
+  std::ofstream(shm("torch_" + pid + "_2")) << std::string(4096, 't');
+  client.add_path({.job = id, .kind = PathKind::file, .path = file});
+  client.add_path({.job = id, .kind = PathKind::dir, .path = tree});
+  client.add_path({.job = id, .kind = PathKind::shm, .path = "/warden_freed_" + pid});
+  client.add_path({.job = id, .kind = PathKind::shm_glob, .path = "torch_" + pid + "_*"});
+  auto metric = [this](const std::string& kind) {
+    std::string m = client.metrics();
+    std::string line = "warden_reclaimed_bytes_total{kind=\"" + kind + "\"} ";
+    auto at = m.find(line);
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + line.size()));
+  };
+  const double file_before = metric("file"), shm_before = metric("shm");
+
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  const auto& paths = done.report->paths;
+  ASSERT_EQ(paths.size(), 4u);
+  for (const auto& p : paths) {
+    ASSERT_EQ(p.outcome, Outcome::removed) << p.path << ": " << p.detail;
+    ASSERT_TRUE(p.bytes) << p.path;
+  }
+  EXPECT_GE(*paths[0].bytes, 64u * 1024);
+  EXPECT_GE(*paths[1].bytes, 16u * 1024) << "the tree's files";
+  EXPECT_GE(*paths[2].bytes, 1u << 20);
+  EXPECT_GE(*paths[3].bytes, 8u * 1024) << "both matches";
+  const Reclaimed& r = done.report->reclaimed;
+  EXPECT_EQ(r.file_bytes, *paths[0].bytes + *paths[1].bytes);
+  EXPECT_EQ(r.shm_bytes, *paths[2].bytes + *paths[3].bytes);
+  EXPECT_EQ(metric("file") - file_before, static_cast<double>(r.file_bytes));
+  EXPECT_EQ(metric("shm") - shm_before, static_cast<double>(r.shm_bytes));
+  auto shown = testing::run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "status",
+                                     std::to_string(id)});
+  EXPECT_NE(shown.out.find("freed"), std::string::npos) << shown.out;
+}
+
 TEST_F(CleanupEngine, KeepOnSuccessResourcesSurviveACleanEndAndLeftoversAreReported) {
   auto [t, id] = job();
   std::string output = dir + "/model.pt", scratch = dir + "/scratch";

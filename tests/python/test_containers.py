@@ -112,6 +112,40 @@ def test_a_dataloader_job_in_a_pod_is_cleaned_inside_the_pod(wardend):
         assert not os.path.exists(pod.path("/dev/shm/pod_segment"))
         paths = {p["path"]: p["outcome"] for p in status["report"]["paths"]}
         assert paths == {inside["tempdir"]: "removed", "/dev/shm/pod_segment": "removed"}
+        # Each process the cleanup found alive is named in the pod's numbering too.
+        local = {p["pid"]: p.get("local_pid") for p in status["report"]["processes"]}
+        assert sorted(local[w] for w in workers) == sorted(inside["workers"])
+    finally:
+        pod.stop()
+
+
+def test_discovery_in_a_pod_reads_the_pods_own_mounts(wardend):
+    """A job in a pod whose workers hold segments and a temp file in the pod's own /dev/shm and
+    /tmp, none registered: they are found and removed there; a segment the pod had before the job
+    and one held from the host are kept with their reasons."""
+    pod = Pod(wardend, ["sh", "-c", 'head -c 4096 /dev/zero > /dev/shm/prior && exec "$@"', "job",
+                        *python_job("discover_job.py", "prior")])
+    try:
+        made = pod.ready()
+        outsider = os.open(pod.path("/dev/shm/" + made["shared"]), os.O_RDONLY)
+        try:
+            os.kill(job_of(wardend.client(), "discover")["main"]["pid"], signal.SIGKILL)
+            status = wardend.wait_for_state(made["job"], "cleaned")
+        finally:
+            os.close(outsider)
+        found = {d["path"]: d for d in status["report"].get("discovered", [])}
+        for name in (made["held"], made["mapped"]):
+            assert found["/dev/shm/" + name]["outcome"] == "removed", found
+            assert not os.path.exists(pod.path("/dev/shm/" + name))
+        assert found[made["tempfile"]]["outcome"] == "removed"
+        assert not os.path.exists(pod.path(made["tempfile"]))
+        assert found["/dev/shm/prior"]["detail"] == "existed before the job"
+        assert found["/dev/shm/" + made["shared"]]["detail"].startswith("held by pid %d" % os.getpid())
+        # What it made and closed in its own mounts, the host's watch cannot see (PROTOCOL.md).
+        assert "/dev/shm/" + made["closed"] not in found
+        assert os.path.exists(pod.path("/dev/shm/" + made["closed"]))
+        local = {p.get("local_pid") for p in status["report"]["processes"]}
+        assert set(made["workers"]) <= local, "the workers, in the pod's numbering"
     finally:
         pod.stop()
 

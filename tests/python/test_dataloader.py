@@ -126,3 +126,31 @@ def test_worker_init_fn_misuse_raises_at_once(wrong):
     import warden.torch
     with pytest.raises(TypeError, match="worker_init_fn"):
         warden.torch.worker_init_fn(wrong)
+
+
+def test_file_system_batches_nobody_registered_go_with_the_job(wardend_each_tracking):
+    """The README's two lines with torch's file_system strategy: no segment glob registered, the
+    workers' prefetched batches sit in /dev/shm held by nobody once the main is SIGKILLed (it held
+    them, and the workers let go when they sent them). wardend saw each worker make its segments,
+    so the cleanup removes them, listed as discovered."""
+    daemon = wardend_each_tracking
+    client = daemon.client()
+    if "fanotify" not in client.call({"op": "hello", "protocol": 1})["discover_note"]:
+        pytest.skip("this wardend does not watch the roots (needs CAP_SYS_ADMIN)")
+    proc, job = start("--two-line", "--sharing", "file_system")
+    pids = [job["main"]] + job["workers"]
+    deadline = time.monotonic() + 20
+    while len(segments(pids)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    made = segments(pids)
+    assert made, "the file_system strategy put batches in /dev/shm"
+
+    os.kill(job["main"], signal.SIGKILL)
+    proc.wait(10)
+    status = daemon.wait_for_state(client.status()[0]["id"], "cleaned")
+    assert segments(pids) == [], "segments outlived the job"
+    discovered = {d["path"]: d for d in status["report"].get("discovered", [])}
+    removed = [p for p in made if discovered.get(p, {}).get("outcome") == "removed"]
+    assert removed, "the report names the segments it removed: %s" % discovered
+    assert all(discovered[p]["kind"] == "shm" and discovered[p]["bytes"] > 0 for p in removed)
+    assert status["report"]["reclaimed_bytes"]["shm"] >= sum(discovered[p]["bytes"] for p in removed)

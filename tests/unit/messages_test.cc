@@ -135,7 +135,10 @@ TEST(Messages, JobStatusRoundTrips) {
               .last_beat_unix_ms = 88};
   s.workers.push_back({.pid = 11, .start_time = 124, .exited = true});
   s.report = CleanupReport{.reason = JobState::stalled, .started_unix_ms = 99, .duration_ms = 1.5};
+  s.report->reclaimed = {.file_bytes = 4096, .shm_bytes = 1 << 20, .gpu_bytes = 3};
+  s.report->paths.push_back({.kind = PathKind::dir, .path = "/tmp/d", .removed = 2, .bytes = 4096});
   s.report->processes.push_back({.pid = 11,
+                                 .local_pid = 2,
                                  .role = "worker",
                                  .outcome = Outcome::killed,
                                  .leftover = true,

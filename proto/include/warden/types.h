@@ -222,7 +222,9 @@ struct GpuUse {
 };
 
 struct ProcessReport {
-  pid_t pid = 0;
+  pid_t pid = 0;  // in wardend's numbering
+  // A container job's: the number its own PID namespace gave it, read while cleanup found it alive.
+  std::optional<pid_t> local_pid;
   std::uint64_t start_time = 0;  // with pid, its identity (0: not known)
   std::string role;  // "main" | "worker" | "descendant" (found at cleanup, see `detail`)
   Outcome outcome = Outcome::already_gone;
@@ -241,7 +243,7 @@ struct PathReport {
   std::size_t removed = 0;  // entries removed (a directory's tree, a glob's matches)
   std::string detail;
   double elapsed_ms = 0;
-  std::optional<std::uint64_t> bytes;  // the space it took (discovered objects)
+  std::optional<std::uint64_t> bytes;  // the space it took; of what was removed, what that freed
 };
 
 struct CommandReport {
@@ -291,6 +293,16 @@ struct GpuReport {
   std::vector<GpuHolder> still_held_by;         // processes outside the job holding it afterwards
 };
 
+// Bytes a cleanup gave back, by kind: files and directories removed (registered or discovered),
+// shared-memory segments unlinked, GPU memory released (NVML only).
+struct Reclaimed {
+  std::uint64_t file_bytes = 0;
+  std::uint64_t shm_bytes = 0;
+  std::uint64_t gpu_bytes = 0;
+
+  std::uint64_t total() const { return file_bytes + shm_bytes + gpu_bytes; }
+};
+
 struct CleanupReport {
   JobState reason = JobState::failed;  // ended | failed | stalled
   std::int64_t started_unix_ms = 0;
@@ -303,6 +315,7 @@ struct CleanupReport {
   std::vector<PathReport> discovered;
   std::vector<GpuReport> gpus;  // each GPU a process of the job held
   std::string gpu_note;         // why `gpus` has no memory figures, where it has none
+  Reclaimed reclaimed;          // what the cleanup gave back, registered and discovered together
 };
 
 // One GPU of the node and who holds it now (the `gpus` op).

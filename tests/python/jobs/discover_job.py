@@ -3,10 +3,12 @@ file_system strategy and tempfile users do) (tests/python/test_discovery.py).
 
 argv: the name of a segment made before the job, which a worker maps too; optionally the job's
 discover mode.
-Prints {"job", "workers", "held", "mapped", "shared", "tempfile"} once every worker has made its
-objects: `held` a multiprocessing.shared_memory segment open and mapped in a worker, `mapped` one
-only mapped (its descriptor closed), `shared` one the test will hold open itself from outside the
-job, `tempfile` a file of tempfile's in /tmp. Then waits to be killed.
+Prints {"job", "workers", "held", "mapped", "shared", "tempfile", "closed", "closed_tempfile",
+"closed_by_main"} once every worker has made its objects: `held` a multiprocessing.shared_memory
+segment open and mapped in a worker, `mapped` one only mapped (its descriptor closed), `shared` one
+the test will hold open itself from outside the job, `tempfile` a file of tempfile's in /tmp,
+`closed` a segment and `closed_tempfile` a temp file a worker made and closed (nothing holds them
+at cleanup), `closed_by_main` a segment the main made and closed. Then waits to be killed.
 """
 
 import json
@@ -41,6 +43,12 @@ def only_mapped(name, size):
     return region
 
 
+def made_and_closed(name, size):
+    """A segment written and let go of: no descriptor, no mapping, still in /dev/shm."""
+    with open("/dev/shm/" + name, "wb") as f:
+        f.write(b"\x01" * size)
+
+
 def worker(ready, index):
     keep = []
     if index == 0:
@@ -57,7 +65,12 @@ def worker(ready, index):
         temp.write(b"x" * 10000)
         temp.flush()
         keep.append(temp)
-        ready.send({"mapped": name, "tempfile": temp.name})
+        closed = "warden-closed-%d" % os.getpid()
+        made_and_closed(closed, 1 << 16)
+        with tempfile.NamedTemporaryFile(prefix="warden-closed-", delete=False) as closed_temp:
+            closed_temp.write(b"y" * 10000)
+        ready.send({"mapped": name, "tempfile": temp.name, "closed": closed,
+                    "closed_tempfile": closed_temp.name})
     while True:
         time.sleep(1)
 
@@ -72,6 +85,8 @@ with warden.Job("discover", grace=0.5, discover=MODE) as job:
         process.start()
         workers.append(process.pid)
         made.update(receive.recv())
+    made["closed_by_main"] = "warden-closed-main-%d" % os.getpid()
+    made_and_closed(made["closed_by_main"], 4096)
     print(json.dumps(dict(made, job=job.id, workers=workers)), flush=True)
     while True:
         time.sleep(1)

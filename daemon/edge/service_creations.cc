@@ -1,0 +1,60 @@
+// The service's part in seeing what jobs make on the allowed roots (world/creations.h): the watch,
+// and which job each maker belongs to.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "edge/service.h"
+
+namespace warden {
+
+void Service::watch_creations() {
+  creation_watch_.reset();  // one group per root at a time
+  creation_watch_ = std::make_unique<CreationWatch>(
+      io_.get_executor(), cleanup_options_.paths.allowed_roots,
+      [this](const std::vector<RootChange>& changes) { on_root_changes(changes); });
+  if (!creation_watch_->unavailable().empty()) {
+    spdlog::info("not watching the allowed roots for what jobs make there: {}",
+                 creation_watch_->unavailable());
+  }
+}
+
+void Service::on_root_changes(const std::vector<RootChange>& changes) {
+  std::optional<std::map<pid_t, const Job*>> registered;  // read once per batch, if needed
+  for (const auto& change : changes) {
+    if (!change.created) {
+      creations_.remove(change.object.path);
+      continue;
+    }
+    if (change.pid <= 0 || change.pid == ::getpid()) continue;
+    if (!registered) registered = registered_processes();
+    // The maker is looked up as it is now: one that has already exited is nobody's (its object
+    // is then found only if a process of the job holds it at cleanup).
+    const Job* job = job_of_process(change.pid, *registered);
+    if (job == nullptr) {
+      creations_.remove(change.object.path);  // the name is someone else's now
+      continue;
+    }
+    if (!creations_.add(job->id, change.object)) {
+      spdlog::debug("job={} made more than {} objects on the roots; {} is not recorded", job->id,
+                    Creations::kMaxPerJob, change.object.path);
+    }
+  }
+}
+
+std::string Service::discover_note() const {
+  constexpr std::string_view kHeld =
+      "discovery sees the objects a job's processes hold open or map when it is cleaned";
+  if (creation_watch_ && creation_watch_->unavailable().empty()) {
+    return fmt::format(
+        "{}, and those they made directly in {} and did not remove (fanotify names each "
+        "maker); not what a process made that exited before wardend read the event, nor what a "
+        "container job made in its own mounts",
+        kHeld, fmt::join(creation_watch_->roots(), ", "));
+  }
+  return fmt::format(
+      "{}; one a job created and closed before it died is not seen (the roots are not watched: "
+      "{})",
+      kHeld, creation_watch_ ? creation_watch_->unavailable() : "no watch");
+}
+
+}  // namespace warden
