@@ -577,6 +577,7 @@ void Service::start_cleanup(CleanupPlan plan) {
 
   JobId id = plan.job;
   ++cleanups_running_;
+  if (creation_watch_) creation_watch_->drain();  // what the job made up to its end
   boost::asio::co_spawn(
       io_,
       run_cleanup(std::move(plan), std::move(pidfds),
@@ -588,7 +589,8 @@ void Service::start_cleanup(CleanupPlan plan) {
                    .cgroups = cgroups_,
                    .home = home_of(id),
                    .gpus = gpus_,
-                   .created = creations_.take(id)}),
+                   .created = creations_.take(id),
+                   .unclaimed = creations_.unclaimed()}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -634,6 +636,7 @@ std::string Service::metrics_text() const {
 
 void Service::cleanup_finished(JobId id, CleanupReport report) {
   metrics_.cleanup_finished(report);
+  for (const auto& d : report.discovered) creations_.remove(d.path);  // settled, one way or other
   std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
   watch_.forget_job(id);
   homes_.erase(id);

@@ -27,12 +27,22 @@ void Service::on_root_changes(const std::vector<RootChange>& changes) {
     }
     if (change.pid <= 0 || change.pid == ::getpid()) continue;
     if (!registered) registered = registered_processes();
-    // The maker is looked up as it is now: one that has already exited is nobody's (its object
-    // is then found only if a process of the job holds it at cleanup).
     const Job* job = job_of_process(change.pid, *registered);
     if (job == nullptr) {
-      creations_.remove(change.object.path);  // the name is someone else's now
-      continue;
+      if (auto stat = read_proc_stat(change.pid)) {
+        // Nobody's now; the cleanup that ends this very process may claim it.
+        creations_.add_unclaimed(
+            {.object = change.object, .maker = {change.pid, stat->start_time}});
+        continue;
+      }
+      // Gone already (a main SIGKILLed just after it made the file, and reaped): a registered
+      // process by that pid is the maker, since a pid is not handed out again that soon.
+      auto it = registered->find(change.pid);
+      if (it == registered->end()) {
+        creations_.remove(change.object.path);  // nobody can be named for it
+        continue;
+      }
+      job = it->second;
     }
     if (!creations_.add(job->id, change.object)) {
       spdlog::debug("job={} made more than {} objects on the roots; {} is not recorded", job->id,
@@ -47,8 +57,8 @@ std::string Service::discover_note() const {
   if (creation_watch_ && creation_watch_->unavailable().empty()) {
     return fmt::format(
         "{}, and those they made directly in {} and did not remove (fanotify names each "
-        "maker); not what a process made that exited before wardend read the event, nor what a "
-        "container job made in its own mounts",
+        "maker); not what an unregistered process made and exited before wardend read the event, "
+        "nor what a container job made in its own mounts",
         kHeld, fmt::join(creation_watch_->roots(), ", "));
   }
   return fmt::format(

@@ -304,8 +304,10 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
   std::vector<ProcessReport> kept;
   for (std::size_t i = 0; i < plan.targets.size(); ++i) {
     const auto& target = plan.targets[i];
-    ProcessReport report{
-        .pid = target.identity.pid, .role = target.role, .leftover = target.leftover};
+    ProcessReport report{.pid = target.identity.pid,
+                         .start_time = target.identity.start_time,
+                         .role = target.role,
+                         .leftover = target.leftover};
     UniqueFd& fd = pidfds.at(i);
     if (target.keep) {
       report.outcome = Outcome::kept;
@@ -517,6 +519,20 @@ void add_created(std::vector<HeldObject>& held, std::vector<HeldObject> created)
   }
 }
 
+// Of what processes of no job made, what these processes of the job made.
+std::vector<HeldObject> made_by(const std::vector<MadeObject>& unclaimed,
+                                const std::vector<ProcessReport>& processes) {
+  std::set<std::pair<pid_t, std::uint64_t>> job;
+  for (const auto& p : processes) {
+    if (p.start_time != 0) job.emplace(p.pid, p.start_time);
+  }
+  std::vector<HeldObject> out;
+  for (const auto& u : unclaimed) {
+    if (job.contains({u.maker.pid, u.maker.start_time})) out.push_back(u.object);
+  }
+  return out;
+}
+
 // What the report's removals and GPU releases gave back, by kind.
 Reclaimed tally_reclaimed(const CleanupReport& report) {
   Reclaimed r;
@@ -611,6 +627,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   // shares them.
   if (discover != Discover::off && home != nullptr && home->shares_paths()) {
     add_created(held, std::move(context.created));
+    add_created(held, made_by(context.unclaimed, report.processes));
   }
   if (!held.empty()) {
     DiscoveryRules rules{.mode = discover,

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "world/cgroup.h"
+#include "world/creations.h"
 #include "world/discovery.h"
 #include "world/files.h"
 #include "world/gpus.h"
@@ -46,8 +47,10 @@ struct CleanupContext {
   // The node's GPUs, for the report's account of what the job held; nullptr: not looked at.
   std::shared_ptr<Gpus> gpus;
   // What the job's processes made on wardend's roots and had not removed (creations.h): with what
-  // they hold at cleanup, discovery's candidates. Paths in wardend's file tree.
+  // they hold at cleanup, discovery's candidates; and what processes of no job made, of which
+  // those made by a process this cleanup ends are the job's too. Paths in wardend's file tree.
   std::vector<HeldObject> created;
+  std::vector<MadeObject> unclaimed;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

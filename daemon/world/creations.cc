@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <sys/fanotify.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -19,38 +22,79 @@ namespace {
 
 constexpr std::uint64_t kMask = FAN_CREATE | FAN_MOVED_TO | FAN_DELETE | FAN_MOVED_FROM;
 
-// The entry's name in an event reported with FAN_REPORT_DFID_NAME: after the directory's file
-// handle in the first info record; "" where the event carries none.
-std::string_view name_of(const fanotify_event_metadata& event) {
+// A directory as fanotify names it: its file system's id and its file handle.
+struct DirId {
+  std::array<int, 2> fsid{};
+  int type = 0;
+  std::string handle;
+
+  bool operator==(const DirId&) const = default;
+};
+
+std::optional<DirId> dir_id(const std::string& path) {
+  struct statfs fs {};
+  alignas(file_handle) char buffer[sizeof(file_handle) + MAX_HANDLE_SZ];
+  auto* handle = reinterpret_cast<file_handle*>(buffer);
+  handle->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::statfs(path.c_str(), &fs) != 0 ||
+      ::name_to_handle_at(AT_FDCWD, path.c_str(), handle, &mount_id, 0) != 0) {
+    return std::nullopt;
+  }
+  DirId id{.type = handle->handle_type,
+           .handle = std::string(reinterpret_cast<const char*>(handle->f_handle),
+                                 handle->handle_bytes)};
+  std::memcpy(id.fsid.data(), &fs.f_fsid, sizeof id.fsid);
+  return id;
+}
+
+// The directory and the entry's name of an event reported with FAN_REPORT_DFID_NAME; nullopt
+// where it carries none.
+std::optional<std::pair<DirId, std::string_view>> entry_of(const fanotify_event_metadata& event) {
   auto* info = reinterpret_cast<const fanotify_event_info_fid*>(&event + 1);
   const char* end = reinterpret_cast<const char*>(&event) + event.event_len;
   if (reinterpret_cast<const char*>(info + 1) > end ||
       info->hdr.info_type != FAN_EVENT_INFO_TYPE_DFID_NAME) {
-    return {};
+    return std::nullopt;
   }
   auto* handle = reinterpret_cast<const file_handle*>(info->handle);
   const char* name = reinterpret_cast<const char*>(handle->f_handle) + handle->handle_bytes;
-  if (name >= end) return {};
-  return {name, ::strnlen(name, static_cast<std::size_t>(end - name))};
+  if (name >= end) return std::nullopt;
+  DirId dir{.type = handle->handle_type,
+            .handle = std::string(reinterpret_cast<const char*>(handle->f_handle),
+                                  handle->handle_bytes)};
+  std::memcpy(dir.fsid.data(), &info->fsid, sizeof dir.fsid);
+  return std::pair{dir, std::string_view(name, ::strnlen(name, end - name))};
+}
+
+// A created entry's identity, if it is a regular file still there.
+bool identify(HeldObject& object) {
+  struct stat st {};
+  if (::lstat(object.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  object.dev = st.st_dev;
+  object.ino = st.st_ino;
+  return true;
 }
 
 }  // namespace
 
-struct CreationWatch::Root {
-  std::string path;
-  UniqueFd dir;  // for the stat of what is made in it
+struct CreationWatch::Group {
+  struct Root {
+    std::string path;
+    DirId id;
+  };
+  std::vector<Root> roots;
   asio::posix::stream_descriptor events;
-  Handler* handler = nullptr;
-  std::shared_ptr<std::uint64_t> overflows;
+  Handler handler;
   alignas(fanotify_event_metadata) char buffer[64 * 1024];
 
-  Root(const asio::any_io_executor& executor, std::string p, UniqueFd d, int fanotify)
-      : path(std::move(p)), dir(std::move(d)), events(executor, fanotify) {}
+  Group(const asio::any_io_executor& executor, int fanotify, Handler h)
+      : events(executor, fanotify), handler(std::move(h)) {}
 
   void arm() {
     events.async_wait(asio::posix::descriptor_base::wait_read,
                       [this](boost::system::error_code ec) {
-                        if (ec) return;
+                        if (ec) return;  // cancelled: the group is gone
                         drain();
                         arm();
                       });
@@ -59,82 +103,70 @@ struct CreationWatch::Root {
   // Reads what is queued now and hands it over in one batch.
   void drain() {
     std::vector<RootChange> changes;
-    for (;;) {
-      ssize_t n = ::read(events.native_handle(), buffer, sizeof buffer);
-      if (n <= 0) break;  // EAGAIN: all read
+    for (ssize_t n; (n = ::read(events.native_handle(), buffer, sizeof buffer)) > 0;) {
       auto* event = reinterpret_cast<const fanotify_event_metadata*>(buffer);
       for (; FAN_EVENT_OK(event, n); event = FAN_EVENT_NEXT(event, n)) {
         if (event->vers != FANOTIFY_METADATA_VERSION) continue;
         if (event->mask & FAN_Q_OVERFLOW) {
-          ++*overflows;
-          spdlog::warn("root={} the kernel dropped creation events (queue full): what jobs made "
-                       "meanwhile is found only if held at cleanup",
-                       path);
+          spdlog::warn("the kernel dropped events of the allowed roots (queue full): what jobs "
+                       "made meanwhile is found only if held at cleanup");
           continue;
         }
-        std::string_view name = name_of(*event);
-        if (name.empty() || name == "." || name == "..") continue;
+        auto entry = entry_of(*event);
+        if (!entry || entry->second.empty()) continue;
+        auto root = std::find_if(roots.begin(), roots.end(),
+                                 [&](const Root& r) { return r.id == entry->first; });
+        if (root == roots.end()) continue;
         RootChange change{.created = (event->mask & (FAN_CREATE | FAN_MOVED_TO)) != 0,
-                          .object = {.path = path + "/" + std::string(name)},
+                          .object = {.path = root->path + "/" + std::string(entry->second)},
                           .pid = event->pid};
-        if (change.created && !identify(name, change.object)) continue;
+        if (change.created && !identify(change.object)) continue;
         changes.push_back(std::move(change));
       }
     }
-    if (!changes.empty()) (*handler)(changes);
-  }
-
-  // A created entry's identity, if it is a regular file still there.
-  bool identify(std::string_view name, HeldObject& object) const {
-    struct stat st {};
-    if (::fstatat(dir.get(), std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-        !S_ISREG(st.st_mode)) {
-      return false;
-    }
-    object.dev = st.st_dev;
-    object.ino = st.st_ino;
-    return true;
+    if (!changes.empty()) handler(changes);
   }
 };
 
 CreationWatch::CreationWatch(const asio::any_io_executor& executor,
                              const std::vector<std::string>& roots, Handler handler) {
-  auto shared = std::make_shared<Handler>(std::move(handler));
-  std::string why;
-  for (const auto& path : roots) {
-    UniqueFd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dir) continue;  // a root this node does not have
-    int fd = ::fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_CLOEXEC | FAN_NONBLOCK,
-                             O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      why = fmt::format("fanotify_init: {}{}", std::strerror(errno),
-                        errno == EPERM ? " (it needs CAP_SYS_ADMIN: only a root wardend has it)"
-                                       : "");
-      break;
-    }
-    if (::fanotify_mark(fd, FAN_MARK_ADD, kMask, dir.get(), nullptr) != 0) {
-      why = fmt::format("fanotify_mark {}: {}", path, std::strerror(errno));
-      ::close(fd);
-      continue;
-    }
-    auto root = std::make_unique<Root>(executor, path, std::move(dir), fd);
-    root->handler = shared.get();
-    root->overflows = overflows_;
-    roots_.push_back(std::move(root));
-  }
-  if (roots_.empty()) {
-    unavailable_ = why.empty() ? "none of the allowed roots exists" : why;
+  int fd = ::fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_CLOEXEC | FAN_NONBLOCK,
+                           O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    unavailable_ = fmt::format("fanotify_init: {}{}", std::strerror(errno),
+                               errno == EPERM ? " (it needs CAP_SYS_ADMIN: a root wardend)" : "");
     return;
   }
-  handler_ = std::move(shared);
-  for (auto& root : roots_) root->arm();
+  auto group = std::make_unique<Group>(executor, fd, std::move(handler));
+  std::string why = "none of the allowed roots exists";
+  for (const auto& path : roots) {
+    auto id = dir_id(path);
+    if (!id) continue;  // a root this node does not have
+    if (::fanotify_mark(fd, FAN_MARK_ADD, kMask, AT_FDCWD, path.c_str()) != 0) {
+      why = fmt::format("fanotify_mark {}: {}", path, std::strerror(errno));
+      continue;
+    }
+    group->roots.push_back({path, std::move(*id)});
+  }
+  if (group->roots.empty()) {
+    unavailable_ = why;
+    return;
+  }
+  group_ = std::move(group);
+  group_->arm();
 }
 
 CreationWatch::~CreationWatch() = default;
 
+void CreationWatch::drain() {
+  if (group_) group_->drain();
+}
+
 std::vector<std::string> CreationWatch::roots() const {
   std::vector<std::string> out;
-  for (const auto& root : roots_) out.push_back(root->path);
+  if (group_) {
+    for (const auto& root : group_->roots) out.push_back(root.path);
+  }
   return out;
 }
 
@@ -142,6 +174,7 @@ bool Creations::add(JobId job, HeldObject object) {
   if (auto it = by_path_.find(object.path); it != by_path_.end() && it->second != job) {
     remove(object.path);  // made again, by another job's process
   }
+  if (unclaimed_.contains(object.path)) remove(object.path);
   auto& mine = by_job_[job];
   if (mine.size() >= kMaxPerJob && !mine.contains(object.path)) return false;
   by_path_[object.path] = job;
@@ -150,7 +183,31 @@ bool Creations::add(JobId job, HeldObject object) {
   return true;
 }
 
+void Creations::add_unclaimed(MadeObject made) {
+  std::string path = made.object.path;
+  remove(path);  // whoever made it before
+  if (unclaimed_.size() >= kMaxUnclaimed) {
+    auto oldest = unclaimed_order_.begin();
+    unclaimed_.erase(oldest->second);
+    unclaimed_order_.erase(oldest);
+  }
+  std::uint64_t order = next_order_++;
+  unclaimed_order_.emplace(order, path);
+  unclaimed_.emplace(std::move(path), Unclaimed{std::move(made), order});
+}
+
+std::vector<MadeObject> Creations::unclaimed() const {
+  std::vector<MadeObject> out;
+  out.reserve(unclaimed_.size());
+  for (const auto& [path, u] : unclaimed_) out.push_back(u.made);
+  return out;
+}
+
 void Creations::remove(const std::string& path) {
+  if (auto u = unclaimed_.find(path); u != unclaimed_.end()) {
+    unclaimed_order_.erase(u->second.order);
+    unclaimed_.erase(u);
+  }
   auto it = by_path_.find(path);
   if (it == by_path_.end()) return;
   auto job = by_job_.find(it->second);

@@ -19,6 +19,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
+#include "core/identity.h"
 #include "core/supervisor.h"
 #include "world/discovery.h"
 #include "proto/unique_fd.h"
@@ -32,9 +33,10 @@ struct RootChange {
   pid_t pid = 0;        // the process that made the change (fanotify's event pid)
 };
 
-// One fanotify group per root (so an event's root needs no file-handle lookup), read on the event
-// loop. Only entries directly in a root are seen: shm segments, tempfile's files; what a job makes
-// in a directory of its own is found through that directory, registered or held.
+// One fanotify group for all the roots (one descriptor), read on the event loop; each event names
+// its directory by file handle, matched against the roots'. Only entries directly in a root are
+// seen: shm segments, tempfile's files; what a job makes in a directory of its own is found through
+// that directory, registered or held.
 class CreationWatch {
  public:
   using Handler = std::function<void(const std::vector<RootChange>&)>;
@@ -50,37 +52,58 @@ class CreationWatch {
   const std::string& unavailable() const { return unavailable_; }
   // The roots watched.
   std::vector<std::string> roots() const;
-  // How many times the kernel dropped events (its queue overflowed): creations then go unseen.
-  std::uint64_t overflows() const { return *overflows_; }
+  // Hands over what the kernel has queued now, at once. The kernel queues an event as the entry is
+  // made, so a job's cleanup that drains first sees everything its processes made before they
+  // died.
+  void drain();
 
  private:
-  struct Root;
-  std::shared_ptr<Handler> handler_;  // shared by the roots
-  std::vector<std::unique_ptr<Root>> roots_;
+  struct Group;
+  std::unique_ptr<Group> group_;
   std::string unavailable_;
-  std::shared_ptr<std::uint64_t> overflows_ = std::make_shared<std::uint64_t>(0);
 };
 
-// What each job made on the roots and has not removed, by path, bounded per job. Bookkeeping on
-// the event loop; the identities come from a stat when the creation is seen, so that a name made
-// again by someone else later is not taken for the job's.
+// An object made on a root by a process no active job could be named for when the event was read
+// (its parent, the job's main, had just died; it was not registered yet): the cleanup that ends
+// that very process (pid and start time) takes it as the job's.
+struct MadeObject {
+  HeldObject object;
+  ProcessIdentity maker;
+};
+
+// What each job made on the roots and has not removed, by path, bounded per job; and what was made
+// by processes of no job yet, the oldest forgotten first past its bound. Bookkeeping on the event
+// loop; the identities come from a stat when the creation is seen, so that a name made again by
+// someone else later is not taken for the job's.
 class Creations {
  public:
   static constexpr std::size_t kMaxPerJob = 65'536;
+  static constexpr std::size_t kMaxUnclaimed = 65'536;
 
   // Records that `job` made `object`; false where the job is at its bound (the object is then
   // not seen, as without the watch).
   bool add(JobId job, HeldObject object);
+  // Records what a process of no job (yet) made.
+  void add_unclaimed(MadeObject made);
   // An entry removed (or renamed away) from a root: whoever made it, it is no longer there.
   void remove(const std::string& path);
   // The job's objects, forgotten here (its cleanup takes them).
   std::vector<HeldObject> take(JobId job);
   void forget(JobId job) { take(job); }
-  std::size_t size() const { return by_path_.size(); }
+  // What processes of no job made, for a cleanup to pick its own from by maker.
+  std::vector<MadeObject> unclaimed() const;
+  std::size_t size() const { return by_path_.size() + unclaimed_.size(); }
 
  private:
   std::map<JobId, std::map<std::string, HeldObject>> by_job_;
   std::map<std::string, JobId> by_path_;
+  struct Unclaimed {
+    MadeObject made;
+    std::uint64_t order = 0;
+  };
+  std::map<std::string, Unclaimed> unclaimed_;
+  std::map<std::uint64_t, std::string> unclaimed_order_;  // oldest first
+  std::uint64_t next_order_ = 0;
 };
 
 }  // namespace warden

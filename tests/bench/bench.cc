@@ -27,6 +27,7 @@
 #include "tests/bench/beat_bench.h"
 #include "tests/bench/check_bench.h"
 #include "tests/bench/cleanup_bench.h"
+#include "tests/bench/creations_bench.h"
 #include "tests/bench/measure.h"
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/processes.h"
@@ -325,7 +326,7 @@ std::string machine() {
 }  // namespace
 }  // namespace warden::bench
 
-// `warden_bench [GROUP...]`: only those groups (heartbeat, cleanup, check, removal, stall, idle,
+// `warden_bench [GROUP...]`: only those groups (heartbeat, cleanup, check, creations, removal, stall, idle,
 // scale, registration); none: every one, as `make bench` runs it.
 int main(int argc, char** argv) {
   using namespace warden;
@@ -353,6 +354,7 @@ int main(int argc, char** argv) {
   // what they delete slows file removal for a while after each.
   if (wanted("cleanup")) cleanup_benchmarks(report);
   if (wanted("check")) check_benchmarks(report);
+  if (wanted("creations")) creation_benchmarks(report);
   if (wanted("removal")) heartbeat_during_removal(daemon, client, beating, report);
   if (wanted("stall")) stall_precision(daemon, client, report);
   testing::kill_and_reap({main_pid});

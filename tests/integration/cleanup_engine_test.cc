@@ -347,6 +347,33 @@ TEST_F(CleanupEngine, WhatRemovalsFreeIsCountedPerPathPerKindInMetricsAndStatus)
   EXPECT_NE(shown.out.find("freed"), std::string::npos) << shown.out;
 }
 
+// A process that made a segment before it was registered (or whose parent, the main, died before
+// wardend read the event): no job could be named for it then; the cleanup that ends that very
+// process takes the segment as the job's.
+TEST_F(CleanupEngine, WhatAWorkerMadeBeforeItWasRegisteredGoesWithTheJob) {
+  if (client.server().discover_note.find("fanotify") == std::string::npos) {
+    GTEST_SKIP() << "this wardend does not watch the roots: " << client.server().discover_note;
+  }
+  auto [t, id] = job();
+  pid_t worker = track(testing::spawn_exec(
+      {"/bin/sh", "-c", "head -c 8192 /dev/zero > /dev/shm/warden-made-$$ && exec sleep 600"}));
+  const std::string made = "/dev/shm/warden-made-" + std::to_string(worker);
+  shm_names.push_back(made.substr(8));
+  ASSERT_TRUE(eventually([&] { return fs::exists(made) && fs::file_size(made) == 8192; }));
+  std::this_thread::sleep_for(100ms);  // wardend reads the event while the maker is nobody's
+  client.add_process(id, worker);
+
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  EXPECT_FALSE(fs::exists(made));
+  auto found = std::find_if(done.report->discovered.begin(), done.report->discovered.end(),
+                            [&](const PathReport& p) { return p.path == made; });
+  ASSERT_NE(found, done.report->discovered.end());
+  EXPECT_EQ(found->outcome, Outcome::removed);
+  EXPECT_GE(found->bytes.value_or(0), 8192u);
+}
+
 TEST_F(CleanupEngine, KeepOnSuccessResourcesSurviveACleanEndAndLeftoversAreReported) {
   auto [t, id] = job();
   std::string output = dir + "/model.pt", scratch = dir + "/scratch";

@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
@@ -58,6 +60,32 @@ TEST(Creations, AJobIsBoundedAndTheRestGoesUnrecorded) {
   EXPECT_FALSE(c.add(7, object("/tmp/one-more", 1'000'000)));
   EXPECT_TRUE(c.add(8, object("/tmp/another-jobs", 1'000'001))) << "the bound is per job";
   EXPECT_EQ(c.take(7).size(), Creations::kMaxPerJob);
+}
+
+TEST(Creations, WhatNoJobMadeIsKeptWithItsMakerUntilRemovedOrClaimed) {
+  Creations c;
+  c.add_unclaimed({.object = object("/dev/shm/u", 1), .maker = {.pid = 42, .start_time = 9}});
+  c.add_unclaimed({.object = object("/dev/shm/v", 2), .maker = {.pid = 43, .start_time = 9}});
+  c.remove("/dev/shm/v");
+  auto unclaimed = c.unclaimed();
+  ASSERT_EQ(unclaimed.size(), 1u);
+  EXPECT_EQ(unclaimed[0].object.path, "/dev/shm/u");
+  EXPECT_EQ(unclaimed[0].maker.pid, 42);
+  c.add(7, object("/dev/shm/u", 3));  // made again, by a job's process
+  EXPECT_TRUE(c.unclaimed().empty());
+  EXPECT_EQ(c.take(7).size(), 1u);
+}
+
+TEST(Creations, TheOldestUnclaimedGoFirstPastTheBound) {
+  Creations c;
+  for (std::size_t i = 0; i <= Creations::kMaxUnclaimed; ++i) {
+    c.add_unclaimed({.object = object("/tmp/u" + std::to_string(i), i + 1),
+                     .maker = {.pid = 42, .start_time = 9}});
+  }
+  auto unclaimed = c.unclaimed();
+  EXPECT_EQ(unclaimed.size(), Creations::kMaxUnclaimed);
+  EXPECT_TRUE(std::none_of(unclaimed.begin(), unclaimed.end(),
+                           [](const MadeObject& m) { return m.object.path == "/tmp/u0"; }));
 }
 
 class Watch : public ::testing::Test {
