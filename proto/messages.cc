@@ -495,6 +495,8 @@ GpuHolder parse_gpu_holder(const json& j) {
           .job_name = j.value("job_name", "")};
 }
 
+}  // namespace
+
 json to_json(const ProcessReport& p) {
   json j{{"pid", p.pid},
          {"role", p.role},
@@ -628,6 +630,8 @@ Diagnostics parse_diagnostics(const json& j) {
   return d;
 }
 
+namespace {
+
 template <class T, class Fn>
 json array_of(const std::vector<T>& items, Fn&& fn) {
   json a = json::array();
@@ -653,6 +657,11 @@ json to_json(const CleanupReport& r) {
   j["reclaimed_bytes"] = {{"file", r.reclaimed.file_bytes},
                           {"shm", r.reclaimed.shm_bytes},
                           {"gpu", r.reclaimed.gpu_bytes}};
+  for (const auto& [list, omitted] : r.omitted) {
+    json outcomes = json::object();
+    for (const auto& [outcome, n] : omitted.outcomes) outcomes[std::string(to_string(outcome))] = n;
+    j["omitted"][list] = {{"count", omitted.count}, {"outcomes", std::move(outcomes)}};
+  }
   return j;
 }
 
@@ -675,6 +684,16 @@ CleanupReport parse_cleanup_report(const json& j) {
   r.reclaimed = {.file_bytes = reclaimed.value("file", std::uint64_t{0}),
                  .shm_bytes = reclaimed.value("shm", std::uint64_t{0}),
                  .gpu_bytes = reclaimed.value("gpu", std::uint64_t{0})};
+  // Named: items() of a temporary would outlive it.
+  const json omitted = j.value("omitted", json::object());
+  for (const auto& [list, entry] : omitted.items()) {
+    Omitted o{.count = entry.value("count", std::size_t{0})};
+    const json outcomes = entry.value("outcomes", json::object());
+    for (const auto& [outcome, n] : outcomes.items()) {
+      if (auto known = outcome_from_string(outcome)) o.outcomes[*known] = n.get<std::size_t>();
+    }
+    r.omitted[list] = std::move(o);
+  }
   return r;
 }
 

@@ -46,6 +46,10 @@ json to_json(const CommandSpec& c);
 // Replies: built by wardend, parsed by clients.
 json to_json(const HelloReply& r);
 json to_json(const CleanupReport& r);
+// A report's entries, as its lists carry them.
+json to_json(const ProcessReport& p);
+json to_json(const PathReport& p);
+json to_json(const CommandReport& c);
 json to_json(const JobStatus& s);
 json to_json(const GpusReply& r);
 HelloReply parse_hello_reply(const json& j);

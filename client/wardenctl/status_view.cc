@@ -141,6 +141,13 @@ void print_report(std::ostream& out, const CleanupReport& r) {
     fmt::print(out, "    {:<8} {:<13} {} {}{}\n", to_string(p.kind), to_string(p.outcome), p.path,
                bytes_text(p.bytes.value_or(0)), p.detail.empty() ? "" : "  " + p.detail);
   }
+  for (const auto& [list, omitted] : r.omitted) {
+    std::string outcomes;
+    for (const auto& [outcome, n] : omitted.outcomes) {
+      outcomes += fmt::format("{}{} {}", outcomes.empty() ? "" : ", ", n, to_string(outcome));
+    }
+    fmt::print(out, "  and {} more {} not listed ({})\n", omitted.count, list, outcomes);
+  }
   print_gpu_report(out, r);
 }
 

@@ -1,6 +1,7 @@
 #include "core/supervisor.h"
 
 #include <algorithm>
+#include <set>
 #include <stdexcept>
 #include <utility>
 
@@ -206,12 +207,36 @@ std::optional<TimePoint> Supervisor::next_deadline() const {
   return deadlines_.begin()->first;
 }
 
+namespace {
+
+// A cleaned job's report says what became of each path: of its registrations it keeps only those
+// its cleanup could not or would not remove (the node check looks at them again, by identity), so
+// that thousands of long paths do not stay with a finished job for as long as it is kept.
+void keep_only_paths_left(Job& job) {
+  std::set<std::pair<PathKind, std::string>> left;
+  if (job.report) {
+    for (const auto& p : job.report->paths) {
+      if (p.outcome != Outcome::removed && p.outcome != Outcome::already_gone) {
+        left.emplace(p.kind, p.path);
+      }
+    }
+  }
+  std::vector<TrackedPath> kept;
+  for (auto& p : job.paths) {
+    if (left.contains({p.kind, p.path})) kept.push_back(std::move(p));
+  }
+  job.paths = std::move(kept);
+}
+
+}  // namespace
+
 std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, TimePoint now) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.state != JobState::cleaning) return {};
   Job& job = it->second;
   job.state = JobState::cleaned;
   job.report = std::move(report);
+  keep_only_paths_left(job);
   job.finished = now;
   job_done(job);
   finished_order_.push_back(id);
@@ -225,6 +250,7 @@ std::vector<JobId> Supervisor::restore(Job job, JobId next_id) {
   if (!inserted) throw std::logic_error(job_str(id) + " restored twice");
   Job& j = it->second;
   if (j.state == JobState::cleaned) {
+    keep_only_paths_left(j);  // as cleanup_finished leaves it
     // The store lists jobs by id, the order they were created: close enough to the order they
     // finished for deciding which to retire first.
     finished_order_.push_back(id);

@@ -137,6 +137,11 @@ void add_cleanup_options(CLI::App& app, Config& c, Seconds& s, std::string& disc
                  "Seconds a process may survive SIGKILL before it is reported unkillable")
       ->check(CLI::Range(0.1, 600.0))
       ->capture_default_str();
+  app.add_option("--report-max-bytes", c.cleanup.max_report_bytes,
+                 "Largest cleanup report (JSON bytes): past it, its lists name what fits, problems "
+                 "first, and count the rest by outcome")
+      ->check(CLI::Range(std::size_t{16 * 1024}, std::size_t{4 << 20}))
+      ->capture_default_str();
 }
 
 // What makes `wardenctl check` call a node unclean, and how often wardend checks by itself.

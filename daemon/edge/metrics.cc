@@ -95,6 +95,12 @@ void Metrics::cleanup_finished(const CleanupReport& report) {
   for (const auto& p : report.paths) ++outcomes_[{"path", p.outcome}];
   for (const auto& h : report.hooks) ++outcomes_[{"hook", h.outcome}];
   for (const auto& p : report.discovered) ++outcomes_[{"discovered", p.outcome}];
+  for (const auto& [list, omitted] : report.omitted) {
+    const char* kind = list == "processes" ? "process" : list == "hooks" ? "hook"
+                       : list == "paths"   ? "path"
+                                           : "discovered";
+    for (const auto& [outcome, n] : omitted.outcomes) outcomes_[{kind, outcome}] += n;
+  }
   reclaimed_["file"] += report.reclaimed.file_bytes;
   reclaimed_["shm"] += report.reclaimed.shm_bytes;
   reclaimed_["gpu"] += report.reclaimed.gpu_bytes;

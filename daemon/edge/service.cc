@@ -1,5 +1,6 @@
 #include "edge/service.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <stdexcept>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +18,10 @@
 #include "core/wall_clock.h"
 
 namespace warden {
+
+// A running job's status lists its registered paths up to this many bytes of them.
+constexpr std::size_t kMaxListedPathBytes = 256 * 1024;
+
 namespace {
 
 // The process if it still exists and is the same one: a pid reused since has another identity
@@ -116,10 +122,11 @@ void Service::unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
 
 void Service::publish(const Event& event) {
   if (subscribers_.empty()) return;
-  json j = to_json(event);
+  auto line = std::make_shared<const std::string>(
+      json{{"event", to_json(event)}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
   for (auto& [id, s] : subscribers_) {
     bool sees = s.caller.is_admin() || static_cast<uid_t>(event.uid) == s.caller.uid;
-    if (sees && (!s.job || *s.job == event.job)) s.push(j);
+    if (sees && (!s.job || *s.job == event.job)) s.push(line);
   }
 }
 
@@ -617,6 +624,9 @@ void Service::start_cleanup(CleanupPlan plan) {
         }
         spdlog::info("job={} state=cleaned duration_ms={:.1f}", id, report.duration_ms);
         cleanup_finished(id, std::move(report));
+        // What the cleanups just finished used (plans, full reports before their bound, a mass
+        // death's burst) goes back to the system once none is running, off the loop.
+        if (cleanups_running_ == 0) boost::asio::post(blocking_, [] { ::malloc_trim(0); });
       });
 }
 
@@ -812,7 +822,11 @@ JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer)
                                          ? worker_tracking(job, w.identity.pid)
                                          : ""});
   }
+  // Bounded, as a report is: `counts` has them all.
+  std::size_t listed_bytes = 0;
   for (const auto& p : job.paths) {
+    listed_bytes += p.path.size();
+    if (listed_bytes > kMaxListedPathBytes) break;
     s.paths.push_back({.kind = p.kind, .path = p.path, .policy = p.policy});
   }
   return s;

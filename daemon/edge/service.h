@@ -89,8 +89,9 @@ class Service {
   std::string discover_note() const;
 
   // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
-  // is written; it must only queue it (not unsubscribe). Returns an id for unsubscribe().
-  using EventSink = std::function<void(const json& event)>;
+  // is written, as the line a follower is sent ({"event": ...} and a newline, made once for all
+  // of them); it must only queue it (not unsubscribe). Returns an id for unsubscribe().
+  using EventSink = std::function<void(const std::shared_ptr<const std::string>& line)>;
   std::uint64_t subscribe(const Caller& caller, std::optional<JobId> job, EventSink push);
   void unsubscribe(std::uint64_t id);
 

@@ -365,22 +365,26 @@ class Session {
   // After `events` with follow: writes each new event until the client closes the connection.
   asio::awaitable<void> follow_events(std::optional<JobId> job) {
     using namespace asio::experimental::awaitable_operators;
-    // Events queue here and go out in order; a reader that falls this far behind is dropped
-    // rather than let its queue grow without bound.
+    // Events queue here and go out in order (each line shared by every follower); a reader that
+    // falls this far behind, in events or in bytes, is dropped rather than let its queue grow
+    // without bound.
     constexpr std::size_t kMaxQueued = 10'000;
-    std::deque<std::string> queue;
+    const std::size_t max_bytes = settings_.limits.max_pending_output;
+    std::deque<std::shared_ptr<const std::string>> queue;
+    std::size_t queued_bytes = 0;
     bool overflowed = false;
     asio::steady_timer queued(socket_.get_executor(), asio::steady_timer::time_point::max());
     Service& service = settings_.service;
-    std::uint64_t id = service.subscribe(caller_, job, [&](const json& event) {
-      if (queue.size() >= kMaxQueued) {
-        overflowed = true;
-      } else {
-        queue.push_back(
-            json{{"event", event}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
-      }
-      queued.cancel();
-    });
+    std::uint64_t id = service.subscribe(
+        caller_, job, [&](const std::shared_ptr<const std::string>& line) {
+          if (queue.size() >= kMaxQueued || queued_bytes + line->size() > max_bytes) {
+            overflowed = true;
+          } else {
+            queue.push_back(line);
+            queued_bytes += line->size();
+          }
+          queued.cancel();
+        });
     struct Unsubscribe {
       Service& service;
       std::uint64_t id;
@@ -390,14 +394,17 @@ class Session {
     auto push = [&]() -> asio::awaitable<void> {
       for (;;) {
         while (!queue.empty()) {
-          auto [ec, _] = co_await asio::async_write(socket_, asio::buffer(queue.front()),
+          auto line = queue.front();  // held while written
+          auto [ec, _] = co_await asio::async_write(socket_, asio::buffer(*line),
                                                     asio::as_tuple(asio::use_awaitable));
           if (ec) co_return;
           queue.pop_front();
+          queued_bytes -= line->size();
         }
         if (overflowed) {
-          spdlog::warn("uid={} dropped from the event stream: {} events behind", caller_.uid,
-                       kMaxQueued);
+          spdlog::warn("uid={} dropped from the event stream: more than {} events or {} bytes "
+                       "behind",
+                       caller_.uid, kMaxQueued, max_bytes);
           co_return;
         }
         queued.expires_at(asio::steady_timer::time_point::max());

@@ -22,6 +22,7 @@
 #include "world/discovery.h"
 #include "world/process.h"
 #include "world/process_tree.h"
+#include "world/report_bound.h"
 #include "core/wall_clock.h"
 
 namespace warden {
@@ -650,6 +651,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   }
 
   report.reclaimed = tally_reclaimed(report);
+  bound_report(report, context.options.max_report_bytes);
   report.duration_ms = ms_between(start, Clock::now());
   co_return report;
 }

@@ -28,6 +28,8 @@ struct CleanupOptions {
   // What a job's cleanup does, unless the job said otherwise, with the objects on the allowed roots
   // its processes held open or mapped but it never registered (discovery.h).
   Discover discover = Discover::reclaim;
+  // A report's JSON beyond this is cut down to what fits, the rest counted (report_bound.h).
+  std::size_t max_report_bytes = 256 * 1024;
 };
 
 // Where a cleanup runs: the event loop it is spawned on, plus an executor for blocking work

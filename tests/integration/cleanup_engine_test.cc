@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "world/process_tree.h"
@@ -372,6 +373,54 @@ TEST_F(CleanupEngine, WhatAWorkerMadeBeforeItWasRegisteredGoesWithTheJob) {
   ASSERT_NE(found, done.report->discovered.end());
   EXPECT_EQ(found->outcome, Outcome::removed);
   EXPECT_GE(found->bytes.value_or(0), 8192u);
+}
+
+// wardend's resident memory, KiB.
+std::size_t rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.starts_with("VmRSS:")) return std::stoul(line.substr(6));
+  }
+  return 0;
+}
+
+// Two jobs of 2,000 registered files with 2.8 KB paths each: their reports, events and status
+// replies stay bounded (what does not fit is counted), and wardend's memory with them.
+TEST_F(CleanupEngine, JobsOfThousandsOfLongPathsMakeBoundedReportsEventsAndMemory) {
+  std::string deep = dir;
+  for (char c = 'a'; c < 'a' + 11; ++c) deep += "/" + std::string(250, c);
+  fs::create_directories(deep);
+  const std::size_t rss_before = rss_kib(daemon.pid());
+  std::vector<JobId> ids;
+  for (int j = 0; j < 2; ++j) {
+    auto [t, id] = job();
+    for (int i = 0; i < 2000; ++i) {
+      std::string file = fmt::format("{}/job{}-file{:04}", deep, j, i);
+      std::ofstream(file) << 'x';
+      client.add_path({.job = id, .kind = PathKind::file, .path = file});
+    }
+    ASSERT_GT(deep.size() + 15, 2800u);
+    ::kill(t.main, SIGKILL);
+    ASSERT_EQ(wait_for_state(id, JobState::cleaned).state, JobState::cleaned);
+    ids.push_back(id);
+  }
+  const std::size_t rss_after = rss_kib(daemon.pid());
+
+  for (JobId id : ids) {
+    JobStatus s = client.status(id).at(0);
+    ASSERT_TRUE(s.report);
+    EXPECT_LE(to_json(*s.report).dump().size(), 256u * 1024);
+    ASSERT_TRUE(s.report->omitted.contains("paths"));
+    EXPECT_EQ(s.report->paths.size() + s.report->omitted.at("paths").count, 2000u);
+    EXPECT_EQ(s.report->omitted.at("paths").outcomes.at(Outcome::removed),
+              s.report->omitted.at("paths").count);
+    for (const auto& e : client.events({.job = id, .limit = kMaxEventsPerReply})) {
+      EXPECT_LT(to_json(e).dump().size(), 1u << 20) << "event " << e.seq;
+    }
+  }
+  EXPECT_FALSE(fs::exists(deep + "/job1-file1999"));
+  EXPECT_LE(rss_after - std::min(rss_before, rss_after), 20u * 1024)
+      << "wardend grew from " << rss_before << " to " << rss_after << " KiB";
 }
 
 TEST_F(CleanupEngine, KeepOnSuccessResourcesSurviveACleanEndAndLeftoversAreReported) {

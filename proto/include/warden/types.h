@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -293,6 +294,12 @@ struct GpuReport {
   std::vector<GpuHolder> still_held_by;         // processes outside the job holding it afterwards
 };
 
+// Entries of a report's list left out to keep the report within its bound, counted.
+struct Omitted {
+  std::size_t count = 0;
+  std::map<Outcome, std::size_t> outcomes;
+};
+
 // Bytes a cleanup gave back, by kind: files and directories removed (registered or discovered),
 // shared-memory segments unlinked, GPU memory released (NVML only).
 struct Reclaimed {
@@ -316,6 +323,9 @@ struct CleanupReport {
   std::vector<GpuReport> gpus;  // each GPU a process of the job held
   std::string gpu_note;         // why `gpus` has no memory figures, where it has none
   Reclaimed reclaimed;          // what the cleanup gave back, registered and discovered together
+  // What a report over wardend's size bound does not list, per list ("processes", "hooks",
+  // "paths", "discovered"): counted by outcome instead. Problems are listed first.
+  std::map<std::string, Omitted> omitted;
 };
 
 // One GPU of the node and who holds it now (the `gpus` op).
