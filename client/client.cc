@@ -79,6 +79,8 @@ class Client::Connection {
   void disconnect();
   json exchange(const json& request, int pass_fd = -1);
   void send_line(const std::string& line, int pass_fd);
+  // Why a send failed, in wardend's own words where it said why it closed the connection.
+  std::string send_failure(int err);
   bool readable_within(std::chrono::milliseconds wait);
   // Reads what has arrived (at least one byte) into the decoder.
   void receive();
@@ -190,7 +192,7 @@ void Client::Connection::send_line(const std::string& line, int pass_fd) {
     do {
       n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) lost("send to " + socket_path_ + ": " + std::strerror(errno));
+    if (n < 0) lost(send_failure(errno));
     sent = static_cast<std::size_t>(n);
   }
   while (sent < line.size()) {
@@ -201,9 +203,30 @@ void Client::Connection::send_line(const std::string& line, int pass_fd) {
       unavailable("wardend took no more of the request within " +
                   std::to_string(options_.timeout.count()) + " ms on " + socket_path_);
     }
-    if (n < 0) lost("send to " + socket_path_ + ": " + std::strerror(errno));
+    if (n < 0) lost(send_failure(errno));
     sent += static_cast<std::size_t>(n);
   }
+}
+
+std::string Client::Connection::send_failure(int err) {
+  // wardend says why before it closes a connection (a limit, an idle timeout): its words, where it
+  // left them, say more than "Broken pipe".
+  if (err == EPIPE || err == ECONNRESET) {
+    for (int reads = 0; reads < 16 && readable_within({}); ++reads) {
+      auto space = decoder_.prepare(64 * 1024);
+      ssize_t n = ::recv(fd_, space.data(), space.size(), MSG_DONTWAIT);
+      if (n <= 0) break;
+      decoder_.commit(static_cast<std::size_t>(n));
+    }
+    if (auto line = decoder_.next()) {
+      json said = json::parse(*line, nullptr, /*allow_exceptions=*/false);
+      if (said.is_object() && said.contains("error")) {
+        return "wardend closed the connection: " +
+               said["error"].value("message", std::string("no reason given"));
+      }
+    }
+  }
+  return "send to " + socket_path_ + ": " + std::strerror(err);
 }
 
 std::string Client::Connection::read_line(bool bounded) {

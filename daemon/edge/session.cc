@@ -221,6 +221,8 @@ class Session {
       auto space = decoder_.prepare(kReadChunk);
       auto [ec, n] = wait_ec ? std::pair{wait_ec, std::size_t{0}}
                              : receive(socket_.native_handle(), space, passed_fds_);
+      const auto idle_since = deadline_->last_read;
+      const std::size_t requests_before = requests_;
       deadline_->last_read = std::chrono::steady_clock::now();
       decoder_.commit(ec ? 0 : n);
       if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
@@ -229,6 +231,10 @@ class Session {
       bool answered = co_await answer_lines();
       deadline_->answered();
       if (!answered) co_return false;
+      // Blank lines are no request: they do not keep an idle connection open.
+      if (requests_ == requests_before && decoder_.pending() == 0) {
+        deadline_->last_read = idle_since;
+      }
       note_partial_line();
       bool close = false;
       if (!co_await say_framing_error(ec, close) || ec || close) co_return false;
@@ -305,6 +311,7 @@ class Session {
           break;
         }
         large = large || line->size() > kLargeLine;
+        ++requests_;
         replies.push_back(dispatch(context, *line));
         bytes += replies.back().line.size();
       }
@@ -465,6 +472,7 @@ class Session {
   FrameDecoder decoder_;
   std::deque<UniqueFd> passed_fds_;
   std::optional<Follow> follow_;
+  std::size_t requests_ = 0;  // lines answered, blank ones not counted
   std::shared_ptr<ReadDeadline> deadline_;
 };
 

@@ -1,7 +1,9 @@
 #include "world/creations.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <sys/fanotify.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -128,8 +130,27 @@ struct CreationWatch::Group {
   }
 };
 
+namespace {
+
+// Whether this process has CAP_SYS_ADMIN in effect. Since Linux 5.13 fanotify works without it,
+// but then names no other process behind an event (its pid is 0): of no use here.
+bool has_sys_admin() {
+  __user_cap_header_struct header{.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32))) != 0;
+}
+
+}  // namespace
+
 CreationWatch::CreationWatch(const asio::any_io_executor& executor,
                              const std::vector<std::string>& roots, Handler handler) {
+  if (!has_sys_admin()) {
+    unavailable_ =
+        "fanotify names the process behind a file only to a watcher with CAP_SYS_ADMIN, which "
+        "this wardend lacks (a per-user one, or a unit without it)";
+    return;
+  }
   int fd = ::fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_CLOEXEC | FAN_NONBLOCK,
                            O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

@@ -98,7 +98,8 @@ Churn churn(const testing::Daemon& daemon) {
 void creation_benchmarks(Report& report) {
   testing::Daemon watching({"--log-level", "warn"});
   testing::Daemon blind({"--log-level", "warn"},
-                        {"/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--"});
+                        {"/usr/bin/setpriv", "--inh-caps", "-sys_admin", "--bounding-set",
+                         "-sys_admin", "--"});
   auto watches = [](const testing::Daemon& d) {
     return Client(d.socket()).server().discover_note.find("is not seen") == std::string::npos;
   };

@@ -353,6 +353,32 @@ TEST_F(ConnectionLimitsTest, AnIdleConnectionIsClosedAndClientsReconnectByThemse
   EXPECT_GE(client.reconnects(), 1u);
 }
 
+TEST_F(ConnectionLimitsTest, WardenctlPastThePerUserLimitSaysWhyNotBrokenPipe) {
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 100; ++i) {
+    UniqueFd fd = connect_raw(daemon.socket());
+    ::send(fd.get(), "{\"op\":\"hello\"}\n", 15, MSG_NOSIGNAL);
+    if (read_line(fd.get(), 5s).find("\"ok\":true") == std::string::npos) break;
+    held.push_back(std::move(fd));
+  }
+  auto r = run_command({WARDENCTL_PATH, "--socket", daemon.socket(), "status"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("(the limit)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Broken pipe"), std::string::npos) << r.err;
+}
+
+TEST_F(ConnectionLimitsTest, BlankLinesDoNotKeepAnIdleConnectionOpen) {
+  UniqueFd idle = connect_raw(daemon.socket());
+  auto start = std::chrono::steady_clock::now();
+  std::string line;
+  for (int i = 0; i < 8 && line.empty(); ++i) {
+    ::send(idle.get(), "\n", 1, MSG_NOSIGNAL);  // one a half second: no request
+    line = read_line(idle.get(), 500ms);
+  }
+  EXPECT_NE(line.find("connection idle for 2 s"), std::string::npos) << line;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3500ms) << "blank lines kept it open";
+}
+
 // wardend limited to 41 descriptors (about 30 for connections once its own are open: the store,
 // its pools, the fanotify group): connections past what it can hold are refused with a line
 // saying so, and once some close, new ones are served again.
