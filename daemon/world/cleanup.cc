@@ -362,8 +362,8 @@ asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const Cle
 
 // SIGKILL to what is left: a tracked job's cgroups all at once (frozen first, so that what was
 // forked during the grace period is named in the report), anything outside them through pidfds.
-// Where part of the job ran outside the cgroups since the freeze (`ran_outside`), that part is
-// stopped and rescanned to a fixed point before anything is killed: a child forked during the
+// Where part of the job outside the cgroups has run since the freeze and still lives
+// (`ran_outside`), it is stopped and rescanned to a fixed point before anything is killed: a child forked during the
 // grace whose parent was killed first would be orphaned before the look, and then only its group,
 // session or cookie could name it. Waits until all are gone or the kill bound passes.
 asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,

@@ -40,7 +40,7 @@ std::optional<DirId> dir_id(const std::string& path) {
   handle->handle_bytes = MAX_HANDLE_SZ;
   int mount_id = 0;
   if (::statfs(path.c_str(), &fs) != 0 ||
-      ::name_to_handle_at(AT_FDCWD, path.c_str(), handle, &mount_id, 0) != 0) {
+      ::name_to_handle_at(AT_FDCWD, path.c_str(), handle, &mount_id, AT_SYMLINK_FOLLOW) != 0) {
     return std::nullopt;
   }
   DirId id{.type = handle->handle_type,
