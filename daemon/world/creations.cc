@@ -50,22 +50,20 @@ std::optional<DirId> dir_id(const std::string& path) {
   return id;
 }
 
-// The directory and the entry's name of an event reported with FAN_REPORT_DFID_NAME; nullopt
-// where it carries none.
-std::optional<std::pair<DirId, std::string_view>> entry_of(const fanotify_event_metadata& event) {
-  auto* info = reinterpret_cast<const fanotify_event_info_fid*>(&event + 1);
-  const char* end = reinterpret_cast<const char*>(&event) + event.event_len;
-  if (reinterpret_cast<const char*>(info + 1) > end ||
-      info->hdr.info_type != FAN_EVENT_INFO_TYPE_DFID_NAME) {
-    return std::nullopt;
-  }
-  auto* handle = reinterpret_cast<const file_handle*>(info->handle);
-  const char* name = reinterpret_cast<const char*>(handle->f_handle) + handle->handle_bytes;
-  if (name >= end) return std::nullopt;
-  DirId dir{.type = handle->handle_type,
-            .handle = std::string(reinterpret_cast<const char*>(handle->f_handle),
-                                  handle->handle_bytes)};
-  std::memcpy(dir.fsid.data(), &info->fsid, sizeof dir.fsid);
+// The directory and the entry's name of an event reported with FAN_REPORT_DFID_NAME, from the
+// bytes after its metadata (`info` to `end`); nullopt where it carries none. Events are only
+// 4-byte aligned in the buffer, so every field is copied out, never read in place.
+std::optional<std::pair<DirId, std::string_view>> entry_of(const char* info, const char* end) {
+  fanotify_event_info_fid fid{};
+  file_handle handle{};
+  const char* bytes = info + sizeof fid + sizeof handle;
+  if (bytes > end) return std::nullopt;
+  std::memcpy(&fid, info, sizeof fid);
+  std::memcpy(&handle, info + sizeof fid, sizeof handle);
+  const char* name = bytes + handle.handle_bytes;
+  if (fid.hdr.info_type != FAN_EVENT_INFO_TYPE_DFID_NAME || name >= end) return std::nullopt;
+  DirId dir{.type = handle.handle_type, .handle = std::string(bytes, handle.handle_bytes)};
+  std::memcpy(dir.fsid.data(), &fid.fsid, sizeof dir.fsid);
   return std::pair{dir, std::string_view(name, ::strnlen(name, end - name))};
 }
 
@@ -88,7 +86,7 @@ struct CreationWatch::Group {
   std::vector<Root> roots;
   asio::posix::stream_descriptor events;
   Handler handler;
-  alignas(fanotify_event_metadata) char buffer[64 * 1024];
+  char buffer[64 * 1024];
 
   Group(const asio::any_io_executor& executor, int fanotify, Handler h)
       : events(executor, fanotify), handler(std::move(h)) {}
@@ -106,22 +104,24 @@ struct CreationWatch::Group {
   void drain() {
     std::vector<RootChange> changes;
     for (ssize_t n; (n = ::read(events.native_handle(), buffer, sizeof buffer)) > 0;) {
-      auto* event = reinterpret_cast<const fanotify_event_metadata*>(buffer);
-      for (; FAN_EVENT_OK(event, n); event = FAN_EVENT_NEXT(event, n)) {
-        if (event->vers != FANOTIFY_METADATA_VERSION) continue;
-        if (event->mask & FAN_Q_OVERFLOW) {
+      fanotify_event_metadata event{};
+      for (ssize_t at = 0; at + static_cast<ssize_t>(sizeof event) <= n; at += event.event_len) {
+        std::memcpy(&event, buffer + at, sizeof event);
+        if (event.event_len < sizeof event || at + event.event_len > n) break;
+        if (event.vers != FANOTIFY_METADATA_VERSION) continue;
+        if (event.mask & FAN_Q_OVERFLOW) {
           spdlog::warn("the kernel dropped events of the allowed roots (queue full): what jobs "
                        "made meanwhile is found only if held at cleanup");
           continue;
         }
-        auto entry = entry_of(*event);
+        auto entry = entry_of(buffer + at + event.metadata_len, buffer + at + event.event_len);
         if (!entry || entry->second.empty()) continue;
         auto root = std::find_if(roots.begin(), roots.end(),
                                  [&](const Root& r) { return r.id == entry->first; });
         if (root == roots.end()) continue;
-        RootChange change{.created = (event->mask & (FAN_CREATE | FAN_MOVED_TO)) != 0,
+        RootChange change{.created = (event.mask & (FAN_CREATE | FAN_MOVED_TO)) != 0,
                           .object = {.path = root->path + "/" + std::string(entry->second)},
-                          .pid = event->pid};
+                          .pid = event.pid};
         if (change.created && !identify(change.object)) continue;
         changes.push_back(std::move(change));
       }
