@@ -597,7 +597,9 @@ void Service::start_cleanup(CleanupPlan plan) {
                    .home = home_of(id),
                    .gpus = gpus_,
                    .created = creations_.take(id),
-                   .unclaimed = creations_.unclaimed()}),
+                   .claim_made = [this](const std::vector<ProcessIdentity>& makers) {
+                     return creations_.claim(makers);
+                   }}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {

@@ -524,16 +524,11 @@ void add_created(std::vector<HeldObject>& held, std::vector<HeldObject> created)
   }
 }
 
-// Of what processes of no job made, what these processes of the job made.
-std::vector<HeldObject> made_by(const std::vector<MadeObject>& unclaimed,
-                                const std::vector<ProcessReport>& processes) {
-  std::set<std::pair<pid_t, std::uint64_t>> job;
+// The processes a cleanup ended (or found gone), by identity.
+std::vector<ProcessIdentity> identities(const std::vector<ProcessReport>& processes) {
+  std::vector<ProcessIdentity> out;
   for (const auto& p : processes) {
-    if (p.start_time != 0) job.emplace(p.pid, p.start_time);
-  }
-  std::vector<HeldObject> out;
-  for (const auto& u : unclaimed) {
-    if (job.contains({u.maker.pid, u.maker.start_time})) out.push_back(u.object);
+    if (p.start_time != 0) out.push_back({.pid = p.pid, .start_time = p.start_time});
   }
   return out;
 }
@@ -632,7 +627,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   // shares them.
   if (discover != Discover::off && home != nullptr && home->shares_paths()) {
     add_created(held, std::move(context.created));
-    add_created(held, made_by(context.unclaimed, report.processes));
+    if (context.claim_made) add_created(held, context.claim_made(identities(report.processes)));
   }
   if (!held.empty()) {
     DiscoveryRules rules{.mode = discover,

@@ -1,6 +1,7 @@
 // The cleanup engine: carries out a CleanupPlan on the event loop and reports each step's outcome.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -49,10 +50,11 @@ struct CleanupContext {
   // The node's GPUs, for the report's account of what the job held; nullptr: not looked at.
   std::shared_ptr<Gpus> gpus;
   // What the job's processes made on wardend's roots and had not removed (creations.h): with what
-  // they hold at cleanup, discovery's candidates; and what processes of no job made, of which
-  // those made by a process this cleanup ends are the job's too. Paths in wardend's file tree.
+  // they hold at cleanup, discovery's candidates. Paths in wardend's file tree.
   std::vector<HeldObject> created;
-  std::vector<MadeObject> unclaimed;
+  // What the processes this cleanup ended made while they were of no job (creations.h), asked on
+  // the event loop once they are known; empty: nothing is watched.
+  std::function<std::vector<HeldObject>(const std::vector<ProcessIdentity>&)> claim_made;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

@@ -208,24 +208,39 @@ void Creations::add_unclaimed(MadeObject made) {
   std::string path = made.object.path;
   remove(path);  // whoever made it before
   if (unclaimed_.size() >= kMaxUnclaimed) {
-    auto oldest = unclaimed_order_.begin();
-    unclaimed_.erase(oldest->second);
-    unclaimed_order_.erase(oldest);
+    std::string oldest = unclaimed_order_.begin()->second;  // a copy: remove() erases the original
+    remove(oldest);
   }
   std::uint64_t order = next_order_++;
   unclaimed_order_.emplace(order, path);
+  unclaimed_by_maker_.emplace(std::pair{made.maker.pid, made.maker.start_time}, path);
   unclaimed_.emplace(std::move(path), Unclaimed{std::move(made), order});
 }
 
-std::vector<MadeObject> Creations::unclaimed() const {
-  std::vector<MadeObject> out;
-  out.reserve(unclaimed_.size());
-  for (const auto& [path, u] : unclaimed_) out.push_back(u.made);
+std::vector<HeldObject> Creations::claim(const std::vector<ProcessIdentity>& makers) {
+  std::vector<std::string> paths;
+  for (const auto& maker : makers) {
+    auto [lo, hi] = unclaimed_by_maker_.equal_range({maker.pid, maker.start_time});
+    for (auto it = lo; it != hi; ++it) paths.push_back(it->second);
+  }
+  std::vector<HeldObject> out;
+  for (const auto& path : paths) {
+    out.push_back(unclaimed_.at(path).made.object);
+    remove(path);
+  }
   return out;
 }
 
 void Creations::remove(const std::string& path) {
   if (auto u = unclaimed_.find(path); u != unclaimed_.end()) {
+    const ProcessIdentity& maker = u->second.made.maker;
+    auto [lo, hi] = unclaimed_by_maker_.equal_range({maker.pid, maker.start_time});
+    for (auto it = lo; it != hi; ++it) {
+      if (it->second == path) {
+        unclaimed_by_maker_.erase(it);
+        break;
+      }
+    }
     unclaimed_order_.erase(u->second.order);
     unclaimed_.erase(u);
   }

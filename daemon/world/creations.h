@@ -90,8 +90,9 @@ class Creations {
   // The job's objects, forgotten here (its cleanup takes them).
   std::vector<HeldObject> take(JobId job);
   void forget(JobId job) { take(job); }
-  // What processes of no job made, for a cleanup to pick its own from by maker.
-  std::vector<MadeObject> unclaimed() const;
+  // What these processes made while they were of no job, forgotten here (the cleanup that ended
+  // them takes it). A lookup per maker: a mass death of many cleanups costs no copy of the rest.
+  std::vector<HeldObject> claim(const std::vector<ProcessIdentity>& makers);
   std::size_t size() const { return by_path_.size() + unclaimed_.size(); }
 
  private:
@@ -103,6 +104,7 @@ class Creations {
   };
   std::map<std::string, Unclaimed> unclaimed_;
   std::map<std::uint64_t, std::string> unclaimed_order_;  // oldest first
+  std::multimap<std::pair<pid_t, std::uint64_t>, std::string> unclaimed_by_maker_;
   std::uint64_t next_order_ = 0;
 };
 

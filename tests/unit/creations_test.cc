@@ -62,18 +62,22 @@ TEST(Creations, AJobIsBoundedAndTheRestGoesUnrecorded) {
   EXPECT_EQ(c.take(7).size(), Creations::kMaxPerJob);
 }
 
-TEST(Creations, WhatNoJobMadeIsKeptWithItsMakerUntilRemovedOrClaimed) {
+TEST(Creations, WhatNoJobMadeIsClaimedByItsMakerOnceUnlessRemovedOrMadeAgain) {
   Creations c;
-  c.add_unclaimed({.object = object("/dev/shm/u", 1), .maker = {.pid = 42, .start_time = 9}});
-  c.add_unclaimed({.object = object("/dev/shm/v", 2), .maker = {.pid = 43, .start_time = 9}});
+  const ProcessIdentity maker{.pid = 42, .start_time = 9};
+  c.add_unclaimed({.object = object("/dev/shm/u", 1), .maker = maker});
+  c.add_unclaimed({.object = object("/dev/shm/v", 2), .maker = maker});
+  c.add_unclaimed({.object = object("/dev/shm/w", 3), .maker = {.pid = 43, .start_time = 9}});
   c.remove("/dev/shm/v");
-  auto unclaimed = c.unclaimed();
-  ASSERT_EQ(unclaimed.size(), 1u);
-  EXPECT_EQ(unclaimed[0].object.path, "/dev/shm/u");
-  EXPECT_EQ(unclaimed[0].maker.pid, 42);
-  c.add(7, object("/dev/shm/u", 3));  // made again, by a job's process
-  EXPECT_TRUE(c.unclaimed().empty());
+  EXPECT_TRUE(c.claim({{.pid = 42, .start_time = 10}}).empty()) << "another process by that pid";
+  auto claimed = c.claim({maker});
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].path, "/dev/shm/u");
+  EXPECT_TRUE(c.claim({maker}).empty()) << "claimed once";
+  c.add(7, object("/dev/shm/w", 4));  // made again, by a job's process
+  EXPECT_TRUE(c.claim({{.pid = 43, .start_time = 9}}).empty());
   EXPECT_EQ(c.take(7).size(), 1u);
+  EXPECT_EQ(c.size(), 0u);
 }
 
 TEST(Creations, TheOldestUnclaimedGoFirstPastTheBound) {
@@ -82,10 +86,12 @@ TEST(Creations, TheOldestUnclaimedGoFirstPastTheBound) {
     c.add_unclaimed({.object = object("/tmp/u" + std::to_string(i), i + 1),
                      .maker = {.pid = 42, .start_time = 9}});
   }
-  auto unclaimed = c.unclaimed();
-  EXPECT_EQ(unclaimed.size(), Creations::kMaxUnclaimed);
-  EXPECT_TRUE(std::none_of(unclaimed.begin(), unclaimed.end(),
-                           [](const MadeObject& m) { return m.object.path == "/tmp/u0"; }));
+  EXPECT_EQ(c.size(), Creations::kMaxUnclaimed);
+  auto claimed = c.claim({{.pid = 42, .start_time = 9}});
+  EXPECT_EQ(claimed.size(), Creations::kMaxUnclaimed);
+  EXPECT_TRUE(std::none_of(claimed.begin(), claimed.end(),
+                           [](const HeldObject& h) { return h.path == "/tmp/u0"; }))
+      << "the oldest went first";
 }
 
 class Watch : public ::testing::Test {
