@@ -99,6 +99,15 @@ std::optional<TrackedPath> Supervisor::add_path(const Caller& caller, JobId id, 
                                                std::to_string(job.paths.size()) +
                                                " paths (the limit); register a directory instead");
   }
+  std::size_t& used = path_bytes_per_user_[job.uid];
+  if (used + path.path.size() > limits_.max_path_bytes_per_user) {
+    throw Error(ErrorCode::limit_exceeded,
+                "uid " + std::to_string(job.uid) + "'s running jobs already register " +
+                    std::to_string(used) + " bytes of paths (the limit is " +
+                    std::to_string(limits_.max_path_bytes_per_user) +
+                    "); register a directory instead of its files");
+  }
+  used += path.path.size();
   job.paths.push_back(std::move(path));
   return std::nullopt;
 }
@@ -228,6 +237,13 @@ void keep_only_paths_left(Job& job) {
   job.paths = std::move(kept);
 }
 
+// What a job's registered paths weigh against its user's bound: their names.
+std::size_t path_bytes(const Job& job) {
+  std::size_t bytes = 0;
+  for (const auto& p : job.paths) bytes += p.path.size();
+  return bytes;
+}
+
 }  // namespace
 
 std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, TimePoint now) {
@@ -236,9 +252,9 @@ std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, 
   Job& job = it->second;
   job.state = JobState::cleaned;
   job.report = std::move(report);
-  keep_only_paths_left(job);
   job.finished = now;
   job_done(job);
+  keep_only_paths_left(job);
   finished_order_.push_back(id);
   return retire_finished();
 }
@@ -257,6 +273,7 @@ std::vector<JobId> Supervisor::restore(Job job, JobId next_id) {
     return retire_finished();
   }
   ++active_jobs_per_user_[j.uid];
+  path_bytes_per_user_[j.uid] += path_bytes(j);
   if (j.deadline) {
     std::optional<TimePoint> deadline = j.deadline;
     j.deadline.reset();
@@ -296,6 +313,7 @@ void Supervisor::discard_path(JobId id, PathKind kind, const std::string& path,
   if (previous) {
     *it = std::move(*previous);
   } else {
+    path_bytes_per_user_[job->uid] -= it->path.size();
     job->paths.erase(it);
   }
 }
@@ -396,6 +414,7 @@ void Supervisor::set_deadline(Job& job, std::optional<TimePoint> deadline) {
 
 void Supervisor::job_done(const Job& job) {
   if (--active_jobs_per_user_[job.uid] == 0) active_jobs_per_user_.erase(job.uid);
+  if ((path_bytes_per_user_[job.uid] -= path_bytes(job)) == 0) path_bytes_per_user_.erase(job.uid);
 }
 
 std::vector<JobId> Supervisor::retire_finished() {

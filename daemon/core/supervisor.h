@@ -170,6 +170,9 @@ struct SupervisorLimits {
   std::size_t max_jobs_per_user = 1024;
   std::size_t max_processes_per_job = 4096;
   std::size_t max_paths_per_job = 4096;  // files, directories, shm segments and globs
+  // Bytes of path names one user's running jobs may register together: what they cost wardend's
+  // memory, which a job count and a path count alone do not bound (4,096 paths of 4 KiB each).
+  std::size_t max_path_bytes_per_user = 64 << 20;
   std::size_t max_hooks_per_job = 16;
   std::size_t finished_jobs_kept = 1000;  // cleaned jobs kept for `status`, oldest dropped first
 };
@@ -260,6 +263,7 @@ class Supervisor {
   JobId next_id_ = 1;
   std::map<JobId, Job> jobs_;
   std::map<uid_t, std::size_t> active_jobs_per_user_;  // jobs not yet cleaned
+  std::map<uid_t, std::size_t> path_bytes_per_user_;   // their registered paths' names
   std::set<std::pair<TimePoint, JobId>> deadlines_;    // running jobs with a heartbeat
   std::deque<JobId> finished_order_;                   // cleaned jobs, oldest first
 };

@@ -101,6 +101,10 @@ void add_job_options(CLI::App& app, Config& c) {
                  "Processes one job may register")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--max-path-bytes-per-user", c.limits.max_path_bytes_per_user,
+                 "Bytes of path names one user's running jobs may register together")
+      ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 32))
+      ->capture_default_str();
   app.add_option("--finished-jobs-kept", c.limits.finished_jobs_kept,
                  "Cleaned jobs kept for status, oldest dropped first")
       ->capture_default_str();

@@ -260,6 +260,36 @@ TEST_F(SupervisorTest, RestoredJobsKeepTheirStateDeadlinesAndIdsContinue) {
   EXPECT_EQ(core.register_job(kAlice, spec(), proc(30), t0), 10u) << "ids continue after 9";
 }
 
+// Path names cost wardend memory: a user's running jobs register at most so many bytes of them,
+// given back when a job is cleaned, taken back or a registration undone.
+TEST_F(SupervisorTest, AUsersRunningJobsRegisterPathsUpToTheirByteBound) {
+  core.set_limits({.max_path_bytes_per_user = 10'000});
+  auto path = [](int i) {
+    return TrackedPath{.kind = PathKind::file,
+                       .path = "/tmp/" + std::string(2800, 'p') + std::to_string(i),
+                       .identity = {.ino = static_cast<ino_t>(i), .uid = 1000}};
+  };
+  JobId a = core.register_job(kAlice, spec(), proc(10), t0);
+  JobId b = core.register_job(kAlice, spec(), proc(20), t0);
+  core.add_path(kAlice, a, path(1));
+  core.add_path(kAlice, a, path(2));
+  core.add_path(kAlice, b, path(3));
+  EXPECT_EQ(code_of([&] { core.add_path(kAlice, b, path(4)); }), ErrorCode::limit_exceeded)
+      << "the bound is the user's, over all its jobs";
+  JobId other = core.register_job(kBob, spec(), proc(30, 1001), t0);
+  TrackedPath bobs = path(5);
+  bobs.identity.uid = 1001;
+  EXPECT_FALSE(core.add_path(kBob, other, bobs)) << "another user has a bound of its own";
+
+  core.discard_path(b, PathKind::file, path(3).path, std::nullopt);
+  EXPECT_FALSE(core.add_path(kAlice, b, path(4))) << "an undone registration gives its bytes back";
+  core.end_job(kAlice, a, false);
+  core.cleanup_finished(a, CleanupReport{}, t0);
+  EXPECT_FALSE(core.add_path(kAlice, b, path(6))) << "a cleaned job's are given back";
+  EXPECT_FALSE(core.add_path(kAlice, b, path(7)));
+  EXPECT_EQ(code_of([&] { core.add_path(kAlice, b, path(8)); }), ErrorCode::limit_exceeded);
+}
+
 TEST_F(SupervisorTest, UndoTakesBackExactlyTheChange) {
   JobId id = core.register_job(kAlice, spec(seconds(5)), proc(10), t0);
   EXPECT_TRUE(core.add_process(kAlice, id, proc(11)));
