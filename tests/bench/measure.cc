@@ -92,18 +92,4 @@ std::string heartbeat_line(JobId job) {
   return json{{"id", 1}, {"op", "heartbeat"}, {"job", job}}.dump() + "\n";
 }
 
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  std::size_t value = 0;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      in >> value;
-      return value;
-    }
-    in.ignore(1 << 20, '\n');
-  }
-  return 0;
-}
-
 }  // namespace warden::bench

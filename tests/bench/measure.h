@@ -11,6 +11,7 @@
 
 #include "proto/messages.h"
 #include "proto/unique_fd.h"
+#include "tests/support/processes.h"
 
 namespace warden::bench {
 
@@ -42,7 +43,7 @@ std::vector<double> round_trips(
     const std::function<bool()>& keep_going = [] { return true; });
 std::string heartbeat_line(JobId job);
 // A process's resident set (VmRSS), KiB.
-std::size_t rss_kib(pid_t pid);
+using testing::rss_kib;
 // "1.23×"
 std::string ratio(double measured, double baseline);
 // Idle processes that belong to no job, as on a GPU node running thousands: each waits forever.

@@ -206,13 +206,7 @@ class LargeFrames : public testing::DaemonTest {
   LargeFrames() : DaemonTest({"--max-frame", "16777216"}) {}
 };
 
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
-  }
-  return 0;
-}
+using testing::rss_kib;
 
 TEST_F(LargeFrames, ATenMegabyteRequestLeavesNoLastingMemoryBehind) {
   std::size_t before = rss_kib(daemon.pid());

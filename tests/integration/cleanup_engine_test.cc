@@ -23,6 +23,16 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using testing::Behaviour;
 
+// Polls `ready` until it holds or 10 s pass (generous: CI machines are slow).
+template <class Ready>
+bool eventually(Ready ready) {
+  for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(5ms)) {
+    if (ready()) return true;
+  }
+  return false;
+}
+
 class CleanupEngine : public testing::DaemonTest {
  protected:
   explicit CleanupEngine(std::vector<std::string> flags = {}) : DaemonTest(std::move(flags)) {}
@@ -83,10 +93,7 @@ class CleanupEngine : public testing::DaemonTest {
          "trap 'while :; do sleep 7001 & setsid sleep 7002 & (sleep 7003 &); sleep 0.04; done' "
          "TERM; while :; do sleep 0.1; done"}));
     // Its trap is set once it runs its loop's first sleep.
-    for (auto until = std::chrono::steady_clock::now() + 10s;
-         read_descendants(worker).empty() && std::chrono::steady_clock::now() < until;) {
-      std::this_thread::sleep_for(5ms);
-    }
+    ASSERT_TRUE(eventually([&] { return !read_descendants(worker).empty(); }));
     client.add_process(id, worker);
 
     ::kill(t.main, SIGKILL);
@@ -185,15 +192,6 @@ TEST_F(ScanningCleanupEngine, DescendantsDieAtZeroGraceToo) {
   EXPECT_EQ(descendants, 2u) << "the escapee and the shell's sleep";
 }
 
-// Polls `ready` until it holds or 10 s pass (generous: CI machines are slow).
-template <class Ready>
-bool eventually(Ready ready) {
-  for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;
-       std::this_thread::sleep_for(5ms)) {
-    if (ready()) return true;
-  }
-  return false;
-}
 
 // Without cgroups, a main SIGKILLed while no registered worker lives still takes with it what only
 // a scan can name: its session's members, orphaned by its death, and a setsid, double-forked carrier
@@ -375,14 +373,7 @@ TEST_F(CleanupEngine, WhatAWorkerMadeBeforeItWasRegisteredGoesWithTheJob) {
   EXPECT_GE(found->bytes.value_or(0), 8192u);
 }
 
-// wardend's resident memory, KiB.
-std::size_t rss_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.starts_with("VmRSS:")) return std::stoul(line.substr(6));
-  }
-  return 0;
-}
+using testing::rss_kib;
 
 // Two jobs of 2,000 registered files with 2.8 KB paths each: their reports, events and status
 // replies stay bounded (what does not fit is counted), and wardend's memory with them.

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -192,6 +193,14 @@ void kill_and_reap(const std::vector<pid_t>& pids) {
   for (pid_t p : pids) {
     if (p > 0) ::waitpid(p, nullptr, 0);
   }
+}
+
+std::size_t rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  }
+  return 0;
 }
 
 }  // namespace warden::testing

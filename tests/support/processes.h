@@ -61,6 +61,9 @@ bool wait_exited(pid_t pid, std::chrono::milliseconds timeout);
 // True if the process has exited (a zombie counts as exited) or no longer exists.
 bool is_gone(pid_t pid);
 
+// A process's resident set (VmRSS), KiB; 0 if it cannot be read.
+std::size_t rss_kib(pid_t pid);
+
 // SIGKILLs the processes and reaps those that are children (or adopted orphans) of the caller.
 void kill_and_reap(const std::vector<pid_t>& pids);
 
