@@ -64,7 +64,10 @@ json cleanup(const RequestContext& c, const json& request) {
 }
 
 // Aggregates only (no user's jobs), so every caller may read them.
-json metrics(const RequestContext& c, const json&) { return {{"text", c.service.metrics_text()}}; }
+json metrics(const RequestContext& c, const json&) {
+  *c.later = [text = c.service.metrics_text()] { return json{{"text", text()}}; };
+  return json::object();
+}
 
 json status(const RequestContext& c, const json& request) {
   StatusRequest r = parse_status(request);
@@ -74,23 +77,40 @@ json status(const RequestContext& c, const json& request) {
   // The node's full view (not one job's, nor the counts a table polls for) shows its GPUs too,
   // where it has any: a look at every process's descriptors, so not for a summary.
   if (!r.job && !r.summary) {
-    json gpus = to_json(c.service.gpus(c.caller));
-    if (!gpus["gpus"].empty()) reply["gpus"] = std::move(gpus["gpus"]);
+    *c.later = [reply = std::move(reply), look = c.service.gpus(c.caller)]() mutable {
+      json gpus = to_json(look());
+      if (!gpus["gpus"].empty()) reply["gpus"] = std::move(gpus["gpus"]);
+      return std::move(reply);
+    };
+    return json::object();
   }
   return reply;
 }
 
-json gpus(const RequestContext& c, const json&) { return to_json(c.service.gpus(c.caller)); }
+json gpus(const RequestContext& c, const json&) {
+  *c.later = [look = c.service.gpus(c.caller)] { return to_json(look()); };
+  return json::object();
+}
 
 json events(const RequestContext& c, const json& request) {
   EventsRequest r = parse_events(request);
-  json events = json::array();
-  // Without a store there is no history, but live events still flow.
-  if (!r.follow || c.service.has_history()) {
-    for (auto& e : c.service.events(c.caller, r)) events.push_back(std::move(e));
+  if (r.follow) {
+    // Its history is read here, so that nothing written after it comes before it: the stream
+    // begins with what is written next. Without a store there is no history, but live events
+    // still flow.
+    json events = json::array();
+    if (c.service.has_history()) {
+      for (auto& e : c.service.events(c.caller, r)) events.push_back(std::move(e));
+    }
+    *c.follow = Follow{r.job};
+    return {{"events", std::move(events)}};
   }
-  if (r.follow) *c.follow = Follow{r.job};
-  return {{"events", std::move(events)}};
+  *c.later = [&service = c.service, caller = c.caller, r] {
+    json events = json::array();
+    for (auto& e : service.events(caller, r)) events.push_back(std::move(e));
+    return json{{"events", std::move(events)}};
+  };
+  return json::object();
 }
 
 json check(const RequestContext& c, const json& request) {

@@ -5,6 +5,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -42,7 +44,7 @@ tcp::endpoint loopback_endpoint(asio::io_context& io, const std::string& address
 
 }  // namespace
 
-MetricsListener::MetricsListener(asio::io_context& io, const Service& service,
+MetricsListener::MetricsListener(asio::io_context& io, Service& service,
                                  const std::string& address)
     : io_(io), service_(service), acceptor_(io) {
   tcp::endpoint endpoint = loopback_endpoint(io, address);
@@ -70,6 +72,22 @@ asio::awaitable<void> MetricsListener::accept_loop() {
   }
 }
 
+asio::awaitable<std::string> MetricsListener::rendered() {
+  // Rendered on the views thread (its GPU view walks /proc); the loop serves on meanwhile. The
+  // timer is a condition variable: the answer cancels it.
+  asio::steady_timer answered(io_, asio::steady_timer::time_point::max());
+  std::string text;
+  asio::post(service_.views(), [&text, &answered, home = io_.get_executor(),
+                                render = service_.metrics_text()] {
+    asio::post(home, [&text, &answered, out = render()]() mutable {
+      text = std::move(out);
+      answered.cancel();
+    });
+  });
+  co_await answered.async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return text;
+}
+
 asio::awaitable<void> MetricsListener::serve(tcp::socket socket) {
   boost::beast::flat_buffer buffer(8192);
   for (;;) {
@@ -93,7 +111,7 @@ asio::awaitable<void> MetricsListener::serve(tcp::socket socket) {
     } else {
       response.result(http::status::ok);
       response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-      if (request.method() == http::verb::get) response.body() = service_.metrics_text();
+      if (request.method() == http::verb::get) response.body() = co_await rendered();
     }
     response.prepare_payload();
     auto [wec, __] =

@@ -16,7 +16,7 @@ class MetricsListener {
  public:
   // `address` is HOST:PORT with a loopback HOST (127.0.0.1, ::1, localhost): the metrics carry
   // no secrets, but nothing off the node should reach a root daemon. Throws std::runtime_error.
-  MetricsListener(boost::asio::io_context& io, const Service& service, const std::string& address);
+  MetricsListener(boost::asio::io_context& io, Service& service, const std::string& address);
   void start();
   void stop();
   unsigned short port() const { return acceptor_.local_endpoint().port(); }
@@ -24,9 +24,11 @@ class MetricsListener {
  private:
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
+  // The metrics text, made off the event loop.
+  boost::asio::awaitable<std::string> rendered();
 
   boost::asio::io_context& io_;
-  const Service& service_;
+  Service& service_;
   boost::asio::ip::tcp::acceptor acceptor_;
 };
 

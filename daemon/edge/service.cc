@@ -632,18 +632,20 @@ void Service::start_cleanup(CleanupPlan plan) {
       });
 }
 
-std::string Service::metrics_text() const {
+std::function<std::string()> Service::metrics_text() const {
   Gauges g{.processes = watch_.size(),
            .cleanups_running = cleanups_running_,
            .event_subscribers = subscribers_.size(),
            .store_write_failures = journal_.failed_writes(),
-           .proc_scans = kernel_.scans(),
-           .gpus = gpus(Caller{.uid = 0})};
+           .proc_scans = kernel_.scans()};
   for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
     ++g.jobs[job->state];
     if (job->state != JobState::cleaned) g.paths += job->paths.size();
   }
-  return metrics_.render(g);
+  return [g = std::move(g), metrics = metrics_, gpus = gpus(Caller{.uid = 0})]() mutable {
+    g.gpus = gpus();
+    return metrics.render(g);
+  };
 }
 
 void Service::cleanup_finished(JobId id, CleanupReport report) {

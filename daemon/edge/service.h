@@ -68,8 +68,10 @@ class Service {
   // Returns how many jobs it started cleaning.
   std::size_t cleanup(const Caller& caller, const CleanupRequest& request);
   std::vector<JobStatus> status(const Caller& caller, const StatusRequest& request) const;
-  // The node's GPUs and every process holding one, with the job each belongs to (service_gpus.cc).
-  GpusReply gpus(const Caller& caller) const;
+  // The node's GPUs and every process holding one, with the job each belongs to
+  // (service_gpus.cc): a look at every process's descriptors, so it comes back as work to run on
+  // views(), on a snapshot of the jobs taken now.
+  std::function<GpusReply()> gpus(const Caller& caller) const;
   // Is the node clean for the next job? (service_check.cc.) Refusals throw at once; the look
   // itself walks /proc and may wait out a reclaim's grace, so it comes back as work to run on
   // views() (thread-safe: it holds a snapshot of the jobs, taken now, and nothing of the service
@@ -77,6 +79,8 @@ class Service {
   std::function<CheckReply()> check(const Caller& caller, const CheckRequest& request);
   // Where work that reads much of the node runs, off the event loop and apart from cleanups'.
   boost::asio::any_io_executor views() { return views_.get_executor(); }
+  // The caller's event history. It reads the store: run it on views(), but for a follower's,
+  // whose history must come before what it is sent live.
   std::vector<json> events(const Caller& caller, const EventsRequest& request);
   bool has_history() { return journal_.store() != nullptr; }
   const std::string& instance() const { return instance_; }
@@ -104,8 +108,9 @@ class Service {
                    const NodeCheckOptions& check);
   // One line for people: what is tracked now.
   std::string summary() const;
-  // Prometheus text: what is tracked now and what happened since start.
-  std::string metrics_text() const;
+  // Prometheus text: what is tracked now and what happened since start. The counters are copied
+  // now; the GPU view and the rendering are work to run on views().
+  std::function<std::string()> metrics_text() const;
   void count_refusal(ErrorCode code) { metrics_.refused(code); }
 
  private:
@@ -180,8 +185,8 @@ class Service {
   // Records each regular file made on a root by a process of an active job, and forgets each
   // entry removed.
   void on_root_changes(const std::vector<RootChange>& changes);
-  // The jobs as the node check needs them (service_check.cc).
-  std::vector<CheckedJob> checked_jobs() const;
+  // The jobs as views of the node need them (service_check.cc); cleaned ones only where asked.
+  std::vector<CheckedJob> checked_jobs(bool with_cleaned) const;
   // The check wardend makes by itself every check interval, for the metrics.
   void schedule_check(Duration after);
   // Records a root's-eye verdict for the metrics; runs on the event loop.

@@ -38,9 +38,10 @@ void renumber(const Caller& caller, Finding& f) {
 
 }  // namespace
 
-std::vector<CheckedJob> Service::checked_jobs() const {
+std::vector<CheckedJob> Service::checked_jobs(bool with_cleaned) const {
   std::vector<CheckedJob> out;
   for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
+    if (!with_cleaned && job->state == JobState::cleaned) continue;
     CheckedJob& c = out.emplace_back();
     c.id = job->id;
     c.name = job->spec.name;
@@ -78,7 +79,7 @@ std::function<CheckReply()> Service::check(const Caller& caller, const CheckRequ
                 "only root may reclaim (it ends other users' processes); run `wardenctl check` "
                 "without --reclaim to see what you may, or ask an operator");
   }
-  auto jobs = checked_jobs();
+  auto jobs = checked_jobs(/*with_cleaned=*/true);
   const bool root_view = caller.is_admin();
   return [this, alive = std::weak_ptr<bool>(alive_), jobs = std::move(jobs), caller, request, root_view,
           check = check_options_, cleanup = cleanup_options_, gpus = gpus_]() {

@@ -1,11 +1,57 @@
 // The service's part in seeing what jobs make on the allowed roots (world/creations.h): the watch,
 // and which job each maker belongs to.
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "edge/service.h"
+#include "world/cgroup.h"
 
 namespace warden {
+namespace {
+
+// How far up the parent chain a maker is followed to a registered process: deep enough for any
+// launcher chain (srun, torchrun, a shell, python, DataLoader workers), bounded against a loop.
+constexpr int kMaxAncestry = 64;
+
+}  // namespace
+
+std::map<pid_t, const Job*> Service::registered_processes() const {
+  std::map<pid_t, const Job*> registered;
+  for (const Job* job : core_.visible_jobs(Caller{.uid = 0})) {
+    if (job->state == JobState::cleaned) continue;
+    registered[job->main.pid] = job;
+    for (const auto& w : job->workers) {
+      if (!w.exited_at) registered[w.identity.pid] = job;
+    }
+  }
+  return registered;
+}
+
+const Job* Service::job_of_process(pid_t pid, const std::map<pid_t, const Job*>& registered) const {
+  if (cgroups_ != nullptr) {
+    if (auto cgroup = cgroups_->cgroup_of(pid)) {
+      if (const Job* job = job_of_cgroup(*cgroup)) return job;
+    }
+  }
+  for (int depth = 0; depth < kMaxAncestry && pid > 1; ++depth) {
+    auto stat = read_proc_stat(pid);
+    if (!stat) return nullptr;
+    if (auto it = registered.find(pid); it != registered.end()) {
+      const Job& job = *it->second;
+      bool same =
+          job.main.pid == pid
+              ? job.main.start_time == stat->start_time
+              : std::any_of(job.workers.begin(), job.workers.end(), [&](const TrackedProcess& w) {
+                  return w.identity.pid == pid && w.identity.start_time == stat->start_time;
+                });
+      if (same) return &job;  // else a recycled pid: not the job's
+    }
+    pid = stat->ppid;
+  }
+  return nullptr;
+}
 
 void Service::watch_creations() {
   creation_watch_.reset();  // one group per root at a time

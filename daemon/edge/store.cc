@@ -436,6 +436,7 @@ void Store::trim_events(std::int64_t now_ms) {
 }
 
 std::vector<json> Store::events(const EventQuery& q) {
+  std::lock_guard lock(reader_mutex_);
   // Without a starting point, the latest `limit` events (newest first here, reversed below).
   bool latest = !q.since_unix_ms && !q.after_seq;
   std::string sql =

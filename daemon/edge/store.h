@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -111,8 +112,8 @@ class Store {
   // Throws SQLite::Exception (disk full, read-only, I/O error) having written none of them. Called
   // by one thread at a time.
   void write(std::vector<Record>& records);
-  // Events in seq order, each as the `events` op serves it. Safe to call from another thread than
-  // write()'s: it has a connection of its own.
+  // Events in seq order, each as the `events` op serves it. Safe to call from any thread: it has
+  // a connection of its own, used by one caller at a time.
   std::vector<json> events(const EventQuery& query);
 
  private:
@@ -130,6 +131,7 @@ class Store {
 
   // Mutable state: writer_ belongs to whichever thread calls write(), reader_ to events().
   SQLite::Database writer_;
+  std::mutex reader_mutex_;
   SQLite::Database reader_;
   std::map<const char*, std::unique_ptr<SQLite::Statement>> statements_;  // the writer's
 };

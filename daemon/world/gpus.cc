@@ -122,13 +122,33 @@ std::map<pid_t, GpuHoldings> Gpus::holders(const GpuSnapshot& snapshot,
   if (snapshot.devices.empty()) return found;
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return found;
+  std::vector<dev_t> devices;
+  for (const auto& d : snapshot.devices) devices.push_back(d.rdev);
+  std::lock_guard lock(holds_none_mutex_);
+  if (devices != holds_none_of_) {
+    holds_none_.clear();
+    holds_none_of_ = devices;
+  }
+  std::map<pid_t, FdTable> holds_none;  // this walk's: processes gone are dropped
   const pid_t self = ::getpid();  // wardend holds NVML's own handles on the GPUs
   while (const dirent* entry = ::readdir(proc)) {
     pid_t pid = 0;
     auto [end, ec] =
         std::from_chars(entry->d_name, entry->d_name + std::strlen(entry->d_name), pid);
     if (ec != std::errc() || *end != '\0' || pid == self) continue;
+    char path[32];
+    std::snprintf(path, sizeof path, "%d/fd", pid);
+    struct stat st {};
+    if (::fstatat(::dirfd(proc), path, &st, 0) != 0) continue;  // gone
+    FdTable table{.ino = st.st_ino, .count = st.st_size};
+    // A size of 0 says nothing before Linux 6.2: such a table is always walked.
+    bool known = table.count > 0;
+    if (auto it = holds_none_.find(pid); known && it != holds_none_.end() && it->second == table) {
+      holds_none.emplace(pid, table);
+      continue;
+    }
     GpuHoldings held = held_by(pid, snapshot);
+    if (held.empty() && known) holds_none.emplace(pid, table);
     if (!wanted.empty()) {
       std::erase_if(held, [&](std::size_t i) {
         return std::find(wanted.begin(), wanted.end(), i) == wanted.end();
@@ -137,6 +157,7 @@ std::map<pid_t, GpuHoldings> Gpus::holders(const GpuSnapshot& snapshot,
     if (!held.empty()) found[pid] = std::move(held);
   }
   ::closedir(proc);
+  holds_none_ = std::move(holds_none);
   return found;
 }
 
@@ -183,7 +204,7 @@ std::vector<GpuReport> settle_gpus(Gpus& gpus, const GpuAccount& account,
     }
   }
   after.note = now.note;
-  auto holders = Gpus::holders(after, used);
+  auto holders = gpus.holders(after, used);
   for (std::size_t i : used) {
     GpuReport r{.device = account.before.devices[i].path, .uuid = account.before.devices[i].uuid};
     if (account.before.has_memory() && after.has_memory()) {

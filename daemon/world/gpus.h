@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,12 +60,28 @@ class Gpus {
   // Which of the snapshot's devices `pid` has open; empty if none (or it is gone).
   static GpuHoldings held_by(pid_t pid, const GpuSnapshot& snapshot);
   // Every process of the node that holds one of the devices `wanted` (all where empty).
-  static std::map<pid_t, GpuHoldings> holders(const GpuSnapshot& snapshot,
-                                              const std::vector<std::size_t>& wanted = {});
+  // Thread-safe. A process found holding none is walked again only when its descriptor table
+  // looks different (see FdTable): a node of thousands of processes costs a stat each.
+  std::map<pid_t, GpuHoldings> holders(const GpuSnapshot& snapshot,
+                                       const std::vector<std::size_t>& wanted = {});
 
  private:
+  // What stat(2) says of /proc/PID/fd: its inode is another for another process behind the pid
+  // (and whenever the kernel instantiates it anew), and since Linux 6.2 its size is the number of
+  // open descriptors. A process whose table still looks the same still holds no device, except
+  // one that closed exactly as many descriptors as it opened meanwhile: a GPU is opened through
+  // several nodes at once (nvidiactl, nvidia-uvm, nvidiaN), so that blind spot is narrow.
+  struct FdTable {
+    ino_t ino = 0;
+    off_t count = 0;
+    bool operator==(const FdTable&) const = default;
+  };
+
   const std::vector<std::string> patterns_;
   Nvml nvml_;
+  std::mutex holds_none_mutex_;
+  std::vector<dev_t> holds_none_of_;        // the devices holds_none_ was found for
+  std::map<pid_t, FdTable> holds_none_;     // processes that held none of them, as they looked
 };
 
 // A cleanup's account of the job's GPUs, taken while its processes are stopped and before any is

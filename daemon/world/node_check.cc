@@ -21,9 +21,6 @@
 namespace warden {
 namespace {
 
-// How far up the parent chain a process is followed to a job's: deep enough for any launcher
-// chain (srun, torchrun, a shell, python, DataLoader workers), bounded against a loop.
-constexpr int kMaxAncestry = 64;
 constexpr std::size_t kLargestOwners = 3;
 
 std::int64_t clock_ms(clockid_t clock) {
@@ -37,52 +34,6 @@ std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 
 std::string named(pid_t pid, const std::string& command) {
   return command.empty() ? fmt::format("pid {}", pid) : fmt::format("pid {} ({})", pid, command);
 }
-
-// Which job a process of the node belongs to: a member of a job's tracking cgroup, one of its
-// processes (by identity), or a descendant of one. A running job's claim wins over a cleaned one's
-// (which only says where a leftover came from).
-class Owners {
- public:
-  Owners(const std::vector<CheckedJob>& jobs, Cgroups* cgroups) : cgroups_(cgroups) {
-    for (const CheckedJob& job : jobs) {
-      for (const ProcessIdentity& p : job.processes) by_pid_[p.pid].push_back({p.start_time, &job});
-      if (!job.cgroups.empty()) with_cgroup_.push_back(&job);
-    }
-  }
-
-  const CheckedJob* of(pid_t pid) const {
-    const CheckedJob* cleaned = nullptr;
-    auto consider = [&](const CheckedJob* job) {
-      if (job->active) return true;
-      if (cleaned == nullptr) cleaned = job;
-      return false;
-    };
-    if (cgroups_ != nullptr) {
-      auto cgroup = cgroups_->cgroup_of(pid);
-      for (const CheckedJob* job : with_cgroup_) {
-        for (const auto& leaf : job->cgroups) {
-          if (cgroup_within(cgroup, leaf) && consider(job)) return job;
-        }
-      }
-    }
-    for (int depth = 0; depth < kMaxAncestry && pid > 1; ++depth) {
-      auto stat = read_proc_stat(pid);
-      if (!stat) break;
-      if (auto it = by_pid_.find(pid); it != by_pid_.end()) {
-        for (const auto& [start_time, job] : it->second) {
-          if (start_time == stat->start_time && consider(job)) return job;
-        }
-      }
-      pid = stat->ppid;
-    }
-    return cleaned;
-  }
-
- private:
-  Cgroups* const cgroups_;
-  std::map<pid_t, std::vector<std::pair<std::uint64_t, const CheckedJob*>>> by_pid_;
-  std::vector<const CheckedJob*> with_cgroup_;
-};
 
 void attribute(Finding& f, const CheckedJob& job) {
   f.job = job.id;
@@ -175,10 +126,10 @@ void look_at_gpus(const std::vector<CheckedJob>& jobs, const NodeCheckOptions& o
   if (context.gpus == nullptr || !context.gpus->any()) return;
   GpuSnapshot snapshot = context.gpus->look();
   if (!snapshot.has_memory()) look.note = "GPU memory not measured: " + snapshot.note;
-  Owners owners(jobs, context.cgroups);
+  JobOwners owners(jobs, context.cgroups);
   std::vector<std::uint64_t> held(snapshot.devices.size(), 0);
   for (const auto& [key, bytes] : snapshot.memory) held[key.first] += bytes;
-  for (const auto& [pid, devices] : Gpus::holders(snapshot)) {
+  for (const auto& [pid, devices] : context.gpus->holders(snapshot)) {
     const CheckedJob* owner = owners.of(pid);
     if (owner != nullptr && owner->active) continue;
     auto stat = read_proc_stat(pid);

@@ -15,33 +15,11 @@
 #include "world/cgroup.h"
 #include "world/cleanup.h"
 #include "world/gpus.h"
+#include "world/job_owners.h"
 #include "world/kernel.h"
 #include "proto/messages.h"
 
 namespace warden {
-
-// A path a cleanup left in place, as registered, with what the cleanup said of it.
-struct LeftPath {
-  TrackedPath path;
-  Outcome outcome = Outcome::failed;  // failed | refused | kept
-  std::string detail;
-};
-
-// One of wardend's jobs as the check needs it, copied from the core on the event loop.
-struct CheckedJob {
-  JobId id = 0;
-  std::string name;
-  uid_t uid = 0;
-  bool active = false;  // running or being cleaned: its processes belong to a job
-  std::vector<std::string> cgroups;  // its tracking cgroups (none: tracked by scanning)
-  // Its main process and workers (those still tracked, for an active job).
-  std::vector<ProcessIdentity> processes;
-  // A cleaned job: when its cleanup ended, and what the cleanup left.
-  std::optional<std::int64_t> finished_unix_ms;
-  std::vector<ProcessReport> unkillable;
-  std::vector<LeftPath> left;
-  bool paths_here = true;  // its paths are in wardend's mount namespace (not a container's)
-};
 
 // The check's own settings; where segments live, how long SIGKILL may take and where paths may be
 // removed from are the cleanup's (CleanupOptions).

@@ -116,6 +116,43 @@ TEST_F(GpuTest, ReportOfAKilledJobNamesEachWorkersGpuAndWhoStillHoldsIt) {
       << detail.out;
 }
 
+// wardend walks again only the descriptor tables that look different from its last look: a
+// process seen holding nothing that then opens the GPU is a holder at the next look, and one that
+// closes it again is not.
+TEST_F(GpuTest, AProcessThatOpensTheGpuAfterALookIsAHolderAtTheNext) {
+  int go[2], said[2];
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(said, O_CLOEXEC), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(go[0], 0);
+    ::dup2(said[1], 1);
+    ::execl("/bin/sh", "sh", "-c",
+            "read a; exec 7<\"$0\"; echo opened; read b; exec 7<&-; echo closed; read c",
+            node().c_str(), nullptr);
+    ::_exit(127);
+  }
+  track(pid);
+  ::close(go[0]);
+  ::close(said[1]);
+  UniqueFd to_shell(go[1]), from_shell(said[0]);
+  auto step = [&](const std::string& expected) {
+    ASSERT_EQ(::write(to_shell.get(), "\n", 1), 1);
+    char line[16] = {};
+    ASSERT_GT(::read(from_shell.get(), line, sizeof line - 1), 0);
+    ASSERT_EQ(std::string(line), expected + "\n");
+  };
+  auto holds = [&] { return find_holder(client.gpus().gpus.at(0).holders, pid) != nullptr; };
+
+  EXPECT_FALSE(holds());
+  EXPECT_FALSE(holds()) << "a look that changed nothing";
+  step("opened");
+  EXPECT_TRUE(holds());
+  step("closed");
+  EXPECT_FALSE(holds());
+}
+
 TEST_F(GpuTest, GpusShowsTrackedAndUntrackedHoldersEverywhere) {
   Scene s = scene();
   GpusReply reply = client.gpus();
