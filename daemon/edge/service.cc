@@ -568,7 +568,26 @@ void Service::start_cleanup(CleanupPlan plan) {
   spdlog::info("job={} state=cleaning reason={} detail={:?} targets={}", plan.job,
                to_string(plan.reason), job.reason_detail, plan.targets.size());
   record_state(job);
+  ++cleanups_running_;
+  // A cleanup's first steps (its cgroup frozen and listed, its processes signalled) run on the
+  // event loop as it is launched and cost a millisecond or more of the kernel's time while many
+  // processes exit at once: when hundreds of jobs die together, one is launched per turn of the
+  // loop, so that requests are answered between them rather than after them all.
+  cleanups_to_launch_.push_back(std::move(plan));
+  if (cleanups_to_launch_.size() == 1) launch_next_cleanup();
+}
 
+void Service::launch_next_cleanup() {
+  boost::asio::post(io_, [this, alive = std::weak_ptr<bool>(alive_)] {
+    if (!alive.lock() || cleanups_to_launch_.empty()) return;
+    CleanupPlan plan = std::move(cleanups_to_launch_.front());
+    cleanups_to_launch_.pop_front();
+    launch_cleanup(std::move(plan));
+    if (!cleanups_to_launch_.empty()) launch_next_cleanup();
+  });
+}
+
+void Service::launch_cleanup(CleanupPlan plan) {
   std::vector<UniqueFd> pidfds;
   pidfds.reserve(plan.targets.size());
   for (const auto& target : plan.targets) {
@@ -583,7 +602,6 @@ void Service::start_cleanup(CleanupPlan plan) {
   }
 
   JobId id = plan.job;
-  ++cleanups_running_;
   if (creation_watch_) creation_watch_->drain();  // what the job made up to its end
   boost::asio::co_spawn(
       io_,

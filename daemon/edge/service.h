@@ -5,6 +5,7 @@
 // requests; it throws Error for anything it refuses.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -168,7 +169,10 @@ class Service {
   void on_process_exit(JobId job, pid_t pid);
   void on_deadline(boost::system::error_code ec);
   void rearm_deadline();
+  // Records the job as cleaning and queues its cleanup, launched in a later turn of the loop.
   void start_cleanup(CleanupPlan plan);
+  void launch_next_cleanup();
+  void launch_cleanup(CleanupPlan plan);
   void cleanup_finished(JobId id, CleanupReport report);
   void publish(const Event& event);
   // Stages the job's header and a state-change event (a change wardend made: never undone).
@@ -217,7 +221,8 @@ class Service {
   ProcessWatch watch_;
   boost::asio::steady_timer deadline_timer_;
   std::optional<TimePoint> armed_deadline_;
-  std::size_t cleanups_running_ = 0;
+  std::size_t cleanups_running_ = 0;  // launched or waiting to be
+  std::deque<CleanupPlan> cleanups_to_launch_;
   boost::asio::steady_timer status_timer_;
   bool status_pending_ = false;
   struct Subscriber {

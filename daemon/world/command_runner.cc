@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,6 +130,10 @@ struct BecomeUser {
                                const char* const*) const {
     auto fail = [] { return bp::error_code(errno, bp::system_category()); };
     if (::setpgid(0, 0) != 0) return fail();
+    // wardend's unit runs it ahead of the jobs (Nice=-10); their hooks run at the default
+    // priority. (Lowering a priority needs no privilege; where wardend runs at a lower one
+    // itself, this fails and the hook keeps that.)
+    ::setpriority(PRIO_PROCESS, 0, 0);
     if (int err = enter(place); err != 0) return bp::error_code(err, bp::system_category());
     if (!switch_user) return {};
     if (::setgroups(groups.size(), groups.data()) != 0) return fail();

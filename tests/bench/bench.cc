@@ -40,38 +40,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using testing::Behaviour;
 
-// The baseline for request latency: a Unix-socket server that echoes each line back, in a thread
-// of this process, answering the same bytes a heartbeat exchange moves.
-class EchoServer {
- public:
-  explicit EchoServer(const std::string& path) : path_(path) {
-    listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{.sun_family = AF_UNIX};
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-    if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        ::listen(listen_.get(), 16) != 0) {
-      throw std::runtime_error("echo server: bind " + path);
-    }
-    thread_ = std::thread([this] {
-      UniqueFd conn(::accept(listen_.get(), nullptr, nullptr));
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::read(conn.get(), buf, sizeof(buf))) > 0) {
-        if (::write(conn.get(), buf, n) != n) break;
-      }
-    });
-  }
-  ~EchoServer() {
-    thread_.join();
-    ::unlink(path_.c_str());
-  }
-
- private:
-  std::string path_;
-  UniqueFd listen_;
-  std::thread thread_;
-};
-
 // Heartbeat round trip against a raw Unix-socket echo of the same size.
 void heartbeat_latency(testing::Daemon& daemon, JobId job, Report& report) {
   constexpr int kCount = 20000;
@@ -326,7 +294,7 @@ std::string machine() {
 }  // namespace
 }  // namespace warden::bench
 
-// `warden_bench [GROUP...]`: only those groups (heartbeat, cleanup, check, creations, removal, stall, idle,
+// `warden_bench [GROUP...]`: only those groups (heartbeat, cleanup, mass, check, creations, removal, stall, idle,
 // scale, registration); none: every one, as `make bench` runs it.
 int main(int argc, char** argv) {
   using namespace warden;
@@ -353,6 +321,7 @@ int main(int argc, char** argv) {
   // Before the 100,000-file removal and the registration benchmark: the file system's writeback of
   // what they delete slows file removal for a while after each.
   if (wanted("cleanup")) cleanup_benchmarks(report);
+  if (wanted("mass")) mass_death_benchmarks(report);
   if (wanted("check")) check_benchmarks(report);
   if (wanted("creations")) creation_benchmarks(report);
   if (wanted("removal")) heartbeat_during_removal(daemon, client, beating, report);

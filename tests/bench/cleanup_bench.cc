@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "tests/support/daemon_fixture.h"
@@ -136,12 +137,14 @@ void death_to_clean_rows(Report& report) {
 struct MassDeath {
   double all_cleaned_ms = 0;
   Stats beats;  // another job's heartbeat round trips meanwhile, µs
+  Stats echo;   // an echo server's round trips in the same window (the machine's own stalls), µs
 };
 
 // `jobs` jobs of 8 workers and 100 files each, whose mains are SIGKILLed all at once; the time
 // until `status` shows every one cleaned.
 MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
-  testing::Daemon daemon(args);
+  // As its unit runs it (systemd/warden.service: Nice=-10), ahead of the processes it cleans.
+  testing::Daemon daemon(args, {"/usr/bin/nice", "-n", "-10"});
   Client client(daemon.socket());
   pid_t beating_main = testing::spawn(Behaviour::sleep);
   JobId beating =
@@ -154,10 +157,16 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   }
 
   std::atomic<bool> done = false;
-  std::vector<double> beats;
+  std::vector<double> beats, echoes;
   std::thread beater([&] {
     UniqueFd fd = connect_to(daemon.socket());
     beats = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
+  });
+  std::string echo_path = daemon.dir() + "/echo.sock";
+  std::optional<EchoServer> echo_server(std::in_place, echo_path);
+  std::thread echoer([&] {
+    UniqueFd fd = connect_to(echo_path);
+    echoes = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
   });
   // Completion from the event stream: asking `status` of every job over and over would cost
   // wardend more the more jobs there are, and bend the very growth being measured.
@@ -183,7 +192,10 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   MassDeath result{.all_cleaned_ms = ms(all_cleaned - start)};
   done = true;
   beater.join();
+  echoer.join();
+  echo_server.reset();
   result.beats = stats(beats);
+  result.echo = stats(echoes);
   for (auto& v : victims) v.reap();
   testing::kill_and_reap({beating_main});
   return result;
@@ -206,10 +218,22 @@ void mass_death_rows(Report& report) {
   report.row("another job's heartbeat p99 during the 200- and 400-job mass deaths",
              fmt::format("{:.2f} / {:.2f} ms", two.beats.p99 / 1000, four.beats.p99 / 1000), "-",
              "-", "≤ 10 ms");
+  report.row("another job's longest heartbeat wait during the 200-job mass death vs an echo "
+             "server's longest in the same window",
+             fmt::format("{:.2f} ms", two.beats.max / 1000),
+             fmt::format("echo {:.2f} ms", two.echo.max / 1000),
+             ratio(two.beats.max, two.echo.max), "≤ 20 ms");
+  report.row("the same during the 400-job mass death",
+             fmt::format("{:.2f} ms", four.beats.max / 1000),
+             fmt::format("echo {:.2f} ms", four.echo.max / 1000),
+             ratio(four.beats.max, four.echo.max), "");
   report.row("mass death: 200 jobs, tracking scan",
              fmt::format("{:.0f} ms", two_scan.all_cleaned_ms), "-", "-", "≤ 2,000 ms");
-  report.row("another job's heartbeat p99 during the scan mass death",
-             fmt::format("{:.2f} ms", two_scan.beats.p99 / 1000), "-", "-", "≤ 10 ms");
+  report.row("another job's heartbeat p99 / longest wait during the scan mass death (echo's "
+             "longest)",
+             fmt::format("{:.2f} / {:.2f} ms", two_scan.beats.p99 / 1000, two_scan.beats.max / 1000),
+             fmt::format("echo {:.2f} ms", two_scan.echo.max / 1000),
+             ratio(two_scan.beats.max, two_scan.echo.max), "p99 ≤ 10 ms");
 }
 
 // 8 clients for 30 s, each in a loop: register a job with 2 workers, a directory and a segment,
@@ -273,8 +297,9 @@ void churn_rows(Report& report) {
 
 void cleanup_benchmarks(Report& report) {
   death_to_clean_rows(report);
-  mass_death_rows(report);
   churn_rows(report);
 }
+
+void mass_death_benchmarks(Report& report) { mass_death_rows(report); }
 
 }  // namespace warden::bench

@@ -8,5 +8,8 @@ namespace warden::bench {
 
 // Runs each benchmark against wardends of its own and adds its rows to `report`.
 void cleanup_benchmarks(Report& report);
+// Many jobs dying at once: how long until all are cleaned, and the longest another job's heartbeat
+// waits meanwhile against an echo server's in the same window.
+void mass_death_benchmarks(Report& report);
 
 }  // namespace warden::bench

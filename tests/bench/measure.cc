@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <fstream>
 #include <stdexcept>
@@ -86,6 +87,29 @@ std::vector<double> round_trips(int fd, const std::string& request, int count,
     out.push_back(us(Clock::now() - start));
   }
   return out;
+}
+
+EchoServer::EchoServer(const std::string& path) : path_(path) {
+  listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{.sun_family = AF_UNIX};
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listen_.get(), 16) != 0) {
+    throw std::runtime_error("echo server: bind " + path);
+  }
+  thread_ = std::thread([this] {
+    UniqueFd conn(::accept(listen_.get(), nullptr, nullptr));
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(conn.get(), buf, sizeof(buf))) > 0) {
+      if (::write(conn.get(), buf, n) != n) break;
+    }
+  });
+}
+
+EchoServer::~EchoServer() {
+  thread_.join();
+  ::unlink(path_.c_str());
 }
 
 std::string heartbeat_line(JobId job) {

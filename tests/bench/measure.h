@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -34,6 +35,19 @@ struct Report {
     rows.push_back(
         fmt::format("| {} | {} | {} | {} | {} |", what, measured, baseline, ratio, target));
   }
+};
+
+// The baseline for request latency: a Unix-socket server that echoes each line back, in a thread
+// of this process, answering the same bytes a heartbeat exchange moves. One connection.
+class EchoServer {
+ public:
+  explicit EchoServer(const std::string& path);
+  ~EchoServer();
+
+ private:
+  std::string path_;
+  UniqueFd listen_;
+  std::thread thread_;
 };
 
 UniqueFd connect_to(const std::string& path);

@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -35,7 +37,9 @@ bool eventually(Ready ready) {
 
 class CleanupEngine : public testing::DaemonTest {
  protected:
-  explicit CleanupEngine(std::vector<std::string> flags = {}) : DaemonTest(std::move(flags)) {}
+  explicit CleanupEngine(std::vector<std::string> flags = {},
+                         std::vector<std::string> launcher = {})
+      : DaemonTest(std::move(flags), std::move(launcher)) {}
   void SetUp() override { ::chmod(dir.c_str(), 0755); }
   void TearDown() override {
     DaemonTest::TearDown();
@@ -459,6 +463,33 @@ TEST_F(CleanupEngine, HookRunsAsTheJobsUserAndAHangingOneIsKilledAtItsTimeout) {
   EXPECT_EQ(hang.outcome, Outcome::timed_out);
   EXPECT_LT(hang.elapsed_ms, 10000);
   EXPECT_TRUE(testing::wait_exited(std::stoi(hang.output), 5s)) << "the hook's child died too";
+}
+
+// As its unit runs it (Nice=-10), ahead of the jobs; a job's hooks run at the default priority.
+class NicedCleanupEngine : public CleanupEngine {
+ protected:
+  NicedCleanupEngine() : CleanupEngine({}, {"/usr/bin/nice", "-n", "-10"}) {}
+};
+
+TEST_F(NicedCleanupEngine, HooksRunAtTheDefaultPriorityNotWardends) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to raise wardend's priority";
+  auto read_nice = [](pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19; ++i) fields >> field;  // 19: nice
+    return std::stoi(field);
+  };
+  ASSERT_EQ(read_nice(daemon.pid()), -10) << "the launcher did not raise it";
+  auto [t, id] = job({}, {.grace_s = 0});
+  client.add_hook({.job = id,
+                   .hook = {.argv = {"/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat"}}});
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  ASSERT_EQ(done.report->hooks.size(), 1u);
+  EXPECT_EQ(done.report->hooks[0].output, "0\n") << done.report->hooks[0].detail;
 }
 
 TEST_F(CleanupEngine, StalledJobsReportHoldsDiagnosticsForEachProcess) {

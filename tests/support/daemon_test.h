@@ -18,8 +18,10 @@ namespace warden::testing {
 
 class DaemonTest : public ::testing::Test {
  protected:
-  explicit DaemonTest(std::vector<std::string> daemon_args = {})
-      : daemon(std::move(daemon_args)), client(daemon.socket()) {}
+  // `launcher`: what wardend is started under (e.g. nice, prlimit), as Daemon takes it.
+  explicit DaemonTest(std::vector<std::string> daemon_args = {},
+                      std::vector<std::string> launcher = {})
+      : daemon(std::move(daemon_args), std::move(launcher)), client(daemon.socket()) {}
 
   void TearDown() override {
     if (HasFailure()) std::cerr << "---- wardend log ----\n" << daemon.log() << "----\n";
