@@ -56,6 +56,7 @@ HelloReply parse_hello_reply(const json& j);
 GpusReply parse_gpus_reply(const json& j);
 JobStatus parse_job_status(const json& j);
 CleanupReport parse_cleanup_report(const json& j);
+CommandReport parse_command_report(const json& j);
 json to_json(const Event& e);
 Event parse_event(const json& j);
 

@@ -282,6 +282,18 @@ std::vector<JobId> Supervisor::restore(Job job, JobId next_id) {
   return {};
 }
 
+void Supervisor::hook_started(JobId id, std::size_t index) {
+  Job& job = jobs_.at(id);
+  if (job.state == JobState::cleaning && index < job.hooks.size()) job.hooks[index].started = true;
+}
+
+void Supervisor::hook_finished(JobId id, std::size_t index, const CommandReport& report) {
+  Job& job = jobs_.at(id);
+  if (job.state == JobState::cleaning && index < job.hooks.size()) {
+    job.hooks[index].finished = report;
+  }
+}
+
 CleanupPlan Supervisor::resume_cleanup(JobId id) {
   Job& job = jobs_.at(id);
   return begin_cleanup(job, job.reason.value_or(JobState::failed), job.reason_detail,
@@ -398,8 +410,12 @@ CleanupPlan Supervisor::begin_cleanup(Job& job, JobState reason, std::string det
                             .exited = w.exited_at.has_value(),
                             .keep = keep(w.policy)});
   }
-  for (const auto& h : job.hooks)
-    plan.hooks.push_back({.command = h.command, .keep = keep(h.policy)});
+  for (const auto& h : job.hooks) {
+    plan.hooks.push_back({.command = h.command,
+                          .keep = keep(h.policy),
+                          .finished = h.finished,
+                          .interrupted = h.started && !h.finished});
+  }
   for (const auto& p : job.paths) {
     plan.paths.push_back({.path = p, .keep = keep(p.policy), .leftover = clean && !keep(p.policy)});
   }

@@ -91,10 +91,17 @@ struct TrackedPath {
   Policy policy = Policy::always;
 };
 
+// A hook, and how far a cleanup got with it: hooks run at most once, even across a restart of
+// wardend in the middle of a cleanup (a hook that was running then is not run again).
 struct TrackedHook {
   CommandSpec command;
   Policy policy = Policy::always;
-  bool operator==(const TrackedHook&) const = default;
+  bool started = false;                    // durably recorded before it was started
+  std::optional<CommandReport> finished;   // what it did, once it ended
+  // The same registration (what ran of it aside).
+  bool operator==(const TrackedHook& o) const {
+    return command == o.command && policy == o.policy;
+  }
 };
 
 struct Job {
@@ -142,6 +149,10 @@ struct PathStep {
 struct HookStep {
   CommandSpec command;
   bool keep = false;
+  // A cleanup that a restart interrupted: what this hook did then (not run again), or that it was
+  // running then (interrupted: not run again either).
+  std::optional<CommandReport> finished;
+  bool interrupted = false;
 };
 
 // What the service must do to clean a job, then report back through cleanup_finished(). Steps run
@@ -227,6 +238,9 @@ class Supervisor {
   std::optional<TimePoint> next_deadline() const;
   // Returns the cleaned jobs retired to make room (finished_jobs_kept), now forgotten.
   std::vector<JobId> cleanup_finished(JobId id, CleanupReport report, TimePoint now);
+  // A cleaning job's hook `index` (in plan order) is about to start / has ended.
+  void hook_started(JobId id, std::size_t index);
+  void hook_finished(JobId id, std::size_t index, const CommandReport& report);
 
   // --- recovery: putting back what the durable store holds ---
   // Takes a job as it was recorded (with its deadline, if running, already re-derived). Ids of new

@@ -8,8 +8,10 @@
 #include <set>
 #include <stdexcept>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -617,7 +619,13 @@ void Service::launch_cleanup(CleanupPlan plan) {
                    .created = creations_.take(id),
                    .claim_made = [this](const std::vector<ProcessIdentity>& makers) {
                      return creations_.claim(makers);
-                   }}),
+                   },
+                   .hook_started = [this, id](std::size_t index) { return hook_started(id, index); },
+                   .hook_finished =
+                       [this, id](std::size_t index, const CommandReport& ran) {
+                         core_.hook_finished(id, index, ran);
+                         journal_.stage({HookRun{.job = id, .index = index, .report = ran}});
+                       }}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -664,6 +672,21 @@ std::function<std::string()> Service::metrics_text() const {
     g.gpus = gpus();
     return metrics.render(g);
   };
+}
+
+boost::asio::awaitable<void> Service::hook_started(JobId id, std::size_t index) {
+  core_.hook_started(id, index);
+  std::uint64_t seq = journal_.stage({HookRun{.job = id, .index = index}});
+  if (seq == 0) co_return;  // no store: nothing outlives wardend to rerun it
+  // A hook runs once what says it started is on disk, so that a restart never runs it again.
+  // Where the write fails (a full disk), it runs all the same: cleaning comes first.
+  boost::asio::steady_timer written(io_, boost::asio::steady_timer::time_point::max());
+  bool done = false;
+  journal_.when_written(seq, [&](const Written&) {
+    done = true;
+    written.cancel();
+  });
+  if (!done) co_await written.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
 }
 
 void Service::cleanup_finished(JobId id, CleanupReport report) {

@@ -174,6 +174,8 @@ class Service {
   void launch_next_cleanup();
   void launch_cleanup(CleanupPlan plan);
   void cleanup_finished(JobId id, CleanupReport report);
+  // Records that the cleaning job's hook `index` starts, and completes once that is written.
+  boost::asio::awaitable<void> hook_started(JobId id, std::size_t index);
   void publish(const Event& event);
   // Stages the job's header and a state-change event (a change wardend made: never undone).
   void record_state(const Job& job);

@@ -17,7 +17,7 @@ namespace warden {
 namespace {
 
 // Bumped whenever the schema changes; a store from a newer wardend is refused, not guessed at.
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
@@ -38,8 +38,8 @@ CREATE TABLE paths(
   ino INTEGER NOT NULL, uid INTEGER NOT NULL, type INTEGER NOT NULL, policy TEXT NOT NULL,
   PRIMARY KEY(job, kind, path)) STRICT, WITHOUT ROWID;
 CREATE TABLE hooks(
-  seq INTEGER PRIMARY KEY, job INTEGER NOT NULL, command TEXT NOT NULL, policy TEXT NOT NULL)
-  STRICT;
+  seq INTEGER PRIMARY KEY, job INTEGER NOT NULL, command TEXT NOT NULL, policy TEXT NOT NULL,
+  run TEXT NOT NULL DEFAULT '') STRICT;
 CREATE INDEX hooks_by_job ON hooks(job);
 CREATE TABLE events(
   seq INTEGER PRIMARY KEY, unix_ms INTEGER NOT NULL, job INTEGER NOT NULL, uid INTEGER NOT NULL,
@@ -54,6 +54,8 @@ constexpr const char* kMigrations[] = {
     "ALTER TABLE jobs ADD COLUMN cgroup TEXT NOT NULL DEFAULT ''",
     // 3: its leaves beneath other cgroups, for registered processes outside the main's (JSON).
     "ALTER TABLE jobs ADD COLUMN more_cgroups TEXT NOT NULL DEFAULT '[]'",
+    // 4: how far a cleanup got with each hook: '' not started, 'started', or its report (JSON).
+    "ALTER TABLE hooks ADD COLUMN run TEXT NOT NULL DEFAULT ''",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
@@ -296,13 +298,16 @@ void load_paths(SQLite::Database& db, std::map<JobId, Job>& jobs) {
 }
 
 void load_hooks(SQLite::Database& db, std::map<JobId, Job>& jobs) {
-  SQLite::Statement hooks(db, "SELECT job, command, policy FROM hooks ORDER BY seq");
+  SQLite::Statement hooks(db, "SELECT job, command, policy, run FROM hooks ORDER BY seq");
   while (hooks.executeStep()) {
     auto it = jobs.find(static_cast<JobId>(hooks.getColumn(0).getInt64()));
     if (it == jobs.end()) continue;
-    it->second.hooks.push_back(
-        {.command = parse_command(json::parse(hooks.getColumn(1).getString())),
-         .policy = enum_column(hooks.getColumn(2), policy_from_string, "policy")});
+    TrackedHook& hook = it->second.hooks.emplace_back(
+        TrackedHook{.command = parse_command(json::parse(hooks.getColumn(1).getString())),
+                    .policy = enum_column(hooks.getColumn(2), policy_from_string, "policy")});
+    std::string run = hooks.getColumn(3).getString();
+    hook.started = !run.empty();
+    if (run.starts_with('{')) hook.finished = parse_command_report(json::parse(run));
   }
 }
 
@@ -392,6 +397,13 @@ void Store::apply(Record& record) {
         } else if constexpr (std::is_same_v<T, HookRecord>) {
           execute("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)", i64(r.job),
                   to_json(r.hook.command).dump(), std::string(to_string(r.hook.policy)));
+        } else if constexpr (std::is_same_v<T, HookRun>) {
+          execute(
+              "UPDATE hooks SET run = ? WHERE seq = (SELECT seq FROM hooks WHERE job = ? ORDER BY "
+              "seq LIMIT 1 OFFSET ?)",
+              r.report ? to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace)
+                       : std::string("started"),
+              i64(r.job), i64(r.index));
         } else if constexpr (std::is_same_v<T, Event>) {
           execute("INSERT INTO events(unix_ms, job, uid, body) VALUES(?, ?, ?, ?)", r.unix_ms,
                   i64(r.job), r.uid,

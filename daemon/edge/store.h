@@ -61,12 +61,22 @@ struct HookRecord {  // hooks run in the order they were recorded
   TrackedHook hook;
 };
 
+// How far a cleaning job's hook `index` (in the order its hooks were recorded) got: started
+// (no report yet) or ended (its report). Written before the hook starts, so that a restart never
+// runs it again.
+struct HookRun {
+  JobId job = 0;
+  std::size_t index = 0;
+  std::optional<CommandReport> report;
+};
+
 struct NextJobId {
   JobId value = 1;
 };
 
 using Record =
-    std::variant<JobRecord, JobForgotten, ProcessRecord, PathRecord, HookRecord, Event, NextJobId>;
+    std::variant<JobRecord, JobForgotten, ProcessRecord, PathRecord, HookRecord, HookRun, Event,
+                 NextJobId>;
 
 // Snapshots of a job's header and of its latest state change, taken on the event loop.
 JobRecord job_record(const Job& job);

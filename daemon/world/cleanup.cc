@@ -576,6 +576,9 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   Place place = home != nullptr && !home->shares_paths() ? Place{.root = home->root()} : Place{};
   constexpr const char* kHomeGone =
       "the job's container is gone and wardend, restarted since, holds no way into it";
+  constexpr const char* kHookInterrupted =
+      "interrupted: wardend stopped while this hook ran; hooks run at most once, so it was not "
+      "run again";
 
   if (plan.diagnose) {
     auto capture = [&plan] { return capture_diagnostics(plan); };
@@ -594,14 +597,28 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   co_await end_processes(plan, pidfds, context, discover != Discover::off && home != nullptr,
                          held, report);
 
-  for (const auto& hook : plan.hooks) {
-    if (hook.keep || home == nullptr) {
-      report.hooks.push_back({.argv = hook.command.argv,
-                              .outcome = hook.keep ? Outcome::kept : Outcome::failed,
-                              .detail = hook.keep ? "policy: failure only" : kHomeGone});
+  for (std::size_t i = 0; i < plan.hooks.size(); ++i) {
+    const HookStep& hook = plan.hooks[i];
+    if (hook.finished) {  // before a restart
+      report.hooks.push_back(*hook.finished);
       continue;
     }
-    report.hooks.push_back(co_await run_command(hook.command, user, env, place));
+    if (hook.keep || home == nullptr || hook.interrupted) {
+      report.hooks.push_back(
+          {.argv = hook.command.argv,
+           .outcome = hook.keep ? Outcome::kept : Outcome::failed,
+           .detail = hook.keep            ? "policy: failure only"
+                     : hook.interrupted   ? std::string(kHookInterrupted)
+                                          : std::string(kHomeGone)});
+      continue;
+    }
+    if (context.hook_started) {
+      auto recorded = context.hook_started(i);  // named: see the note on g++ 12 above
+      co_await std::move(recorded);
+    }
+    CommandReport ran = co_await run_command(hook.command, user, env, place);
+    if (context.hook_finished) context.hook_finished(i, ran);
+    report.hooks.push_back(std::move(ran));
   }
 
   // All paths in one hop to the worker thread: a hop per path costs more than a small file.

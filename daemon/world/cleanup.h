@@ -55,6 +55,11 @@ struct CleanupContext {
   // What the processes this cleanup ended made while they were of no job (creations.h), asked on
   // the event loop once they are known; empty: nothing is watched.
   std::function<std::vector<HeldObject>(const std::vector<ProcessIdentity>&)> claim_made;
+  // Hooks run at most once, even across a restart: `hook_started(i)` completes once it is
+  // recorded durably that the plan's hook i starts, `hook_finished(i, report)` records what it
+  // did. Empty: nothing is recorded.
+  std::function<boost::asio::awaitable<void>(std::size_t)> hook_started;
+  std::function<void(std::size_t, const CommandReport&)> hook_finished;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

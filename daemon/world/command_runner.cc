@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/close_range.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -24,10 +25,12 @@
 #include <fmt/format.h>
 // Boost 1.81's header-only mode forgets the out-of-line process_environment members; this is the
 // only translation unit that includes Boost.Process, so including them here is safe.
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include <boost/process/v2/impl/environment.ipp>
 #include <boost/process/v2/start_dir.hpp>
@@ -118,6 +121,22 @@ int enter(const Place& place) {
   ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
+// In the child: closes every descriptor wardend holds (its listening socket, clients'
+// connections, pidfds, the store) but the launcher's own (`keep`: the command's stdio, the
+// exec-error pipe; the job's root and namespaces are closed on exec). Boost.Process 1.81 means
+// to, but its Linux close_all() closes only above the highest descriptor kept: a hook that
+// outlived a crashed wardend held its listening socket, and the next wardend refused to start.
+void close_inherited(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned from = 3;
+  for (int fd : keep) {
+    if (fd < 3) continue;
+    if (static_cast<unsigned>(fd) > from) ::close_range(from, fd - 1, CLOSE_RANGE_CLOEXEC);
+    from = static_cast<unsigned>(fd) + 1;
+  }
+  ::close_range(from, ~0U, CLOSE_RANGE_CLOEXEC);
+}
+
 // Runs in the child between fork and exec: its own process group, the job's namespaces, then the
 // job's identity.
 struct BecomeUser {
@@ -126,9 +145,10 @@ struct BecomeUser {
   bool switch_user;
   Place place;
 
-  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
+  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
                                const char* const*) const {
     auto fail = [] { return bp::error_code(errno, bp::system_category()); };
+    close_inherited(launcher.fd_whitelist);
     if (::setpgid(0, 0) != 0) return fail();
     // wardend's unit runs it ahead of the jobs (Nice=-10); their hooks run at the default
     // priority. (Lowering a priority needs no privilege; where wardend runs at a lower one

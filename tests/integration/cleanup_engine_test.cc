@@ -465,6 +465,52 @@ TEST_F(CleanupEngine, HookRunsAsTheJobsUserAndAHangingOneIsKilledAtItsTimeout) {
   EXPECT_TRUE(testing::wait_exited(std::stoi(hang.output), 5s)) << "the hook's child died too";
 }
 
+// A hook holds none of wardend's descriptors (its socket, clients, pidfds, the store): one that
+// outlives a crashed wardend would keep its socket from the next.
+TEST_F(CleanupEngine, AHookInheritsNoneOfWardendsDescriptors) {
+  auto [t, id] = job({}, {.grace_s = 0});
+  client.add_hook({.job = id, .hook = {.argv = {"/bin/sh", "-c", "ls /proc/$$/fd"}}});
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  ASSERT_EQ(done.report->hooks.size(), 1u);
+  EXPECT_EQ(done.report->hooks[0].output, "0\n1\n2\n");
+}
+
+// A restart in the middle of a cleanup runs no hook twice: one that ended before keeps its report,
+// one that was running then is reported interrupted and not run again, one not yet started runs.
+TEST_F(CleanupEngine, HooksRunAtMostOnceAcrossACrashInTheMiddleOfThem) {
+  const std::string ran = dir + "/ran";
+  auto [t, id] = job({}, {.grace_s = 0});
+  auto hook = [&](const std::string& script) {
+    client.add_hook({.job = id, .hook = {.argv = {"/bin/sh", "-c", script}, .timeout_s = 60}});
+  };
+  hook("echo first >> " + ran + "; echo done");
+  hook("echo second >> " + ran + "; exec sleep 30");
+  hook("echo third >> " + ran);
+  auto lines = [&] {
+    std::ifstream in(ran);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return all;
+  };
+  ::kill(t.main, SIGKILL);
+  ASSERT_TRUE(eventually([&] { return lines() == "first\nsecond\n"; })) << lines();
+  daemon.crash();  // while the second hook runs
+  daemon.restart();
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report);
+  EXPECT_EQ(lines(), "first\nsecond\nthird\n") << "each hook started once";
+  ASSERT_EQ(done.report->hooks.size(), 3u);
+  EXPECT_EQ(done.report->hooks[0].outcome, Outcome::succeeded);
+  EXPECT_EQ(done.report->hooks[0].output, "done\n") << "its report from before the crash";
+  EXPECT_EQ(done.report->hooks[1].outcome, Outcome::failed);
+  EXPECT_NE(done.report->hooks[1].detail.find("interrupted"), std::string::npos)
+      << done.report->hooks[1].detail;
+  EXPECT_EQ(done.report->hooks[2].outcome, Outcome::succeeded);
+  // The second hook's sleep outlived the wardend that started it.
+  ::system(("pkill -f 'exec sleep 30' 2>/dev/null; true"));
+}
+
 // As its unit runs it (Nice=-10), ahead of the jobs; a job's hooks run at the default priority.
 class NicedCleanupEngine : public CleanupEngine {
  protected:

@@ -92,6 +92,30 @@ TEST_F(StoreTest, WhatIsWrittenIsLoadedBackAfterReopening) {
   EXPECT_EQ(j.hooks[0], hook);
 }
 
+TEST_F(StoreTest, HowFarEachHookGotIsLoadedBack) {
+  Job job = sample_job();
+  auto hook = [](const char* name) { return TrackedHook{.command = {.argv = {name}}}; };
+  CommandReport ended{.argv = {"/bin/a"}, .exit_code = 0, .output = "ok\n", .elapsed_ms = 3};
+  {
+    Store store({.path = path});
+    write(store, {job_record(job), HookRecord{7, hook("/bin/a")}, HookRecord{7, hook("/bin/b")},
+                  HookRecord{7, hook("/bin/c")}});
+    write(store, {HookRun{.job = 7, .index = 0}, HookRun{.job = 7, .index = 0, .report = ended},
+                  HookRun{.job = 7, .index = 1}});
+  }
+  Store store({.path = path});
+  StoredState state = store.load();
+  const auto& hooks = state.jobs.at(0).hooks;
+  ASSERT_EQ(hooks.size(), 3u);
+  EXPECT_TRUE(hooks[0].started);
+  ASSERT_TRUE(hooks[0].finished);
+  EXPECT_EQ(hooks[0].finished->output, "ok\n");
+  EXPECT_EQ(hooks[0].finished->exit_code, 0);
+  EXPECT_TRUE(hooks[1].started) << "running when wardend stopped";
+  EXPECT_FALSE(hooks[1].finished);
+  EXPECT_FALSE(hooks[2].started);
+}
+
 TEST_F(StoreTest, LaterJobRowsReplaceEarlierOnesAndForgottenJobsLeaveNoRows) {
   Job job = sample_job();
   Store store({.path = path});
@@ -176,6 +200,7 @@ TEST_F(StoreTest, AStoreOfSchema1IsUpgradedInPlaceAndKeepsItsJobs) {
     SQLite::Database db(path, SQLite::OPEN_READWRITE);
     db.exec("ALTER TABLE jobs DROP COLUMN cgroup");
     db.exec("ALTER TABLE jobs DROP COLUMN more_cgroups");
+    db.exec("ALTER TABLE hooks DROP COLUMN run");
     db.exec("PRAGMA user_version=1");
   }
   {
@@ -189,7 +214,7 @@ TEST_F(StoreTest, AStoreOfSchema1IsUpgradedInPlaceAndKeepsItsJobs) {
   Store store({.path = path});
   EXPECT_EQ(store.load().jobs.at(0).cgroup, job.cgroup) << "the new column is written and read";
   SQLite::Database db(path, SQLite::OPEN_READONLY);
-  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), 3);
+  EXPECT_EQ(db.execAndGet("PRAGMA user_version").getInt(), 4);
 }
 
 TEST_F(StoreTest, ARowThatDoesNotParseIsReportedNotSkipped) {
