@@ -225,6 +225,44 @@ class Client:
         """wardend's metrics in the Prometheus text format."""
         return self.call({"op": "metrics"})["text"]
 
+    def events(self, job=None, since=None, after_seq=None, limit=100):
+        """The history of the caller's jobs (every job's for root), oldest first: one dict per
+        state change ("seq", "unix_ms", "job", "name", "state", and the "report" once cleaned).
+        ``since``: a Unix time in seconds; ``after_seq``: the last "seq" already seen."""
+        return self.call(_events_request(job, since, after_seq, limit))["events"]
+
+    def follow_events(self, job=None, after_seq=None):
+        """Yields the caller's events as they are written, each once and in "seq" order: first
+        those after ``after_seq`` (the latest 100 without it), then each new one until the
+        generator is closed. It has a connection of its own (a followed connection serves
+        nothing else); wardend's closing it raises :class:`warden.Unavailable`."""
+        stream = Client(self.socket_path, timeout=self._timeout)
+        try:
+            history = stream.call(dict(_events_request(job, None, after_seq, 100), follow=True))
+            stream.settimeout(None)  # events come when they happen
+            seen = after_seq  # events carry no "seq" where wardend keeps no history
+            for event in history["events"]:
+                seen = event.get("seq", seen)
+                yield event
+            while True:
+                try:
+                    line = json.loads(stream._read_line())
+                except (OSError, ValueError) as e:
+                    raise Unavailable("lost the event stream from wardend on %s: %s"
+                                      % (stream.socket_path, e)) from None
+                event = line.get("event")
+                if event is None:  # wardend dropping the follower; the line says why
+                    raise Unavailable("wardend ended the event stream: %s"
+                                      % (line.get("error") or {}).get("message", "no reason"))
+                # Written while the history was read: sent in both.
+                seq = event.get("seq")
+                if seq is not None and seen is not None and seq <= seen:
+                    continue
+                seen = seq if seq is not None else seen
+                yield event
+        finally:
+            stream.close()
+
     def check(self, reclaim=False, grace=5.0):
         """Is the node clean for the next job? A dict with "clean" and "findings" (each with
         "kind", "what" and "action"); with ``reclaim`` (root), after ending stray GPU holders
@@ -241,6 +279,17 @@ class Client:
         reply.setdefault("findings", [])
         reply.setdefault("reclaimed", [])
         return reply
+
+
+def _events_request(job, since, after_seq, limit):
+    request = {"op": "events", "limit": limit}
+    if job is not None:
+        request["job"] = job
+    if since is not None:
+        request["since_unix_ms"] = int(since * 1000)
+    if after_seq is not None:
+        request["after_seq"] = after_seq
+    return request
 
 
 def _command(command):
