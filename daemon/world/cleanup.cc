@@ -302,6 +302,17 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
     if (tracking.leaf_of(c.cgroup_of(pid)) != nullptr) tracking.cgroups = nullptr;
   };
   if (plan.main_spared) release(plan.main.pid);
+  // Who is in the job's leaves themselves: a read per leaf instead of one of /proc/PID/cgroup per
+  // target (on the event loop, at a mass death, those reads were a quarter of its work). A target
+  // not listed may still be in a cgroup beneath a leaf (a job inside the job), and is asked.
+  std::set<pid_t> in_leaves;
+  tracking.each([&](Cgroups& c, const std::string& leaf) {
+    for (pid_t pid : c.members(leaf)) in_leaves.insert(pid);
+  });
+  auto member = [&](pid_t pid) {
+    return tracking && (in_leaves.contains(pid) ||
+                        tracking.leaf_of(tracking.cgroups->cgroup_of(pid)) != nullptr);
+  };
   std::vector<ProcessReport> kept;
   for (std::size_t i = 0; i < plan.targets.size(); ++i) {
     const auto& target = plan.targets[i];
@@ -318,9 +329,8 @@ std::vector<ProcessReport> classify(const CleanupPlan& plan, std::vector<UniqueF
     } else if (target.exited || !fd || t->kernel.exited(fd.get())) {
       t->add_gone(std::move(report));
     } else {
-      bool member =
-          tracking && tracking.leaf_of(tracking.cgroups->cgroup_of(target.identity.pid)) != nullptr;
-      t->add(std::move(report), target.identity.start_time, std::move(fd), t, member);
+      bool in_cgroup = member(target.identity.pid);
+      t->add(std::move(report), target.identity.start_time, std::move(fd), t, in_cgroup);
     }
   }
   return kept;

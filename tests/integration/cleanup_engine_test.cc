@@ -92,10 +92,11 @@ class CleanupEngine : public testing::DaemonTest {
   // their parentage names them, and a parent killed before the look orphans them.)
   void expect_forking_through_the_grace_leaves_nothing() {
     auto [t, id] = job({}, {.grace_s = 2});
+    const std::string s = trap_sleep();
     pid_t worker = track(testing::spawn_exec(
         {"/usr/bin/env", "-i", "/usr/bin/setsid", "/bin/bash", "-c",
-         "trap 'while :; do sleep 7001 & setsid sleep 7002 & (sleep 7003 &); sleep 0.04; done' "
-         "TERM; while :; do sleep 0.1; done"}));
+         "trap 'while :; do sleep " + s + "1 & setsid sleep " + s + "2 & (sleep " + s +
+             "3 &); sleep 0.04; done' TERM; while :; do sleep 0.1; done"}));
     // Its trap is set once it runs its loop's first sleep.
     ASSERT_TRUE(eventually([&] { return !read_descendants(worker).empty(); }));
     client.add_process(id, worker);
@@ -112,15 +113,18 @@ class CleanupEngine : public testing::DaemonTest {
     EXPECT_GT(descendants, 10u) << "2 s of forking every 40 ms, three ways";
   }
 
+  // What the trap's sleeps sleep, but for the last digit: this test process's own, so that a test
+  // run beside it (ctest -j) forking the same way is not counted.
+  static std::string trap_sleep() { return "7" + std::to_string(::getpid()); }
+
   // The sleeps the trap above forks, still alive.
   static std::vector<pid_t> forked_by_the_trap() {
     std::vector<pid_t> out;
+    const std::string prefix = std::string("sleep") + '\0' + trap_sleep();
     for (const auto& e : scan_processes(false)) {
       if (e.stat.state == 'Z') continue;
       auto argv = read_proc_file(e.pid, "cmdline");
-      if (argv && argv->starts_with("sleep") && argv->find("700") != std::string::npos) {
-        out.push_back(e.pid);
-      }
+      if (argv && argv->starts_with(prefix)) out.push_back(e.pid);
     }
     return out;
   }
