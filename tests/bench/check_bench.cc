@@ -85,24 +85,22 @@ void check_rows(Report& report) {
   Stats scrape_beats = beats_while(daemon, job, back_to_back([](Client& c) { c.metrics(); }));
   testing::kill_and_reap(idle);
 
-  report.row("node check p50 (a job's 16 processes and a stray hold a GPU node), 3,000 idle "
-             "processes vs a quiet node",
-             fmt::format("{:.1f} ms", crowded.p50), fmt::format("{:.1f} ms", quiet.p50),
-             ratio(crowded.p50, quiet.p50), "(what the node costs)");
-  report.row("another job's heartbeat p99 / max during back-to-back checks (3,000 processes, a GPU "
-             "node) vs idle",
-             fmt::format("{:.2f} / {:.2f} ms", busy_beats.p99 / 1000, busy_beats.max / 1000),
-             fmt::format("{:.2f} / {:.2f} ms", idle_beats.p99 / 1000, idle_beats.max / 1000),
-             ratio(busy_beats.p99, idle_beats.p99), "p99 ≤ 10 ms and ≤ 2× idle");
-  report.row("metrics scrape p50 (`metrics`: the GPU view's holders with their jobs), 3,000 idle "
-             "processes vs a quiet node",
-             fmt::format("{:.1f} ms", crowded_scrape.p50), fmt::format("{:.1f} ms", quiet_scrape.p50),
-             ratio(crowded_scrape.p50, quiet_scrape.p50), "≤ 50 ms");
-  report.row("another job's heartbeat p99 / max during back-to-back scrapes (3,000 processes, a "
-             "GPU node) vs idle",
-             fmt::format("{:.2f} / {:.2f} ms", scrape_beats.p99 / 1000, scrape_beats.max / 1000),
-             fmt::format("{:.2f} / {:.2f} ms", idle_beats.p99 / 1000, idle_beats.max / 1000),
-             ratio(scrape_beats.p99, idle_beats.p99), "p99 ≤ 10 ms and ≤ 2× idle");
+  // A view's time, crowded vs quiet, and another job's heartbeats while it is asked back to back.
+  auto view_rows = [&](const std::string& what, const std::string& asked, const Stats& crowded,
+                       const Stats& quiet, const std::string& target, const Stats& beats) {
+    report.row(what + ", 3,000 idle processes vs a quiet node",
+               fmt::format("{:.1f} ms", crowded.p50), fmt::format("{:.1f} ms", quiet.p50),
+               ratio(crowded.p50, quiet.p50), target);
+    report.row("another job's heartbeat p99 / max during back-to-back " + asked +
+                   " (3,000 processes, a GPU node) vs idle",
+               fmt::format("{:.2f} / {:.2f} ms", beats.p99 / 1000, beats.max / 1000),
+               fmt::format("{:.2f} / {:.2f} ms", idle_beats.p99 / 1000, idle_beats.max / 1000),
+               ratio(beats.p99, idle_beats.p99), "p99 ≤ 10 ms and ≤ 2× idle");
+  };
+  view_rows("node check p50 (a job's 16 processes and a stray hold a GPU node)", "checks", crowded,
+            quiet, "(what the node costs)", busy_beats);
+  view_rows("metrics scrape p50 (`metrics`: the GPU view's holders with their jobs)", "scrapes",
+            crowded_scrape, quiet_scrape, "≤ 50 ms", scrape_beats);
   std::vector<pid_t> all = tree.workers;
   all.push_back(tree.main);
   all.insert(all.end(), holders.begin(), holders.end());
