@@ -218,10 +218,11 @@ std::optional<TimePoint> Supervisor::next_deadline() const {
 
 namespace {
 
-// A cleaned job's report says what became of each path: of its registrations it keeps only those
-// its cleanup could not or would not remove (the node check looks at them again, by identity), so
-// that thousands of long paths do not stay with a finished job for as long as it is kept.
-void keep_only_paths_left(Job& job) {
+// A cleaned job's report says what became of each path and hook: of its registrations it keeps
+// only the paths its cleanup could not or would not remove (the node check looks at them again, by
+// identity), so that thousands of long paths, or hooks' outputs, do not stay with a finished job
+// for as long as it is kept.
+void keep_only_what_is_left(Job& job) {
   std::set<std::pair<PathKind, std::string>> left;
   if (job.report) {
     for (const auto& p : job.report->paths) {
@@ -235,6 +236,8 @@ void keep_only_paths_left(Job& job) {
     if (left.contains({p.kind, p.path})) kept.push_back(std::move(p));
   }
   job.paths = std::move(kept);
+  // What each hook did is in the report too (up to 64 KiB of output each).
+  for (auto& h : job.hooks) h.finished.reset();
 }
 
 // What a job's registered paths weigh against its user's bound: their names.
@@ -254,7 +257,7 @@ std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, 
   job.report = std::move(report);
   job.finished = now;
   job_done(job);
-  keep_only_paths_left(job);
+  keep_only_what_is_left(job);
   finished_order_.push_back(id);
   return retire_finished();
 }
@@ -266,7 +269,7 @@ std::vector<JobId> Supervisor::restore(Job job, JobId next_id) {
   if (!inserted) throw std::logic_error(job_str(id) + " restored twice");
   Job& j = it->second;
   if (j.state == JobState::cleaned) {
-    keep_only_paths_left(j);  // as cleanup_finished leaves it
+    keep_only_what_is_left(j);  // as cleanup_finished leaves it
     // The store lists jobs by id, the order they were created: close enough to the order they
     // finished for deciding which to retire first.
     finished_order_.push_back(id);

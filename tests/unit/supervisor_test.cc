@@ -171,6 +171,31 @@ TEST_F(SupervisorTest, ExitsDuringCleanupAreLeftToTheEngine) {
   EXPECT_FALSE(core.process_exited(id, 10, t0).cleanup);
 }
 
+TEST_F(SupervisorTest, AResumedCleanupRunsNoHookAgain) {
+  JobId id = core.register_job(kAlice, spec(), proc(10), t0);
+  for (const char* argv0 : {"/bin/a", "/bin/b", "/bin/c"}) {
+    core.add_hook(kAlice, id, {.command = {.argv = {argv0}}});
+  }
+  CleanupPlan first = core.end_job(kAlice, id, false);
+  ASSERT_EQ(first.hooks.size(), 3u);
+  EXPECT_FALSE(first.hooks[0].finished || first.hooks[0].interrupted);
+  CommandReport ran{.argv = {"/bin/a"}, .output = "ok\n"};
+  core.hook_started(id, 0);
+  core.hook_finished(id, 0, ran);
+  core.hook_started(id, 1);  // and then wardend stops
+
+  CleanupPlan resumed = core.resume_cleanup(id);
+  ASSERT_EQ(resumed.hooks.size(), 3u);
+  ASSERT_TRUE(resumed.hooks[0].finished);
+  EXPECT_EQ(resumed.hooks[0].finished->output, "ok\n");
+  EXPECT_TRUE(resumed.hooks[1].interrupted);
+  EXPECT_FALSE(resumed.hooks[2].finished || resumed.hooks[2].interrupted);
+
+  core.cleanup_finished(id, {.hooks = {ran}}, t0 + seconds(1));
+  EXPECT_FALSE(core.find(id)->hooks[0].finished) << "a cleaned job's report holds what it did";
+  EXPECT_TRUE(core.find(id)->hooks[0].started);
+}
+
 TEST_F(SupervisorTest, FinishedCleanupRecordsTheReport) {
   JobId id = core.register_job(kAlice, spec(), proc(10), t0);
   core.end_job(kAlice, id, false);
