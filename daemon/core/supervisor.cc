@@ -255,6 +255,7 @@ std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, 
   Job& job = it->second;
   job.state = JobState::cleaned;
   job.report = std::move(report);
+  job.progress.reset();
   job.finished = now;
   job_done(job);
   keep_only_what_is_left(job);
@@ -299,8 +300,15 @@ void Supervisor::hook_finished(JobId id, std::size_t index, const CommandReport&
 
 CleanupPlan Supervisor::resume_cleanup(JobId id) {
   Job& job = jobs_.at(id);
-  return begin_cleanup(job, job.reason.value_or(JobState::failed), job.reason_detail,
-                       job.cleanup_includes_main);
+  CleanupPlan plan = begin_cleanup(job, job.reason.value_or(JobState::failed), job.reason_detail,
+                                   job.cleanup_includes_main);
+  plan.earlier = job.progress;
+  return plan;
+}
+
+void Supervisor::cleanup_progress(JobId id, CleanupReport so_far) {
+  Job& job = jobs_.at(id);
+  if (job.state == JobState::cleaning) job.progress = std::move(so_far);
 }
 
 bool Supervisor::discard_job(JobId id) {

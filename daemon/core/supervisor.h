@@ -127,6 +127,9 @@ struct Job {
   std::optional<TimePoint> deadline;
   bool cleanup_includes_main = false;  // its cleanup terminates the main process too
   std::optional<CleanupReport> report;
+  // While it is being cleaned: the steps its cleanup has finished (processes, then paths), kept
+  // so that one a restart interrupts resumes with what was done before (CleanupPlan::earlier).
+  std::optional<CleanupReport> progress;
   TimePoint finished{};  // when it became cleaned
 
   std::size_t live_workers() const;
@@ -175,6 +178,9 @@ struct CleanupPlan {
   // What it held but never registered: only what was born after `created` may be the job's.
   std::optional<Discover> discover;  // nullopt: wardend's setting
   TimePoint created{};
+  // A cleanup resumed after a restart: what the interrupted one had done (Job::progress). What it
+  // ended or removed then is gone now, and keeps the outcome it had.
+  std::optional<CleanupReport> earlier;
 };
 
 struct SupervisorLimits {
@@ -238,6 +244,8 @@ class Supervisor {
   std::optional<TimePoint> next_deadline() const;
   // Returns the cleaned jobs retired to make room (finished_jobs_kept), now forgotten.
   std::vector<JobId> cleanup_finished(JobId id, CleanupReport report, TimePoint now);
+  // What a cleaning job's cleanup has done so far (its processes ended, its paths removed).
+  void cleanup_progress(JobId id, CleanupReport so_far);
   // A cleaning job's hook `index` (in plan order) is about to start / has ended.
   void hook_started(JobId id, std::size_t index);
   void hook_finished(JobId id, std::size_t index, const CommandReport& report);

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "world/process_tree.h"
+#include "world/report_bound.h"
 #include "edge/systemd.h"
 #include "core/wall_clock.h"
 
@@ -625,7 +626,13 @@ void Service::launch_cleanup(CleanupPlan plan) {
                        [this, id](std::size_t index, const CommandReport& ran) {
                          core_.hook_finished(id, index, ran);
                          journal_.stage({HookRun{.job = id, .index = index, .report = ran}});
-                       }}),
+                       },
+                   .progress = [this, id](const CleanupReport& so_far) {
+                     CleanupReport kept = so_far;  // within the bound its record is written in
+                     bound_report(kept, cleanup_options_.max_report_bytes);
+                     core_.cleanup_progress(id, std::move(kept));
+                     if (const Job* job = core_.find(id)) journal_.stage({job_record(*job)});
+                   }}),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {

@@ -164,7 +164,7 @@ JobRecord job_record(const Job& job) {
               .reason_detail = job.reason_detail,
               .cleanup_includes_main = job.cleanup_includes_main,
               .created_unix_ms = to_unix_ms(job.created),
-              .report = job.report,
+              .report = job.state == JobState::cleaning ? job.progress : job.report,
               .cgroup = job.cgroup,
               .more_cgroups = job.more_cgroups};
   if (job.state == JobState::cleaned) r.finished_unix_ms = to_unix_ms(job.finished);
@@ -256,7 +256,9 @@ std::map<JobId, Job> load_jobs(SQLite::Database& db) {
     job.created = from_unix_ms(rows.getColumn(11).getInt64());
     if (!rows.getColumn(12).isNull()) job.finished = from_unix_ms(rows.getColumn(12).getInt64());
     if (!rows.getColumn(13).isNull()) {
-      job.report = parse_cleanup_report(json::parse(rows.getColumn(13).getString()));
+      // A cleaning job's row holds what its cleanup had done when it was last written.
+      (job.state == JobState::cleaning ? job.progress : job.report) =
+          parse_cleanup_report(json::parse(rows.getColumn(13).getString()));
     }
     job.cgroup = rows.getColumn(15).getString();
     job.more_cgroups = json::parse(rows.getColumn(16).getString()).get<std::vector<std::string>>();

@@ -37,7 +37,7 @@ struct JobRecord {
   bool cleanup_includes_main = false;
   std::int64_t created_unix_ms = 0;
   std::optional<std::int64_t> finished_unix_ms;
-  std::optional<CleanupReport> report;  // once cleaned
+  std::optional<CleanupReport> report;  // once cleaned; while cleaning, what is done (progress)
   std::string cgroup;                   // its tracking cgroup; empty: tracked by scanning
   std::vector<std::string> more_cgroups;  // its leaves beneath other cgroups
 };

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -544,6 +545,31 @@ std::vector<ProcessIdentity> identities(const std::vector<ProcessReport>& proces
 }
 
 // What the report's removals and GPU releases gave back, by kind.
+// A resumed cleanup finds gone what the interrupted one ended or removed: those keep the outcome
+// they had then (terminated, killed, removed, with the bytes freed), and a process it ended that
+// nothing names any more (a member of the job's cgroup, not registered) is listed again.
+void keep_earlier_outcomes(CleanupReport& report, const CleanupReport& earlier) {
+  std::map<std::pair<pid_t, std::uint64_t>, const ProcessReport*> ended;
+  for (const auto& p : earlier.processes) {
+    if (p.outcome != Outcome::already_gone) ended[{p.pid, p.start_time}] = &p;
+  }
+  for (auto& p : report.processes) {
+    auto it = ended.find({p.pid, p.start_time});
+    if (it == ended.end()) continue;
+    if (p.outcome == Outcome::already_gone) p = *it->second;
+    ended.erase(it);
+  }
+  for (const auto& [key, p] : ended) report.processes.push_back(*p);
+  std::map<std::pair<PathKind, std::string>, const PathReport*> removed;
+  for (const auto& p : earlier.paths) {
+    if (p.outcome == Outcome::removed) removed[{p.kind, p.path}] = &p;
+  }
+  for (auto& p : report.paths) {
+    auto it = removed.find({p.kind, p.path});
+    if (it != removed.end() && p.outcome == Outcome::already_gone) p = *it->second;
+  }
+}
+
 Reclaimed tally_reclaimed(const CleanupReport& report) {
   Reclaimed r;
   for (const auto* paths : {&report.paths, &report.discovered}) {
@@ -606,6 +632,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   std::vector<HeldObject> held;
   co_await end_processes(plan, pidfds, context, discover != Discover::off && home != nullptr,
                          held, report);
+  if (context.progress) context.progress(report);
 
   for (std::size_t i = 0; i < plan.hooks.size(); ++i) {
     const HookStep& hook = plan.hooks[i];
@@ -649,6 +676,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     return reports;
   };
   report.paths = co_await offload(context.blocking, remove_all);
+  if (context.progress) context.progress(report);
 
   // What the job made and closed is named in wardend's paths, which are the job's only where it
   // shares them.
@@ -676,6 +704,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     report.discovered = co_await offload(context.blocking, settle);
   }
 
+  if (plan.earlier) keep_earlier_outcomes(report, *plan.earlier);
   report.reclaimed = tally_reclaimed(report);
   bound_report(report, context.options.max_report_bytes);
   report.duration_ms = ms_between(start, Clock::now());

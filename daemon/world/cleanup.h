@@ -60,6 +60,9 @@ struct CleanupContext {
   // did. Empty: nothing is recorded.
   std::function<boost::asio::awaitable<void>(std::size_t)> hook_started;
   std::function<void(std::size_t, const CommandReport&)> hook_finished;
+  // Called with the report so far once the processes are ended and once the paths are removed,
+  // to be recorded: a cleanup a restart interrupts resumes with it (CleanupPlan::earlier).
+  std::function<void(const CleanupReport& so_far)> progress;
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -112,6 +113,42 @@ TEST_F(Durability, CleanupInterruptedByACrashCompletesAfterRestart) {
   ASSERT_TRUE(s.report);
   ASSERT_EQ(s.report->paths.size(), 1u);
   EXPECT_EQ(s.report->paths[0].outcome, Outcome::removed);
+}
+
+// wardend dies after the cleanup ended the job's processes (a hook holds it there): the resumed
+// cleanup finds them gone, and reports each with the outcome it had, not as already gone; a member
+// of the job's cgroup that nothing registered, which only the first cleanup saw, is listed too.
+TEST_F(Durability, ACleanupResumedAfterItsProcessesEndedKeepsTheirOutcomes) {
+  auto t = tree({Behaviour::sleep, Behaviour::ignore_term});
+  JobId id = client.register_job({.name = "resumed", .pid = t.main, .grace_s = 0.3});
+  client.add_process(id, t.workers[0]);  // the second worker only its cgroup knows
+  client.add_hook({.job = id, .hook = {.argv = {"/bin/sleep", "30"}, .timeout_s = 60}});
+  std::string file =
+      client.add_path({.job = id, .kind = PathKind::file, .path = make_file(scratch, "kept")});
+  client.end_job(id, /*ok=*/false);
+  ASSERT_TRUE(wait_exited(t.workers[0], 5s));
+  ASSERT_TRUE(wait_exited(t.workers[1], 5s));
+  std::this_thread::sleep_for(200ms);  // the hook starts
+
+  daemon.crash();
+  daemon.restart();
+  auto s = wait_for_state(id, JobState::cleaned);
+  ASSERT_EQ(s.state, JobState::cleaned);
+  ASSERT_TRUE(s.report);
+  auto outcome = [&](pid_t pid) {
+    for (const auto& p : s.report->processes) {
+      if (p.pid == pid) return std::optional<Outcome>(p.outcome);
+    }
+    return std::optional<Outcome>();
+  };
+  EXPECT_EQ(outcome(t.workers[0]), Outcome::terminated);
+  EXPECT_EQ(outcome(t.workers[1]), Outcome::killed) << "listed, though nothing registered it";
+  ASSERT_EQ(s.report->hooks.size(), 1u);
+  EXPECT_NE(s.report->hooks[0].detail.find("interrupted"), std::string::npos);
+  ASSERT_EQ(s.report->paths.size(), 1u);
+  EXPECT_EQ(s.report->paths[0].outcome, Outcome::removed);
+  EXPECT_FALSE(fs::exists(file));
+  ::system("pkill -x -f '/bin/sleep 30' 2>/dev/null; true");  // the hook outlived its wardend
 }
 
 TEST_F(Durability, EventHistoryOutlivesRestartsAndRetirement) {
