@@ -29,6 +29,31 @@ class Wardenctl : public testing::DaemonTest {
   }
 };
 
+// The bash completion (client/wardenctl/wardenctl.bash, installed for bash-completion) offers the
+// subcommands and options the CLI defines now, and the ids of the jobs wardend has.
+TEST_F(Wardenctl, BashCompletionOffersSubcommandsOptionsAndJobIds) {
+  pid_t main = spawned.emplace_back(testing::spawn(testing::Behaviour::sleep));
+  auto reg = ctl({"register", "--pid", std::to_string(main), "--name", "completed"});
+  ASSERT_EQ(reg.status, 0) << reg.err;
+  std::string id = reg.out.substr(0, reg.out.find('\n'));
+  auto complete = [&](const std::string& words) {
+    std::string script = "source " WARDEN_SOURCE_DIR "/client/wardenctl/wardenctl.bash; "
+                         "COMP_WORDS=(" + words + "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); "
+                         "_wardenctl; echo \"${COMPREPLY[*]}\"";
+    std::string dir = std::filesystem::path(WARDENCTL_PATH).parent_path();
+    auto r = run_command({"/bin/bash", "-c", script},
+                         {"PATH=" + dir + ":/usr/bin:/bin", "WARDEN_SOCKET=" + daemon.socket()});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.out;
+  };
+  EXPECT_EQ(complete("wardenctl st"), "status\n");
+  EXPECT_NE(complete("wardenctl ''").find("cleanup"), std::string::npos);
+  EXPECT_EQ(complete("wardenctl status --j"), "--json\n");
+  EXPECT_EQ(complete("wardenctl add --keep"), "--keep-on-success\n");
+  EXPECT_EQ(complete("wardenctl beat --job ''"), id + "\n");
+  EXPECT_EQ(complete("wardenctl --socket " + daemon.socket() + " status ''"), id + "\n");
+}
+
 TEST_F(Wardenctl, RegisterAddBeatEndAndStatus) {
   pid_t main = spawned.emplace_back(testing::spawn(testing::Behaviour::sleep));
   pid_t worker = spawned.emplace_back(testing::spawn(testing::Behaviour::sleep));
