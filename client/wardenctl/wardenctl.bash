@@ -10,6 +10,10 @@ _wardenctl_subcommands() {
 _wardenctl_options() {
   sed -n 's/^  \(-[a-zA-Z],\)\{0,1\}\(--[a-z][a-z-]*\).*/\2/p'
 }
+# The ids of the jobs wardend shows the user; its arguments are wardenctl's global options.
+_wardenctl_jobs() {
+  wardenctl "$@" status --json 2>/dev/null | sed -n 's/^    "id": \([0-9]*\).*/\1/p'
+}
 
 _wardenctl() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
@@ -24,10 +28,7 @@ _wardenctl() {
   done
   case $prev in
     --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --job)
-      COMPREPLY=($(compgen -W "$(wardenctl "${global[@]}" status --json 2>/dev/null |
-                                   sed -n 's/^    "id": \([0-9]*\).*/\1/p')" -- "$cur"))
-      return ;;
+    --job) COMPREPLY=($(compgen -W "$(_wardenctl_jobs "${global[@]}")" -- "$cur")); return ;;
     --file | --dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   local help
@@ -40,9 +41,8 @@ _wardenctl() {
     COMPREPLY=($(compgen -W "$(_wardenctl_options <<<"$help")" -- "$cur"))
   elif [[ -z $sub ]]; then
     COMPREPLY=($(compgen -W "$(_wardenctl_subcommands <<<"$help")" -- "$cur"))
-  elif [[ $help == *"JOB UINT"* ]]; then  # a job id as the positional (status JOB, events JOB)
-    COMPREPLY=($(compgen -W "$(wardenctl "${global[@]}" status --json 2>/dev/null |
-                                 sed -n 's/^    "id": \([0-9]*\).*/\1/p')" -- "$cur"))
+  elif [[ $help == *"JOB UINT"* ]]; then  # a job id as the positional (status JOB)
+    COMPREPLY=($(compgen -W "$(_wardenctl_jobs "${global[@]}")" -- "$cur"))
   fi
 }
 complete -F _wardenctl wardenctl
