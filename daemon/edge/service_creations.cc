@@ -9,13 +9,6 @@
 #include "world/cgroup.h"
 
 namespace warden {
-namespace {
-
-// How far up the parent chain a maker is followed to a registered process: deep enough for any
-// launcher chain (srun, torchrun, a shell, python, DataLoader workers), bounded against a loop.
-constexpr int kMaxAncestry = 64;
-
-}  // namespace
 
 std::map<pid_t, const Job*> Service::registered_processes() const {
   std::map<pid_t, const Job*> registered;
@@ -35,22 +28,21 @@ const Job* Service::job_of_process(pid_t pid, const std::map<pid_t, const Job*>&
       if (const Job* job = job_of_cgroup(*cgroup)) return job;
     }
   }
-  for (int depth = 0; depth < kMaxAncestry && pid > 1; ++depth) {
-    auto stat = read_proc_stat(pid);
-    if (!stat) return nullptr;
-    if (auto it = registered.find(pid); it != registered.end()) {
-      const Job& job = *it->second;
-      bool same =
-          job.main.pid == pid
-              ? job.main.start_time == stat->start_time
-              : std::any_of(job.workers.begin(), job.workers.end(), [&](const TrackedProcess& w) {
-                  return w.identity.pid == pid && w.identity.start_time == stat->start_time;
-                });
-      if (same) return &job;  // else a recycled pid: not the job's
-    }
-    pid = stat->ppid;
-  }
-  return nullptr;
+  const Job* found = nullptr;
+  any_ancestor(pid, [&](pid_t p, std::uint64_t start) {
+    auto it = registered.find(p);
+    if (it == registered.end()) return false;
+    const Job& job = *it->second;
+    bool same = job.main.pid == p
+                    ? job.main.start_time == start
+                    : std::any_of(job.workers.begin(), job.workers.end(),
+                                  [&](const TrackedProcess& w) {
+                                    return w.identity.pid == p && w.identity.start_time == start;
+                                  });
+    if (same) found = &job;  // else a recycled pid: not the job's
+    return same;
+  });
+  return found;
 }
 
 void Service::watch_creations() {

@@ -544,7 +544,6 @@ std::vector<ProcessIdentity> identities(const std::vector<ProcessReport>& proces
   return out;
 }
 
-// What the report's removals and GPU releases gave back, by kind.
 // A resumed cleanup finds gone what the interrupted one ended or removed: those keep the outcome
 // they had then (terminated, killed, removed, with the bytes freed), and a process it ended that
 // nothing names any more (a member of the job's cgroup, not registered) is listed again.
@@ -570,6 +569,7 @@ void keep_earlier_outcomes(CleanupReport& report, const CleanupReport& earlier) 
   }
 }
 
+// What the report's removals and GPU releases gave back, by kind.
 Reclaimed tally_reclaimed(const CleanupReport& report) {
   Reclaimed r;
   for (const auto* paths : {&report.paths, &report.discovered}) {

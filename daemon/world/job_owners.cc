@@ -3,13 +3,6 @@
 #include "world/process.h"
 
 namespace warden {
-namespace {
-
-// How far up the parent chain a process is followed to a job's: deep enough for any launcher
-// chain (srun, torchrun, a shell, python, DataLoader workers), bounded against a loop.
-constexpr int kMaxAncestry = 64;
-
-}  // namespace
 
 JobOwners::JobOwners(const std::vector<CheckedJob>& jobs, Cgroups* cgroups) : cgroups_(cgroups) {
   for (const CheckedJob& job : jobs) {
@@ -33,17 +26,19 @@ const CheckedJob* JobOwners::of(pid_t pid) const {
       }
     }
   }
-  for (int depth = 0; depth < kMaxAncestry && pid > 1; ++depth) {
-    auto stat = read_proc_stat(pid);
-    if (!stat) break;
-    if (auto it = by_pid_.find(pid); it != by_pid_.end()) {
-      for (const auto& [start_time, job] : it->second) {
-        if (start_time == stat->start_time && consider(job)) return job;
+  const CheckedJob* running = nullptr;
+  any_ancestor(pid, [&](pid_t p, std::uint64_t start) {
+    auto it = by_pid_.find(p);
+    if (it == by_pid_.end()) return false;
+    for (const auto& [start_time, job] : it->second) {
+      if (start_time == start && consider(job)) {
+        running = job;
+        return true;
       }
     }
-    pid = stat->ppid;
-  }
-  return cleaned;
+    return false;
+  });
+  return running != nullptr ? running : cleaned;
 }
 
 }  // namespace warden

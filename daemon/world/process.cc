@@ -67,6 +67,17 @@ std::string read_command_line(pid_t pid) {
   return line;
 }
 
+bool any_ancestor(pid_t pid, const std::function<bool(pid_t, std::uint64_t)>& is_it) {
+  constexpr int kMaxAncestry = 64;
+  for (int depth = 0; depth < kMaxAncestry && pid > 1; ++depth) {
+    auto stat = read_proc_stat(pid);
+    if (!stat) return false;
+    if (is_it(pid, stat->start_time)) return true;
+    pid = stat->ppid;
+  }
+  return false;
+}
+
 std::optional<uid_t> read_proc_real_uid(pid_t pid) {
   auto text = read_proc_file(pid, "status");
   if (!text) return std::nullopt;

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -46,6 +47,10 @@ std::optional<ProcStat> read_proc_stat(pid_t pid);
 std::string read_command_line(pid_t pid);
 // The real uid from /proc/PID/status; nullopt if the process does not exist.
 std::optional<uid_t> read_proc_real_uid(pid_t pid);
+// Follows `pid` up its parent chain, itself first, until `is_it(pid, start_time)` holds; stops at
+// init, at a process gone, and after 64 processes (deeper than any launcher chain: srun, torchrun,
+// a shell, python, DataLoader workers; bounded against a loop). Returns whether one held.
+bool any_ancestor(pid_t pid, const std::function<bool(pid_t, std::uint64_t start_time)>& is_it);
 
 // A process held by pidfd, so that signals reach exactly the process that was identified.
 struct ProcessHandle {
