@@ -9,6 +9,7 @@ import time
 import pytest
 
 import warden
+from conftest import serve
 
 
 def sleeper():
@@ -63,7 +64,6 @@ def test_events_reads_the_history_on_from_a_seq(wardend):
 
 
 def test_follow_events_of_a_wardend_without_history_still_streams(request, monkeypatch):
-    from conftest import serve
     for daemon in serve(request, monkeypatch, "--no-durable"):
         client = daemon.client()
         with pytest.raises(warden.Unavailable) as refused:
