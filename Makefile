@@ -50,9 +50,11 @@ fuzz: test-deps
 bench: test-deps build
 	scripts/bench > BENCHMARKS.md
 
-# build/warden_VERSION_amd64.deb: `apt install ./build/warden_*.deb` enables warden.socket.
+# build/warden_VERSION_amd64.deb: `apt install ./build/warden_*.deb` enables warden.socket; the
+# other two packages, and build/warden_client-VERSION-py3-none-any.whl for a venv.
 package: build
 	cd $(BUILD) && cpack -G DEB
+	cmake --build $(BUILD) --target python_wheel
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
