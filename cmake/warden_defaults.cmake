@@ -8,6 +8,12 @@ function(warden_target_defaults target)
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     target_compile_options(${target} PRIVATE -Wno-mismatched-new-delete)
   endif()
+  # Debian's hardening flags (what dpkg-buildflags gives a package): a root daemon that parses
+  # its clients' words gets bounds-checked libc calls, stack canaries and a read-only GOT.
+  # _FORTIFY_SOURCE needs the optimiser, so a Debug build goes without it.
+  target_compile_options(${target} PRIVATE -fstack-protector-strong
+                                           $<$<NOT:$<CONFIG:Debug>>:-D_FORTIFY_SOURCE=2>)
+  target_link_options(${target} PRIVATE -Wl,-z,relro,-z,now)
   if(WARDEN_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer
                                              -fno-sanitize-recover=undefined)
