@@ -6,6 +6,7 @@ outlives the job, so that what the job left inside can be looked at through /pro
 And a real container runtime: systemd-nspawn over the Debian root the systemd tests cache.
 """
 
+import hashlib
 import json
 import os
 import select
@@ -231,20 +232,28 @@ def test_a_stalled_pods_diagnose_command_sees_the_pods_pids(wardend):
         pod.stop()
 
 
-def nspawn_root():
+def debian_root():
     """The Debian 12 root the systemd container test caches (with libfmt9, all wardenctl needs)."""
     root = os.environ.get("WARDEN_NSPAWN_ROOT",
                           os.path.join(ROOT, "build", "container", "bookworm"))
-    if shutil.which("systemd-nspawn") is None or not os.path.exists(
-            root + "/usr/lib/x86_64-linux-gnu/libfmt.so.9"):
-        pytest.skip("no systemd-nspawn, or no cached Debian root at %s (the systemd container "
-                    "test makes it)" % root)
+    if not os.path.exists(root + "/usr/lib/x86_64-linux-gnu/libfmt.so.9"):
+        pytest.skip("no cached Debian root at %s (the systemd container test makes it)" % root)
     return root
+
+
+def nspawn_root():
+    if shutil.which("systemd-nspawn") is None:
+        pytest.skip("no systemd-nspawn (apt install systemd-container)")
+    return debian_root()
+
+
+def host_wardenctl():
+    return os.environ.get("WARDENCTL", os.path.join(ROOT, "build", "bin", "wardenctl"))
 
 
 def test_wardenctl_run_in_a_systemd_nspawn_container(wardend):
     root = nspawn_root()
-    wardenctl = os.environ.get("WARDENCTL", os.path.join(ROOT, "build", "bin", "wardenctl"))
+    wardenctl = host_wardenctl()
     script = ('/opt/%s run --name nspawn-job --grace 1 -- ' % os.path.basename(wardenctl) +
               '/bin/sh -c \'echo partial > "$TMPDIR/checkpoint"; exec sleep 3600\' & '
               'exec sleep 3600')
@@ -288,3 +297,108 @@ def test_wardenctl_run_in_a_systemd_nspawn_container(wardend):
     finally:
         container.kill()
         container.wait(10)
+
+
+# Podman as Debian 12 ships it. On a hybrid cgroup host crun refuses to start containers, so runc
+# runs them; and root here may not raise its limits, which podman would do for nofile and nproc.
+PODMAN = ["podman", "--runtime", "runc"]
+PODMAN_RUN = [*PODMAN, "run", "--rm", "--detach", "--network", "none",
+              "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+
+
+def podman_image():
+    """The cached Debian root with wardenctl in /usr/local/bin, as a podman image; imported once
+    per wardenctl build (the tag is its hash), older ones removed."""
+    if shutil.which("podman") is None:
+        pytest.skip("no podman (apt install podman runc)")
+    if shutil.which("runc") is None:
+        pytest.skip("no runc (apt install runc): crun refuses this host's hybrid cgroups")
+    root = debian_root()
+    wardenctl = host_wardenctl()
+    with open(wardenctl, "rb") as f:
+        tag = hashlib.sha256(f.read()).hexdigest()[:16]
+    image = "localhost/warden-test-job:" + tag
+    if subprocess.run([*PODMAN, "image", "exists", image]).returncode == 0:
+        return image
+    old = subprocess.run([*PODMAN, "images", "--format", "{{.Repository}}:{{.Tag}}",
+                          "localhost/warden-test-job"], stdout=subprocess.PIPE, text=True)
+    for stale in old.stdout.split():
+        subprocess.run([*PODMAN, "rmi", "--force", stale], stdout=subprocess.DEVNULL)
+    tar = subprocess.Popen(
+        ["tar", "-c", "-C", root, ".", "-C", os.path.dirname(wardenctl),
+         "--transform", "s,^%s$,usr/local/bin/wardenctl," % os.path.basename(wardenctl),
+         os.path.basename(wardenctl)], stdout=subprocess.PIPE)
+    imported = subprocess.run([*PODMAN, "import", "--quiet", "-", image], stdin=tar.stdout,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tar.stdout.close()
+    assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
+    return image
+
+
+def sleepers(marker):
+    """Host pids of the processes running `sleep MARKER`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_job_in_a_podman_container_is_cleaned_in_the_containers_own_namespaces(wardend):
+    """A real container runtime: the host's socket is all the container is given. SIGKILL of the
+    job's main ends its worker and its setsid escapee, and removes its TMPDIR and the segment its
+    worker held in the container's own /dev/shm (never registered: discovery finds it)."""
+    image = podman_image()
+    name = "warden-test-%d" % os.getpid()
+    worker_mark, escapee_mark = "3600.%d1" % os.getpid(), "3600.%d2" % os.getpid()
+    job_script = ('echo partial > "$TMPDIR/checkpoint"; '
+                  'sleep %s 3>/dev/shm/podman-batch & '
+                  'setsid sh -c "sleep %s & exec sleep 3600" & '
+                  'exec sleep 3600' % (worker_mark, escapee_mark))
+    container = ("wardenctl run --name podman-job --grace %s -- /bin/sh -c '%s' & exec sleep 3600"
+                 % (GRACE, job_script))
+    started = subprocess.run(
+        [*PODMAN_RUN, "--name", name, "--volume", "%s:/run/warden/warden.sock" % wardend.socket,
+         "--env", "WARDEN_SOCKET=/run/warden/warden.sock", image, "/bin/sh", "-c", container],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert started.returncode == 0, started.stderr
+    try:
+        init = int(subprocess.run([*PODMAN, "inspect", "--format", "{{.State.Pid}}", name],
+                                  stdout=subprocess.PIPE, text=True, check=True).stdout)
+        client = wardend.client()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            jobs = [j for j in client.status() if j["name"] == "podman-job" and j["paths"]]
+            workers, escapees = sleepers(worker_mark), sleepers(escapee_mark)
+            if jobs and workers and escapees:
+                break
+            time.sleep(0.05)
+        assert jobs and workers and escapees, "the job in the container never got going"
+        job = jobs[0]
+        (tmpdir,) = [p["path"] for p in job["paths"]]
+        inside = "/proc/%d/root" % init
+        assert os.path.exists(inside + tmpdir + "/checkpoint")
+        assert os.path.exists(inside + "/dev/shm/podman-batch")
+        assert not os.path.exists("/dev/shm/podman-batch"), "the container has its own /dev/shm"
+
+        os.kill(job["main"]["pid"], signal.SIGKILL)
+        assert wait_gone(workers + escapees, GRACE + 1) == []
+        status = wardend.wait_for_state(job["id"], "cleaned")
+        assert status["reason"] == "failed"
+        assert not os.path.exists(inside + tmpdir)
+        assert not os.path.exists(inside + "/dev/shm/podman-batch")
+        assert {p["path"]: p["outcome"] for p in status["report"]["paths"]} == {tmpdir: "removed"}
+        discovered = {d["path"]: d["outcome"] for d in status["report"].get("discovered", [])}
+        assert discovered == {"/dev/shm/podman-batch": "removed"}, discovered
+        # The container's numbering beside wardend's, for what lived at the cleanup.
+        local = {p["pid"]: p.get("local_pid") for p in status["report"]["processes"]}
+        (command,) = [w["pid"] for w in job["workers"]]
+        assert local[command] not in (None, command), local
+    finally:
+        subprocess.run([*PODMAN, "rm", "--force", "--time", "0", name],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
