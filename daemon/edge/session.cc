@@ -95,20 +95,23 @@ struct ReadDeadline {
   // While wardend answers, it reads nothing: that time is not the client's, and neither clock runs.
   std::optional<std::chrono::steady_clock::time_point> answering_since;
   bool expired = false;
-  bool done = false;  // the session has ended: touch nothing of it
+  bool done = false;    // the session has ended: touch nothing of it
+  bool parked = false;  // the timer sleeps for good (it fired while wardend answered)
 
   std::chrono::steady_clock::time_point due(const ConnectionLimits& limits) const {
     if (answering_since) return std::chrono::steady_clock::time_point::max();
     return line_started ? *line_started + limits.request_timeout : last_read + limits.idle_timeout;
   }
   void answering() { answering_since = std::chrono::steady_clock::now(); }
-  // Both clocks move on by the time spent answering, and the timer looks again.
+  // Both clocks move on by the time spent answering. The deadline only moved later, so a timer
+  // still armed for the old one wakes early and sleeps again; only a parked one is woken here
+  // (waking the watch after every request cost each heartbeat a coroutine resumption).
   void answered() {
     auto paused = std::chrono::steady_clock::now() - *answering_since;
     answering_since.reset();
     last_read += paused;
     if (line_started) *line_started += paused;
-    timer.cancel();
+    if (parked) timer.cancel();
   }
 };
 
@@ -116,7 +119,9 @@ struct ReadDeadline {
 asio::awaitable<void> watch_deadline(std::shared_ptr<ReadDeadline> deadline, Socket& socket,
                                      ConnectionLimits limits) {
   for (;;) {
-    deadline->timer.expires_at(deadline->due(limits));
+    const auto due = deadline->due(limits);
+    deadline->parked = due == std::chrono::steady_clock::time_point::max();
+    deadline->timer.expires_at(due);
     co_await deadline->timer.async_wait(asio::as_tuple(asio::use_awaitable));
     if (deadline->done) co_return;
     if (std::chrono::steady_clock::now() >= deadline->due(limits)) {
@@ -315,9 +320,15 @@ class Session {
         replies.push_back(dispatch(context, *line));
         bytes += replies.back().line.size();
       }
-      co_await computed(replies);
+      // Most batches (heartbeats) need neither: no coroutine or timer is made for them.
+      if (std::any_of(replies.begin(), replies.end(), [](const Reply& r) { return bool(r.later); })) {
+        co_await computed(replies);
+      }
       // Nothing is acknowledged before it is on disk.
-      co_await written(replies);
+      if (std::any_of(replies.begin(), replies.end(),
+                      [](const Reply& r) { return r.change.has_value(); })) {
+        co_await written(replies);
+      }
       out.clear();
       for (const auto& r : replies) {
         out += r.line;

@@ -21,18 +21,6 @@ namespace {
 using testing::Behaviour;
 constexpr auto kChurn = std::chrono::seconds(3);
 
-// wardend's CPU time so far (user + system), in clock ticks.
-long cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string skip;
-  for (int i = 3; i < 14; ++i) fields >> skip;
-  long utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return utime + stime;
-}
-
 // A worker of `job` that makes, closes and unlinks a 4 KiB segment in /dev/shm until killed,
 // counting its rounds in `rounds` (shared memory).
 pid_t spawn_churner(std::atomic<long>* rounds) {
@@ -75,13 +63,13 @@ Churn churn(const testing::Daemon& daemon) {
     UniqueFd fd = connect_to(daemon.socket());
     beats = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
   });
-  long cpu_before = cpu_ticks(daemon.pid());
+  double cpu_before = cpu_seconds(daemon.pid());
   long rounds_before = rounds->load();
   auto start = Clock::now();
   std::this_thread::sleep_for(kChurn);
   long made = rounds->load() - rounds_before;
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  long cpu = cpu_ticks(daemon.pid()) - cpu_before;
+  double cpu = cpu_seconds(daemon.pid()) - cpu_before;
   done = true;
   beater.join();
   testing::kill_and_reap({churner, main, beating_main});
@@ -89,7 +77,7 @@ Churn churn(const testing::Daemon& daemon) {
 
   // Both wardends answer the same heartbeats, so the difference is the events' cost.
   return {.rounds_per_s = made / seconds,
-          .cpu_us_per_event = 1e6 * cpu / ::sysconf(_SC_CLK_TCK) / (2.0 * made),
+          .cpu_us_per_event = 1e6 * cpu / (2.0 * made),
           .beats = stats(beats)};
 }
 

@@ -1,15 +1,20 @@
 #include "tests/bench/measure.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <atomic>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -20,6 +25,17 @@ namespace warden::bench {
 
 std::string ratio(double measured, double baseline) {
   return fmt::format("{:.2f}×", measured / baseline);
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::string skip;
+  for (int i = 3; i < 14; ++i) fields >> skip;
+  long utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 std::vector<pid_t> crowd(int n) {
@@ -108,6 +124,75 @@ EchoServer::EchoServer(const std::string& path) : path_(path) {
 }
 
 EchoServer::~EchoServer() {
+  thread_.join();
+  ::unlink(path_.c_str());
+}
+
+EpollLineServer::EpollLineServer(const std::string& path, std::string reply)
+    : path_(path), reply_(std::move(reply)) {
+  listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_un addr{.sun_family = AF_UNIX};
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listen_.get(), 256) != 0) {
+    throw std::runtime_error("epoll server: bind " + path);
+  }
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+  for (int fd : {listen_.get(), stop_.get()}) {
+    epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+  }
+  thread_ = std::thread([this] { serve(); });
+}
+
+void EpollLineServer::serve() {
+  std::vector<UniqueFd> connections;
+  epoll_event events[64];
+  char buf[4096];
+  std::string out;
+  for (;;) {
+    int n = ::epoll_wait(epoll_.get(), events, 64, -1);
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == stop_.get()) return;
+      if (fd == listen_.get()) {
+        UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!conn) continue;
+        epoll_event ev{.events = EPOLLIN, .data = {.fd = conn.get()}};
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, conn.get(), &ev);
+        connections.push_back(std::move(conn));
+        continue;
+      }
+      ssize_t got = ::read(fd, buf, sizeof(buf));
+      if (got <= 0) {
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+        continue;  // closed with the server
+      }
+      out.clear();
+      for (ssize_t b = 0; b < got; ++b) {
+        if (buf[b] == '\n') out += reply_;
+      }
+      if (!out.empty() && ::write(fd, out.data(), out.size()) < 0) {
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      }
+    }
+  }
+}
+
+double EpollLineServer::cpu_seconds() const {
+  clockid_t clock;
+  timespec t{};
+  if (::pthread_getcpuclockid(const_cast<std::thread&>(thread_).native_handle(), &clock) != 0 ||
+      ::clock_gettime(clock, &t) != 0) {
+    return 0;
+  }
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+EpollLineServer::~EpollLineServer() {
+  std::uint64_t one = 1;
+  if (::write(stop_.get(), &one, sizeof(one)) != sizeof(one)) std::terminate();
   thread_.join();
   ::unlink(path_.c_str());
 }

@@ -50,6 +50,30 @@ class EchoServer {
   std::thread thread_;
 };
 
+// A process's CPU time so far (user + system), in seconds.
+double cpu_seconds(pid_t pid);
+
+// The baseline for throughput: a single-threaded epoll server, as wardend's event loop is one
+// thread, answering each request line on any of its connections with `reply` (a line of the size
+// wardend answers with). What a server on one thread costs per request at the least: a read and a
+// write per request, the wakeups shared.
+class EpollLineServer {
+ public:
+  EpollLineServer(const std::string& path, std::string reply);
+  ~EpollLineServer();
+  // The CPU time its thread has used so far, seconds.
+  double cpu_seconds() const;
+
+ private:
+  void serve();
+  std::string path_;
+  std::string reply_;
+  UniqueFd listen_;
+  UniqueFd epoll_;
+  UniqueFd stop_;
+  std::thread thread_;
+};
+
 UniqueFd connect_to(const std::string& path);
 // Round trips of `request` (one line) against a line-answering server, each timed in µs.
 std::vector<double> round_trips(
