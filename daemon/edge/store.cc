@@ -348,74 +348,83 @@ void Store::write(std::vector<Record>& records) {
 }
 
 void Store::apply(Record& record) {
-  std::visit(
-      [this](auto& r) {
-        using T = std::decay_t<decltype(r)>;
-        if constexpr (std::is_same_v<T, JobRecord>) {
-          SQLite::Statement& s = prepared(
-              "INSERT OR REPLACE INTO jobs(id, uid, gid, spec, main_pid, main_start, main_uid, "
-              "main_pidfs_inode, state, reason, reason_detail, cleanup_includes_main, "
-              "created_unix_ms, finished_unix_ms, report, cgroup, more_cgroups) "
-              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-          s.bind(1, i64(r.id));
-          s.bind(2, r.uid);
-          s.bind(3, r.gid);
-          s.bind(4, spec_to_json(r.spec).dump());
-          s.bind(5, i64(r.main.pid));
-          s.bind(6, i64(r.main.start_time));
-          s.bind(7, i64(r.main.uid));
-          s.bind(8, i64(r.main.pidfs_inode));
-          s.bind(9, std::string(to_string(r.state)));
-          if (r.reason) s.bind(10, std::string(to_string(*r.reason)));
-          s.bind(11, r.reason_detail);
-          s.bind(12, r.cleanup_includes_main ? 1 : 0);
-          s.bind(13, r.created_unix_ms);
-          if (r.finished_unix_ms) s.bind(14, *r.finished_unix_ms);
-          if (r.report)
-            s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
-          s.bind(16, r.cgroup);
-          s.bind(17, json(r.more_cgroups).dump());
-          s.exec();
-        } else if constexpr (std::is_same_v<T, JobForgotten>) {
-          for (const char* sql :
-               {"DELETE FROM jobs WHERE id = ?", "DELETE FROM processes WHERE job = ?",
-                "DELETE FROM paths WHERE job = ?", "DELETE FROM hooks WHERE job = ?"}) {
-            execute(sql, i64(r.id));
-          }
-        } else if constexpr (std::is_same_v<T, ProcessRecord>) {
-          const ProcessIdentity& p = r.process.identity;
-          execute(
-              "INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
-              "VALUES(?, ?, ?, ?, ?, ?)",
-              i64(r.job), i64(p.pid), i64(p.start_time), i64(p.uid), i64(p.pidfs_inode),
-              std::string(to_string(r.process.policy)));
-        } else if constexpr (std::is_same_v<T, PathRecord>) {
-          const PathIdentity& id = r.path.identity;
-          execute(
-              "INSERT OR REPLACE INTO paths(job, kind, path, dev, ino, uid, type, policy) "
-              "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-              i64(r.job), std::string(to_string(r.path.kind)), r.path.path, i64(id.dev),
-              i64(id.ino), i64(id.uid), i64(id.type), std::string(to_string(r.path.policy)));
-        } else if constexpr (std::is_same_v<T, HookRecord>) {
-          execute("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)", i64(r.job),
-                  to_json(r.hook.command).dump(), std::string(to_string(r.hook.policy)));
-        } else if constexpr (std::is_same_v<T, HookRun>) {
-          execute(
-              "UPDATE hooks SET run = ? WHERE seq = (SELECT seq FROM hooks WHERE job = ? ORDER BY "
-              "seq LIMIT 1 OFFSET ?)",
-              r.report ? to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace)
-                       : std::string("started"),
-              i64(r.job), i64(r.index));
-        } else if constexpr (std::is_same_v<T, Event>) {
-          execute("INSERT INTO events(unix_ms, job, uid, body) VALUES(?, ?, ?, ?)", r.unix_ms,
-                  i64(r.job), r.uid,
-                  to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));
-          r.seq = writer_.getLastInsertRowid();
-        } else if constexpr (std::is_same_v<T, NextJobId>) {
-          execute("INSERT OR REPLACE INTO meta VALUES('next_job_id', ?)", i64(r.value));
-        }
-      },
-      record);
+  std::visit([this](auto& r) { write(r); }, record);
+}
+
+void Store::write(const JobRecord& r) {
+  SQLite::Statement& s = prepared(
+      "INSERT OR REPLACE INTO jobs(id, uid, gid, spec, main_pid, main_start, main_uid, "
+      "main_pidfs_inode, state, reason, reason_detail, cleanup_includes_main, "
+      "created_unix_ms, finished_unix_ms, report, cgroup, more_cgroups) "
+      "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, i64(r.id));
+  s.bind(2, r.uid);
+  s.bind(3, r.gid);
+  s.bind(4, spec_to_json(r.spec).dump());
+  s.bind(5, i64(r.main.pid));
+  s.bind(6, i64(r.main.start_time));
+  s.bind(7, i64(r.main.uid));
+  s.bind(8, i64(r.main.pidfs_inode));
+  s.bind(9, std::string(to_string(r.state)));
+  if (r.reason) s.bind(10, std::string(to_string(*r.reason)));
+  s.bind(11, r.reason_detail);
+  s.bind(12, r.cleanup_includes_main ? 1 : 0);
+  s.bind(13, r.created_unix_ms);
+  if (r.finished_unix_ms) s.bind(14, *r.finished_unix_ms);
+  if (r.report) s.bind(15, to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace));
+  s.bind(16, r.cgroup);
+  s.bind(17, json(r.more_cgroups).dump());
+  s.exec();
+}
+
+void Store::write(const JobForgotten& r) {
+  for (const char* sql : {"DELETE FROM jobs WHERE id = ?", "DELETE FROM processes WHERE job = ?",
+                          "DELETE FROM paths WHERE job = ?", "DELETE FROM hooks WHERE job = ?"}) {
+    execute(sql, i64(r.id));
+  }
+}
+
+void Store::write(const ProcessRecord& r) {
+  const ProcessIdentity& p = r.process.identity;
+  execute(
+      "INSERT OR REPLACE INTO processes(job, pid, start_time, uid, pidfs_inode, policy) "
+      "VALUES(?, ?, ?, ?, ?, ?)",
+      i64(r.job), i64(p.pid), i64(p.start_time), i64(p.uid), i64(p.pidfs_inode),
+      std::string(to_string(r.process.policy)));
+}
+
+void Store::write(const PathRecord& r) {
+  const PathIdentity& id = r.path.identity;
+  execute(
+      "INSERT OR REPLACE INTO paths(job, kind, path, dev, ino, uid, type, policy) "
+      "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+      i64(r.job), std::string(to_string(r.path.kind)), r.path.path, i64(id.dev), i64(id.ino),
+      i64(id.uid), i64(id.type), std::string(to_string(r.path.policy)));
+}
+
+void Store::write(const HookRecord& r) {
+  execute("INSERT INTO hooks(job, command, policy) VALUES(?, ?, ?)", i64(r.job),
+          to_json(r.hook.command).dump(), std::string(to_string(r.hook.policy)));
+}
+
+void Store::write(const HookRun& r) {
+  execute(
+      "UPDATE hooks SET run = ? WHERE seq = (SELECT seq FROM hooks WHERE job = ? ORDER BY "
+      "seq LIMIT 1 OFFSET ?)",
+      r.report ? to_json(*r.report).dump(-1, ' ', false, json::error_handler_t::replace)
+               : std::string("started"),
+      i64(r.job), i64(r.index));
+}
+
+// The event's sequence number is the row's: it is given back in `r`.
+void Store::write(Event& r) {
+  execute("INSERT INTO events(unix_ms, job, uid, body) VALUES(?, ?, ?, ?)", r.unix_ms, i64(r.job),
+          r.uid, to_json(r).dump(-1, ' ', false, json::error_handler_t::replace));
+  r.seq = writer_.getLastInsertRowid();
+}
+
+void Store::write(const NextJobId& r) {
+  execute("INSERT OR REPLACE INTO meta VALUES('next_job_id', ?)", i64(r.value));
 }
 
 template <class... Args>

@@ -128,6 +128,15 @@ class Store {
 
  private:
   void apply(Record& record);
+  // One record each, in the writer's transaction.
+  void write(const JobRecord& r);
+  void write(const JobForgotten& r);
+  void write(const ProcessRecord& r);
+  void write(const PathRecord& r);
+  void write(const HookRecord& r);
+  void write(const HookRun& r);
+  void write(Event& r);
+  void write(const NextJobId& r);
   // The writer's statement for `sql` (a string literal), prepared once and reset for reuse.
   SQLite::Statement& prepared(const char* sql);
   // Runs it once with `args` bound in order.

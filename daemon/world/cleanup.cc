@@ -593,73 +593,75 @@ CommandSpec with_pid(CommandSpec spec, pid_t pid) {
   return spec;
 }
 
-}  // namespace
+constexpr const char* kHomeGone =
+    "the job's container is gone and wardend, restarted since, holds no way into it";
+constexpr const char* kHookInterrupted =
+    "interrupted: wardend stopped while this hook ran; hooks run at most once, so it was not "
+    "run again";
 
-asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,
-                                           CleanupContext context) {
-  CleanupReport report;
-  report.reason = plan.reason;
-  report.started_unix_ms = unix_ms_now();
-  auto start = Clock::now();
-  RunAs user{.uid = plan.uid, .gid = plan.gid};
-  std::vector<std::pair<std::string, std::string>> env{
-      {"WARDEN_JOB", std::to_string(plan.job)},
-      {"WARDEN_REASON", std::string(to_string(plan.reason))}};
+// The steps of one cleanup after its processes, and what they share: who runs the job's commands
+// and where. A container job's commands run in its file tree; a stall's diagnose command in its
+// PID namespace too (the job is alive then), so that "{pid}" and /proc agree.
+struct Steps {
+  Steps(const CleanupPlan& plan, CleanupContext& context)
+      : plan(plan),
+        context(context),
+        home(context.home.get()),
+        place(home != nullptr && !home->shares_paths() ? Place{.root = home->root()} : Place{}),
+        user{.uid = plan.uid, .gid = plan.gid},
+        env{{"WARDEN_JOB", std::to_string(plan.job)},
+            {"WARDEN_REASON", std::string(to_string(plan.reason))}} {}
 
-  const View* home = context.home.get();
-  // A container job's commands run in its file tree; a stall's diagnose command in its PID
-  // namespace too (the job is alive then), so that "{pid}" and /proc agree.
-  Place place = home != nullptr && !home->shares_paths() ? Place{.root = home->root()} : Place{};
-  constexpr const char* kHomeGone =
-      "the job's container is gone and wardend, restarted since, holds no way into it";
-  constexpr const char* kHookInterrupted =
-      "interrupted: wardend stopped while this hook ran; hooks run at most once, so it was not "
-      "run again";
+  const CleanupPlan& plan;
+  CleanupContext& context;
+  const View* home;
+  Place place;
+  RunAs user;
+  std::vector<std::pair<std::string, std::string>> env;
 
-  if (plan.diagnose) {
-    auto capture = [&plan] { return capture_diagnostics(plan); };
+  // A stalled job, before anything is ended: its processes' states, and the job's own command.
+  asio::awaitable<void> diagnose(CleanupReport& report) {
+    auto capture = [this] { return capture_diagnostics(plan); };
     report.diagnostics = co_await offload(context.blocking, capture);
-    if (plan.diagnose_command && home != nullptr) {
-      Place inside = place;
-      inside.pid_ns = home->pid_namespace();
-      pid_t pid = home->local_pid(plan.main.pid).value_or(plan.main.pid);
-      CommandSpec command = with_pid(*plan.diagnose_command, pid);
-      report.diagnostics->command = co_await run_command(command, user, env, inside);
+    if (!plan.diagnose_command || home == nullptr) co_return;
+    Place inside = place;
+    inside.pid_ns = home->pid_namespace();
+    pid_t pid = home->local_pid(plan.main.pid).value_or(plan.main.pid);
+    CommandSpec command = with_pid(*plan.diagnose_command, pid);
+    report.diagnostics->command = co_await run_command(command, user, env, inside);
+  }
+
+  // Each hook at most once: one that ended before a restart keeps its report, one a restart
+  // interrupted is reported so, and each is recorded as started before it starts.
+  asio::awaitable<void> run_hooks(CleanupReport& report) {
+    for (std::size_t i = 0; i < plan.hooks.size(); ++i) {
+      const HookStep& hook = plan.hooks[i];
+      if (hook.finished) {
+        report.hooks.push_back(*hook.finished);
+        continue;
+      }
+      if (hook.keep || home == nullptr || hook.interrupted) {
+        report.hooks.push_back(
+            {.argv = hook.command.argv,
+             .outcome = hook.keep ? Outcome::kept : Outcome::failed,
+             .detail = hook.keep            ? "policy: failure only"
+                       : hook.interrupted   ? std::string(kHookInterrupted)
+                                            : std::string(kHomeGone)});
+        continue;
+      }
+      if (context.hook_started) {
+        auto recorded = context.hook_started(i);  // named: see the note on g++ 12 above
+        co_await std::move(recorded);
+      }
+      CommandReport ran = co_await run_command(hook.command, user, env, place);
+      if (context.hook_finished) context.hook_finished(i, ran);
+      report.hooks.push_back(std::move(ran));
     }
   }
 
-  const Discover discover = plan.discover.value_or(context.options.discover);
-  std::vector<HeldObject> held;
-  co_await end_processes(plan, pidfds, context, discover != Discover::off && home != nullptr,
-                         held, report);
-  if (context.progress) context.progress(report);
-
-  for (std::size_t i = 0; i < plan.hooks.size(); ++i) {
-    const HookStep& hook = plan.hooks[i];
-    if (hook.finished) {  // before a restart
-      report.hooks.push_back(*hook.finished);
-      continue;
-    }
-    if (hook.keep || home == nullptr || hook.interrupted) {
-      report.hooks.push_back(
-          {.argv = hook.command.argv,
-           .outcome = hook.keep ? Outcome::kept : Outcome::failed,
-           .detail = hook.keep            ? "policy: failure only"
-                     : hook.interrupted   ? std::string(kHookInterrupted)
-                                          : std::string(kHomeGone)});
-      continue;
-    }
-    if (context.hook_started) {
-      auto recorded = context.hook_started(i);  // named: see the note on g++ 12 above
-      co_await std::move(recorded);
-    }
-    CommandReport ran = co_await run_command(hook.command, user, env, place);
-    if (context.hook_finished) context.hook_finished(i, ran);
-    report.hooks.push_back(std::move(ran));
-  }
-
-  // All paths in one hop to the worker thread: a hop per path costs more than a small file.
-  auto remove_all = [&plan, &context, home, kHomeGone] {
+  // Every registered path, on the worker thread in one hop: a hop per path costs more than a
+  // small file.
+  std::vector<PathReport> remove_paths() const {
     std::vector<PathReport> reports;
     for (const auto& step : plan.paths) {
       if (step.keep || home == nullptr) {
@@ -674,18 +676,21 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
       reports.push_back(std::move(removed));
     }
     return reports;
-  };
-  report.paths = co_await offload(context.blocking, remove_all);
-  if (context.progress) context.progress(report);
-
-  // What the job made and closed is named in wardend's paths, which are the job's only where it
-  // shares them.
-  if (discover != Discover::off && home != nullptr && home->shares_paths()) {
-    add_created(held, std::move(context.created));
-    if (context.claim_made) add_created(held, context.claim_made(identities(report.processes)));
   }
-  if (!held.empty()) {
-    DiscoveryRules rules{.mode = discover,
+
+  // What the job held or made and never registered, removed or kept by discovery's rules once
+  // its processes are gone.
+  asio::awaitable<void> settle_discovered(Discover mode, std::vector<HeldObject>& held,
+                                          CleanupReport& report) {
+    if (home == nullptr) co_return;
+    // What the job made and closed is named in wardend's paths, which are the job's only where
+    // it shares them.
+    if (home->shares_paths()) {
+      add_created(held, std::move(context.created));
+      if (context.claim_made) add_created(held, context.claim_made(identities(report.processes)));
+    }
+    if (held.empty()) co_return;
+    DiscoveryRules rules{.mode = mode,
                          .owner = plan.uid,
                          .created_unix_ms = to_unix_ms(plan.created),
                          .self = context.self};
@@ -698,11 +703,34 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
         rules.registered.push_back(step.path.identity);
       }
     }
-    auto settle = [&held, &rules, &context, home] {
-      return settle_discovered(held, rules, context.options.paths, home->root());
+    auto settle = [&held, &rules, this] {
+      return warden::settle_discovered(held, rules, context.options.paths, home->root());
     };
     report.discovered = co_await offload(context.blocking, settle);
   }
+};
+
+}  // namespace
+
+asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,
+                                           CleanupContext context) {
+  CleanupReport report;
+  report.reason = plan.reason;
+  report.started_unix_ms = unix_ms_now();
+  auto start = Clock::now();
+  Steps steps(plan, context);
+
+  if (plan.diagnose) co_await steps.diagnose(report);
+  const Discover discover = plan.discover.value_or(context.options.discover);
+  std::vector<HeldObject> held;
+  co_await end_processes(plan, pidfds, context, discover != Discover::off && steps.home != nullptr,
+                         held, report);
+  if (context.progress) context.progress(report);
+  co_await steps.run_hooks(report);
+  auto remove_all = [&steps] { return steps.remove_paths(); };
+  report.paths = co_await offload(context.blocking, remove_all);
+  if (context.progress) context.progress(report);
+  if (discover != Discover::off) co_await steps.settle_discovered(discover, held, report);
 
   if (plan.earlier) keep_earlier_outcomes(report, *plan.earlier);
   report.reclaimed = tally_reclaimed(report);

@@ -183,6 +183,34 @@ asio::awaitable<void> read_bounded(asio::readable_pipe& pipe, CommandReport& rep
   }
 }
 
+// The command's whole environment: a fixed PATH and the user's account, then wardend's
+// variables, then the command's own.
+std::vector<std::string> environment_for(
+    const Account& account, const std::vector<std::pair<std::string, std::string>>& extra_env,
+    const CommandSpec& spec) {
+  std::vector<std::string> env{std::string("PATH=") + kSearchPath, "HOME=" + account.home,
+                               "USER=" + account.name, "LOGNAME=" + account.name};
+  for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
+  for (const auto& [k, v] : spec.env) env.push_back(k + "=" + v);
+  return env;
+}
+
+// How a command that ran ended, from its wait status, or the watchdog's kill at its timeout.
+std::pair<Outcome, std::string> judge(int status, bool timed_out, const CommandSpec& spec,
+                                      CommandReport& report) {
+  if (timed_out) {
+    report.signal = SIGKILL;
+    return {Outcome::timed_out, fmt::format("killed at its timeout of {:g} s", spec.timeout_s)};
+  }
+  if (WIFSIGNALED(status)) {
+    report.signal = WTERMSIG(status);
+    return {Outcome::failed, std::string("killed by ") + ::strsignal(WTERMSIG(status))};
+  }
+  report.exit_code = WEXITSTATUS(status);
+  if (report.exit_code == 0) return {Outcome::succeeded, ""};
+  return {Outcome::failed, "exited with status " + std::to_string(*report.exit_code)};
+}
+
 }  // namespace
 
 asio::awaitable<CommandReport> run_command(
@@ -210,10 +238,7 @@ asio::awaitable<CommandReport> run_command(
     co_return finish(Outcome::failed, spec.argv[0] + ": not found in " + kSearchPath);
   }
 
-  std::vector<std::string> env{std::string("PATH=") + kSearchPath, "HOME=" + account.home,
-                               "USER=" + account.name, "LOGNAME=" + account.name};
-  for (const auto& [k, v] : extra_env) env.push_back(k + "=" + v);
-  for (const auto& [k, v] : spec.env) env.push_back(k + "=" + v);
+  std::vector<std::string> env = environment_for(account, extra_env, spec);
   std::string cwd = !spec.cwd.empty() ? spec.cwd : account.home;
   if (!exists_at(place, cwd, true)) cwd = "/";
 
@@ -253,20 +278,8 @@ asio::awaitable<CommandReport> run_command(
   co_await std::move(both);
   dog->timer.cancel();
 
-  int status = proc.native_exit_code();
-  if (dog->fired) {
-    report.signal = SIGKILL;
-    co_return finish(Outcome::timed_out,
-                     fmt::format("killed at its timeout of {:g} s", spec.timeout_s));
-  }
-  if (WIFSIGNALED(status)) {
-    report.signal = WTERMSIG(status);
-    co_return finish(Outcome::failed, std::string("killed by ") + ::strsignal(WTERMSIG(status)));
-  }
-  report.exit_code = WEXITSTATUS(status);
-  co_return finish(
-      report.exit_code == 0 ? Outcome::succeeded : Outcome::failed,
-      report.exit_code == 0 ? "" : "exited with status " + std::to_string(*report.exit_code));
+  auto [outcome, detail] = judge(proc.native_exit_code(), dog->fired, spec, report);
+  co_return finish(outcome, std::move(detail));
 }
 
 }  // namespace warden

@@ -329,83 +329,102 @@ TrackedPath resolve_path(const PathRules& rules, int job_root, PathKind kind,
   return {.kind = kind, .path = canonical, .identity = identity_of(st)};
 }
 
-PathReport remove_path(const PathRules& rules, int job_root, const TrackedPath& tracked,
-                       uid_t owner) {
-  auto start = std::chrono::steady_clock::now();
-  PathReport report = tracked.kind == PathKind::shm_glob
-                          ? remove_glob(rules, job_root, tracked, owner)
-                          : PathReport{.kind = tracked.kind, .path = tracked.path};
-  auto finish = [&] {
-    report.elapsed_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    return report;
-  };
-  if (tracked.kind == PathKind::shm_glob) return finish();
+namespace {
 
-  Location at =
-      tracked.kind == PathKind::shm
-          ? Location{.root = rules.shm_dir, .name = tracked.path.substr(rules.shm_dir.size() + 1)}
-          : locate(rules, tracked.path);
-  auto parent = open_parent(job_root, at);
-  if (!parent.fd) {
-    if (parent.err == ENOENT) {
-      report.outcome = Outcome::already_gone;
-    } else if (parent.err == ELOOP || parent.err == EXDEV || parent.err == ENOTDIR) {
-      report.outcome = Outcome::refused;
-      report.detail = "a directory on its path was replaced by a symlink or another file";
-    } else {
-      report.outcome = Outcome::failed;
-      report.detail = errno_text("open its directory", parent.err);
-    }
-    return finish();
-  }
-  int pfd = parent.fd.get();
-  struct stat st {};
-  if (::fstatat(pfd, at.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    report.outcome = errno == ENOENT ? Outcome::already_gone : Outcome::failed;
-    if (errno != ENOENT) report.detail = errno_text("stat", errno);
-    return finish();
-  }
-  if (identity_of(st) != tracked.identity) {
+// Why a tracked path's directory could not be opened, as its report says it.
+void report_unopened_parent(int err, PathReport& report) {
+  if (err == ENOENT) {
+    report.outcome = Outcome::already_gone;
+  } else if (err == ELOOP || err == EXDEV || err == ENOTDIR) {
     report.outcome = Outcome::refused;
-    report.detail = S_ISLNK(st.st_mode) ? "replaced by a symlink" : "replaced by another file";
-    return finish();
+    report.detail = "a directory on its path was replaced by a symlink or another file";
+  } else {
+    report.outcome = Outcome::failed;
+    report.detail = errno_text("open its directory", err);
   }
+}
 
-  if (tracked.kind != PathKind::dir) {
-    if (::unlinkat(pfd, at.name.c_str(), 0) == 0) {
-      report.outcome = Outcome::removed;
-      report.removed = 1;
-      report.bytes = space_of(st);
-    } else {
-      report.outcome = errno == ENOENT ? Outcome::already_gone : Outcome::failed;
-      if (errno != ENOENT) report.detail = errno_text("unlink", errno);
-    }
-    return finish();
+// Unlinks a file or segment that `st` (its identity, checked) describes.
+void unlink_checked(int parent, const std::string& name, const struct stat& st,
+                    PathReport& report) {
+  if (::unlinkat(parent, name.c_str(), 0) == 0) {
+    report.outcome = Outcome::removed;
+    report.removed = 1;
+    report.bytes = space_of(st);
+  } else {
+    report.outcome = errno == ENOENT ? Outcome::already_gone : Outcome::failed;
+    if (errno != ENOENT) report.detail = errno_text("unlink", errno);
   }
+}
 
-  UniqueFd dir(::openat(pfd, at.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+// Empties and removes a directory whose identity was checked, if what opens is still it.
+void remove_checked_dir(int parent, const std::string& name, const TrackedPath& tracked,
+                        uid_t owner, PathReport& report) {
+  UniqueFd dir(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   struct stat opened {};
   if (!dir || ::fstat(dir.get(), &opened) != 0 || identity_of(opened) != tracked.identity) {
     report.outcome = Outcome::refused;
     report.detail = "replaced while being opened";
-    return finish();
+    return;
   }
   TreeResult tree;
   empty_tree(dir.get(), opened.st_dev, owner, tracked.path, 0, tree);
   report.removed = tree.removed;
   report.bytes = tree.bytes;
-  if (::unlinkat(pfd, at.name.c_str(), AT_REMOVEDIR) == 0) {
+  if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) {
     ++report.removed;
     report.outcome = Outcome::removed;
-  } else {
-    report.outcome = Outcome::failed;
-    report.detail = tree.problems.empty() ? errno_text("rmdir", errno) : tree.problems.front();
-    if (tree.problems.size() > 1) {
-      report.detail += " (and " + std::to_string(tree.problems.size() - 1) + " more)";
-    }
+    return;
   }
-  return finish();
+  report.outcome = Outcome::failed;
+  report.detail = tree.problems.empty() ? errno_text("rmdir", errno) : tree.problems.front();
+  if (tree.problems.size() > 1) {
+    report.detail += " (and " + std::to_string(tree.problems.size() - 1) + " more)";
+  }
+}
+
+// Removes a registered file, segment or directory, only if it is still what was registered.
+void remove_registered(const PathRules& rules, int job_root, const TrackedPath& tracked,
+                       uid_t owner, PathReport& report) {
+  Location at =
+      tracked.kind == PathKind::shm
+          ? Location{.root = rules.shm_dir, .name = tracked.path.substr(rules.shm_dir.size() + 1)}
+          : locate(rules, tracked.path);
+  auto parent = open_parent(job_root, at);
+  if (!parent.fd) return report_unopened_parent(parent.err, report);
+  struct stat st {};
+  if (::fstatat(parent.fd.get(), at.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    report.outcome = errno == ENOENT ? Outcome::already_gone : Outcome::failed;
+    if (errno != ENOENT) report.detail = errno_text("stat", errno);
+    return;
+  }
+  if (identity_of(st) != tracked.identity) {
+    report.outcome = Outcome::refused;
+    report.detail = S_ISLNK(st.st_mode) ? "replaced by a symlink" : "replaced by another file";
+    return;
+  }
+  if (tracked.kind == PathKind::dir) {
+    remove_checked_dir(parent.fd.get(), at.name, tracked, owner, report);
+  } else {
+    unlink_checked(parent.fd.get(), at.name, st, report);
+  }
+}
+
+}  // namespace
+
+PathReport remove_path(const PathRules& rules, int job_root, const TrackedPath& tracked,
+                       uid_t owner) {
+  auto start = std::chrono::steady_clock::now();
+  PathReport report;
+  if (tracked.kind == PathKind::shm_glob) {
+    report = remove_glob(rules, job_root, tracked, owner);
+  } else {
+    report = {.kind = tracked.kind, .path = tracked.path};
+    remove_registered(rules, job_root, tracked, owner, report);
+  }
+  report.elapsed_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return report;
 }
 
 }  // namespace warden

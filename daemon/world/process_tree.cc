@@ -124,110 +124,141 @@ std::vector<std::string> job_cookie(std::uint64_t job, const std::string& instan
   return {"WARDEN_JOB=" + std::to_string(job), "WARDEN_INSTANCE=" + instance};
 }
 
-std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
-                                 const std::function<std::optional<std::string>(pid_t)>& environ_of,
-                                 CookieMemo& memo) {
-  std::map<pid_t, const ProcEntry*> by_pid;
-  std::multimap<pid_t, const ProcEntry*> children;
-  for (const auto& e : scan) {
-    by_pid[e.pid] = &e;
-    children.emplace(e.stat.ppid, &e);
+namespace {
+
+using EnvironOf = std::function<std::optional<std::string>(pid_t)>;
+
+// One discovery over one scan: the scan indexed by pid and by parent, the members so far, and
+// the rules for what may be taken.
+class TreeWalk {
+ public:
+  TreeWalk(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
+           const EnvironOf& environ_of, CookieMemo& memo)
+      : scan_(scan), query_(query), environ_of_(environ_of), memo_(memo), members_(query.members) {
+    for (const auto& e : scan) {
+      by_pid_[e.pid] = &e;
+      children_.emplace(e.stat.ppid, &e);
+    }
   }
 
-  ProcessSet members = query.members;
-  std::vector<Discovered> found;
+  // Members' descendants, then whatever shares a member's group or session or carries the
+  // cookie, and their descendants, until nothing more is found.
+  std::vector<Discovered> run() {
+    for (const auto& [pid, start_time] : members_) {
+      if (alive_as(pid, start_time)) frontier_.push_back(pid);
+    }
+    take_descendants();
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (const auto& e : scan_) {
+        if (members_.contains(e.pid) || !eligible(e) || under_spared_main(e)) continue;
+        std::string why = kinship(e);
+        if (why.empty()) continue;
+        take(e, std::move(why));
+        grew = true;
+      }
+      take_descendants();
+    }
+    return std::move(found_);
+  }
 
+ private:
   // True if the scan shows this very process (same start time) alive.
-  auto alive_as = [&](pid_t pid, std::uint64_t start_time) {
-    auto it = by_pid.find(pid);
-    return it != by_pid.end() && it->second->stat.start_time == start_time;
-  };
+  bool alive_as(pid_t pid, std::uint64_t start_time) const {
+    auto it = by_pid_.find(pid);
+    return it != by_pid_.end() && it->second->stat.start_time == start_time;
+  }
+
   // A group or session is the job's when a member or a given leader leads it. A leader that has
   // exited still names its group while members remain (the kernel does not recycle the id then);
   // one whose pid now belongs to a younger process does not.
-  auto leads = [&](pid_t id) {
-    for (const ProcessSet* set : std::array<const ProcessSet*, 2>{&members, &query.leaders}) {
+  bool leads(pid_t id) const {
+    for (const ProcessSet* set : std::array<const ProcessSet*, 2>{&members_, &query_.leaders}) {
       auto it = set->find(id);
-      if (it != set->end() && (alive_as(id, it->second) || !by_pid.contains(id))) return true;
+      if (it != set->end() && (alive_as(id, it->second) || !by_pid_.contains(id))) return true;
     }
     return false;
-  };
-  auto carries_cookie = [&](const ProcEntry& e) {
+  }
+
+  bool carries_cookie(const ProcEntry& e) {
     ProcessImage key = image_of(e);
-    if (auto it = memo.find(key); it != memo.end()) return it->second;
-    auto env = environ_of(e.pid);
-    // An environment that could not be read (the process was mid-exec, say) is asked again in the
-    // next scan, not remembered as lacking the cookie.
+    if (auto it = memo_.find(key); it != memo_.end()) return it->second;
+    auto env = environ_of_(e.pid);
+    // An environment that could not be read (the process was mid-exec, say) is asked again in
+    // the next scan, not remembered as lacking the cookie.
     if (!env) return false;
-    bool carries = !query.cookie.empty() &&
-                   std::all_of(query.cookie.begin(), query.cookie.end(),
+    bool carries = !query_.cookie.empty() &&
+                   std::all_of(query_.cookie.begin(), query_.cookie.end(),
                                [&](const std::string& entry) { return has_entry(*env, entry); });
-    memo.emplace(key, carries);
+    memo_.emplace(key, carries);
     return carries;
-  };
+  }
+
+  // Why `e` is the job's though no member is its ancestor; empty: it is not.
+  std::string kinship(const ProcEntry& e) {
+    if (leads(e.stat.pgrp)) return "in process group of " + std::to_string(e.stat.pgrp);
+    if (leads(e.stat.session)) return "in session of " + std::to_string(e.stat.session);
+    if (carries_cookie(e)) return "carries " + query_.cookie.front();
+    return {};
+  }
+
   // Whether `e` may be taken at all: never init, wardend, a spared main process or anything
   // running as another user (unless the job is root's).
-  auto eligible = [&](const ProcEntry& e) {
-    return e.pid != 1 && e.pid != query.self && e.pid != query.spared &&
-           (query.owner == 0 || e.uid == query.owner);
-  };
+  bool eligible(const ProcEntry& e) const {
+    return e.pid != 1 && e.pid != query_.self && e.pid != query_.spared &&
+           (query_.owner == 0 || e.uid == query_.owner);
+  }
+
   // A process reached by group, session or cookie whose ancestry reaches the spared main process
   // before any member belongs to the main process, not to what is being cleaned.
-  auto under_spared_main = [&](const ProcEntry& e) {
-    if (query.spared == 0) return false;
+  bool under_spared_main(const ProcEntry& e) const {
+    if (query_.spared == 0) return false;
     pid_t p = e.stat.ppid;
     for (int hops = 0; p > 1 && hops < 4096; ++hops) {
-      if (members.contains(p)) return false;
-      if (p == query.spared) return true;
-      auto it = by_pid.find(p);
-      if (it == by_pid.end()) return false;
+      if (members_.contains(p)) return false;
+      if (p == query_.spared) return true;
+      auto it = by_pid_.find(p);
+      if (it == by_pid_.end()) return false;
       p = it->second->stat.ppid;
     }
     return false;
-  };
-
-  std::deque<pid_t> frontier;
-  for (const auto& [pid, start_time] : members) {
-    if (alive_as(pid, start_time)) frontier.push_back(pid);
   }
-  auto take = [&](const ProcEntry& e, std::string why) {
-    members[e.pid] = e.stat.start_time;
-    found.push_back({.pid = e.pid, .start_time = e.stat.start_time, .found_by = std::move(why)});
-    frontier.push_back(e.pid);
-  };
-  auto take_descendants = [&] {
-    while (!frontier.empty()) {
-      pid_t parent = frontier.front();
-      frontier.pop_front();
-      auto [lo, hi] = children.equal_range(parent);
+
+  void take(const ProcEntry& e, std::string why) {
+    members_[e.pid] = e.stat.start_time;
+    found_.push_back({.pid = e.pid, .start_time = e.stat.start_time, .found_by = std::move(why)});
+    frontier_.push_back(e.pid);
+  }
+
+  void take_descendants() {
+    while (!frontier_.empty()) {
+      pid_t parent = frontier_.front();
+      frontier_.pop_front();
+      auto [lo, hi] = children_.equal_range(parent);
       for (auto it = lo; it != hi; ++it) {
         const ProcEntry& child = *it->second;
-        if (members.contains(child.pid) || !eligible(child)) continue;
+        if (members_.contains(child.pid) || !eligible(child)) continue;
         take(child, "child of " + std::to_string(parent));
       }
     }
-  };
-
-  take_descendants();
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (const auto& e : scan) {
-      if (members.contains(e.pid) || !eligible(e) || under_spared_main(e)) continue;
-      std::string why;
-      if (leads(e.stat.pgrp)) {
-        why = "in process group of " + std::to_string(e.stat.pgrp);
-      } else if (leads(e.stat.session)) {
-        why = "in session of " + std::to_string(e.stat.session);
-      } else if (carries_cookie(e)) {
-        why = "carries " + query.cookie.front();
-      }
-      if (why.empty()) continue;
-      take(e, std::move(why));
-      grew = true;
-    }
-    take_descendants();
   }
-  return found;
+
+  const std::vector<ProcEntry>& scan_;
+  const DiscoveryQuery& query_;
+  const EnvironOf& environ_of_;
+  CookieMemo& memo_;
+  std::map<pid_t, const ProcEntry*> by_pid_;
+  std::multimap<pid_t, const ProcEntry*> children_;
+  ProcessSet members_;
+  std::deque<pid_t> frontier_;
+  std::vector<Discovered> found_;
+};
+
+}  // namespace
+
+std::vector<Discovered> discover(const std::vector<ProcEntry>& scan, const DiscoveryQuery& query,
+                                 const EnvironOf& environ_of, CookieMemo& memo) {
+  return TreeWalk(scan, query, environ_of, memo).run();
 }
 
 }  // namespace warden
