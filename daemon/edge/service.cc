@@ -590,7 +590,9 @@ void Service::launch_next_cleanup() {
   });
 }
 
-void Service::launch_cleanup(CleanupPlan plan) {
+// The handle of each target, aligned with plan.targets: wardend's own where it still watches the
+// process, one opened again for a cleanup resumed after a restart, else none (it exited).
+std::vector<UniqueFd> Service::pidfds_for(const CleanupPlan& plan) {
   std::vector<UniqueFd> pidfds;
   pidfds.reserve(plan.targets.size());
   for (const auto& target : plan.targets) {
@@ -598,41 +600,70 @@ void Service::launch_cleanup(CleanupPlan plan) {
     if (fd >= 0) {
       pidfds.push_back(dup_fd(fd));
     } else if (auto handle = target.exited ? std::nullopt : reopen(target.identity)) {
-      pidfds.push_back(std::move(handle->pidfd));  // a cleanup resumed after a restart
+      pidfds.push_back(std::move(handle->pidfd));
     } else {
       pidfds.push_back(UniqueFd());
     }
   }
+  return pidfds;
+}
 
-  JobId id = plan.job;
+// What the engine needs of wardend for job `id`'s cleanup, and how it records its progress.
+CleanupContext Service::cleanup_context(JobId id) {
   if (creation_watch_) creation_watch_->drain();  // what the job made up to its end
+  return {.options = cleanup_options_,
+          .blocking = blocking_.get_executor(),
+          .self = ::getpid(),
+          .instance = instance_,
+          .kernel = &kernel_,
+          .cgroups = cgroups_,
+          .home = home_of(id),
+          .gpus = gpus_,
+          .created = creations_.take(id),
+          .claim_made = [this](const std::vector<ProcessIdentity>& makers) {
+            return creations_.claim(makers);
+          },
+          .hook_started = [this, id](std::size_t index) { return hook_started(id, index); },
+          .hook_finished =
+              [this, id](std::size_t index, const CommandReport& ran) {
+                core_.hook_finished(id, index, ran);
+                journal_.stage({HookRun{.job = id, .index = index, .report = ran}});
+              },
+          .progress = [this, id](const CleanupReport& so_far) {
+            CleanupReport kept = so_far;  // within the bound its record is written in
+            bound_report(kept, cleanup_options_.max_report_bytes);
+            core_.cleanup_progress(id, std::move(kept));
+            if (const Job* job = core_.find(id)) journal_.stage({job_record(*job)});
+          }};
+}
+
+namespace {
+
+// A line per step of a finished cleanup, for the journal of the node.
+void log_report(JobId id, const CleanupReport& report) {
+  for (const auto& p : report.processes) {
+    spdlog::info("job={} pid={} role={} outcome={}{} detail={:?}", id, p.pid, p.role,
+                 to_string(p.outcome), p.leftover ? " leftover=true" : "", p.detail);
+  }
+  for (const auto& h : report.hooks) {
+    spdlog::info("job={} hook={:?} outcome={} detail={:?}", id, h.argv.at(0),
+                 to_string(h.outcome), h.detail);
+  }
+  for (const auto& p : report.paths) {
+    spdlog::info("job={} {}={:?} outcome={} removed={}{} detail={:?}", id, to_string(p.kind),
+                 p.path, to_string(p.outcome), p.removed, p.leftover ? " leftover=true" : "",
+                 p.detail);
+  }
+  spdlog::info("job={} state=cleaned duration_ms={:.1f}", id, report.duration_ms);
+}
+
+}  // namespace
+
+void Service::launch_cleanup(CleanupPlan plan) {
+  JobId id = plan.job;
+  std::vector<UniqueFd> pidfds = pidfds_for(plan);
   boost::asio::co_spawn(
-      io_,
-      run_cleanup(std::move(plan), std::move(pidfds),
-                  {.options = cleanup_options_,
-                   .blocking = blocking_.get_executor(),
-                   .self = ::getpid(),
-                   .instance = instance_,
-                   .kernel = &kernel_,
-                   .cgroups = cgroups_,
-                   .home = home_of(id),
-                   .gpus = gpus_,
-                   .created = creations_.take(id),
-                   .claim_made = [this](const std::vector<ProcessIdentity>& makers) {
-                     return creations_.claim(makers);
-                   },
-                   .hook_started = [this, id](std::size_t index) { return hook_started(id, index); },
-                   .hook_finished =
-                       [this, id](std::size_t index, const CommandReport& ran) {
-                         core_.hook_finished(id, index, ran);
-                         journal_.stage({HookRun{.job = id, .index = index, .report = ran}});
-                       },
-                   .progress = [this, id](const CleanupReport& so_far) {
-                     CleanupReport kept = so_far;  // within the bound its record is written in
-                     bound_report(kept, cleanup_options_.max_report_bytes);
-                     core_.cleanup_progress(id, std::move(kept));
-                     if (const Job* job = core_.find(id)) journal_.stage({job_record(*job)});
-                   }}),
+      io_, run_cleanup(std::move(plan), std::move(pidfds), cleanup_context(id)),
       [this, id](std::exception_ptr error, CleanupReport report) {
         --cleanups_running_;
         if (error) {
@@ -644,20 +675,7 @@ void Service::launch_cleanup(CleanupPlan plan) {
             spdlog::error("job={} cleanup aborted: {}", id, e.what());
           }
         }
-        for (const auto& p : report.processes) {
-          spdlog::info("job={} pid={} role={} outcome={}{} detail={:?}", id, p.pid, p.role,
-                       to_string(p.outcome), p.leftover ? " leftover=true" : "", p.detail);
-        }
-        for (const auto& h : report.hooks) {
-          spdlog::info("job={} hook={:?} outcome={} detail={:?}", id, h.argv.at(0),
-                       to_string(h.outcome), h.detail);
-        }
-        for (const auto& p : report.paths) {
-          spdlog::info("job={} {}={:?} outcome={} removed={}{} detail={:?}", id, to_string(p.kind),
-                       p.path, to_string(p.outcome), p.removed, p.leftover ? " leftover=true" : "",
-                       p.detail);
-        }
-        spdlog::info("job={} state=cleaned duration_ms={:.1f}", id, report.duration_ms);
+        log_report(id, report);
         cleanup_finished(id, std::move(report));
         // What the cleanups just finished used (plans, full reports before their bound, a mass
         // death's burst) goes back to the system once none is running, off the loop.

@@ -173,6 +173,8 @@ class Service {
   void start_cleanup(CleanupPlan plan);
   void launch_next_cleanup();
   void launch_cleanup(CleanupPlan plan);
+  std::vector<UniqueFd> pidfds_for(const CleanupPlan& plan);
+  CleanupContext cleanup_context(JobId id);
   void cleanup_finished(JobId id, CleanupReport report);
   // Records that the cleaning job's hook `index` starts, and completes once that is written.
   boost::asio::awaitable<void> hook_started(JobId id, std::size_t index);

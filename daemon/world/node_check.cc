@@ -275,78 +275,77 @@ NodeLook look_at_node(const std::vector<CheckedJob>& jobs, const NodeCheckOption
   return look;
 }
 
-std::vector<ReclaimAct> reclaim_node(const std::vector<Found>& found, Duration grace,
-                                     const CleanupOptions& cleanup, NodeCheckContext& context) {
-  Kernel& kernel = context.kernel;
+namespace {
+
+// What a reclaim set going and then waits on: the processes signalled and the cgroups killed.
+struct Reclaim {
   std::vector<ReclaimAct> acts;
   std::vector<Victim> victims;
   std::vector<std::size_t> cgroups;  // findings whose cgroup was killed
-  for (std::size_t i = 0; i < found.size(); ++i) {
-    const Finding& f = found[i].finding;
-    switch (f.kind) {
-      case FindingKind::stray_gpu_holder:
-      case FindingKind::unkillable: {
-        auto handle = reopen(kernel, *f.pid, found[i].start_time);
-        if (!handle) {
-          acts.push_back({f.kind, f.what, Outcome::already_gone, "exited before the reclaim"});
-          continue;
-        }
-        bool kill = f.kind == FindingKind::unkillable;
-        kernel.signal(handle->pidfd.get(), kill ? SIGKILL : SIGTERM);
-        victims.push_back({.finding = i, .pid = *f.pid, .pidfd = std::move(handle->pidfd),
-                           .killed = kill});
-        break;
-      }
-      case FindingKind::populated_cgroup: {
-        if (context.cgroups == nullptr) continue;
-        std::vector<pid_t> members = context.cgroups->members(found[i].cgroup);
-        try {
-          context.cgroups->kill(found[i].cgroup);
-        } catch (const std::exception& e) {
-          acts.push_back({f.kind, f.what, Outcome::failed, e.what()});
-          continue;
-        }
-        for (pid_t pid : members) {
-          if (auto handle = reopen(kernel, pid, 0)) {
-            victims.push_back({.finding = i, .pid = pid, .pidfd = std::move(handle->pidfd),
-                               .killed = true});
-          }
-        }
-        cgroups.push_back(i);
-        break;
-      }
-      case FindingKind::leftover_path: {
-        if (!found[i].removable || !found[i].path) continue;
-        PathReport r = remove_path(cleanup.paths, AT_FDCWD, *found[i].path, *f.uid);
-        acts.push_back({f.kind, f.what, r.outcome, r.detail});
-        break;
-      }
-      case FindingKind::unheld_gpu_memory:
-      case FindingKind::shm_full:
-        break;  // nothing a process-level act can give back
+};
+
+// A stray holder gets SIGTERM first; an unkillable process SIGKILL again.
+void signal_process(const Found& found, std::size_t i, Kernel& kernel, Reclaim& reclaim) {
+  const Finding& f = found.finding;
+  auto handle = reopen(kernel, *f.pid, found.start_time);
+  if (!handle) {
+    reclaim.acts.push_back({f.kind, f.what, Outcome::already_gone, "exited before the reclaim"});
+    return;
+  }
+  bool kill = f.kind == FindingKind::unkillable;
+  kernel.signal(handle->pidfd.get(), kill ? SIGKILL : SIGTERM);
+  reclaim.victims.push_back(
+      {.finding = i, .pid = *f.pid, .pidfd = std::move(handle->pidfd), .killed = kill});
+}
+
+// A cleaned job's populated cgroup: every member killed at once, each waited on.
+void kill_cgroup(const Found& found, std::size_t i, NodeCheckContext& context, Reclaim& reclaim) {
+  if (context.cgroups == nullptr) return;
+  std::vector<pid_t> members = context.cgroups->members(found.cgroup);
+  try {
+    context.cgroups->kill(found.cgroup);
+  } catch (const std::exception& e) {
+    reclaim.acts.push_back({found.finding.kind, found.finding.what, Outcome::failed, e.what()});
+    return;
+  }
+  for (pid_t pid : members) {
+    if (auto handle = reopen(context.kernel, pid, 0)) {
+      reclaim.victims.push_back(
+          {.finding = i, .pid = pid, .pidfd = std::move(handle->pidfd), .killed = true});
     }
   }
-  wait_for_exits(kernel, victims, Clock::now() + grace);
-  for (Victim& v : victims) {
+  reclaim.cgroups.push_back(i);
+}
+
+// Whatever survived its grace gets SIGKILL; then each signalled process's outcome.
+void end_victims(const std::vector<Found>& found, Duration grace, const CleanupOptions& cleanup,
+                 Kernel& kernel, Reclaim& reclaim) {
+  wait_for_exits(kernel, reclaim.victims, Clock::now() + grace);
+  for (Victim& v : reclaim.victims) {
     if (v.gone || v.killed) continue;
     kernel.signal(v.pidfd.get(), SIGKILL);
     v.killed = true;
   }
-  wait_for_exits(kernel, victims, Clock::now() + cleanup.kill_timeout);
-  for (const Victim& v : victims) {
+  wait_for_exits(kernel, reclaim.victims, Clock::now() + cleanup.kill_timeout);
+  for (const Victim& v : reclaim.victims) {
     const Finding& f = found[v.finding].finding;
-    if (f.kind == FindingKind::populated_cgroup) continue;  // one act for the whole cgroup below
+    if (f.kind == FindingKind::populated_cgroup) continue;  // one act for the whole cgroup
     bool term = f.kind == FindingKind::stray_gpu_holder;
     Outcome outcome = !v.gone ? Outcome::unkillable
                       : term && !v.killed ? Outcome::terminated
                                           : Outcome::killed;
-    acts.push_back({f.kind, f.what, outcome,
-                    outcome == Outcome::unkillable
-                        ? fmt::format("still alive {:.1f} s after SIGKILL",
-                                      to_seconds(cleanup.kill_timeout))
-                        : ""});
+    reclaim.acts.push_back({f.kind, f.what, outcome,
+                            outcome == Outcome::unkillable
+                                ? fmt::format("still alive {:.1f} s after SIGKILL",
+                                              to_seconds(cleanup.kill_timeout))
+                                : ""});
   }
-  for (std::size_t i : cgroups) {
+}
+
+// Each killed cgroup removed once its members are gone.
+void remove_killed_cgroups(const std::vector<Found>& found, NodeCheckContext& context,
+                           Reclaim& reclaim) {
+  for (std::size_t i : reclaim.cgroups) {
     const Found& c = found[i];
     // cgroup.events lags an exit a little: an rmdir right after the last exit may see EBUSY.
     int err = context.cgroups->remove(c.cgroup);
@@ -354,11 +353,42 @@ std::vector<ReclaimAct> reclaim_node(const std::vector<Found>& found, Duration g
          err = context.cgroups->remove(c.cgroup)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    acts.push_back({c.finding.kind, c.finding.what, err == 0 ? Outcome::removed : Outcome::unkillable,
-                    err == 0 ? "its processes killed and the cgroup removed"
-                             : "a process of it outlived cgroup.kill"});
+    reclaim.acts.push_back({c.finding.kind, c.finding.what,
+                            err == 0 ? Outcome::removed : Outcome::unkillable,
+                            err == 0 ? "its processes killed and the cgroup removed"
+                                     : "a process of it outlived cgroup.kill"});
   }
-  return acts;
+}
+
+}  // namespace
+
+std::vector<ReclaimAct> reclaim_node(const std::vector<Found>& found, Duration grace,
+                                     const CleanupOptions& cleanup, NodeCheckContext& context) {
+  Reclaim reclaim;
+  for (std::size_t i = 0; i < found.size(); ++i) {
+    const Finding& f = found[i].finding;
+    switch (f.kind) {
+      case FindingKind::stray_gpu_holder:
+      case FindingKind::unkillable:
+        signal_process(found[i], i, context.kernel, reclaim);
+        break;
+      case FindingKind::populated_cgroup:
+        kill_cgroup(found[i], i, context, reclaim);
+        break;
+      case FindingKind::leftover_path: {
+        if (!found[i].removable || !found[i].path) continue;
+        PathReport r = remove_path(cleanup.paths, AT_FDCWD, *found[i].path, *f.uid);
+        reclaim.acts.push_back({f.kind, f.what, r.outcome, r.detail});
+        break;
+      }
+      case FindingKind::unheld_gpu_memory:
+      case FindingKind::shm_full:
+        break;  // nothing a process-level act can give back
+    }
+  }
+  end_victims(found, grace, cleanup, context.kernel, reclaim);
+  remove_killed_cgroups(found, context, reclaim);
+  return std::move(reclaim.acts);
 }
 
 }  // namespace warden
