@@ -169,25 +169,64 @@ std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
   return out;
 }
 
+namespace {
+
+struct Candidate {
+  const HeldObject* object;
+  struct statx stx;
+};
+
+// Whether the job registered the object, itself or beneath a registered directory or glob: then
+// its registration, not discovery, decides.
+bool registered(const HeldObject& object, const DiscoveryRules& rules, const PathRules& paths) {
+  auto same = [&](const PathIdentity& r) { return r.dev == object.dev && r.ino == object.ino; };
+  if (std::any_of(rules.registered.begin(), rules.registered.end(), same)) return true;
+  if (beneath(object.path, rules.dirs)) return true;
+  if (!beneath(object.path, {paths.shm_dir})) return false;
+  std::string name = object.path.substr(paths.shm_dir.size() + 1);
+  return std::any_of(rules.globs.begin(), rules.globs.end(), [&](const std::string& g) {
+    return ::fnmatch(g.c_str(), name.c_str(), FNM_PATHNAME) == 0;
+  });
+}
+
+// One candidate removed, or kept with the reason.
+PathReport settle(const Candidate& c, const std::map<Identity, pid_t>& holders,
+                  const DiscoveryRules& rules, const PathRules& paths, int root) {
+  const auto& [object, stx] = c;
+  PathReport r{.kind = beneath(object->path, {paths.shm_dir}) ? PathKind::shm : PathKind::file,
+               .path = object->path,
+               .outcome = Outcome::kept,
+               .bytes = stx.stx_blocks * 512};
+  if (stx.stx_uid != rules.owner) {
+    r.detail = fmt::format("owned by uid {}", stx.stx_uid);
+  } else if (born_unix_ms(stx) < rules.created_unix_ms) {
+    r.detail = "existed before the job";
+  } else if (auto h = holders.find({object->dev, object->ino}); h != holders.end()) {
+    std::string command = read_command_line(h->second);
+    r.detail = command.empty() ? fmt::format("held by pid {}", h->second)
+                               : fmt::format("held by pid {} ({})", h->second, command);
+  } else if (rules.mode == Discover::report) {
+    r.detail = "discover = report";
+  } else {
+    TrackedPath path{.kind = PathKind::file,
+                     .path = object->path,
+                     .identity = {object->dev, object->ino, stx.stx_uid, S_IFREG}};
+    PathReport removed = remove_path(paths, root, path, rules.owner);
+    r.outcome = removed.outcome;
+    r.removed = removed.removed;
+    r.detail = removed.detail;
+  }
+  return r;
+}
+
+}  // namespace
+
 std::vector<PathReport> settle_discovered(const std::vector<HeldObject>& held,
                                           const DiscoveryRules& rules, const PathRules& paths,
                                           int root) {
-  struct Candidate {
-    const HeldObject* object;
-    struct statx stx;
-  };
   std::vector<Candidate> candidates;
   for (const HeldObject& object : held) {
-    bool registered = std::any_of(
-        rules.registered.begin(), rules.registered.end(),
-        [&](const PathIdentity& r) { return r.dev == object.dev && r.ino == object.ino; });
-    bool within = beneath(object.path, rules.dirs) ||
-                  (beneath(object.path, {paths.shm_dir}) &&
-                   std::any_of(rules.globs.begin(), rules.globs.end(), [&](const std::string& g) {
-                     std::string name = object.path.substr(paths.shm_dir.size() + 1);
-                     return ::fnmatch(g.c_str(), name.c_str(), FNM_PATHNAME) == 0;
-                   }));
-    if (registered || within) continue;
+    if (registered(object, rules, paths)) continue;
     struct statx stx{};
     if (statx_in_root(paths, root, object.path, stx) != 0) {
       continue;  // gone since (the job removed it as it died, say)
@@ -204,34 +243,8 @@ std::vector<PathReport> settle_discovered(const std::vector<HeldObject>& held,
     }
   }
   auto holders = wanted.empty() ? std::map<Identity, pid_t>{} : outside_holders(wanted, rules.self);
-
   std::vector<PathReport> out;
-  for (const auto& [object, stx] : candidates) {
-    PathReport r{.kind = beneath(object->path, {paths.shm_dir}) ? PathKind::shm : PathKind::file,
-                 .path = object->path,
-                 .outcome = Outcome::kept,
-                 .bytes = stx.stx_blocks * 512};
-    if (stx.stx_uid != rules.owner) {
-      r.detail = fmt::format("owned by uid {}", stx.stx_uid);
-    } else if (born_unix_ms(stx) < rules.created_unix_ms) {
-      r.detail = "existed before the job";
-    } else if (auto h = holders.find({object->dev, object->ino}); h != holders.end()) {
-      std::string command = read_command_line(h->second);
-      r.detail = command.empty() ? fmt::format("held by pid {}", h->second)
-                                 : fmt::format("held by pid {} ({})", h->second, command);
-    } else if (rules.mode == Discover::report) {
-      r.detail = "discover = report";
-    } else {
-      TrackedPath path{.kind = PathKind::file,
-                       .path = object->path,
-                       .identity = {object->dev, object->ino, stx.stx_uid, S_IFREG}};
-      PathReport removed = remove_path(paths, root, path, rules.owner);
-      r.outcome = removed.outcome;
-      r.removed = removed.removed;
-      r.detail = removed.detail;
-    }
-    out.push_back(std::move(r));
-  }
+  for (const auto& c : candidates) out.push_back(settle(c, holders, rules, paths, root));
   return out;
 }
 
