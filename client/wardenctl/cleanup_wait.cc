@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <fmt/ostream.h>
 
+#include "warden/outcomes.h"
+
 namespace warden {
 namespace {
 
@@ -29,20 +31,13 @@ std::set<pid_t> stuck_on_gpus(const JobStatus& job) {
 }
 
 std::string summary(const CleanupReport& r) {
-  std::size_t ended = 0, unkillable = 0, removed = 0, failed = 0;
-  for (const auto& p : r.processes) {
-    ended += p.outcome == Outcome::terminated || p.outcome == Outcome::killed;
-    unkillable += p.outcome == Outcome::unkillable;
+  const ReportTally t = tally(r);
+  std::string s =
+      fmt::format("{} processes ended, {} paths removed", t.terminated + t.killed, t.removed);
+  if (t.unkillable > 0) s += fmt::format(", {} processes UNKILLABLE", t.unkillable);
+  if (std::size_t failed = t.paths_wrong + t.hooks_wrong; failed > 0) {
+    s += fmt::format(", {} steps failed", failed);
   }
-  for (const auto& p : r.paths) {
-    removed += p.outcome == Outcome::removed;
-    failed += p.outcome == Outcome::failed || p.outcome == Outcome::refused;
-  }
-  for (const auto& h : r.hooks)
-    failed += h.outcome == Outcome::failed || h.outcome == Outcome::timed_out;
-  std::string s = fmt::format("{} processes ended, {} paths removed", ended, removed);
-  if (unkillable > 0) s += fmt::format(", {} processes UNKILLABLE", unkillable);
-  if (failed > 0) s += fmt::format(", {} steps failed", failed);
   for (const auto& g : r.gpus) {
     if (g.released_bytes) s += fmt::format(", {} released {} B", g.device, *g.released_bytes);
     if (!g.still_held_by.empty()) {

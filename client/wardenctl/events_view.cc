@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/ostream.h>
 
+#include "warden/outcomes.h"
 #include "wardenctl/status_view.h"
 
 namespace warden {
@@ -13,18 +14,12 @@ namespace {
 
 // What cleanup did, counted: "4 processes (2 killed), 3 paths removed, 1 hook failed".
 std::string summary(const CleanupReport& r) {
-  std::size_t killed = 0, terminated = 0, removed = 0, hooks_failed = 0;
-  for (const auto& p : r.processes) {
-    killed += p.outcome == Outcome::killed;
-    terminated += p.outcome == Outcome::terminated;
-  }
-  for (const auto& p : r.paths) removed += p.outcome == Outcome::removed;
-  for (const auto& h : r.hooks)
-    hooks_failed += h.outcome != Outcome::succeeded && h.outcome != Outcome::kept;
+  const ReportTally t = tally(r);
   std::string s =
       fmt::format("in {:.1f} ms: {} processes ({} terminated, {} killed), {}/{} paths removed",
-                  r.duration_ms, r.processes.size(), terminated, killed, removed, r.paths.size());
-  if (!r.hooks.empty()) s += fmt::format(", {} hooks ({} failed)", r.hooks.size(), hooks_failed);
+                  r.duration_ms, r.processes.size(), t.terminated, t.killed, t.removed,
+                  r.paths.size());
+  if (!r.hooks.empty()) s += fmt::format(", {} hooks ({} failed)", r.hooks.size(), t.hooks_wrong);
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include "world/report_bound.h"
 #include "edge/systemd.h"
 #include "core/wall_clock.h"
+#include "warden/outcomes.h"
 
 namespace warden {
 
@@ -822,12 +823,10 @@ struct Remains {
 Remains remains_of(const CleanupReport& report) {
   Remains r;
   for (const auto& p : report.processes) {
-    if (p.outcome == Outcome::unkillable || p.outcome == Outcome::kept) r.processes.insert(p.pid);
+    if (lives_on(p)) r.processes.insert(p.pid);
   }
   for (const auto& p : report.paths) {
-    bool present =
-        p.outcome == Outcome::failed || p.outcome == Outcome::refused || p.outcome == Outcome::kept;
-    if (present) (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
+    if (remains(p)) (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
   }
   return r;
 }

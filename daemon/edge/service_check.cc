@@ -6,17 +6,11 @@
 #include <spdlog/spdlog.h>
 
 #include "core/wall_clock.h"
+#include "warden/outcomes.h"
 #include "edge/service.h"
 
 namespace warden {
 namespace {
-
-// What a cleanup left that the node check must look at again: paths it failed to remove or
-// refused to (no longer what was registered). Paths kept by policy are outputs the job asked to
-// keep, not dirt.
-bool left_behind(const PathReport& p) {
-  return p.outcome == Outcome::failed || p.outcome == Outcome::refused;
-}
 
 // Root sees every finding; another user the findings about its own processes and files, and the
 // node's own (GPU memory, a full /dev/shm) without the names of other users.
@@ -61,7 +55,8 @@ std::vector<CheckedJob> Service::checked_jobs(bool with_cleaned) const {
       if (p.outcome == Outcome::unkillable) c.unkillable.push_back(p);
     }
     for (const auto& p : r.paths) {
-      if (!left_behind(p)) continue;
+      // Paths kept by policy are outputs the job asked to keep, not dirt.
+      if (!went_wrong(p)) continue;
       for (const auto& registered : job->paths) {
         if (registered.kind == p.kind && registered.path == p.path) {
           c.left.push_back({.path = registered, .outcome = p.outcome, .detail = p.detail});
