@@ -1,25 +1,33 @@
 """warden.Client: one connection to wardend, speaking the NDJSON protocol of proto/PROTOCOL.md."""
 
+from __future__ import annotations
+
 import json
 import os
 import socket
 import struct
 import threading
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from .errors import Unavailable, error_for
+
+#: A request or a reply: a JSON object, as PROTOCOL.md describes each.
+Message = Dict[str, Any]
+#: A command: a list is its argv, a string runs through /bin/sh.
+Command = Union[str, Sequence[str]]
 
 PROTOCOL_VERSION = 1
 SYSTEM_SOCKET = "/run/warden/warden.sock"
 
 
-def user_socket_path():
+def user_socket_path() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "warden", "warden.sock")
     return "/tmp/warden-%d/warden.sock" % os.getuid()
 
 
-def default_socket_path():
+def default_socket_path() -> str:
     """$WARDEN_SOCKET, else the system socket if it exists, else the per-user one."""
     env = os.environ.get("WARDEN_SOCKET")
     if env:
@@ -36,16 +44,16 @@ class Client:
     refused request, or :class:`warden.Unavailable` when wardend cannot be reached.
     """
 
-    def __init__(self, socket_path=None, timeout=10.0):
+    def __init__(self, socket_path: Optional[str] = None, timeout: Optional[float] = 10.0) -> None:
         self.socket_path = socket_path or default_socket_path()
         self._timeout = timeout
         self._lock = threading.Lock()
         self._next_id = 1
-        self._sock = None
+        self._sock: Optional[socket.socket] = None
         self._buffer = b""
         self.server = self.call({"op": "hello", "protocol": PROTOCOL_VERSION, "client": "warden-python"})
 
-    def _connect(self):
+    def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self._timeout)
         try:
@@ -64,46 +72,50 @@ class Client:
                               "refusing to talk to it" % (self.socket_path, uid))
         self._sock = sock
         self._buffer = b""
+        return sock
 
-    def settimeout(self, timeout):
+    def settimeout(self, timeout: Optional[float]) -> None:
         """How long each later call may wait on wardend before it raises Unavailable."""
         with self._lock:
             self._timeout = timeout
             if self._sock is not None:
                 self._sock.settimeout(timeout)
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, request, pidfd=None):
+    def call(self, request: Mapping[str, Any], pidfd: Optional[int] = None) -> Message:
         """Sends one request (a dict with "op") and returns the successful reply as a dict.
         ``pidfd``: a descriptor passed along with it (SCM_RIGHTS)."""
         with self._lock:
-            if self._sock is None:
-                self._connect()
+            sock = self._sock if self._sock is not None else self._connect()
             request_id = self._next_id
             self._next_id += 1
             line = json.dumps(dict(request, id=request_id), separators=(",", ":")) + "\n"
+            sent = False
             try:
                 data = line.encode()
                 if pidfd is not None:
-                    data = data[socket.send_fds(self._sock, [data], [pidfd]):]
-                self._sock.sendall(data)
-                reply = json.loads(self._read_line())
+                    data = data[socket.send_fds(sock, [data], [pidfd]):]
+                sock.sendall(data)
+                sent = True
+                reply: Message = json.loads(self._read_line())
             except (OSError, ValueError) as e:
-                self._sock.close()
+                sock.close()
                 self._sock = None
-                raise Unavailable("lost the connection to wardend on %s: %s"
-                                  % (self.socket_path, e)) from None
+                lost = Unavailable("lost the connection to wardend on %s: %s"
+                                   % (self.socket_path, e))
+                lost.request_sent = sent
+                raise lost from None
         if reply.get("id") is None and not reply.get("ok"):
             # wardend closing this connection (idle, over a limit); the request was not read.
             self.close()
@@ -116,7 +128,9 @@ class Client:
         error = reply.get("error") or {}
         raise error_for(error.get("code", "internal"), error.get("message", "request refused"))
 
-    def _read_line(self):
+    def _read_line(self) -> str:
+        if self._sock is None:
+            raise OSError("not connected")
         while b"\n" not in self._buffer:
             chunk = self._sock.recv(65536)
             if not chunk:
@@ -127,20 +141,23 @@ class Client:
 
     # --- one method per operation ---------------------------------------------------------------
 
-    def register_job(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
-                     diagnose=None, group=None, discover=None):
+    def register_job(self, name: str, pid: int, heartbeat: float = 0.0, grace: float = 5.0,
+                     kill_main_on_stall: bool = False, diagnose: Optional[Command] = None,
+                     group: Optional[str] = None, discover: Optional[str] = None) -> int:
         """Registers a job and returns its id."""
-        return self.register(name, pid, heartbeat, grace, kill_main_on_stall, diagnose, group,
-                             discover)["job"]
+        job: int = self.register(name, pid, heartbeat, grace, kill_main_on_stall, diagnose, group,
+                                 discover)["job"]
+        return job
 
-    def register(self, name, pid, heartbeat=0.0, grace=5.0, kill_main_on_stall=False,
-                 diagnose=None, group=None, discover=None):
+    def register(self, name: str, pid: int, heartbeat: float = 0.0, grace: float = 5.0,
+                 kill_main_on_stall: bool = False, diagnose: Optional[Command] = None,
+                 group: Optional[str] = None, discover: Optional[str] = None) -> Message:
         """Registers a job and returns the whole reply: ``job`` (its id) and ``tracking``
         (``"cgroup"``: the kernel keeps every process it forks; ``"scan"``: wardend finds them at
         cleanup, so forks should register themselves). ``discover``: what cleanup does with what
         its processes held but it never registered, "reclaim", "report" or "off" (None:
         wardend's setting)."""
-        request = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
+        request: Message = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
                    "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
         if discover:
             request["discover"] = discover
@@ -152,19 +169,20 @@ class Client:
             request["group"] = group
         return self._call_naming(request, pid)
 
-    def cleanup(self, job=None, group=None):
+    def cleanup(self, job: Optional[int] = None, group: Optional[str] = None) -> List[int]:
         """Clean a job, or every job of a group, now (as failed, main process included)."""
-        request = {"op": "cleanup"}
+        request: Message = {"op": "cleanup"}
         if job is not None:
             request["job"] = job
         if group is not None:
             request["group"] = group
-        return self.call(request)["jobs"]
+        jobs: List[int] = self.call(request)["jobs"]
+        return jobs
 
-    def add_process(self, job, pid, policy="always"):
+    def add_process(self, job: int, pid: int, policy: str = "always") -> Message:
         return self._call_naming({"op": "add_process", "job": job, "pid": pid, "policy": policy}, pid)
 
-    def _call_naming(self, request, pid):
+    def _call_naming(self, request: Message, pid: int) -> Message:
         """Sends a request that names process ``pid`` with a pidfd of it: in a container a bare
         pid is not wardend's numbering. This process itself is known by its connection."""
         if pid == os.getpid():
@@ -178,60 +196,77 @@ class Client:
         finally:
             os.close(pidfd)
 
-    def add_file(self, job, path, policy="always"):
-        return self.call({"op": "add_file", "job": job, "path": path, "policy": policy})["path"]
+    def add_file(self, job: int, path: str, policy: str = "always") -> str:
+        added: str = self.call({"op": "add_file", "job": job, "path": path,
+                                "policy": policy})["path"]
+        return added
 
-    def add_dir(self, job, path, policy="always"):
-        return self.call({"op": "add_dir", "job": job, "path": path, "policy": policy})["path"]
+    def add_dir(self, job: int, path: str, policy: str = "always") -> str:
+        added: str = self.call({"op": "add_dir", "job": job, "path": path,
+                                "policy": policy})["path"]
+        return added
 
-    def add_shm(self, job, name, policy="always"):
-        return self.call({"op": "add_shm", "job": job, "name": name, "policy": policy})["path"]
+    def add_shm(self, job: int, name: str, policy: str = "always") -> str:
+        added: str = self.call({"op": "add_shm", "job": job, "name": name,
+                                "policy": policy})["path"]
+        return added
 
-    def add_shm_glob(self, job, pattern, policy="always"):
-        return self.call({"op": "add_shm_glob", "job": job, "pattern": pattern,
-                          "policy": policy})["pattern"]
+    def add_shm_glob(self, job: int, pattern: str, policy: str = "always") -> str:
+        added: str = self.call({"op": "add_shm_glob", "job": job, "pattern": pattern,
+                                "policy": policy})["pattern"]
+        return added
 
-    def add_hook(self, job, argv, env=None, cwd=None, timeout=30.0, policy="always"):
-        hook = {"argv": list(argv), "timeout_s": timeout}
+    def add_hook(self, job: int, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[str] = None, timeout: float = 30.0,
+                 policy: str = "always") -> Message:
+        hook: Message = {"argv": list(argv), "timeout_s": timeout}
         if env:
             hook["env"] = dict(env)
         if cwd:
             hook["cwd"] = cwd
         return self.call({"op": "add_hook", "job": job, "hook": hook, "policy": policy})
 
-    def heartbeat(self, job, unsupervised=None):
+    def heartbeat(self, job: int, unsupervised: Optional[float] = None) -> Optional[float]:
         """``unsupervised``: on the first beat after this client could not reach wardend, how
         many seconds that lasted (the job's history records it)."""
-        request = {"op": "heartbeat", "job": job}
+        request: Message = {"op": "heartbeat", "job": job}
         if unsupervised:
             request["unsupervised_s"] = unsupervised
-        return self.call(request).get("deadline_in_s")
+        left: Optional[float] = self.call(request).get("deadline_in_s")
+        return left
 
-    def end_job(self, job, ok=True):
+    def end_job(self, job: int, ok: bool = True) -> None:
         self.call({"op": "end_job", "job": job, "outcome": "ok" if ok else "failed"})
 
-    def status(self, job=None):
-        request = {"op": "status"}
+    def status(self, job: Optional[int] = None) -> Any:
+        """The job's status (a dict), or without ``job`` a list of every job's visible to the
+        caller."""
+        request: Message = {"op": "status"}
         if job is not None:
             request["job"] = job
             return self.call(request)["jobs"][0]
         return self.call(request)["jobs"]
 
-    def gpus(self):
+    def gpus(self) -> List[Message]:
         """The node's GPUs, each with the processes holding it and the job each belongs to."""
-        return self.call({"op": "gpus"})["gpus"]
+        gpus: List[Message] = self.call({"op": "gpus"})["gpus"]
+        return gpus
 
-    def metrics(self):
+    def metrics(self) -> str:
         """wardend's metrics in the Prometheus text format."""
-        return self.call({"op": "metrics"})["text"]
+        text: str = self.call({"op": "metrics"})["text"]
+        return text
 
-    def events(self, job=None, since=None, after_seq=None, limit=100):
+    def events(self, job: Optional[int] = None, since: Optional[float] = None,
+               after_seq: Optional[int] = None, limit: int = 100) -> List[Message]:
         """The history of the caller's jobs (every job's for root), oldest first: one dict per
         state change ("seq", "unix_ms", "job", "name", "state", and the "report" once cleaned).
         ``since``: a Unix time in seconds; ``after_seq``: the last "seq" already seen."""
-        return self.call(_events_request(job, since, after_seq, limit))["events"]
+        events: List[Message] = self.call(_events_request(job, since, after_seq, limit))["events"]
+        return events
 
-    def follow_events(self, job=None, after_seq=None):
+    def follow_events(self, job: Optional[int] = None,
+                      after_seq: Optional[int] = None) -> Iterator[Message]:
         """Yields the caller's events as they are written, each once and in "seq" order: first
         those after ``after_seq`` (the latest 100 without it), then each new one until the
         generator is closed. It has a connection of its own (a followed connection serves
@@ -246,7 +281,7 @@ class Client:
                 yield event
             while True:
                 try:
-                    line = json.loads(stream._read_line())
+                    line: Message = json.loads(stream._read_line())
                 except (OSError, ValueError) as e:
                     raise Unavailable("lost the event stream from wardend on %s: %s"
                                       % (stream.socket_path, e)) from None
@@ -263,7 +298,7 @@ class Client:
         finally:
             stream.close()
 
-    def check(self, reclaim=False, grace=5.0):
+    def check(self, reclaim: bool = False, grace: float = 5.0) -> Message:
         """Is the node clean for the next job? A dict with "clean" and "findings" (each with
         "kind", "what" and "action"); with ``reclaim`` (root), after ending stray GPU holders
         (SIGTERM, ``grace`` seconds, SIGKILL) and removing what is safe, with "reclaimed"."""
@@ -281,8 +316,9 @@ class Client:
         return reply
 
 
-def _events_request(job, since, after_seq, limit):
-    request = {"op": "events", "limit": limit}
+def _events_request(job: Optional[int], since: Optional[float], after_seq: Optional[int],
+                    limit: int) -> Message:
+    request: Message = {"op": "events", "limit": limit}
     if job is not None:
         request["job"] = job
     if since is not None:
@@ -292,7 +328,7 @@ def _events_request(job, since, after_seq, limit):
     return request
 
 
-def _command(command):
+def _command(command: Command) -> Message:
     """A command as the protocol wants it: a list is argv, a string runs through /bin/sh."""
     if isinstance(command, str):
         return {"argv": ["/bin/sh", "-c", command]}

@@ -1,12 +1,16 @@
 """Typed errors for wardend's error codes (proto/PROTOCOL.md, "Error codes")."""
 
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
 
 class WardenError(Exception):
     """A request wardend refused, or could not be made. ``code`` is the protocol's error code."""
 
     code = "internal"
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Optional[str] = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -49,17 +53,21 @@ class LimitExceeded(WardenError):
 
 
 class Unavailable(WardenError):
-    """wardend cannot be reached (not running, connection lost) or cannot serve now."""
+    """wardend cannot be reached (not running, connection lost) or cannot serve now.
+
+    ``request_sent``: the request was written whole before its answer failed to come, so a
+    wardend that was only slow applies it once it reads on; False where it never got it."""
 
     code = "unavailable"
+    request_sent = False
 
 
-_BY_CODE = {cls.code: cls for cls in (
+_BY_CODE: Dict[str, Type[WardenError]] = {cls.code: cls for cls in (
     BadRequest, UnknownOp, FrameTooLarge, UnsupportedProtocol, NotFound, PermissionDenied,
     NoSuchProcess, InvalidState, LimitExceeded, Unavailable)}
 
 
-def error_for(code, message):
+def error_for(code: str, message: str) -> WardenError:
     """The exception for a wire error code; unknown codes become a plain WardenError."""
     cls = _BY_CODE.get(code, WardenError)
     return cls(message, code)

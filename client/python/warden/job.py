@@ -1,21 +1,56 @@
 """warden.Job: registers the current process as a job for the length of a ``with`` block."""
 
+from __future__ import annotations
+
+import functools
 import logging
 import os
 import tempfile
 import threading
 import time
+from types import TracebackType
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple,
+                    Type, TypeVar, Union)
 
-from .client import Client
+from .client import Client, Command, Message
 from .errors import NotFound, Unavailable, WardenError
 
 log = logging.getLogger("warden")
 
-_current = None  # the Job this process started most recently and has not ended
+_current: Optional[Job] = None  # the Job this process started most recently and has not ended
 _fork_hook_installed = False
+_T = TypeVar("_T")
+# A call to replay on a new connection: (Client method, arguments after the job id, keywords).
+_Call = Tuple[str, Tuple[Any, ...], Dict[str, Any]]
 
 
-def _after_fork_in_child():
+class Connection(Protocol):
+    """What a Job needs of a connection to wardend: :class:`warden.Client` is one; a test may
+    give ``Job(connect=...)`` one of its own."""
+
+    socket_path: str
+    server: Message
+
+    def settimeout(self, timeout: Optional[float]) -> None: ...
+    def close(self) -> None: ...
+    def register(self, name: str, pid: int, heartbeat: float = 0.0, grace: float = 5.0,
+                 kill_main_on_stall: bool = False, diagnose: Optional[Command] = None,
+                 group: Optional[str] = None, discover: Optional[str] = None) -> Message: ...
+    def status(self, job: Optional[int] = None) -> Any: ...
+    def heartbeat(self, job: int, unsupervised: Optional[float] = None) -> Optional[float]: ...
+    def end_job(self, job: int, ok: bool = True) -> None: ...
+    def add_process(self, job: int, pid: int, policy: str = "always") -> Message: ...
+
+
+#: Opens a connection to wardend: (socket path or None for the default, timeout in seconds).
+Connect = Callable[[Optional[str], float], Connection]
+
+
+def _client(socket_path: Optional[str], timeout: float) -> Connection:
+    return Client(socket_path, timeout=timeout)
+
+
+def _after_fork_in_child() -> None:
     """In a child forked from a job's process (a DataLoader worker, a multiprocessing process).
 
     The child is not the job's owner, and the parent's connection is not its to use. Where wardend
@@ -40,24 +75,28 @@ def _after_fork_in_child():
                          name="warden-fork").start()
 
 
-def _register_fork(job):
+def _register_fork(job: Job) -> None:
+    assert job.id is not None
     try:
-        with Client(job._socket_path, timeout=job.timeout) as client:
+        client = job._open(job.timeout)
+        try:
             client.add_process(job.id, os.getpid())
+        finally:
+            client.close()
     except (WardenError, OSError) as e:
         if job.strict:
             raise
         log.warning("warden: this forked process of job %s is not registered: %s", job.id, e)
 
 
-def _install_fork_hook():
+def _install_fork_hook() -> None:
     global _fork_hook_installed
     if not _fork_hook_installed:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
 
 
-def current_job():
+def current_job() -> Optional[Job]:
     """The active job of this process: the one a ``with warden.Job(...)`` started here, or, in a
     child (a DataLoader worker, a subprocess), the one named by WARDEN_JOB. None without either."""
     if _current is not None:
@@ -89,9 +128,12 @@ class Job:
     background once wardend answers again.
     """
 
-    def __init__(self, name=None, heartbeat=0.0, grace=5.0, diagnose=None,
-                 kill_main_on_stall=False, strict=False, heartbeat_thread=False,
-                 socket_path=None, group=None, timeout=1.0, start_timeout=5.0, discover=None):
+    def __init__(self, name: Optional[str] = None, heartbeat: float = 0.0, grace: float = 5.0,
+                 diagnose: Optional[Command] = None, kill_main_on_stall: bool = False,
+                 strict: bool = False, heartbeat_thread: bool = False,
+                 socket_path: Optional[str] = None, group: Optional[str] = None,
+                 timeout: float = 1.0, start_timeout: float = 5.0,
+                 discover: Optional[str] = None, connect: Connect = _client) -> None:
         self.name = name or os.path.basename(os.environ.get("_", "")) or "job"
         self.heartbeat = float(heartbeat)
         self.grace = float(grace)
@@ -102,12 +144,13 @@ class Job:
         self.strict = strict
         self.timeout = float(timeout)
         self.start_timeout = float(start_timeout)
-        self.id = None
-        self.tracking = None  # "cgroup" or "scan" once registered (see Client.register)
+        self.id: Optional[int] = None
+        self.tracking: Optional[str] = None  # "cgroup" or "scan" once registered (Client.register)
         self._socket_path = socket_path
-        self._client = None
-        self._registered = []  # (method name, args, kwargs) to replay after a daemon restart
-        self._pending = []  # what was added while wardend could not be reached, to send later
+        self._connect_to = connect
+        self._client: Optional[Connection] = None
+        self._registered: List[_Call] = []  # to replay after a daemon restart
+        self._pending: List[_Call] = []  # added while wardend could not be reached, to send later
         self._lock = threading.RLock()  # serialises calls on _client and changes to the above
         self._last_beat = float("-inf")  # when a beat was last handed to the background thread
         self._trailing = False  # a beat() coalesced since then, to be sent when its quarter ends
@@ -115,32 +158,32 @@ class Job:
         self._owner = True  # False for a job attached from a child process
         self._heartbeat_thread = heartbeat_thread
         # The background thread: beats (on its own connection, _beater), and reconnects.
-        self._supervisor = None
-        self._beater = None
+        self._supervisor: Optional[threading.Thread] = None
+        self._beater: Optional[Connection] = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._beat_due = False
-        self._lost_since = None  # time.monotonic() when wardend stopped answering; None: supervised
-        self._unsupervised = None  # seconds without supervision, told with the next beat
+        # time.monotonic() when wardend stopped answering; None: supervised
+        self._lost_since: Optional[float] = None
+        self._unsupervised: Optional[float] = None  # seconds unsupervised, told with the next beat
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> Job:
         return self.start()
 
-    def __exit__(self, exc_type, exc, tb):
-        self.end(ok=exc_type is None)
-        return False
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.end(ok=exc_type is None)  # the exception, if any, goes on
 
-    def start(self):
+    def start(self) -> Job:
         """Registers the job (main process: this one) and exports WARDEN_JOB, WARDEN_SOCKET and
         WARDEN_INSTANCE. Without wardend it runs on unsupervised (``strict``: raises), and the
         background thread registers it once wardend answers."""
         global _current
         with self._lock:
             try:
-                self._register(self.start_timeout)
-                self._client.settimeout(self.timeout)
+                self._register(self.start_timeout).settimeout(self.timeout)
             except Unavailable as e:
                 if self.strict:
                     raise
@@ -157,7 +200,8 @@ class Job:
         return self
 
     @classmethod
-    def attach(cls, job=None, socket_path=None, strict=False, timeout=1.0):
+    def attach(cls, job: Optional[int] = None, socket_path: Optional[str] = None,
+               strict: bool = False, timeout: float = 1.0) -> Job:
         """The job another process registered (default: $WARDEN_JOB), to add resources to it."""
         self = cls(strict=strict, socket_path=socket_path or os.environ.get("WARDEN_SOCKET"),
                    timeout=timeout)
@@ -166,7 +210,7 @@ class Job:
         self._try(lambda: self._connect(self.timeout))
         return self
 
-    def end(self, ok=True):
+    def end(self, ok: bool = True) -> None:
         """Ends the job: ok (sweep leftovers) or failed (remove everything). Idempotent."""
         global _current
         with self._lock:
@@ -183,16 +227,16 @@ class Job:
                 log.warning("warden: job %s ends while wardend does not answer; wardend will see "
                             "its main process exit and clean it as failed", self.id)
                 return
-            self._try(lambda: self._call("end_job", self.id, ok=ok))
+            self._try(functools.partial(self._call, "end_job", self.id, ok=ok))
 
     @property
-    def active(self):
+    def active(self) -> bool:
         """True while the job is registered with a reachable wardend."""
         return self.id is not None and self._lost_since is None and not self._ended
 
     # --- heartbeats --------------------------------------------------------------------------
 
-    def beat(self):
+    def beat(self) -> None:
         """Signals progress. Returns at once, whatever wardend is doing: the background thread
         sends the beat. The first is sent at once; later ones at most one per quarter of the
         deadline, the last of a quarter when it ends, so wardend's "last beat" trails the job's
@@ -210,11 +254,11 @@ class Job:
         self._beat_due = True
         self._wake.set()
 
-    def _supervise(self):
+    def _supervise(self) -> None:
         """The background thread: sends due beats, and while wardend does not answer, tries again
         every half second to reconnect (registering again if wardend forgot the job)."""
         quarter = self.heartbeat / 4
-        period = quarter if self._heartbeat_thread and self.heartbeat > 0 else None
+        period: Optional[float] = quarter if self._heartbeat_thread and self.heartbeat > 0 else None
         while not self._stop.is_set():
             timeout = 0.5 if self._lost_since is not None else period
             if self._trailing:
@@ -236,10 +280,11 @@ class Job:
                 self._beat_due = False
                 self._send_beat()
 
-    def _send_beat(self):
+    def _send_beat(self) -> None:
+        assert self.id is not None
         try:
             if self._beater is None:
-                self._beater = Client(self._socket_path, timeout=self.timeout)
+                self._beater = self._open(self.timeout)
             self._beater.heartbeat(self.id, unsupervised=self._unsupervised)
             self._unsupervised = None
         except Unavailable as e:
@@ -249,7 +294,7 @@ class Job:
             if not self._ended:  # a beat that crossed end_job is of no interest
                 log.warning("warden: heartbeat refused: %s: %s", e.code, e)
 
-    def _lose(self, error):
+    def _lose(self, error: Exception) -> None:
         """wardend did not answer in time: the job runs on; the background thread takes over."""
         with self._lock:
             if self._lost_since is not None:
@@ -260,12 +305,12 @@ class Job:
                     "wardend answers", error)
         self._wake.set()
 
-    def _regain(self):
+    def _regain(self) -> bool:
         """Tries once to reach wardend again; True once the job is supervised again. The lock is
         taken only once wardend has answered, so a call of the training thread never waits on
         an attempt."""
         try:
-            client = Client(self._socket_path, timeout=self.timeout)
+            client = self._open(self.timeout)
             state = None
             if self.id is not None:
                 try:
@@ -292,7 +337,7 @@ class Job:
                 self._client = None
                 return False
             self._pending = []
-            took = time.monotonic() - self._lost_since
+            took = time.monotonic() - (self._lost_since or 0.0)
             self._lost_since = None
             self._unsupervised = took
         log.warning("warden: job %s is supervised again, after %.1f s without", self.id, took)
@@ -301,34 +346,36 @@ class Job:
 
     # --- resources -----------------------------------------------------------------------------
 
-    def add_process(self, pid, policy="always"):
+    def add_process(self, pid: int, policy: str = "always") -> None:
         self._add("add_process", pid, policy=policy)
 
-    def add_file(self, path, policy="always"):
+    def add_file(self, path: str, policy: str = "always") -> Any:
         return self._add("add_file", os.path.abspath(path), policy=policy)
 
-    def add_dir(self, path, policy="always"):
+    def add_dir(self, path: str, policy: str = "always") -> Any:
         return self._add("add_dir", os.path.abspath(path), policy=policy)
 
-    def add_shm(self, name, policy="always"):
+    def add_shm(self, name: str, policy: str = "always") -> Any:
         return self._add("add_shm", name, policy=policy)
 
-    def add_shm_glob(self, pattern, policy="always"):
+    def add_shm_glob(self, pattern: str, policy: str = "always") -> Any:
         return self._add("add_shm_glob", pattern, policy=policy)
 
-    def add_hook(self, argv, env=None, cwd=None, timeout=30.0, policy="always"):
+    def add_hook(self, argv: Command, env: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[str] = None, timeout: float = 30.0, policy: str = "always") -> None:
         """A command run as you at cleanup: a list is argv, a string runs through /bin/sh."""
         if isinstance(argv, str):
             argv = ["/bin/sh", "-c", argv]
         self._add("add_hook", list(argv), env=env, cwd=cwd, timeout=timeout, policy=policy)
 
-    def tempdir(self, prefix="warden-", policy="always", dir=None):
+    def tempdir(self, prefix: str = "warden-", policy: str = "always",
+                dir: Optional[str] = None) -> str:
         """Creates a temporary directory that wardend removes when the job ends (any way)."""
         path = tempfile.mkdtemp(prefix="%s%s-" % (prefix, self.id or "x"), dir=dir)
         self.add_dir(path, policy=policy)
         return path
 
-    def _add(self, method, *args, **kwargs):
+    def _add(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             self._registered.append((method, args, kwargs))
             if self.id is None:
@@ -337,18 +384,25 @@ class Job:
                 if self._owner:
                     self._pending.append((method, args, kwargs))  # sent once wardend answers
                 return None
-            return self._try(lambda: self._call(method, self.id, *args, **kwargs))
+            return self._try(functools.partial(self._call, method, self.id, *args, **kwargs),
+                             unsent=(method, args, kwargs))
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _connect(self, timeout):
-        self._client = Client(self._socket_path, timeout=timeout)
-        self._socket_path = self._client.socket_path
+    def _open(self, timeout: float) -> Connection:
+        return self._connect_to(self._socket_path, timeout)
 
-    def _register(self, timeout):
-        if self._client is None:
-            self._connect(timeout)
-        reply = self._client.register(
+    def _connect(self, timeout: float) -> Connection:
+        client = self._open(timeout)
+        self._client = client
+        self._socket_path = client.socket_path
+        return client
+
+    def _register(self, timeout: float) -> Connection:
+        """Registers the job on the connection (a new one if there is none), with everything it
+        had; returns the connection."""
+        client = self._client if self._client is not None else self._connect(timeout)
+        reply = client.register(
             self.name, os.getpid(), heartbeat=self.heartbeat, grace=self.grace,
             kill_main_on_stall=self.kill_main_on_stall, diagnose=self.diagnose, group=self.group,
             discover=self.discover)
@@ -357,41 +411,45 @@ class Job:
         if self.tracking == "scan":
             _install_fork_hook()
         os.environ["WARDEN_JOB"] = str(self.id)
-        os.environ["WARDEN_SOCKET"] = self._socket_path
+        os.environ["WARDEN_SOCKET"] = client.socket_path
         # Marks this job's descendants, even those that escape (PROTOCOL.md, "Cookie").
-        os.environ["WARDEN_INSTANCE"] = self._client.server.get("instance", "")
+        os.environ["WARDEN_INSTANCE"] = client.server.get("instance", "")
         for method, args, kwargs in self._registered:
             self._replay(method, args, kwargs)
-        return True
+        return client
 
-    def _replay(self, method, args, kwargs):
+    def _replay(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
         try:
             getattr(self._client, method)(self.id, *args, **kwargs)
         except WardenError as e:  # e.g. a worker that exited meanwhile
             log.info("warden: could not register %s%r again: %s", method, args, e)
 
-    def _call(self, method, *args, **kwargs):
-        """Calls wardend, bounded by ``timeout``. A connection that broke at once (wardend
-        restarted) is tried once more on a new one; a wardend that does not answer is left to the
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Calls wardend, bounded by ``timeout``. A request a connection refused at once (wardend
+        restarted) is sent once more on a new one; a wardend that does not answer is left to the
         background thread (an attached job, which has none, simply runs on)."""
-        if self._client is None:
-            self._connect(self.timeout)
+        client = self._client if self._client is not None else self._connect(self.timeout)
         started = time.monotonic()
         try:
-            return getattr(self._client, method)(*args, **kwargs)
-        except Unavailable:
+            return getattr(client, method)(*args, **kwargs)
+        except Unavailable as e:
+            if e.request_sent:
+                raise  # wardend has it: sent again, a hook would run twice
             if time.monotonic() - started >= self.timeout / 2:
                 raise  # it waited: wardend hangs, and another try would wait as long
-            return getattr(self._client, method)(*args, **kwargs)
+            return getattr(client, method)(*args, **kwargs)
 
-    def _try(self, fn):
-        """Runs fn; in fail-open mode turns a warden error into one warning and a no-op."""
+    def _try(self, fn: Callable[[], _T], unsent: Optional[_Call] = None) -> Optional[_T]:
+        """Runs fn; in fail-open mode turns a warden error into one warning and a no-op.
+        ``unsent``: the call fn makes, sent again once wardend answers if it never got it."""
         try:
             return fn()
         except Unavailable as e:
             if self.strict:
                 raise
             if self._owner:
+                if unsent is not None and not e.request_sent:
+                    self._pending.append(unsent)
                 self._lose(e)
             elif self._lost_since is None:
                 self._lost_since = time.monotonic()

@@ -16,23 +16,30 @@ signatures (``setup``, ``on_train_batch_end``, ``on_validation_batch_end``, ``on
 ``teardown``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
 from .job import Job, current_job
 
-try:  # Lightning 2.x, then the older package name
-    from lightning.pytorch.callbacks import Callback as _Callback
-except ImportError:
-    try:
-        from pytorch_lightning.callbacks import Callback as _Callback
+if TYPE_CHECKING:  # Lightning's types are not the client's to require
+    _Callback = object
+else:
+    try:  # Lightning 2.x, then the older package name
+        from lightning.pytorch.callbacks import Callback as _Callback
     except ImportError:
-        _Callback = object
+        try:
+            from pytorch_lightning.callbacks import Callback as _Callback
+        except ImportError:
+            _Callback = object
 
 
-def job_for(datamodule=None):
+def job_for(datamodule: Any = None) -> Optional[Job]:
     """The job a DataModule belongs to: the one its trainer's WardenCallback runs. Lightning calls
     ``LightningDataModule.setup`` before callbacks' ``setup``, so the job may not be registered
     yet; what is added to it then is registered as soon as it is."""
     if datamodule is not None:
-        job = getattr(datamodule, "warden_job", None)
+        job: Optional[Job] = getattr(datamodule, "warden_job", None)
         if job is not None:
             return job
         trainer = getattr(datamodule, "trainer", None)
@@ -46,28 +53,30 @@ class WardenCallback(_Callback):
     """Registers the run on setup, beats on every train and validation batch, ends the job failed
     on an exception and ok on teardown. Extra keyword arguments go to :class:`warden.Job`."""
 
-    def __init__(self, name="lightning", heartbeat=0.0, grace=5.0, **job_kwargs):
+    def __init__(self, name: str = "lightning", heartbeat: float = 0.0, grace: float = 5.0,
+                 **job_kwargs: Any) -> None:
         super().__init__()
         self.job = Job(name, heartbeat=heartbeat, grace=grace, **job_kwargs)
         self._failed = False
 
-    def setup(self, trainer, pl_module, stage):
+    def setup(self, trainer: Any, pl_module: Any, stage: Optional[str]) -> None:
         if self.job.id is None and not self.job._ended:
             self.job.start()
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None:
             datamodule.warden_job = self.job
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self.job.beat()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx=0):
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
         self.job.beat()
 
-    def on_exception(self, trainer, pl_module, exception):
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._failed = True
         self.job.end(ok=False)
 
-    def teardown(self, trainer, pl_module, stage):
+    def teardown(self, trainer: Any, pl_module: Any, stage: Optional[str]) -> None:
         self.job.end(ok=not self._failed)

@@ -14,21 +14,29 @@ With torch's ``file_system`` sharing strategy, tensors travel through /dev/shm f
 SIGKILLed job leaves no segment behind.
 """
 
+from __future__ import annotations
+
+import importlib
 import os
 import threading
+from typing import Callable, Optional, Union
 
 from .job import Job, current_job
 
+#: What DataLoader calls in each worker with the worker's id.
+InitFn = Callable[[int], None]
 
-def _sharing_strategy():
+
+def _sharing_strategy() -> Optional[str]:
+    # Imported by name: torch is not the client's to require, nor its types.
     try:
-        import torch.multiprocessing as mp
+        mp = importlib.import_module("torch.multiprocessing")
     except ImportError:
         return None
-    return mp.get_sharing_strategy()
+    return str(mp.get_sharing_strategy())
 
 
-def register_worker(job=None):
+def register_worker(job: Optional[Job] = None) -> None:
     """Registers the calling process (a worker) with the job. A strict job's worker registers
     before this returns (raising if it cannot); any other's from a background thread, so that a
     worker never waits on wardend."""
@@ -42,7 +50,7 @@ def register_worker(job=None):
                          name="warden-worker").start()
 
 
-def _register(job_id, strict):
+def _register(job_id: int, strict: bool) -> None:
     attached = Job.attach(job_id, socket_path=os.environ.get("WARDEN_SOCKET"), strict=strict)
     attached.add_process(os.getpid())
     if _sharing_strategy() == "file_system":
@@ -50,7 +58,7 @@ def _register(job_id, strict):
         attached.add_shm_glob("torch_%d_*" % os.getppid())
 
 
-def worker_init_fn(user_fn=None):
+def worker_init_fn(user_fn: Union[int, InitFn, None] = None) -> Optional[InitFn]:
     """A DataLoader ``worker_init_fn`` in either form:
 
     - ``worker_init_fn=warden.torch.worker_init_fn``: DataLoader calls it with the worker id, and it
@@ -69,9 +77,9 @@ def worker_init_fn(user_fn=None):
             "pass worker_init_fn=warden.torch.worker_init_fn, or worker_init_fn="
             "warden.torch.worker_init_fn(my_init)" % (user_fn,))
 
-    def init(worker_id):
+    def init(worker_id: int) -> None:
         register_worker()
-        if user_fn is not None:
+        if callable(user_fn):
             user_fn(worker_id)
 
     return init
