@@ -402,6 +402,21 @@ asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const Clea
   }
 }
 
+// The processes' report as it reads once SIGTERM is sent, each signalled one counted as ended by
+// it: recorded then, a cleanup that a restart interrupts during the grace keeps, for what
+// exited meanwhile, `terminated` instead of `already_gone` (CleanupPlan::earlier); what still
+// lives is ended again and reported as that second cleanup finds it.
+std::vector<ProcessReport> signalled(const Termination& t, const std::vector<ProcessReport>& kept) {
+  std::vector<ProcessReport> reports;
+  reports.reserve(t.entries.size() + kept.size());
+  for (const auto& e : t.entries) {
+    reports.push_back(e.report);
+    if (e.waiting) reports.back().outcome = e.sent_kill ? Outcome::killed : Outcome::terminated;
+  }
+  reports.insert(reports.end(), kept.begin(), kept.end());
+  return reports;
+}
+
 std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kept) {
   std::vector<ProcessReport> reports;
   reports.reserve(t.entries.size() + kept.size());
@@ -500,7 +515,13 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   // its group, session or cookie being found by a later cleanup of the node (`wardenctl check`
   // names a GPU holder). One more scan per cleanup made a 200-job mass death in scan tracking take
   // 10.4 s instead of about 1 s.
-  if (plan.grace > Duration::zero()) co_await terminate(t, plan, tracking);
+  if (plan.grace > Duration::zero()) {
+    if (context.progress) {
+      out.processes = signalled(*t, kept);
+      context.progress(out);
+    }
+    co_await terminate(t, plan, tracking);
+  }
   const bool ran_outside = !converged || (plan.grace > Duration::zero() && t->live > 0 &&
                                           t->runs_outside(bool(tracking)));
   co_await escalate(t, plan, context, tracking, ran_outside);

@@ -60,8 +60,9 @@ struct CleanupContext {
   // did. Empty: nothing is recorded.
   std::function<boost::asio::awaitable<void>(std::size_t)> hook_started;
   std::function<void(std::size_t, const CommandReport&)> hook_finished;
-  // Called with the report so far once the processes are ended and once the paths are removed,
-  // to be recorded: a cleanup a restart interrupts resumes with it (CleanupPlan::earlier).
+  // Called with the report so far as SIGTERM is sent (a grace period), once the processes are
+  // ended and once the paths are removed, to be recorded: a cleanup a restart interrupts resumes
+  // with it (CleanupPlan::earlier).
   std::function<void(const CleanupReport& so_far)> progress;
 };
 

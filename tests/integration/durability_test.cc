@@ -148,7 +148,33 @@ TEST_F(Durability, ACleanupResumedAfterItsProcessesEndedKeepsTheirOutcomes) {
   ASSERT_EQ(s.report->paths.size(), 1u);
   EXPECT_EQ(s.report->paths[0].outcome, Outcome::removed);
   EXPECT_FALSE(fs::exists(file));
-  ::system("pkill -x -f '/bin/sleep 30' 2>/dev/null; true");  // the hook outlived its wardend
+  // The hook outlived its wardend.
+  [[maybe_unused]] int ended = ::system("pkill -x -f '/bin/sleep 30' 2>/dev/null; true");
+}
+
+TEST_F(Durability, ACleanupResumedInsideItsGracePeriodKeepsWhatEndedInIt) {
+  auto t = tree({Behaviour::sleep, Behaviour::ignore_term});
+  JobId id = client.register_job({.name = "in-grace", .pid = t.main, .grace_s = 3});
+  client.add_process(id, t.workers[0]);  // the second worker only its cgroup knows
+  client.end_job(id, /*ok=*/false);
+  ASSERT_TRUE(wait_exited(t.workers[0], 5s)) << "SIGTERM ends the first worker";
+  std::this_thread::sleep_for(300ms);  // the record of the SIGTERM is written meanwhile
+  ASSERT_FALSE(wait_exited(t.workers[1], 0ms)) << "the second ignores it: the grace runs";
+
+  daemon.crash();
+  daemon.restart();
+  auto s = wait_for_state(id, JobState::cleaned, 60s);
+  ASSERT_EQ(s.state, JobState::cleaned);
+  ASSERT_TRUE(s.report);
+  auto outcome = [&](pid_t pid) {
+    for (const auto& p : s.report->processes) {
+      if (p.pid == pid) return std::optional<Outcome>(p.outcome);
+    }
+    return std::optional<Outcome>();
+  };
+  EXPECT_EQ(outcome(t.workers[0]), Outcome::terminated) << "it ended in the interrupted grace";
+  EXPECT_EQ(outcome(t.workers[1]), Outcome::killed) << "ended by the resumed cleanup";
+  EXPECT_TRUE(wait_exited(t.workers[1], 0ms));
 }
 
 TEST_F(Durability, EventHistoryOutlivesRestartsAndRetirement) {
