@@ -497,7 +497,10 @@ void Job::beat() {
 void Job::send_beats() {
   using std::chrono::steady_clock;
   std::optional<Client> beater;
-  std::optional<steady_clock::time_point> lost_at;
+  // When a beat first failed to get through; the clock's epoch while they get through. (Not an
+  // optional: g++ 12 with _FORTIFY_SOURCE warns that its value may be read uninitialized.)
+  constexpr steady_clock::time_point kGettingThrough{};
+  steady_clock::time_point lost_at = kGettingThrough;
   std::unique_lock lock(mutex_);
   for (;;) {
     // A coalesced beat is due when the quarter of the last one sent ends.
@@ -531,16 +534,18 @@ void Job::send_beats() {
                                                    .timeout = options_.beat_timeout});
       }
       double unsupervised_s =
-          lost_at ? std::chrono::duration<double>(steady_clock::now() - *lost_at).count() : 0;
+          lost_at != kGettingThrough
+              ? std::chrono::duration<double>(steady_clock::now() - lost_at).count()
+              : 0;
       beater->heartbeat(id_, unsupervised_s);
-      if (lost_at) {
+      if (lost_at != kGettingThrough) {
         std::fprintf(stderr, "warden: job %llu is supervised again, after %.1f s without\n",
                      static_cast<unsigned long long>(id_), unsupervised_s);
-        lost_at.reset();
+        lost_at = kGettingThrough;
       }
     } catch (const Error& e) {
       beater.reset();  // the next beat connects anew
-      if (!lost_at) {
+      if (lost_at == kGettingThrough) {
         lost_at = steady_clock::now();
         std::fprintf(stderr,
                      "warden: a heartbeat of job %llu did not get through (%s); the job "

@@ -42,7 +42,7 @@ class InPidNamespace : public ::testing::Test {
         ::pause();
         ::_exit(0);
       }
-      ::write(fds[1], &inner, sizeof(inner));
+      [[maybe_unused]] ssize_t told = ::write(fds[1], &inner, sizeof(inner));  // a pipe: whole
       ::waitpid(inner, nullptr, 0);
       ::_exit(0);
     }
