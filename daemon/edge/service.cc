@@ -111,27 +111,9 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
           pidfd_keeper(options.systemd)),
       deadline_timer_(io),
       status_timer_(io) {
-  journal_.on_event_written([this](const Event& event) { publish(event); });
+  journal_.on_event_written([this](const Event& event) { subscribers_.publish(event); });
   schedule_check(Duration::zero());
   watch_creations();
-}
-
-std::uint64_t Service::subscribe(const Caller& caller, std::optional<JobId> job, EventSink push) {
-  std::uint64_t id = next_subscriber_++;
-  subscribers_.emplace(id, Subscriber{caller, job, std::move(push)});
-  return id;
-}
-
-void Service::unsubscribe(std::uint64_t id) { subscribers_.erase(id); }
-
-void Service::publish(const Event& event) {
-  if (subscribers_.empty()) return;
-  auto line = std::make_shared<const std::string>(
-      json{{"event", to_json(event)}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
-  for (auto& [id, s] : subscribers_) {
-    bool sees = s.caller.is_admin() || static_cast<uid_t>(event.uid) == s.caller.uid;
-    if (sees && (!s.job || *s.job == event.job)) s.push(line);
-  }
 }
 
 void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup,

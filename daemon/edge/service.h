@@ -20,6 +20,7 @@
 #include "world/creations.h"
 #include "edge/journal.h"
 #include "edge/metrics.h"
+#include "edge/subscribers.h"
 #include "world/namespaces.h"
 #include "world/node_check.h"
 #include "core/supervisor.h"
@@ -93,12 +94,8 @@ class Service {
   // What discovery sees and what it cannot, for people (service_creations.cc).
   std::string discover_note() const;
 
-  // Live events: `push` gets each state change the caller may see (of `job` only, if given) as it
-  // is written, as the line a follower is sent ({"event": ...} and a newline, made once for all
-  // of them); it must only queue it (not unsubscribe). Returns an id for unsubscribe().
-  using EventSink = std::function<void(const std::shared_ptr<const std::string>& line)>;
-  std::uint64_t subscribe(const Caller& caller, std::optional<JobId> job, EventSink push);
-  void unsubscribe(std::uint64_t id);
+  // Live events: each state change is published to the followers as it is written.
+  Subscribers& subscribers() { return subscribers_; }
 
   // Takes back what the store held at start: jobs still alive resume (one heartbeat period to beat
   // again), jobs whose main process died meanwhile are cleaned, interrupted cleanups resume.
@@ -178,7 +175,6 @@ class Service {
   void cleanup_finished(JobId id, CleanupReport report);
   // Records that the cleaning job's hook `index` starts, and completes once that is written.
   boost::asio::awaitable<void> hook_started(JobId id, std::size_t index);
-  void publish(const Event& event);
   // Stages the job's header and a state-change event (a change wardend made: never undone).
   void record_state(const Job& job);
   // Tells systemd the new summary, at most once a second.
@@ -229,12 +225,7 @@ class Service {
   std::deque<CleanupPlan> cleanups_to_launch_;
   boost::asio::steady_timer status_timer_;
   bool status_pending_ = false;
-  struct Subscriber {
-    Caller caller;
-    std::optional<JobId> job;
-    EventSink push;
-  };
-  std::map<std::uint64_t, Subscriber> subscribers_;
+  Subscribers subscribers_;
   // The views of jobs that live in containers, held (with their mount namespaces) until the job's
   // cleanup is done, so that its paths can be removed after every process in it is gone.
   std::map<JobId, std::shared_ptr<const View>> homes_;
@@ -242,7 +233,6 @@ class Service {
   Creations creations_;
   std::unique_ptr<CreationWatch> creation_watch_;
   Metrics metrics_;
-  std::uint64_t next_subscriber_ = 1;
   // Work on the pools posts its results back only while the service lives.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -392,8 +392,8 @@ class Session {
     std::size_t queued_bytes = 0;
     bool overflowed = false;
     asio::steady_timer queued(socket_.get_executor(), asio::steady_timer::time_point::max());
-    Service& service = settings_.service;
-    std::uint64_t id = service.subscribe(
+    Subscribers& followers = settings_.service.subscribers();
+    std::uint64_t id = followers.subscribe(
         caller_, job, [&](const std::shared_ptr<const std::string>& line) {
           if (queue.size() >= kMaxQueued || queued_bytes + line->size() > max_bytes) {
             overflowed = true;
@@ -404,10 +404,10 @@ class Session {
           queued.cancel();
         });
     struct Unsubscribe {
-      Service& service;
+      Subscribers& followers;
       std::uint64_t id;
-      ~Unsubscribe() { service.unsubscribe(id); }
-    } unsubscribe{service, id};
+      ~Unsubscribe() { followers.unsubscribe(id); }
+    } unsubscribe{followers, id};
 
     auto push = [&]() -> asio::awaitable<void> {
       for (;;) {

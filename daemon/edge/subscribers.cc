@@ -1,0 +1,23 @@
+#include "edge/subscribers.h"
+
+namespace warden {
+
+std::uint64_t Subscribers::subscribe(const Caller& caller, std::optional<JobId> job, Sink push) {
+  std::uint64_t id = next_++;
+  followers_.emplace(id, Follower{caller, job, std::move(push)});
+  return id;
+}
+
+void Subscribers::unsubscribe(std::uint64_t id) { followers_.erase(id); }
+
+void Subscribers::publish(const Event& event) {
+  if (followers_.empty()) return;
+  auto line = std::make_shared<const std::string>(
+      json{{"event", to_json(event)}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  for (auto& [id, f] : followers_) {
+    bool sees = f.caller.is_admin() || static_cast<uid_t>(event.uid) == f.caller.uid;
+    if (sees && (!f.job || *f.job == event.job)) f.push(line);
+  }
+}
+
+}  // namespace warden

@@ -1,0 +1,42 @@
+// The followers of the event stream (`events` with follow): who each is, which job it follows,
+// and where its lines go. Each event is made into a line once for all of them, and each gets
+// only what its caller may see.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/supervisor.h"
+#include "proto/messages.h"
+
+namespace warden {
+
+class Subscribers {
+ public:
+  // Gets each line ({"event": ...} and a newline) as it is published; it must only queue it (not
+  // unsubscribe).
+  using Sink = std::function<void(const std::shared_ptr<const std::string>& line)>;
+
+  // `job`: only that job's events. Returns the id that unsubscribe() takes.
+  std::uint64_t subscribe(const Caller& caller, std::optional<JobId> job, Sink push);
+  void unsubscribe(std::uint64_t id);
+  // Sends the event to each follower whose caller may see it: root every job's, another user
+  // its own jobs'.
+  void publish(const Event& event);
+  std::size_t size() const { return followers_.size(); }
+
+ private:
+  struct Follower {
+    Caller caller;
+    std::optional<JobId> job;
+    Sink push;
+  };
+  std::map<std::uint64_t, Follower> followers_;
+  std::uint64_t next_ = 1;
+};
+
+}  // namespace warden
