@@ -109,7 +109,8 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       watch_(
           io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
           pidfd_keeper(options.systemd)),
-      deadline_timer_(io),
+      deadline_alarm_(io.get_executor(),
+                      [this](TimePoint now, Duration late_by) { deadlines_due(now, late_by); }),
       status_timer_(io) {
   journal_.on_event_written([this](const Event& event) { subscribers_.publish(event); });
   schedule_check(Duration::zero());
@@ -516,35 +517,20 @@ void Service::on_process_exit(JobId job, pid_t pid) {
   }
 }
 
-void Service::rearm_deadline() {
-  auto next = core_.next_deadline();
-  if (!next) {
-    if (armed_deadline_) deadline_timer_.cancel();
-    armed_deadline_.reset();
-    return;
-  }
-  // An earlier-armed timer is kept: when it fires, expire() finds nothing due and it re-arms.
-  if (armed_deadline_ && *armed_deadline_ <= *next) return;
-  armed_deadline_ = next;
-  deadline_timer_.expires_at(*next);
-  deadline_timer_.async_wait([this](boost::system::error_code ec) { on_deadline(ec); });
-}
+void Service::rearm_deadline() { deadline_alarm_.arm(core_.next_deadline()); }
 
-void Service::on_deadline(boost::system::error_code ec) {
-  if (ec) return;  // re-armed or cancelled
-  const auto now = Clock::now();
+void Service::deadlines_due(TimePoint now, Duration late_by) {
   // A timer that fires long after it was due means wardend itself did not run (SIGSTOP, a stuck
   // disk, a suspended machine): jobs' beats may be waiting unread in its sockets. Jobs are given
   // the time wardend lost, so that they are judged by their beats, not by its pause.
   constexpr Duration kLate = std::chrono::seconds(1);
-  if (armed_deadline_ && now - *armed_deadline_ > kLate) {
+  if (late_by > kLate) {
     spdlog::warn(
         "wardend did not run for {:.1f} s (stopped or starved); heartbeat deadlines move "
         "that much later",
-        to_seconds(now - *armed_deadline_));
-    core_.postpone_deadlines(now - *armed_deadline_);
+        to_seconds(late_by));
+    core_.postpone_deadlines(late_by);
   }
-  armed_deadline_.reset();
   for (auto& plan : core_.expire(now)) start_cleanup(std::move(plan));
   rearm_deadline();
 }

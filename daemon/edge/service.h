@@ -18,6 +18,7 @@
 
 #include "world/cleanup.h"
 #include "world/creations.h"
+#include "edge/deadline_alarm.h"
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "edge/subscribers.h"
@@ -164,8 +165,9 @@ class Service {
   // whose job was never acknowledged go back to the cgroup above, a finished job's are killed.
   void sweep_cgroups();
   void on_process_exit(JobId job, pid_t pid);
-  void on_deadline(boost::system::error_code ec);
+  // Arms the alarm at the earliest heartbeat deadline; deadlines_due() is its answer.
   void rearm_deadline();
+  void deadlines_due(TimePoint now, Duration late_by);
   // Records the job as cleaning and queues its cleanup, launched in a later turn of the loop.
   void start_cleanup(CleanupPlan plan);
   void launch_next_cleanup();
@@ -219,8 +221,7 @@ class Service {
   Journal& journal_;
   Supervisor core_;
   ProcessWatch watch_;
-  boost::asio::steady_timer deadline_timer_;
-  std::optional<TimePoint> armed_deadline_;
+  DeadlineAlarm deadline_alarm_;
   std::size_t cleanups_running_ = 0;  // launched or waiting to be
   std::deque<CleanupPlan> cleanups_to_launch_;
   boost::asio::steady_timer status_timer_;
