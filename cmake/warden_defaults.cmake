@@ -10,10 +10,13 @@ function(warden_target_defaults target)
   endif()
   # Debian's hardening flags (what dpkg-buildflags gives a package): a root daemon that parses
   # its clients' words gets bounds-checked libc calls, stack canaries and a read-only GOT.
-  # _FORTIFY_SOURCE needs the optimiser, so a Debug build goes without it.
-  target_compile_options(${target} PRIVATE -fstack-protector-strong
-                                           $<$<NOT:$<CONFIG:Debug>>:-D_FORTIFY_SOURCE=2>)
-  target_link_options(${target} PRIVATE -Wl,-z,relro,-z,now)
+  # _FORTIFY_SOURCE needs the optimiser, so a Debug build goes without it; the sanitizer and
+  # fuzzing builds check memory their own way, and their reports are worth more than an abort.
+  if(NOT WARDEN_SANITIZE AND NOT WARDEN_FUZZ)
+    target_compile_options(${target} PRIVATE -fstack-protector-strong
+                                             $<$<NOT:$<CONFIG:Debug>>:-D_FORTIFY_SOURCE=2>)
+    target_link_options(${target} PRIVATE -Wl,-z,relro,-z,now)
+  endif()
   if(WARDEN_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer
                                              -fno-sanitize-recover=undefined)

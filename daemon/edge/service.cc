@@ -28,17 +28,6 @@ constexpr std::size_t kMaxListedPathBytes = 256 * 1024;
 
 namespace {
 
-// The process if it still exists and is the same one: a pid reused since has another identity
-// (start time and, where the kernel has pidfs, inode).
-std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
-  try {
-    ProcessHandle handle = open_process(identity.pid);
-    if (handle.identity == identity) return handle;
-  } catch (const Error&) {
-  }
-  return std::nullopt;
-}
-
 // wardend's ancestors, parent first, by identity: ancestors only ever go away (a process is
 // reparented to an ancestor), so the list read once at start can only hold too many, and a
 // recycled pid of one that went has another start time.
@@ -183,32 +172,8 @@ ProcessHandle Service::process_named(const Caller& caller, pid_t pid, UniqueFd p
 }
 
 std::shared_ptr<const View> Service::home_of(JobId id) const {
-  if (auto it = homes_.find(id); it != homes_.end()) return it->second;
   const Job* job = core_.find(id);
-  return job != nullptr && job->spec.home ? nullptr : View::wardends();
-}
-
-void Service::find_home(const Job& job) {
-  if (!job.spec.home) return;
-  std::vector<const ProcessIdentity*> members{&job.main};
-  for (const auto& w : job.workers) members.push_back(&w.identity);
-  for (const ProcessIdentity* member : members) {
-    auto handle = reopen(*member);
-    if (!handle) continue;
-    try {
-      auto view = View::of(member->pid, handle->pidfd.get());
-      if (view->home() == job.spec.home) {
-        homes_[job.id] = std::move(view);
-        return;
-      }
-    } catch (const Error&) {
-      // Exited meanwhile.
-    }
-  }
-  spdlog::warn(
-      "job={} lived in a container none of whose processes is left: its paths and hooks "
-      "cannot be reached any more",
-      job.id);
+  return job != nullptr ? homes_.of(*job) : View::wardends();
 }
 
 Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request,
@@ -225,7 +190,7 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
                .home = contained ? caller.view->home() : std::nullopt,
                .discover = request.discover};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
-  if (contained) homes_[id] = caller.view;
+  if (contained) homes_.keep(id, caller.view);
   std::string cgroup = make_tracking_cgroup(id, main);
   core_.set_cgroup(id, cgroup);
   spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={} tracking={}",
@@ -240,7 +205,7 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
                    if (core_.discard_job(id)) {
                      spdlog::warn("job={} registration taken back: it could not be recorded", id);
                      watch_.forget_job(id);
-                     homes_.erase(id);
+                     homes_.forget(id);
                      if (!cgroup.empty()) release_cgroup(cgroup);
                      rearm_deadline();
                    }
@@ -688,7 +653,7 @@ void Service::cleanup_finished(JobId id, CleanupReport report) {
   for (const auto& d : report.discovered) creations_.remove(d.path);  // settled, one way or other
   std::vector<JobId> retired = core_.cleanup_finished(id, std::move(report), Clock::now());
   watch_.forget_job(id);
-  homes_.erase(id);
+  homes_.forget(id);
   creations_.forget(id);  // what it made while its cleanup ran
   if (const Job* job = core_.find(id)) record_state(*job);
   if (!retired.empty()) {
@@ -762,8 +727,8 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
     if (pidfd_exited(kept->second.get())) return std::nullopt;
     return ProcessHandle{identity, std::move(kept->second)};
   };
-  for (JobId id : restored.running) find_home(*core_.find(id));
-  for (JobId id : restored.cleaning) find_home(*core_.find(id));
+  for (JobId id : restored.running) homes_.find_again(*core_.find(id));
+  for (JobId id : restored.cleaning) homes_.find_again(*core_.find(id));
   std::size_t resumed = 0;
   for (JobId id : restored.running) resumed += rewatch(id, find, now) ? 1 : 0;
   for (JobId id : restored.cleaning) {

@@ -19,6 +19,7 @@
 #include "world/cleanup.h"
 #include "world/creations.h"
 #include "edge/deadline_alarm.h"
+#include "edge/homes.h"
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "edge/subscribers.h"
@@ -121,12 +122,8 @@ class Service {
   // ends every process in it) and kernel threads; throws permission_denied saying which.
   // `named` is the pid as the caller gave it. A container's own init is another process.
   void refuse_untouchable(const ProcessHandle& process, pid_t named) const;
-  // Where the job's paths are resolved and its hooks run: the view of the client that registered
-  // it (wardend's own for a job on the host).
-  // nullptr where the job lives in a container that a restarted wardend could not find again.
+  // Where the job's paths are resolved and its hooks run (Homes::of).
   std::shared_ptr<const View> home_of(JobId id) const;
-  // After a restart: finds a container job's view again through a process of it still alive.
-  void find_home(const Job& job);
   // recover()'s steps. The stored jobs go back into the core: which were running, and which a
   // restart interrupted in their cleanup.
   struct Restored {
@@ -227,9 +224,7 @@ class Service {
   boost::asio::steady_timer status_timer_;
   bool status_pending_ = false;
   Subscribers subscribers_;
-  // The views of jobs that live in containers, held (with their mount namespaces) until the job's
-  // cleanup is done, so that its paths can be removed after every process in it is gone.
-  std::map<JobId, std::shared_ptr<const View>> homes_;
+  Homes homes_;
   // What active jobs made on the allowed roots and have not removed, and the watch that says so.
   Creations creations_;
   std::unique_ptr<CreationWatch> creation_watch_;

@@ -113,6 +113,15 @@ ProcessHandle open_process(pid_t pid) {
   return identify(pid, UniqueFd(fd));
 }
 
+std::optional<ProcessHandle> reopen(const ProcessIdentity& identity) {
+  try {
+    ProcessHandle handle = open_process(identity.pid);
+    if (handle.identity == identity) return handle;
+  } catch (const Error&) {
+  }
+  return std::nullopt;
+}
+
 pid_t pidfd_pid(int fd) {
   std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
   std::optional<long> pid;

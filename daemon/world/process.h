@@ -64,6 +64,10 @@ struct ProcessHandle {
 // Throws Error{no_such_process} if it does not exist or has exited.
 ProcessHandle open_process(pid_t pid);
 
+// The process `identity` names if it still exists and is the same one: a pid reused since has
+// another identity (start time and, where the kernel has pidfs, inode). nullopt otherwise.
+std::optional<ProcessHandle> reopen(const ProcessIdentity& identity);
+
 // The same for a pidfd already held (from SO_PEERPIDFD) of the process `pid`.
 ProcessHandle identify(pid_t pid, UniqueFd pidfd);
 // The pid, in wardend's numbering, of the process a descriptor a client passed is a pidfd of (its
