@@ -29,6 +29,7 @@ def package_env():
     return {} if INSTALLED else {"PYTHONPATH": SOURCE}
 
 WARDEND = os.environ.get("WARDEND", os.path.join(ROOT, "build", "bin", "wardend"))
+WARDENCTL = os.environ.get("WARDENCTL", os.path.join(ROOT, "build", "bin", "wardenctl"))
 JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
 
 
@@ -207,3 +208,18 @@ def wait_gone(pids, timeout):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.01)
+
+
+def sleepers(marker):
+    """Host pids of the processes running `sleep MARKER` (a marker unique to the test: a job's
+    processes found from the host, wherever they live)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import JOBS, ROOT, alive, package_env, wait_gone
+from conftest import JOBS, ROOT, WARDENCTL, alive, package_env, sleepers, wait_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                 reason="containers need root and unshare(1)")
@@ -247,13 +247,9 @@ def nspawn_root():
     return debian_root()
 
 
-def host_wardenctl():
-    return os.environ.get("WARDENCTL", os.path.join(ROOT, "build", "bin", "wardenctl"))
-
-
 def test_wardenctl_run_in_a_systemd_nspawn_container(wardend):
     root = nspawn_root()
-    wardenctl = host_wardenctl()
+    wardenctl = WARDENCTL
     script = ('/opt/%s run --name nspawn-job --grace 1 -- ' % os.path.basename(wardenctl) +
               '/bin/sh -c \'echo partial > "$TMPDIR/checkpoint"; exec sleep 3600\' & '
               'exec sleep 3600')
@@ -314,7 +310,7 @@ def podman_image():
     if shutil.which("runc") is None:
         pytest.skip("no runc (apt install runc): crun refuses this host's hybrid cgroups")
     root = debian_root()
-    wardenctl = host_wardenctl()
+    wardenctl = WARDENCTL
     with open(wardenctl, "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:16]
     image = "localhost/warden-test-job:" + tag
@@ -333,20 +329,6 @@ def podman_image():
     tar.stdout.close()
     assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
     return image
-
-
-def sleepers(marker):
-    """Host pids of the processes running `sleep MARKER`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % entry, "rb") as f:
-                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 def test_a_job_in_a_podman_container_is_cleaned_in_the_containers_own_namespaces(wardend):

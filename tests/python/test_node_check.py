@@ -11,12 +11,11 @@ import time
 import pytest
 
 import slurmd
-from conftest import ROOT, serve, wait_gone
+from conftest import ROOT, WARDENCTL, serve, wait_gone
 
 PROLOG = os.path.join(slurmd.SLURM, "prolog.sh")
 HEALTHCHECK = os.path.join(slurmd.SLURM, "healthcheck.sh")
 NPD_PLUGIN = os.path.join(ROOT, "contrib", "kubernetes", "node-problem-detector", "warden-check.sh")
-WARDENCTL = os.environ.get("WARDENCTL", os.path.join(slurmd.BUILD, "bin", "wardenctl"))
 
 
 @pytest.fixture

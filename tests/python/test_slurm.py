@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, alive, cgroup2_mount, wait_gone
+from conftest import WARDENCTL, alive, cgroup2_mount, sleepers, wait_gone
 
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "srun", "scancel", "scontrol", "squeue",
                   "sstat")
@@ -166,19 +166,6 @@ def slurm(request, tmp_path):
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def sleepers(marker):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % entry, "rb") as f:
-                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 def cgroup_of(pid, hierarchy):
     """The process's cgroup in `hierarchy` ('' for v2, else a v1 controller name)."""
     with open("/proc/%d/cgroup" % pid) as f:
@@ -192,12 +179,11 @@ def cgroup_of(pid, hierarchy):
 def start_step(slurm, wardend, name):
     """srun of `wardenctl run` whose command forks a worker and a setsid escapee and writes to its
     TMPDIR. Returns (srun, job id, the wardend job's status, worker pids, escapee pids)."""
-    wardenctl = os.environ.get("WARDENCTL", os.path.join(ROOT, "build", "bin", "wardenctl"))
     worker, escapee = "3600.%d1" % os.getpid(), "3600.%d2" % os.getpid()
     command = ('echo partial > "$TMPDIR/checkpoint"; sleep %s & '
                'setsid sh -c "sleep %s & exec sleep 3600" & exec sleep 3600' % (worker, escapee))
     srun = subprocess.Popen(
-        ["srun", "--job-name", name, "--ntasks", "1", wardenctl, "run", "--name", name,
+        ["srun", "--job-name", name, "--ntasks", "1", WARDENCTL, "run", "--name", name,
          "--grace", str(GRACE), "--", "/bin/sh", "-c", command],
         env={**slurm.env, "WARDEN_SOCKET": wardend.socket}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
