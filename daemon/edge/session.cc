@@ -321,7 +321,8 @@ class Session {
         bytes += replies.back().line.size();
       }
       // Most batches (heartbeats) need neither: no coroutine or timer is made for them.
-      if (std::any_of(replies.begin(), replies.end(), [](const Reply& r) { return bool(r.later); })) {
+      if (std::any_of(replies.begin(), replies.end(),
+                      [](const Reply& r) { return bool(r.later); })) {
         co_await computed(replies);
       }
       // Nothing is acknowledged before it is on disk.

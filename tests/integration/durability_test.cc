@@ -24,6 +24,14 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+// What the report says became of process `pid`; nullopt where it does not list it.
+std::optional<Outcome> outcome_of(const CleanupReport& report, pid_t pid) {
+  for (const auto& p : report.processes) {
+    if (p.pid == pid) return p.outcome;
+  }
+  return std::nullopt;
+}
+
 std::string make_file(const std::string& dir, const std::string& name) {
   std::string path = dir + "/" + name;
   std::ofstream(path) << "data\n";
@@ -135,14 +143,9 @@ TEST_F(Durability, ACleanupResumedAfterItsProcessesEndedKeepsTheirOutcomes) {
   auto s = wait_for_state(id, JobState::cleaned);
   ASSERT_EQ(s.state, JobState::cleaned);
   ASSERT_TRUE(s.report);
-  auto outcome = [&](pid_t pid) {
-    for (const auto& p : s.report->processes) {
-      if (p.pid == pid) return std::optional<Outcome>(p.outcome);
-    }
-    return std::optional<Outcome>();
-  };
-  EXPECT_EQ(outcome(t.workers[0]), Outcome::terminated);
-  EXPECT_EQ(outcome(t.workers[1]), Outcome::killed) << "listed, though nothing registered it";
+  EXPECT_EQ(outcome_of(*s.report, t.workers[0]), Outcome::terminated);
+  EXPECT_EQ(outcome_of(*s.report, t.workers[1]), Outcome::killed)
+      << "listed, though nothing registered it";
   ASSERT_EQ(s.report->hooks.size(), 1u);
   EXPECT_NE(s.report->hooks[0].detail.find("interrupted"), std::string::npos);
   ASSERT_EQ(s.report->paths.size(), 1u);
@@ -166,14 +169,9 @@ TEST_F(Durability, ACleanupResumedInsideItsGracePeriodKeepsWhatEndedInIt) {
   auto s = wait_for_state(id, JobState::cleaned, 60s);
   ASSERT_EQ(s.state, JobState::cleaned);
   ASSERT_TRUE(s.report);
-  auto outcome = [&](pid_t pid) {
-    for (const auto& p : s.report->processes) {
-      if (p.pid == pid) return std::optional<Outcome>(p.outcome);
-    }
-    return std::optional<Outcome>();
-  };
-  EXPECT_EQ(outcome(t.workers[0]), Outcome::terminated) << "it ended in the interrupted grace";
-  EXPECT_EQ(outcome(t.workers[1]), Outcome::killed) << "ended by the resumed cleanup";
+  EXPECT_EQ(outcome_of(*s.report, t.workers[0]), Outcome::terminated)
+      << "it ended in the interrupted grace";
+  EXPECT_EQ(outcome_of(*s.report, t.workers[1]), Outcome::killed) << "ended by the resumed cleanup";
   EXPECT_TRUE(wait_exited(t.workers[1], 0ms));
 }
 
