@@ -100,6 +100,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
           pidfd_keeper(options.systemd)),
       deadline_alarm_(io.get_executor(),
                       [this](TimePoint now, Duration late_by) { deadlines_due(now, late_by); }),
+      cleanups_(io, [this](CleanupPlan plan) { launch_cleanup(std::move(plan)); }),
       status_timer_(io) {
   journal_.on_event_written([this](const Event& event) { subscribers_.publish(event); });
   schedule_check(Duration::zero());
@@ -120,7 +121,7 @@ void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& 
 
 std::string Service::summary() const {
   return fmt::format("{} jobs active, {} processes tracked, {} cleanups running",
-                     core_.active_jobs(), watch_.size(), cleanups_running_);
+                     core_.active_jobs(), watch_.size(), cleanups_.running());
 }
 
 void Service::status_changed() {
@@ -505,23 +506,7 @@ void Service::start_cleanup(CleanupPlan plan) {
   spdlog::info("job={} state=cleaning reason={} detail={:?} targets={}", plan.job,
                to_string(plan.reason), job.reason_detail, plan.targets.size());
   record_state(job);
-  ++cleanups_running_;
-  // A cleanup's first steps (its cgroup frozen and listed, its processes signalled) run on the
-  // event loop as it is launched and cost a millisecond or more of the kernel's time while many
-  // processes exit at once: when hundreds of jobs die together, one is launched per turn of the
-  // loop, so that requests are answered between them rather than after them all.
-  cleanups_to_launch_.push_back(std::move(plan));
-  if (cleanups_to_launch_.size() == 1) launch_next_cleanup();
-}
-
-void Service::launch_next_cleanup() {
-  boost::asio::post(io_, [this, alive = std::weak_ptr<bool>(alive_)] {
-    if (!alive.lock() || cleanups_to_launch_.empty()) return;
-    CleanupPlan plan = std::move(cleanups_to_launch_.front());
-    cleanups_to_launch_.pop_front();
-    launch_cleanup(std::move(plan));
-    if (!cleanups_to_launch_.empty()) launch_next_cleanup();
-  });
+  cleanups_.start(std::move(plan));
 }
 
 // The handle of each target, aligned with plan.targets: wardend's own where it still watches the
@@ -599,7 +584,7 @@ void Service::launch_cleanup(CleanupPlan plan) {
   boost::asio::co_spawn(
       io_, run_cleanup(std::move(plan), std::move(pidfds), cleanup_context(id)),
       [this, id](std::exception_ptr error, CleanupReport report) {
-        --cleanups_running_;
+        cleanups_.finished();
         if (error) {
           // The engine reports failures per step; an exception here is a bug. Record it anyway so
           // the job does not sit in `cleaning` forever.
@@ -613,13 +598,13 @@ void Service::launch_cleanup(CleanupPlan plan) {
         cleanup_finished(id, std::move(report));
         // What the cleanups just finished used (plans, full reports before their bound, a mass
         // death's burst) goes back to the system once none is running, off the loop.
-        if (cleanups_running_ == 0) boost::asio::post(blocking_, [] { ::malloc_trim(0); });
+        if (cleanups_.running() == 0) boost::asio::post(blocking_, [] { ::malloc_trim(0); });
       });
 }
 
 std::function<std::string()> Service::metrics_text() const {
   Gauges g{.processes = watch_.size(),
-           .cleanups_running = cleanups_running_,
+           .cleanups_running = cleanups_.running(),
            .event_subscribers = subscribers_.size(),
            .store_write_failures = journal_.failed_writes(),
            .proc_scans = kernel_.scans()};

@@ -18,6 +18,7 @@
 
 #include "world/cleanup.h"
 #include "world/creations.h"
+#include "edge/cleanup_pacer.h"
 #include "edge/deadline_alarm.h"
 #include "edge/homes.h"
 #include "edge/journal.h"
@@ -167,7 +168,6 @@ class Service {
   void deadlines_due(TimePoint now, Duration late_by);
   // Records the job as cleaning and queues its cleanup, launched in a later turn of the loop.
   void start_cleanup(CleanupPlan plan);
-  void launch_next_cleanup();
   void launch_cleanup(CleanupPlan plan);
   std::vector<UniqueFd> pidfds_for(const CleanupPlan& plan);
   CleanupContext cleanup_context(JobId id);
@@ -219,8 +219,7 @@ class Service {
   Supervisor core_;
   ProcessWatch watch_;
   DeadlineAlarm deadline_alarm_;
-  std::size_t cleanups_running_ = 0;  // launched or waiting to be
-  std::deque<CleanupPlan> cleanups_to_launch_;
+  CleanupPacer cleanups_;
   boost::asio::steady_timer status_timer_;
   bool status_pending_ = false;
   Subscribers subscribers_;
