@@ -14,7 +14,8 @@ namespace {
 TEST(CleanupPacer, LaunchesOnePerTurnInOrderSoThatOtherWorkRunsBetween) {
   boost::asio::io_context io;
   std::vector<std::string> ran;
-  CleanupPacer pacer(io, [&](CleanupPlan plan) { ran.push_back("job " + std::to_string(plan.job)); });
+  CleanupPacer pacer(io,
+                     [&](CleanupPlan plan) { ran.push_back("job " + std::to_string(plan.job)); });
   for (JobId job : {1, 2, 3}) pacer.start({.job = job});
   boost::asio::post(io, [&] { ran.push_back("a request"); });
   EXPECT_TRUE(ran.empty()) << "nothing is launched in the turn that queues it";
