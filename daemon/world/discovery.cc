@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -136,6 +137,24 @@ std::int64_t born_unix_ms(const struct statx& stx) {
   return unix_ms((stx.stx_mask & STATX_BTIME) ? stx.stx_btime : stx.stx_ctime);
 }
 
+// The kernel stamps inodes with its coarse clock, which lags the time wardend read at
+// registration by up to a tick: a segment a worker made a few milliseconds after the job
+// registered could carry an earlier time and be kept as "existed before the job". What was born
+// within a tick (and the milliseconds both times were cut to) before the registration counts as
+// the job's.
+std::int64_t inode_clock_lag_ms() {
+  static const std::int64_t lag = [] {
+    timespec tick{};
+    if (::clock_getres(CLOCK_REALTIME_COARSE, &tick) != 0) return std::int64_t{11};
+    return tick.tv_sec * 1000 + (tick.tv_nsec + 999'999) / 1'000'000 + 1;
+  }();
+  return lag;
+}
+
+bool born_after(const struct statx& stx, std::int64_t created_unix_ms) {
+  return born_unix_ms(stx) + inode_clock_lag_ms() >= created_unix_ms;
+}
+
 }  // namespace
 
 std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
@@ -199,7 +218,7 @@ PathReport settle(const Candidate& c, const std::map<Identity, pid_t>& holders,
                .bytes = stx.stx_blocks * 512};
   if (stx.stx_uid != rules.owner) {
     r.detail = fmt::format("owned by uid {}", stx.stx_uid);
-  } else if (born_unix_ms(stx) < rules.created_unix_ms) {
+  } else if (!born_after(stx, rules.created_unix_ms)) {
     r.detail = "existed before the job";
   } else if (auto h = holders.find({object->dev, object->ino}); h != holders.end()) {
     std::string command = read_command_line(h->second);
@@ -238,7 +257,7 @@ std::vector<PathReport> settle_discovered(const std::vector<HeldObject>& held,
   // Only what passes the cheap rules is worth the walk over every process on the node.
   std::set<Identity> wanted;
   for (const auto& c : candidates) {
-    if (c.stx.stx_uid == rules.owner && born_unix_ms(c.stx) >= rules.created_unix_ms) {
+    if (c.stx.stx_uid == rules.owner && born_after(c.stx, rules.created_unix_ms)) {
       wanted.insert({c.object->dev, c.object->ino});
     }
   }
