@@ -17,6 +17,7 @@
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
 
 #include "world/cgroup.h"
 #include "tests/support/processes.h"
@@ -94,10 +95,43 @@ void Daemon::start(bool append_log) {
   }
 }
 
+namespace {
+
+// Where each thread of a process waits, for a report: its state, wait channel and kernel stack.
+std::string where_threads_wait(pid_t pid) {
+  std::ostringstream out;
+  std::error_code ec;
+  const std::string task = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& entry : std::filesystem::directory_iterator(task, ec)) {
+    auto read = [&](const char* file) {
+      std::ifstream in(entry.path() / file);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    out << "thread " << entry.path().filename().string() << " (" << read("comm").substr(0, 15)
+        << "): " << read("stat").substr(0, 80) << "\n  wchan " << read("wchan") << "\n"
+        << read("stack");
+  }
+  return out.str();
+}
+
+}  // namespace
+
 Daemon::~Daemon() {
   if (pid_ > 0) {
+    // wardend stops at SIGTERM at once; one that does not fails the test that ran it, saying where
+    // it waits, rather than hanging it until ctest's timeout says nothing.
     ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (::waitpid(pid_, nullptr, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > until) {
+        ADD_FAILURE() << "wardend (pid " << pid_ << ") did not stop within 20 s of SIGTERM:\n"
+                      << where_threads_wait(pid_) << "---- wardend log ----\n" << log();
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   release_cgroups(state_dir_);
   std::error_code ec;
