@@ -157,8 +157,9 @@ class Client:
         cleanup, so forks should register themselves). ``discover``: what cleanup does with what
         its processes held but it never registered, "reclaim", "report" or "off" (None:
         wardend's setting)."""
-        request: Message = {"op": "register_job", "name": name, "pid": pid, "heartbeat_s": heartbeat,
-                   "grace_s": grace, "kill_main_on_stall": kill_main_on_stall}
+        request: Message = {"op": "register_job", "name": name, "pid": pid,
+                            "heartbeat_s": heartbeat, "grace_s": grace,
+                            "kill_main_on_stall": kill_main_on_stall}
         if discover:
             request["discover"] = discover
         if diagnose:
@@ -197,23 +198,21 @@ class Client:
             os.close(pidfd)
 
     def add_file(self, job: int, path: str, policy: str = "always") -> str:
-        added: str = self.call({"op": "add_file", "job": job, "path": path,
-                                "policy": policy})["path"]
-        return added
+        return self._add_path("add_file", job, "path", path, policy)
 
     def add_dir(self, job: int, path: str, policy: str = "always") -> str:
-        added: str = self.call({"op": "add_dir", "job": job, "path": path,
-                                "policy": policy})["path"]
-        return added
+        return self._add_path("add_dir", job, "path", path, policy)
 
     def add_shm(self, job: int, name: str, policy: str = "always") -> str:
-        added: str = self.call({"op": "add_shm", "job": job, "name": name,
-                                "policy": policy})["path"]
-        return added
+        return self._add_path("add_shm", job, "name", name, policy)
 
     def add_shm_glob(self, job: int, pattern: str, policy: str = "always") -> str:
-        added: str = self.call({"op": "add_shm_glob", "job": job, "pattern": pattern,
-                                "policy": policy})["pattern"]
+        return self._add_path("add_shm_glob", job, "pattern", pattern, policy, answer="pattern")
+
+    def _add_path(self, op: str, job: int, field: str, value: str, policy: str,
+                  answer: str = "path") -> str:
+        """Registers a path (or a glob) and returns it as wardend canonicalised it."""
+        added: str = self.call({"op": op, "job": job, field: value, "policy": policy})[answer]
         return added
 
     def add_hook(self, job: int, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
