@@ -180,6 +180,20 @@ def cgroup2_mount():
     return None
 
 
+def cgroup_of(pid, hierarchy=""):
+    """The process's cgroup in `hierarchy` ('' for v2, else a v1 controller name); None once it
+    has exited."""
+    try:
+        with open("/proc/%d/cgroup" % pid) as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == hierarchy or hierarchy in controllers.split(","):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 def run_job(script, *args, env=None, **kwargs):
     """Starts a job script from tests/python/jobs with this interpreter and the warden package."""
     full_env = dict(os.environ)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import alive, run_job, wait_gone
+from conftest import alive, cgroup_of, run_job, wait_gone
 
 torch = pytest.importorskip("torch")
 
@@ -71,8 +71,11 @@ def test_two_line_adoption_ends_workers_it_was_never_told_of(wardend_each_tracki
     status = client.status()[0]
     assert status["tracking"] == tracking
     registered = sorted(w["pid"] for w in status["workers"])
+    # Where each worker was before the kill: a worker the report leaves out says which it was.
+    where = {pid: cgroup_of(pid) for pid in job["workers"]}
     if tracking == "cgroup":
         assert registered == [], "nobody told wardend of the workers"
+        assert set(where.values()) == {status["cgroup"]}, "the workers are in the job's leaf"
     else:
         assert registered == sorted(job["workers"]), "each fork registered itself"
 
@@ -87,7 +90,8 @@ def test_two_line_adoption_ends_workers_it_was_never_told_of(wardend_each_tracki
     status = daemon.wait_for_state(status["id"], "cleaned")
     reported = {p["pid"]: p for p in status["report"]["processes"]}
     for pid in job["workers"]:
-        assert pid in reported, "the report names every worker"
+        assert pid in reported, "the report names every worker; before the kill they were in " + \
+            "%s; the report: %s" % (where, status["report"]["processes"])
         assert reported[pid]["outcome"] in ("terminated", "killed")
     assert reported[job["workers"][1]]["outcome"] == "killed", "it ignored SIGTERM"
     assert not os.path.exists(job["tempdir"])

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import WARDENCTL, alive, cgroup2_mount, sleepers, wait_gone
+from conftest import WARDENCTL, alive, cgroup2_mount, cgroup_of, sleepers, wait_gone
 
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "srun", "scancel", "scontrol", "squeue",
                   "sstat")
@@ -164,16 +164,6 @@ def slurm(request, tmp_path):
     cluster.stop()
     print(cluster.logs())  # pytest shows it where the test failed
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def cgroup_of(pid, hierarchy):
-    """The process's cgroup in `hierarchy` ('' for v2, else a v1 controller name)."""
-    with open("/proc/%d/cgroup" % pid) as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controllers == hierarchy or hierarchy in controllers.split(","):
-                return path
-    return None
 
 
 def start_step(slurm, wardend, name):
