@@ -96,7 +96,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       journal_(journal),
       core_(options.limits),
       watch_(
-          io.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
+          background_.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
           pidfd_keeper(options.systemd)),
       deadline_alarm_(io.get_executor(),
                       [this](TimePoint now, Duration late_by) { deadlines_due(now, late_by); }),
@@ -582,7 +582,8 @@ void Service::launch_cleanup(CleanupPlan plan) {
   JobId id = plan.job;
   std::vector<UniqueFd> pidfds = pidfds_for(plan);
   boost::asio::co_spawn(
-      io_, run_cleanup(std::move(plan), std::move(pidfds), cleanup_context(id)),
+      background_.get_executor(),
+      run_cleanup(std::move(plan), std::move(pidfds), cleanup_context(id)),
       [this, id](std::exception_ptr error, CleanupReport report) {
         cleanups_.finished();
         if (error) {

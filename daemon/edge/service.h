@@ -18,6 +18,7 @@
 
 #include "world/cleanup.h"
 #include "world/creations.h"
+#include "edge/background_lane.h"
 #include "edge/cleanup_pacer.h"
 #include "edge/deadline_alarm.h"
 #include "edge/homes.h"
@@ -197,6 +198,8 @@ class Service {
 
   // Constant after construction.
   boost::asio::io_context& io_;
+  // Processes' exits and cleanups' steps run here, between requests (background_lane.h).
+  BackgroundLane background_{io_};
   const std::string instance_;
   const std::vector<ProcessIdentity> ancestors_;  // read at start (refuse_untouchable())
   Systemd* const systemd_;

@@ -143,8 +143,10 @@ struct MassDeath {
 // `jobs` jobs of 8 workers and 100 files each, whose mains are SIGKILLed all at once; the time
 // until `status` shows every one cleaned.
 MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
-  // As its unit runs it (systemd/warden.service: Nice=-10), ahead of the processes it cleans.
-  testing::Daemon daemon(args, {"/usr/bin/nice", "-n", "-10"});
+  // As its unit runs it (systemd/warden.service: Nice=-10), ahead of the processes it cleans;
+  // the echo server it is compared with runs at the same niceness.
+  constexpr int kNice = -10;
+  testing::Daemon daemon(args, {"/usr/bin/nice", "-n", std::to_string(kNice)});
   Client client(daemon.socket());
   pid_t beating_main = testing::spawn(Behaviour::sleep);
   JobId beating =
@@ -163,7 +165,7 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
     beats = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
   });
   std::string echo_path = daemon.dir() + "/echo.sock";
-  std::optional<EchoServer> echo_server(std::in_place, echo_path);
+  std::optional<EchoServer> echo_server(std::in_place, echo_path, kNice);
   std::thread echoer([&] {
     UniqueFd fd = connect_to(echo_path);
     echoes = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });

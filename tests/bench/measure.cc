@@ -1,6 +1,7 @@
 #include "tests/bench/measure.h"
 
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -105,7 +106,7 @@ std::vector<double> round_trips(int fd, const std::string& request, int count,
   return out;
 }
 
-EchoServer::EchoServer(const std::string& path) : path_(path) {
+EchoServer::EchoServer(const std::string& path, int nice) : path_(path) {
   listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{.sun_family = AF_UNIX};
   std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
@@ -113,7 +114,10 @@ EchoServer::EchoServer(const std::string& path) : path_(path) {
       ::listen(listen_.get(), 16) != 0) {
     throw std::runtime_error("echo server: bind " + path);
   }
-  thread_ = std::thread([this] {
+  thread_ = std::thread([this, nice] {
+    if (nice != 0 && ::setpriority(PRIO_PROCESS, ::gettid(), nice) != 0) {
+      std::perror("echo server: setpriority");
+    }
     UniqueFd conn(::accept(listen_.get(), nullptr, nullptr));
     char buf[4096];
     ssize_t n;

@@ -38,10 +38,11 @@ struct Report {
 };
 
 // The baseline for request latency: a Unix-socket server that echoes each line back, in a thread
-// of this process, answering the same bytes a heartbeat exchange moves. One connection.
+// of this process, answering the same bytes a heartbeat exchange moves. One connection. `nice`:
+// the thread's niceness, that of the wardend it is compared with (a negative one needs root).
 class EchoServer {
  public:
-  explicit EchoServer(const std::string& path);
+  explicit EchoServer(const std::string& path, int nice = 0);
   ~EchoServer();
 
  private:
