@@ -343,7 +343,7 @@ void Store::write(std::vector<Record>& records) {
     apply(record);
     events = events || std::holds_alternative<Event>(record);
   }
-  if (events) trim_events(unix_ms_now());
+  if (events) trim_events(options_.now_unix_ms());
   transaction.commit();
 }
 
@@ -469,7 +469,8 @@ std::vector<json> Store::events(const EventQuery& q) {
   SQLite::Statement s(reader_, sql);
   if (q.uid) s.bind(1, *q.uid);
   if (q.job) s.bind(2, i64(*q.job));
-  s.bind(3, std::max(q.since_unix_ms.value_or(0), unix_ms_now() - options_.events_max_age_ms));
+  s.bind(3, std::max(q.since_unix_ms.value_or(0),
+                     options_.now_unix_ms() - options_.events_max_age_ms));
   s.bind(4, q.after_seq.value_or(0));
   s.bind(5, i64(q.limit));
   std::vector<json> out;

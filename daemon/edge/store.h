@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include <SQLiteCpp/Statement.h>
 
 #include "core/supervisor.h"
+#include "core/wall_clock.h"
 
 namespace warden {
 
@@ -93,6 +95,9 @@ struct StoreOptions {
   std::string path;  // STATE_DIR/warden.db
   std::int64_t events_max_age_ms = 7LL * 24 * 3600 * 1000;
   std::int64_t events_max_count = 100'000;
+  // The wall clock events age by, in milliseconds since the epoch (a test's own, to age them
+  // without waiting).
+  std::function<std::int64_t()> now_unix_ms = unix_ms_now;
 };
 
 struct StoredState {

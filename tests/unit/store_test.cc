@@ -161,12 +161,22 @@ TEST_F(StoreTest, EventsAreServedPerUserAndTrimmedToTheirBound) {
 }
 
 TEST_F(StoreTest, OldEventsAgeOut) {
-  Store store({.path = path, .events_max_age_ms = 1});
-  Job job = sample_job();
-  write(store, {event_record(job)});
-  ::usleep(5000);
-  write(store, {event_record(job)});
-  EXPECT_LE(store.events({}).size(), 1u);
+  std::int64_t now = 1'000'000;
+  Store store({.path = path, .events_max_age_ms = 1000, .now_unix_ms = [&now] { return now; }});
+  Event old = event_record(sample_job());
+  old.unix_ms = now;
+  write(store, {old});
+  now += 1000;
+  EXPECT_EQ(store.events({}).size(), 1u) << "as old as the limit: kept";
+  now += 1;
+  EXPECT_TRUE(store.events({}).empty()) << "older: no longer shown, even before it is trimmed";
+  Event recent = old;
+  recent.unix_ms = now;
+  write(store, {recent});
+  now -= 1;  // were the old one still in the store, it would show again
+  auto left = store.events({});
+  ASSERT_EQ(left.size(), 1u) << "writing trimmed the old one";
+  EXPECT_EQ(left[0]["unix_ms"], recent.unix_ms);
 }
 
 TEST_F(StoreTest, GarbageIsRefusedWithAMessageThatSaysWhatToDo) {
