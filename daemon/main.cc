@@ -20,7 +20,6 @@
 
 #include "world/cgroup.h"
 #include "edge/config.h"
-#include "edge/loop_scheduling.h"
 #include "edge/metrics_http.h"
 #include "edge/server.h"
 #include "edge/service.h"
@@ -199,8 +198,6 @@ int main(int argc, char** argv) {
     spdlog::info("wardend {} listening socket={} state_dir={} pid={}{}", WARDEN_VERSION,
                  config->socket, config->state_dir, ::getpid(),
                  systemd.supervised() ? " (systemd)" : "");
-    // Last, from the loop's own thread: the threads started before keep the normal policy.
-    spdlog::info("loop scheduling={}", warden::schedule_loop(config->loop_scheduling));
     io.run();
     return 0;
   } catch (const std::exception& e) {

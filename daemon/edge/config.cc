@@ -59,12 +59,6 @@ void add_daemon_options(CLI::App& app, Config& c) {
                  "hierarchy is writable, else a scan of /proc at cleanup) or scan")
       ->check(CLI::IsMember({"auto", "scan"}))
       ->capture_default_str();
-  app.add_option("--loop-scheduling", c.loop_scheduling,
-                 "realtime (the event loop's thread alone at the lowest real-time priority, so "
-                 "that heartbeats are answered while thousands of processes exit; needs root or "
-                 "LimitRTPRIO=1) or normal")
-      ->check(CLI::IsMember({"realtime", "normal"}))
-      ->capture_default_str();
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();

@@ -25,9 +25,6 @@ struct Config {
   // "auto": a tracking cgroup per job where cgroup v2 is writable, else scanning /proc at cleanup;
   // "scan": always scanning.
   std::string tracking = "auto";
-  // "realtime": the event loop's thread runs SCHED_RR at priority 1 (loop_scheduling.h);
-  // "normal": the default policy.
-  std::string loop_scheduling = "realtime";
   SupervisorLimits limits;
   ConnectionLimits connections;
   CleanupOptions cleanup;

@@ -1,7 +1,6 @@
 // The cleanup engine against a real wardend: whole process trees, files, shm, hooks and
 // diagnostics, after a real SIGKILL or stall.
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -480,47 +479,6 @@ TEST_F(CleanupEngine, AHookInheritsNoneOfWardendsDescriptors) {
   ASSERT_TRUE(done.report);
   ASSERT_EQ(done.report->hooks.size(), 1u);
   EXPECT_EQ(done.report->hooks[0].output, "0\n1\n2\n");
-}
-
-// The scheduling policy of a thread (sched_getscheduler(2)), without SCHED_RESET_ON_FORK.
-int policy_of(pid_t tid) { return ::sched_getscheduler(tid) & ~SCHED_RESET_ON_FORK; }
-
-std::vector<pid_t> threads_of(pid_t pid) {
-  std::vector<pid_t> tids;
-  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    tids.push_back(std::stoi(task.path().filename()));
-  }
-  return tids;
-}
-
-// The event loop's thread (wardend's main thread) runs real-time (loop_scheduling.h); its other
-// threads and its hooks do not.
-TEST_F(CleanupEngine, TheLoopAloneRunsRealTimeAndAHookDoesNot) {
-  EXPECT_EQ(policy_of(daemon.pid()), SCHED_RR);
-  sched_param param{};
-  ASSERT_EQ(::sched_getparam(daemon.pid(), &param), 0);
-  EXPECT_EQ(param.sched_priority, 1);
-  for (pid_t tid : threads_of(daemon.pid())) {
-    if (tid != daemon.pid()) {
-      EXPECT_EQ(policy_of(tid), SCHED_OTHER) << "thread " << tid;
-    }
-  }
-  auto [t, id] = job({}, {.grace_s = 0});
-  // Field 41 of /proc/PID/stat is the policy; sh's own, read by its child awk, which inherits it.
-  const std::string policy = "awk '{print $41}' /proc/$$/stat";
-  client.add_hook({.job = id, .hook = {.argv = {"/bin/sh", "-c", policy}}});
-  ::kill(t.main, SIGKILL);
-  auto done = wait_for_state(id, JobState::cleaned);
-  ASSERT_TRUE(done.report);
-  ASSERT_EQ(done.report->hooks.size(), 1u);
-  EXPECT_EQ(done.report->hooks[0].output, std::to_string(SCHED_OTHER) + "\n");
-}
-
-TEST(LoopScheduling, NormalLeavesEveryThreadAtTheDefaultPolicy) {
-  testing::Daemon daemon({"--loop-scheduling", "normal"});
-  for (pid_t tid : threads_of(daemon.pid())) {
-    EXPECT_EQ(policy_of(tid), SCHED_OTHER) << "thread " << tid;
-  }
 }
 
 // A restart in the middle of a cleanup runs no hook twice: one that ended before keeps its report,
