@@ -1,8 +1,9 @@
 // Cleanups in flight. A cleanup's first steps (its cgroup frozen and listed, its processes
-// signalled) run on the event loop as it is launched and cost a millisecond or more of the
-// kernel's time while many processes exit at once: when hundreds of jobs die together, one is
-// launched per turn of the loop, so that requests are answered between them rather than after
-// them all. Counts the cleanups launched or waiting to be, until each has finished.
+// signalled) cost a millisecond or more of the kernel's time while many processes exit at once:
+// when hundreds of jobs die together, one is launched per turn of the loop, and its steps then
+// run in the background lane (background_lane.h), so that requests are answered between them
+// rather than after them all. Counts the cleanups launched or waiting to be, until each has
+// finished.
 #pragma once
 
 #include <deque>
