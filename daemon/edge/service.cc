@@ -15,7 +15,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "world/process_tree.h"
 #include "world/report_bound.h"
 #include "edge/systemd.h"
 #include "core/wall_clock.h"
@@ -88,13 +87,13 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       ancestors_(read_ancestors()),
       systemd_(options.systemd),
       cgroups_(options.cgroups),
-      cgroup_prefix_(options.cgroup_prefix),
       gpus_(std::make_shared<Gpus>(options.cleanup.gpus)),
       cleanup_options_(options.cleanup),
       check_options_(options.check),
       check_timer_(io),
       journal_(journal),
       core_(options.limits),
+      job_cgroups_(options.cgroups, options.cgroup_prefix, core_),
       watch_(
           background_.get_executor(), [this](JobId job, pid_t pid) { on_process_exit(job, pid); },
           pidfd_keeper(options.systemd)),
@@ -192,7 +191,7 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
                .discover = request.discover};
   JobId id = core_.register_job(caller, std::move(spec), main.identity, Clock::now());
   if (contained) homes_.keep(id, caller.view);
-  std::string cgroup = make_tracking_cgroup(id, main);
+  std::string cgroup = job_cgroups_.make_leaf(id, main);
   core_.set_cgroup(id, cgroup);
   spdlog::info("job={} state=running name={:?} uid={} pid={} heartbeat_s={} grace_s={} tracking={}",
                id, request.name, caller.uid, request.pid, request.heartbeat_s, request.grace_s,
@@ -207,144 +206,11 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
                      spdlog::warn("job={} registration taken back: it could not be recorded", id);
                      watch_.forget_job(id);
                      homes_.forget(id);
-                     if (!cgroup.empty()) release_cgroup(cgroup);
+                     if (!cgroup.empty()) job_cgroups_.release(cgroup);
                      rearm_deadline();
                    }
                  });
   return {id, cgroup};
-}
-
-std::string Service::make_tracking_cgroup(JobId id, const ProcessHandle& main) {
-  const pid_t pid = main.identity.pid;
-  // (wardend and its ancestors are never a job's main: refuse_untouchable(), so wardend, which a
-  // frozen or killed cgroup must never hold, is neither moved nor among the descendants.)
-  if (cgroups_ == nullptr) return "";
-  try {
-    auto home = cgroups_->cgroup_of(pid);
-    if (!home) {
-      throw std::runtime_error("the cgroup of process " + std::to_string(pid) + " cannot be read");
-    }
-    // A process that is already the main one of a running tracked job (registered again, as a
-    // benchmark does thousands of times) gets no cgroup nested in that job's: the nesting would
-    // grow without bound. A job started inside a job has another main process and nests.
-    if (const Job* owner = job_of_cgroup(*home);
-        owner != nullptr && owner->state == JobState::running && owner->main == main.identity) {
-      spdlog::info("job={} tracking=scan: its main process is already job {}'s, tracked by {}", id,
-                   owner->id, *home);
-      return "";
-    }
-    std::string cgroup = cgroups_->create(*home, cgroup_prefix_ + std::to_string(id));
-    try {
-      cgroups_->move(pid, cgroup);
-    } catch (...) {
-      cgroups_->remove(cgroup);
-      throw;
-    }
-    // The pid named the main process when it was moved only if that process is alive still.
-    if (pidfd_exited(main.pidfd.get())) {
-      release_cgroup(cgroup);
-      return "";
-    }
-    move_descendants(pid, home, cgroup);
-    return cgroup;
-  } catch (const std::exception& e) {
-    spdlog::info("job={} tracking=scan: no tracking cgroup ({})", id, e.what());
-    return "";
-  }
-}
-
-void Service::move_descendants(pid_t pid, const std::optional<std::string>& home,
-                               const std::string& cgroup) {
-  for (pid_t descendant : read_descendants(pid)) {
-    if (cgroups_->cgroup_of(descendant) != home) continue;
-    try {
-      cgroups_->move(descendant, cgroup);
-    } catch (const std::system_error&) {
-      // Exited meanwhile; one that cannot be moved is still found by its parentage at cleanup.
-    }
-  }
-}
-
-bool Service::adopt(JobId id, const ProcessHandle& process) {
-  const Job* job = core_.find(id);
-  if (cgroups_ == nullptr || job == nullptr || job->cgroup.empty()) return false;
-  const pid_t pid = process.identity.pid;
-  try {
-    auto home = cgroups_->cgroup_of(pid);
-    if (!home) throw std::runtime_error("its cgroup cannot be read");
-    if (const Job* owner = job_of_cgroup(*home)) {
-      if (owner == job) return true;  // a process the job forked: kept already
-      throw std::runtime_error("it is in job " + std::to_string(owner->id) + "'s cgroup");
-    }
-
-    const bool beside_main = *home == parent_cgroup(job->cgroup);
-    std::string leaf = beside_main ? job->cgroup
-                                   : cgroups_->create(*home, cgroup_prefix_ + std::to_string(id));
-    try {
-      cgroups_->move(pid, leaf);
-    } catch (...) {
-      if (!beside_main) cgroups_->remove(leaf);
-      throw;
-    }
-    // The pid named the process when it was moved only if that process is alive still.
-    if (pidfd_exited(process.pidfd.get())) {
-      cgroups_->move(pid, *home);
-      if (!beside_main) cgroups_->remove(leaf);
-      return false;
-    }
-    move_descendants(pid, home, leaf);
-    if (!beside_main) core_.add_cgroup(id, leaf);
-    spdlog::debug("job={} pid={} tracking={}", id, pid, leaf);
-    return true;
-  } catch (const std::exception& e) {
-    spdlog::info("job={} pid={} tracking=scan: not moved into a cgroup of the job ({})", id, pid,
-                 e.what());
-    return false;
-  }
-}
-
-void Service::release_cgroup(const std::string& cgroup) {
-  try {
-    for (pid_t pid : cgroups_->members(cgroup)) cgroups_->move(pid, parent_cgroup(cgroup));
-  } catch (const std::exception& e) {
-    spdlog::warn("cgroup={} cannot give its processes back: {}", cgroup, e.what());
-  }
-  if (int err = cgroups_->remove(cgroup); err != 0) {
-    spdlog::warn("cgroup={} cannot be removed: {}", cgroup, std::strerror(err));
-  }
-}
-
-const Job* Service::job_of_cgroup(const std::string& cgroup) const {
-  std::string name = cgroup.substr(cgroup.rfind('/') + 1);
-  if (!name.starts_with(cgroup_prefix_)) return nullptr;
-  const Job* job = core_.find(std::strtoull(name.c_str() + cgroup_prefix_.size(), nullptr, 10));
-  if (job == nullptr) return nullptr;
-  bool its = job->cgroup == cgroup || std::find(job->more_cgroups.begin(), job->more_cgroups.end(),
-                                                cgroup) != job->more_cgroups.end();
-  return its ? job : nullptr;
-}
-
-void Service::sweep_cgroups() {
-  if (cgroups_ == nullptr) return;
-  for (const std::string& cgroup : cgroups_->find(cgroup_prefix_)) {
-    const Job* job = job_of_cgroup(cgroup);
-    if (job != nullptr && job->state != JobState::cleaned) continue;
-    if (job == nullptr) {
-      spdlog::info("cgroup={} belongs to no recorded job; its processes go back to {}", cgroup,
-                   parent_cgroup(cgroup));
-      release_cgroup(cgroup);
-      continue;
-    }
-    if (cgroup_within(cgroups_->cgroup_of(::getpid()), cgroup)) continue;  // wardend is in it
-    spdlog::info("job={} cgroup={} outlived the job's cleanup; killing what is left", job->id,
-                 cgroup);
-    try {
-      cgroups_->kill(cgroup);
-    } catch (const std::exception& e) {
-      spdlog::warn("cgroup={} kill: {}", cgroup, e.what());
-    }
-    cgroups_->when_empty(cgroup, [this, cgroup] { cgroups_->remove(cgroup); });
-  }
 }
 
 ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request,
@@ -356,13 +222,15 @@ ProcessIdentity Service::add_process(const Caller& caller, const AddProcessReque
   if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
   spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,
                 identity.start_time, passed ? "passed by the client" : "opened by wardend");
-  const std::size_t leaves = core_.find(request.job)->more_cgroups.size();
-  adopt(request.job, process);
-  watch_.watch(request.job, std::move(process));
-  JobId job = request.job;
+  const JobId job = request.job;
+  std::string leaf = job_cgroups_.adopt(*core_.find(job), process);
+  watch_.watch(job, std::move(process));
   std::vector<Record> records{ProcessRecord{job, {.identity = identity, .policy = request.policy}}};
   // A new leaf of the job's is recorded with it, so that a restarted wardend finds it again.
-  if (core_.find(job)->more_cgroups.size() != leaves) records.push_back(job_record(*core_.find(job)));
+  if (!leaf.empty()) {
+    core_.add_cgroup(job, std::move(leaf));
+    records.push_back(job_record(*core_.find(job)));
+  }
   journal_.stage(std::move(records),
                  [this, job, identity] {
                    core_.discard_process(job, identity);
@@ -721,7 +589,7 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
     spdlog::info("job={} cleanup interrupted by a restart; resuming it", id);
     start_cleanup(core_.resume_cleanup(id));
   }
-  sweep_cgroups();
+  job_cgroups_.sweep();
   rearm_deadline();
   spdlog::info(
       "recovered jobs={} running={} main_died_while_down={} cleanups_resumed={} "
@@ -745,22 +613,14 @@ Remains remains_of(const CleanupReport& report) {
     if (lives_on(p)) r.processes.insert(p.pid);
   }
   for (const auto& p : report.paths) {
-    if (remains(p)) (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
+    if (remains(p)) {
+      (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
+    }
   }
   return r;
 }
 
 }  // namespace
-
-std::string Service::worker_tracking(const Job& job, pid_t pid) const {
-  if (cgroups_ == nullptr || job.cgroup.empty()) return "scan";
-  auto cgroup = cgroups_->cgroup_of(pid);
-  if (cgroup_within(cgroup, job.cgroup)) return "cgroup";
-  for (const auto& leaf : job.more_cgroups) {
-    if (cgroup_within(cgroup, leaf)) return "cgroup";
-  }
-  return "scan";
-}
 
 JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer) const {
   // Pids as the viewer numbers them; one it cannot see (gone, or outside its PID namespace) is 0.
@@ -807,7 +667,7 @@ JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer)
                          .exited = exited,
                          .policy = w.policy,
                          .tracking = job.state == JobState::running && !exited
-                                         ? worker_tracking(job, w.identity.pid)
+                                         ? job_cgroups_.tracking_of(job, w.identity.pid)
                                          : ""});
   }
   // Bounded, as a report is: `counts` has them all.

@@ -22,6 +22,7 @@
 #include "edge/cleanup_pacer.h"
 #include "edge/deadline_alarm.h"
 #include "edge/homes.h"
+#include "edge/job_cgroups.h"
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "edge/subscribers.h"
@@ -138,31 +139,11 @@ class Service {
   // Watches a running job's processes again, each gone counted as exited. False where its main
   // process died while wardend was down (its cleanup then begins).
   bool rewatch(JobId id, const FindProcess& find, TimePoint now);
-  // Makes the job's tracking cgroup and moves its main process (and those of its descendants that
-  // share its cgroup) in; "" where it cannot, and the job is tracked by scanning.
-  std::string make_tracking_cgroup(JobId id, const ProcessHandle& main);
-  // Gives a tracking cgroup's members back to the cgroup above and removes it (a registration
-  // taken back).
-  void release_cgroup(const std::string& cgroup);
-  // Moves a registered process that lives outside the job's cgroups (with its descendants that
-  // share its cgroup) into a leaf of the job's beneath its own cgroup: the main's leaf where that
-  // is the same parent, else a new one (Job::more_cgroups). Returns whether it is now kept by the
-  // kernel; false where it cannot be moved (another user's delegated tree, a read-only cgroupfs,
-  // another job's cgroup), and it is found by scanning.
-  bool adopt(JobId id, const ProcessHandle& process);
-  // Moves `pid`'s descendants that share its cgroup `home` into `cgroup`.
-  void move_descendants(pid_t pid, const std::optional<std::string>& home,
-                        const std::string& cgroup);
-  // The job whose tracking cgroup `cgroup` is; nullptr if none of this wardend's jobs has it.
-  const Job* job_of_cgroup(const std::string& cgroup) const;
   // The registered processes of the jobs not yet cleaned, by pid.
   std::map<pid_t, const Job*> registered_processes() const;
   // The active job a process of the node belongs to: a member of its tracking cgroup, a registered
   // process of it, or a descendant of one. nullptr: none (untracked).
   const Job* job_of_process(pid_t pid, const std::map<pid_t, const Job*>& registered) const;
-  // A restart's sweep: this wardend's cgroups that no active job owns are removed; members of one
-  // whose job was never acknowledged go back to the cgroup above, a finished job's are killed.
-  void sweep_cgroups();
   void on_process_exit(JobId job, pid_t pid);
   // Arms the alarm at the earliest heartbeat deadline; deadlines_due() is its answer.
   void rearm_deadline();
@@ -181,8 +162,6 @@ class Service {
   void status_changed();
   // Pids in it as `viewer` numbers them.
   JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
-  // "cgroup" where a running process of the job is in one of its cgroups, else "scan".
-  std::string worker_tracking(const Job& job, pid_t pid) const;
   // Watches the allowed roots for what jobs make there (service_creations.cc); again after a
   // reload that changed them.
   void watch_creations();
@@ -204,7 +183,6 @@ class Service {
   const std::vector<ProcessIdentity> ancestors_;  // read at start (refuse_untouchable())
   Systemd* const systemd_;
   Cgroups* const cgroups_;
-  const std::string cgroup_prefix_;
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
   boost::asio::thread_pool blocking_{1};
   ScanCache scans_;  // what concurrent cleanups share
@@ -220,6 +198,7 @@ class Service {
   boost::asio::steady_timer check_timer_;
   Journal& journal_;
   Supervisor core_;
+  JobCgroups job_cgroups_;  // the jobs' tracking cgroups (cgroups_ and core_ seen together)
   ProcessWatch watch_;
   DeadlineAlarm deadline_alarm_;
   CleanupPacer cleanups_;

@@ -25,7 +25,7 @@ std::map<pid_t, const Job*> Service::registered_processes() const {
 const Job* Service::job_of_process(pid_t pid, const std::map<pid_t, const Job*>& registered) const {
   if (cgroups_ != nullptr) {
     if (auto cgroup = cgroups_->cgroup_of(pid)) {
-      if (const Job* job = job_of_cgroup(*cgroup)) return job;
+      if (const Job* job = job_cgroups_.owner(*cgroup)) return job;
     }
   }
   const Job* found = nullptr;
