@@ -95,7 +95,9 @@ std::string JobCgroups::adopt(const Job& job, const ProcessHandle& process) {
     }
     move_descendants(pid, home, leaf);
     spdlog::debug("job={} pid={} tracking={}", job.id, pid, leaf);
-    return beside_main ? "" : leaf;
+    const bool known = beside_main || std::find(job.more_cgroups.begin(), job.more_cgroups.end(),
+                                                leaf) != job.more_cgroups.end();
+    return known ? "" : leaf;
   } catch (const std::exception& e) {
     spdlog::info("job={} pid={} tracking=scan: not moved into a cgroup of the job ({})", job.id,
                  pid, e.what());

@@ -28,10 +28,10 @@ class JobCgroups {
   void release(const std::string& cgroup);
   // Moves a process registered with the job that lives outside its leaves (with its descendants
   // that share its cgroup) into a leaf of the job's beneath its own cgroup: the main's leaf where
-  // that is the same parent, else a new one, which it returns for the job to record
-  // (Job::more_cgroups). "" otherwise: moved into the main's leaf, already the job's, or not
-  // movable (another user's delegated tree, a read-only cgroupfs, another job's cgroup), and then
-  // found by scanning.
+  // that is the same parent, else one of its own there, which it returns for the job to record
+  // (Job::more_cgroups) unless the job has it already. "" otherwise: moved into a leaf the job
+  // has, already the job's, or not movable (another user's delegated tree, a read-only cgroupfs,
+  // another job's cgroup), and then found by scanning.
   std::string adopt(const Job& job, const ProcessHandle& process);
   // The job whose leaf `cgroup` is; nullptr if none of this wardend's jobs has it.
   const Job* owner(const std::string& cgroup) const;

@@ -72,6 +72,11 @@ TEST_F(JobCgroupsTest, AWorkerBesideTheMainJoinsItsLeafAndOneElsewhereGetsALeafO
   core.add_cgroup(id, leaf);
   EXPECT_EQ(cgroups.tracking_of(*core.find(id), elsewhere), "cgroup");
   EXPECT_EQ(cgroups.owner(leaf), core.find(id));
+  pid_t also_elsewhere = spawn();
+  fake.members_of["/other"].insert(also_elsewhere);
+  EXPECT_EQ(cgroups.adopt(*core.find(id), open_process(also_elsewhere)), "")
+      << "a leaf the job has already is not returned again";
+  EXPECT_EQ(fake.cgroup_of(also_elsewhere), leaf);
 }
 
 TEST_F(JobCgroupsTest, AProcessInAnotherJobsLeafStaysThere) {
