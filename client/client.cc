@@ -349,7 +349,7 @@ std::uint64_t Client::add_process(JobId job, pid_t pid, Policy policy) {
 
 std::string Client::add_path(const AddPathRequest& request) {
   json reply = connection_->call(to_json(request));
-  return reply.value(request.kind == PathKind::shm_glob ? "pattern" : "path", request.path);
+  return reply.value(info_of(request.kind).pattern ? "pattern" : "path", request.path);
 }
 
 void Client::add_hook(const AddHookRequest& request) { connection_->call(to_json(request)); }
@@ -571,44 +571,11 @@ void Job::add_process(pid_t pid, Policy policy) {
   if (id_ != 0) guarded([&] { return client_.add_process(id_, pid, policy); }, std::uint64_t{0});
 }
 
-std::string Job::add_file(const std::string& path, Policy policy) {
+std::string Job::add_path(PathKind kind, const std::string& path, Policy policy) {
   if (id_ == 0) return path;
   return guarded(
-      [&] {
-        return client_.add_path(
-            {.job = id_, .kind = PathKind::file, .path = path, .policy = policy});
-      },
+      [&] { return client_.add_path({.job = id_, .kind = kind, .path = path, .policy = policy}); },
       path);
-}
-
-std::string Job::add_dir(const std::string& path, Policy policy) {
-  if (id_ == 0) return path;
-  return guarded(
-      [&] {
-        return client_.add_path(
-            {.job = id_, .kind = PathKind::dir, .path = path, .policy = policy});
-      },
-      path);
-}
-
-std::string Job::add_shm(const std::string& name, Policy policy) {
-  if (id_ == 0) return name;
-  return guarded(
-      [&] {
-        return client_.add_path(
-            {.job = id_, .kind = PathKind::shm, .path = name, .policy = policy});
-      },
-      name);
-}
-
-void Job::add_shm_glob(const std::string& pattern, Policy policy) {
-  if (id_ == 0) return;
-  guarded(
-      [&] {
-        return client_.add_path(
-            {.job = id_, .kind = PathKind::shm_glob, .path = pattern, .policy = policy});
-      },
-      pattern);
 }
 
 void Job::add_hook(const CommandSpec& hook, Policy policy) {

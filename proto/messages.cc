@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <utility>
 
 namespace warden {
@@ -24,11 +25,24 @@ constexpr NameTable<JobState, 6> kJobStates{{
 constexpr NameTable<Policy, 2> kPolicies{
     {{Policy::always, "always"}, {Policy::failure, "failure"}}};
 
-constexpr NameTable<PathKind, 4> kPathKinds{{
-    {PathKind::file, "file"},
-    {PathKind::dir, "dir"},
-    {PathKind::shm, "shm"},
-    {PathKind::shm_glob, "shm_glob"},
+constexpr std::array<PathKindInfo, 4> kPathKinds{{
+    {.kind = PathKind::file, .name = "file", .field = "path", .help = "A file, removed at cleanup"},
+    {.kind = PathKind::dir,
+     .name = "dir",
+     .field = "path",
+     .help = "A directory tree, removed at cleanup"},
+    {.kind = PathKind::shm,
+     .name = "shm",
+     .field = "name",
+     .help = "A POSIX shm segment (or sem.NAME semaphore), unlinked at cleanup",
+     .shm = true},
+    {.kind = PathKind::shm_glob,
+     .name = "shm_glob",
+     .field = "pattern",
+     .help = "A pattern over the job user's /dev/shm segments, e.g. 'torch_4312_*', each "
+             "unlinked at cleanup",
+     .shm = true,
+     .pattern = true},
 }};
 
 constexpr NameTable<Outcome, 10> kOutcomes{{
@@ -226,7 +240,7 @@ json to_json(const CommandSpec& c) {
 
 std::string_view to_string(JobState s) { return name_of(kJobStates, s); }
 std::string_view to_string(Policy p) { return name_of(kPolicies, p); }
-std::string_view to_string(PathKind k) { return name_of(kPathKinds, k); }
+std::string_view to_string(PathKind k) { return info_of(k).name; }
 std::string_view to_string(Outcome o) { return name_of(kOutcomes, o); }
 std::string_view to_string(FindingKind k) { return name_of(kFindingKinds, k); }
 std::string_view to_string(Discover d) { return name_of(kDiscover, d); }
@@ -240,7 +254,17 @@ std::optional<JobState> job_state_from_string(std::string_view s) {
 std::optional<Outcome> outcome_from_string(std::string_view s) { return value_of(kOutcomes, s); }
 std::optional<Policy> policy_from_string(std::string_view s) { return value_of(kPolicies, s); }
 std::optional<PathKind> path_kind_from_string(std::string_view s) {
-  return value_of(kPathKinds, s);
+  for (const auto& info : kPathKinds) {
+    if (info.name == s) return info.kind;
+  }
+  return std::nullopt;
+}
+std::span<const PathKindInfo> path_kinds() { return kPathKinds; }
+const PathKindInfo& info_of(PathKind kind) {
+  for (const auto& info : kPathKinds) {
+    if (info.kind == kind) return info;
+  }
+  throw std::logic_error("a PathKind without its line in kPathKinds");
 }
 
 // --- requests ------------------------------------------------------------------------------------
@@ -287,26 +311,10 @@ AddProcessRequest parse_add_process(const json& j) {
           .pidfd = bool_field(j, "pidfd", false)};
 }
 
-namespace {
-
-// The request field that names an AddPathRequest's path.
-const char* path_field_of(PathKind kind) {
-  switch (kind) {
-    case PathKind::shm:
-      return "name";
-    case PathKind::shm_glob:
-      return "pattern";
-    default:
-      return "path";
-  }
-}
-
-}  // namespace
-
 AddPathRequest parse_add_path(const json& j, PathKind kind) {
   return {.job = job_field(j, "job"),
           .kind = kind,
-          .path = string_field(j, path_field_of(kind), kMaxPathBytes),
+          .path = string_field(j, info_of(kind).field, kMaxPathBytes),
           .policy = policy_field(j)};
 }
 
@@ -386,7 +394,7 @@ json to_json(const AddProcessRequest& r) {
 json to_json(const AddPathRequest& r) {
   return {{"op", "add_" + std::string(to_string(r.kind))},
           {"job", r.job},
-          {path_field_of(r.kind), r.path},
+          {info_of(r.kind).field, r.path},
           {"policy", to_string(r.policy)}};
 }
 
@@ -565,7 +573,7 @@ json to_json(const PathReport& p) {
 }
 
 PathReport parse_path_report(const json& j) {
-  return {.kind = value_of(kPathKinds, j.value("kind", "")).value_or(PathKind::file),
+  return {.kind = path_kind_from_string(j.value("kind", "")).value_or(PathKind::file),
           .path = j.value("path", ""),
           .outcome = outcome_of(j),
           .leftover = j.value("leftover", false),
@@ -795,7 +803,7 @@ JobStatus parse_job_status(const json& j) {
   }
   for (const auto& p : j.value("paths", json::array())) {
     s.paths.push_back(
-        {.kind = value_of(kPathKinds, p.value("kind", "")).value_or(PathKind::file),
+        {.kind = path_kind_from_string(p.value("kind", "")).value_or(PathKind::file),
          .path = p.value("path", ""),
          .policy = value_of(kPolicies, p.value("policy", "")).value_or(Policy::always)});
   }

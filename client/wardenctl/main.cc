@@ -1,8 +1,10 @@
 // wardenctl: the command line for wardend. Each subcommand is one request (see PROTOCOL.md).
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include <CLI/CLI.hpp>
 
@@ -29,7 +31,8 @@ struct Options {
   bool failed = false;
   // add
   std::vector<pid_t> pids;
-  std::vector<std::string> files, dirs, shms, shm_globs, hooks;
+  std::map<warden::PathKind, std::vector<std::string>> paths;  // --file, --dir, ...
+  std::vector<std::string> hooks;
   double hook_timeout_s = 30;
   bool keep_on_success = false;
   std::string group;
@@ -55,14 +58,10 @@ int run_add(warden::Client& client, const Options& o) {
   auto policy = o.keep_on_success ? warden::Policy::failure : warden::Policy::always;
   warden::JobId job = *o.job;
   for (pid_t pid : o.pids) client.add_process(job, pid, policy);
-  auto add_paths = [&](const std::vector<std::string>& paths, warden::PathKind kind) {
+  for (const auto& [kind, paths] : o.paths) {
     for (const auto& p : paths)
       client.add_path({.job = job, .kind = kind, .path = p, .policy = policy});
-  };
-  add_paths(o.files, warden::PathKind::file);
-  add_paths(o.dirs, warden::PathKind::dir);
-  add_paths(o.shms, warden::PathKind::shm);
-  add_paths(o.shm_globs, warden::PathKind::shm_glob);
+  }
   for (const auto& h : o.hooks) {
     client.add_hook({.job = job, .hook = shell_command(h, o.hook_timeout_s), .policy = policy});
   }
@@ -315,23 +314,24 @@ void add_add(Subcommands& table) {
                         [](warden::Client& c, Options& o) { return run_add(c, o); });
   add->add_option("--job", o.job, "The job id")->required();
   add->add_option("--pid", o.pids, "A worker process (its descendants come with it)");
-  add->add_option("--file", o.files, "A file to remove");
-  add->add_option("--dir", o.dirs, "A directory tree to remove");
-  add->add_option("--shm", o.shms, "A POSIX shm segment (or sem.NAME semaphore) to unlink");
-  add->add_option("--shm-glob", o.shm_globs,
-                  "A pattern over your /dev/shm segments to unlink, e.g. 'torch_4312_*'");
+  std::string given = "--pid";
+  for (const auto& kind : warden::path_kinds()) {
+    std::string flag = "--" + std::string(kind.name);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    add->add_option(flag, o.paths[kind.kind], std::string(kind.help));
+    given += ", " + flag;
+  }
   add->add_option("--hook", o.hooks, "A shell command to run as you at cleanup");
   add->add_option("--hook-timeout", o.hook_timeout_s, "Seconds a hook may run")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add->add_flag("--keep-on-success", o.keep_on_success,
                 "Clean these only if the job fails (keep them after a clean end)");
-  add->callback([&o] {
-    if (o.pids.empty() && o.files.empty() && o.dirs.empty() && o.shms.empty() &&
-        o.shm_globs.empty() && o.hooks.empty()) {
-      throw CLI::ValidationError("add",
-                                 "give at least one of --pid, --file, --dir, --shm, "
-                                 "--shm-glob or --hook");
+  add->callback([&o, given] {
+    bool no_path = std::all_of(o.paths.begin(), o.paths.end(),
+                               [](const auto& kind) { return kind.second.empty(); });
+    if (o.pids.empty() && no_path && o.hooks.empty()) {
+      throw CLI::ValidationError("add", "give at least one of " + given + " or --hook");
     }
   });
 }

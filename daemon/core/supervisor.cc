@@ -83,7 +83,7 @@ bool Supervisor::add_process(const Caller& caller, JobId id, const ProcessIdenti
 
 std::optional<TrackedPath> Supervisor::add_path(const Caller& caller, JobId id, TrackedPath path) {
   Job& job = running_job(caller, id);
-  if (path.kind != PathKind::shm_glob && !caller.is_admin() && path.identity.uid != caller.uid) {
+  if (!info_of(path.kind).pattern && !caller.is_admin() && path.identity.uid != caller.uid) {
     throw Error(ErrorCode::permission_denied, path.path + " belongs to uid " +
                                                   std::to_string(path.identity.uid) +
                                                   "; you may register only your own files");

@@ -1,6 +1,6 @@
 #include "edge/commands.h"
 
-#include <array>
+#include <vector>
 #include <chrono>
 
 #include <spdlog/spdlog.h>
@@ -36,11 +36,10 @@ json add_process(const RequestContext& c, const json& request) {
   return {{"pid", r.pid}, {"start_time", identity.start_time}};
 }
 
-// add_file, add_dir, add_shm and add_shm_glob differ only in the kind of path.
-template <PathKind kind>
-json add_path(const RequestContext& c, const json& request) {
+// add_file, add_dir, add_shm, add_shm_glob: one for each kind of path (path_kinds()).
+json add_path(const RequestContext& c, const json& request, PathKind kind) {
   std::string added = c.service.add_path(c.caller, parse_add_path(request, kind));
-  return {{kind == PathKind::shm_glob ? "pattern" : "path", std::move(added)}};
+  return {{info_of(kind).pattern ? "pattern" : "path", std::move(added)}};
 }
 
 json add_hook(const RequestContext& c, const json& request) {
@@ -119,28 +118,29 @@ json check(const RequestContext& c, const json& request) {
   return json::object();
 }
 
-constexpr std::array<Command, 16> kCommands{{
-    {"hello", "exchange protocol version, capabilities and limits", hello},
-    {"register_job", "start supervising a job: its main process, heartbeat and grace period",
-     register_job},
-    {"add_process", "track a worker process (and its descendants) of a job", add_process},
-    {"add_file", "remove a file at cleanup", add_path<PathKind::file>},
-    {"add_dir", "remove a directory tree at cleanup", add_path<PathKind::dir>},
-    {"add_shm", "unlink a POSIX shm segment or named semaphore at cleanup",
-     add_path<PathKind::shm>},
-    {"add_shm_glob", "unlink the job user's shm segments matching a pattern at cleanup",
-     add_path<PathKind::shm_glob>},
-    {"add_hook", "run a command as the job's user at cleanup", add_hook},
-    {"heartbeat", "push a job's heartbeat deadline forward", heartbeat},
-    {"end_job", "end a job (outcome ok or failed) and clean what it registered", end_job},
-    {"cleanup", "clean a job, or every job of a group, now (as failed, main process included)",
-     cleanup},
-    {"status", "show all jobs the caller may see, or one", status},
-    {"events", "the history of the caller's jobs: state changes and cleanup reports", events},
-    {"gpus", "the node's GPUs and the processes holding each, with their jobs", gpus},
-    {"metrics", "counters and gauges in Prometheus text format", metrics},
-    {"check", "is the node clean for the next job? findings, and (root) reclaim", check},
-}};
+std::vector<Command> make_commands() {
+  std::vector<Command> table{{"hello", hello},
+                             {"register_job", register_job},
+                             {"add_process", add_process}};
+  for (const auto& info : path_kinds()) {
+    table.push_back({"add_" + std::string(info.name),
+                     [kind = info.kind](const RequestContext& c, const json& request) {
+                       return add_path(c, request, kind);
+                     }});
+  }
+  table.insert(table.end(), {{"add_hook", add_hook},
+                             {"heartbeat", heartbeat},
+                             {"end_job", end_job},
+                             {"cleanup", cleanup},
+                             {"status", status},
+                             {"events", events},
+                             {"gpus", gpus},
+                             {"metrics", metrics},
+                             {"check", check}});
+  return table;
+}
+
+const std::vector<Command> kCommands = make_commands();
 
 json hello(const RequestContext& c, const json& request) {
   auto r = parse_hello(request);

@@ -34,9 +34,8 @@ struct RequestContext {
 };
 
 struct Command {
-  std::string_view name;
-  std::string_view help;
-  json (*handler)(const RequestContext& context, const json& request);
+  std::string name;
+  std::function<json(const RequestContext& context, const json& request)> handler;
 };
 
 // Every operation wardend serves, in the order PROTOCOL.md lists them. `hello` advertises

@@ -596,7 +596,7 @@ Reclaimed tally_reclaimed(const CleanupReport& report) {
   for (const auto* paths : {&report.paths, &report.discovered}) {
     for (const auto& p : *paths) {
       if (p.outcome != Outcome::removed) continue;
-      bool shm = p.kind == PathKind::shm || p.kind == PathKind::shm_glob;
+      bool shm = info_of(p.kind).shm;
       (shm ? r.shm_bytes : r.file_bytes) += p.bytes.value_or(0);
     }
   }
@@ -716,7 +716,7 @@ struct Steps {
                          .created_unix_ms = to_unix_ms(plan.created),
                          .self = context.self};
     for (const auto& step : plan.paths) {
-      if (step.path.kind == PathKind::shm_glob) {
+      if (info_of(step.path.kind).pattern) {
         rules.globs.push_back(step.path.path);
       } else if (step.path.kind == PathKind::dir) {
         rules.dirs.push_back(step.path.path);

@@ -94,7 +94,7 @@ void look_at_cgroup(const CheckedJob& job, const std::string& cgroup, NodeCheckC
 void look_at_paths(const CheckedJob& job, std::vector<Found>& found) {
   if (!job.paths_here) return;  // a container's files: not reachable from here
   for (const LeftPath& left : job.left) {
-    if (left.path.kind == PathKind::shm_glob) continue;  // a pattern, not one object
+    if (info_of(left.path.kind).pattern) continue;  // not one object
     struct stat st{};
     if (::lstat(left.path.path.c_str(), &st) != 0) continue;  // gone since
     const PathIdentity& id = left.path.identity;

@@ -100,21 +100,9 @@ class FakeConnection:
         self._record(job, "add_process", pid)
         return {}
 
-    def add_file(self, job, path, policy="always"):
-        self._record(job, "add_file", path)
-        return path
-
-    def add_dir(self, job, path, policy="always"):
-        self._record(job, "add_dir", path)
-        return path
-
-    def add_shm(self, job, name, policy="always"):
-        self._record(job, "add_shm", name)
-        return "/dev/shm/" + name
-
-    def add_shm_glob(self, job, pattern, policy="always"):
-        self._record(job, "add_shm_glob", pattern)
-        return pattern
+    def add_path(self, job, kind, value, policy="always"):
+        self._record(job, "add_" + kind, value)
+        return "/dev/shm/" + value if kind == "shm" else value
 
     def add_hook(self, job, argv, env=None, cwd=None, timeout=30.0, policy="always"):
         self._record(job, "add_hook", tuple(argv))

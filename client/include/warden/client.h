@@ -63,8 +63,8 @@ class Client {
   JobId register_job(const RegisterJobRequest& request);
   // Returns the start time wardend recorded for the process.
   std::uint64_t add_process(JobId job, pid_t pid, Policy policy = Policy::always);
-  // add_file, add_dir, add_shm (request.path is then the segment name) and add_shm_glob (the
-  // pattern). Returns the path as wardend will remove it.
+  // Any kind of path (path_kinds(); request.path is a segment's name for shm, a pattern for
+  // shm_glob). Returns the path as wardend will remove it (a pattern as given).
   std::string add_path(const AddPathRequest& request);
   void add_hook(const AddHookRequest& request);
   // Returns the seconds left until the new heartbeat deadline (nullopt: the job has none).
@@ -137,10 +137,21 @@ class Job {
   // 0 where wardend could not be reached at registration (the job runs unsupervised).
   JobId id() const { return id_; }
   void add_process(pid_t pid, Policy policy = Policy::always);
-  std::string add_file(const std::string& path, Policy policy = Policy::always);
-  std::string add_dir(const std::string& path, Policy policy = Policy::always);
-  std::string add_shm(const std::string& name, Policy policy = Policy::always);
-  void add_shm_glob(const std::string& pattern, Policy policy = Policy::always);
+  // Any kind of path (path_kinds()): returns it as wardend will remove it (a pattern as given).
+  std::string add_path(PathKind kind, const std::string& path, Policy policy = Policy::always);
+  std::string add_file(const std::string& path, Policy policy = Policy::always) {
+    return add_path(PathKind::file, path, policy);
+  }
+  std::string add_dir(const std::string& path, Policy policy = Policy::always) {
+    return add_path(PathKind::dir, path, policy);
+  }
+  // `name` as given to shm_open(3), or "sem.NAME" for a named semaphore.
+  std::string add_shm(const std::string& name, Policy policy = Policy::always) {
+    return add_path(PathKind::shm, name, policy);
+  }
+  void add_shm_glob(const std::string& pattern, Policy policy = Policy::always) {
+    add_path(PathKind::shm_glob, pattern, policy);
+  }
   void add_hook(const CommandSpec& hook, Policy policy = Policy::always);
   // Signals progress; returns at once (a few atomic operations). Safe to call every step: the
   // first beat is sent at once, later ones at most one per quarter of the deadline (the last of a

@@ -20,6 +20,11 @@ PROTOCOL_VERSION = 1
 SYSTEM_SOCKET = "/run/warden/warden.sock"
 
 
+# The request member that carries each kind of path where it is not "path" (PROTOCOL.md): a kind
+# wardend adds later is reached through add_path() without a change here.
+_PATH_FIELDS = {"shm": "name", "shm_glob": "pattern"}
+
+
 def user_socket_path() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
@@ -197,23 +202,25 @@ class Client:
         finally:
             os.close(pidfd)
 
+    def add_path(self, job: int, kind: str, value: str, policy: str = "always") -> str:
+        """Registers a path of any kind ("file", "dir", "shm", "shm_glob", ...: PROTOCOL.md) and
+        returns it as wardend canonicalised it (a pattern as given)."""
+        field = _PATH_FIELDS.get(kind, "path")
+        reply = self.call({"op": "add_" + kind, "job": job, field: value, "policy": policy})
+        added: str = reply["pattern" if field == "pattern" else "path"]
+        return added
+
     def add_file(self, job: int, path: str, policy: str = "always") -> str:
-        return self._add_path("add_file", job, "path", path, policy)
+        return self.add_path(job, "file", path, policy)
 
     def add_dir(self, job: int, path: str, policy: str = "always") -> str:
-        return self._add_path("add_dir", job, "path", path, policy)
+        return self.add_path(job, "dir", path, policy)
 
     def add_shm(self, job: int, name: str, policy: str = "always") -> str:
-        return self._add_path("add_shm", job, "name", name, policy)
+        return self.add_path(job, "shm", name, policy)
 
     def add_shm_glob(self, job: int, pattern: str, policy: str = "always") -> str:
-        return self._add_path("add_shm_glob", job, "pattern", pattern, policy, answer="pattern")
-
-    def _add_path(self, op: str, job: int, field: str, value: str, policy: str,
-                  answer: str = "path") -> str:
-        """Registers a path (or a glob) and returns it as wardend canonicalised it."""
-        added: str = self.call({"op": op, "job": job, field: value, "policy": policy})[answer]
-        return added
+        return self.add_path(job, "shm_glob", pattern, policy)
 
     def add_hook(self, job: int, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
                  cwd: Optional[str] = None, timeout: float = 30.0,

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple,
                     Type, TypeVar, Union)
 
-from .client import Client, Command, Message
+from .client import _PATH_FIELDS, Client, Command, Message
 from .errors import NotFound, Unavailable, WardenError
 
 log = logging.getLogger("warden")
@@ -40,6 +40,10 @@ class Connection(Protocol):
     def heartbeat(self, job: int, unsupervised: Optional[float] = None) -> Optional[float]: ...
     def end_job(self, job: int, ok: bool = True) -> None: ...
     def add_process(self, job: int, pid: int, policy: str = "always") -> Message: ...
+    def add_path(self, job: int, kind: str, value: str, policy: str = "always") -> str: ...
+    def add_hook(self, job: int, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[str] = None, timeout: float = 30.0,
+                 policy: str = "always") -> Message: ...
 
 
 #: Opens a connection to wardend: (socket path or None for the default, timeout in seconds).
@@ -349,17 +353,24 @@ class Job:
     def add_process(self, pid: int, policy: str = "always") -> None:
         self._add("add_process", pid, policy=policy)
 
+    def add_path(self, kind: str, value: str, policy: str = "always") -> Any:
+        """A path of any kind ("file", "dir", "shm", "shm_glob", ...: PROTOCOL.md), cleaned when
+        the job ends; a relative file system path is taken from the current directory."""
+        if _PATH_FIELDS.get(kind, "path") == "path":
+            value = os.path.abspath(value)
+        return self._add("add_path", kind, value, policy=policy)
+
     def add_file(self, path: str, policy: str = "always") -> Any:
-        return self._add("add_file", os.path.abspath(path), policy=policy)
+        return self.add_path("file", path, policy=policy)
 
     def add_dir(self, path: str, policy: str = "always") -> Any:
-        return self._add("add_dir", os.path.abspath(path), policy=policy)
+        return self.add_path("dir", path, policy=policy)
 
     def add_shm(self, name: str, policy: str = "always") -> Any:
-        return self._add("add_shm", name, policy=policy)
+        return self.add_path("shm", name, policy=policy)
 
     def add_shm_glob(self, pattern: str, policy: str = "always") -> Any:
-        return self._add("add_shm_glob", pattern, policy=policy)
+        return self.add_path("shm_glob", pattern, policy=policy)
 
     def add_hook(self, argv: Command, env: Optional[Mapping[str, str]] = None,
                  cwd: Optional[str] = None, timeout: float = 30.0, policy: str = "always") -> None:

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,6 +33,21 @@ enum class JobState { running, ended, failed, stalled, cleaning, cleaned };
 enum class Policy { always, failure };
 
 enum class PathKind { file, dir, shm, shm_glob };
+
+// A kind of path as the protocol knows it, from the one table of them (messages.cc): a new kind is
+// its enum value, a line there, and how files.cc resolves and removes it. Daemon, C++ client and
+// wardenctl read everything else from here.
+struct PathKindInfo {
+  PathKind kind;
+  std::string_view name;   // its op is "add_" + name
+  std::string_view field;  // the request's member that carries it
+  std::string_view help;   // what it is and what cleanup does with it, for people
+  bool shm = false;        // it lives in the shm dir (counted as shm, its bytes as shm bytes)
+  // A pattern over names, not one object: no identity to check, the reply's member is "pattern".
+  bool pattern = false;
+};
+std::span<const PathKindInfo> path_kinds();
+const PathKindInfo& info_of(PathKind kind);
 
 // What cleanup does with the segments and temp files a job held but never registered
 // (PROTOCOL.md, "Discovery"): remove those certainly the job's, only list them, or not look.
