@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <set>
 #include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
@@ -21,48 +20,6 @@
 #include "warden/outcomes.h"
 
 namespace warden {
-
-// A running job's status lists its registered paths up to this many bytes of them.
-constexpr std::size_t kMaxListedPathBytes = 256 * 1024;
-
-namespace {
-
-// wardend's ancestors, parent first, by identity: ancestors only ever go away (a process is
-// reparented to an ancestor), so the list read once at start can only hold too many, and a
-// recycled pid of one that went has another start time.
-std::vector<ProcessIdentity> read_ancestors() {
-  std::vector<ProcessIdentity> out;
-  for (pid_t up = ::getppid(); up > 1;) {
-    auto st = read_proc_stat(up);
-    if (!st) break;
-    out.push_back({.pid = up, .start_time = st->start_time});
-    up = st->ppid;
-  }
-  return out;
-}
-
-}  // namespace
-
-void Service::refuse_untouchable(const ProcessHandle& process, pid_t named) const {
-  const ProcessIdentity& p = process.identity;
-  std::string why;
-  if (p.pid == ::getpid()) {
-    why = "is wardend itself";
-  } else if (p.pid == 1) {
-    why = "is the init of wardend's PID namespace";
-  } else if (process.kernel_thread) {
-    why = "is a kernel thread";
-  } else if (std::any_of(ancestors_.begin(), ancestors_.end(), [&p](const ProcessIdentity& a) {
-               return a.pid == p.pid && a.start_time == p.start_time;
-             })) {
-    why = "is an ancestor of wardend, which ending it could end";
-  }
-  if (!why.empty()) {
-    throw Error(ErrorCode::permission_denied,
-                "process " + std::to_string(named) + " " + why +
-                    "; a job's processes are ended at cleanup, so it cannot be one");
-  }
-}
 
 namespace {
 
@@ -84,7 +41,6 @@ ProcessWatch::Keeper pidfd_keeper(Systemd* systemd) {
 Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& journal)
     : io_(io),
       instance_(options.instance),
-      ancestors_(read_ancestors()),
       systemd_(options.systemd),
       cgroups_(options.cgroups),
       gpus_(std::make_shared<Gpus>(options.cleanup.gpus)),
@@ -133,44 +89,6 @@ void Service::status_changed() {
   });
 }
 
-ProcessHandle Service::process_named(const Caller& caller, pid_t pid, UniqueFd passed) const {
-  const View& view = caller.view != nullptr ? *caller.view : *View::wardends();
-  if (passed) {
-    pid_t host = pidfd_pid(passed.get());
-    auto local = view.local_pid(host);
-    if (!local) {
-      throw Error(ErrorCode::permission_denied,
-                  "the pidfd passed is of a process outside your PID namespace");
-    }
-    if (*local != pid) {
-      throw Error(ErrorCode::bad_request, "the pidfd passed is of process " +
-                                              std::to_string(*local) + ", not of pid " +
-                                              std::to_string(pid));
-    }
-    return identify(host, std::move(passed));
-  }
-  // A process naming itself is known by the connection's own pidfd, free of any pid race.
-  if (caller.pidfd >= 0 && view.local_pid(caller.pid) == pid) {
-    return identify(caller.pid, dup_fd(caller.pidfd));
-  }
-  if (view.shares_pids()) return open_process(pid);
-  // A bare pid from a container: found through the numbers its processes have there.
-  auto host = view.host_pid(pid);
-  if (!host) {
-    throw Error(ErrorCode::no_such_process,
-                "no process " + std::to_string(pid) +
-                    " in your PID namespace (a container's); "
-                    "pass a pidfd of it with the request (\"pidfd\": true and SCM_RIGHTS), as the "
-                    "warden clients do");
-  }
-  ProcessHandle handle = open_process(*host);
-  // The pidfd is the process that had the number when it was looked up only if it has it still.
-  if (view.local_pid(*host) != pid) {
-    throw Error(ErrorCode::no_such_process, "process " + std::to_string(pid) + " has exited");
-  }
-  return handle;
-}
-
 std::shared_ptr<const View> Service::home_of(JobId id) const {
   const Job* job = core_.find(id);
   return job != nullptr ? homes_.of(*job) : View::wardends();
@@ -178,8 +96,7 @@ std::shared_ptr<const View> Service::home_of(JobId id) const {
 
 Service::Registered Service::register_job(const Caller& caller, const RegisterJobRequest& request,
                                           UniqueFd pidfd) {
-  ProcessHandle main = process_named(caller, request.pid, std::move(pidfd));
-  refuse_untouchable(main, request.pid);
+  ProcessHandle main = namer_.job_process(caller, request.pid, std::move(pidfd));
   const bool contained = caller.view != nullptr && !caller.view->is_wardends();
   JobSpec spec{.name = request.name,
                .heartbeat = from_seconds(request.heartbeat_s),
@@ -216,8 +133,7 @@ Service::Registered Service::register_job(const Caller& caller, const RegisterJo
 ProcessIdentity Service::add_process(const Caller& caller, const AddProcessRequest& request,
                                      UniqueFd pidfd) {
   const bool passed = bool(pidfd);
-  ProcessHandle process = process_named(caller, request.pid, std::move(pidfd));
-  refuse_untouchable(process, request.pid);
+  ProcessHandle process = namer_.job_process(caller, request.pid, std::move(pidfd));
   ProcessIdentity identity = process.identity;
   if (!core_.add_process(caller, request.job, identity, request.policy)) return identity;
   spdlog::debug("job={} added pid={} start_time={} pidfd={}", request.job, identity.pid,
@@ -328,13 +244,16 @@ std::vector<json> Service::events(const Caller& caller, const EventsRequest& req
 }
 
 std::vector<JobStatus> Service::status(const Caller& caller, const StatusRequest& request) const {
+  StatusShape shape{.summary = request.summary,
+                    .discover = cleanup_options_.discover,
+                    .tracking_of = [this](const Job& job, pid_t pid) {
+                      return job_cgroups_.tracking_of(job, pid);
+                    }};
   std::vector<JobStatus> out;
   if (request.job) {
-    out.push_back(to_status(core_.visible_job(caller, *request.job), request.summary, caller));
+    out.push_back(status_of(core_.visible_job(caller, *request.job), caller, shape));
   } else {
-    for (const Job* job : core_.visible_jobs(caller)) {
-      out.push_back(to_status(*job, request.summary, caller));
-    }
+    for (const Job* job : core_.visible_jobs(caller)) out.push_back(status_of(*job, caller, shape));
   }
   return out;
 }
@@ -595,89 +514,6 @@ void Service::recover(StoredState stored, std::map<std::string, UniqueFd> pidfds
       "recovered jobs={} running={} main_died_while_down={} cleanups_resumed={} "
       "pidfds_from_systemd={}",
       jobs, resumed, restored.running.size() - resumed, restored.cleaning.size(), from_systemd);
-}
-
-namespace {
-
-// What a cleaned job left behind: the processes that outlived its cleanup (or were kept by
-// policy) and the paths still there. `status` shows these, not what was registered.
-struct Remains {
-  std::set<pid_t> processes;
-  std::size_t files = 0;
-  std::size_t shm = 0;
-};
-
-Remains remains_of(const CleanupReport& report) {
-  Remains r;
-  for (const auto& p : report.processes) {
-    if (lives_on(p)) r.processes.insert(p.pid);
-  }
-  for (const auto& p : report.paths) {
-    if (remains(p)) {
-      (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? r.shm : r.files) += 1;
-    }
-  }
-  return r;
-}
-
-}  // namespace
-
-JobStatus Service::to_status(const Job& job, bool summary, const Caller& viewer) const {
-  // Pids as the viewer numbers them; one it cannot see (gone, or outside its PID namespace) is 0.
-  auto seen = [&viewer](const ProcessIdentity& p, bool alive) {
-    if (viewer.view == nullptr || viewer.view->shares_pids()) return p.pid;
-    return alive ? viewer.view->local_pid(p.pid).value_or(0) : 0;
-  };
-  JobStatus s{.id = job.id,
-              .name = job.spec.name,
-              .group = job.spec.group,
-              .uid = job.uid,
-              .state = job.state,
-              .reason = job.reason,
-              .reason_detail = job.reason_detail,
-              .main_pid = seen(job.main, job.state == JobState::running),
-              .main_start_time = job.main.start_time,
-              .heartbeat_s = to_seconds(job.spec.heartbeat),
-              .grace_s = to_seconds(job.spec.grace),
-              .created_unix_ms = to_unix_ms(job.created),
-              .hooks = job.hooks.size(),
-              .tracking = job.cgroup.empty() ? "scan" : "cgroup",
-              .cgroup = job.cgroup,
-              .discover = job.spec.discover.value_or(cleanup_options_.discover),
-              .live_processes = job.live_workers() + (job.state == JobState::running ? 1 : 0)};
-  if (job.last_beat) s.last_beat_unix_ms = to_unix_ms(*job.last_beat);
-  std::optional<Remains> left;
-  if (job.state == JobState::cleaned && job.report) left = remains_of(*job.report);
-  if (left) {
-    s.live_processes = left->processes.size();
-    s.files = left->files;
-    s.shm = left->shm;
-  } else {
-    for (const auto& p : job.paths) {
-      (p.kind == PathKind::shm || p.kind == PathKind::shm_glob ? s.shm : s.files) += 1;
-    }
-  }
-  if (summary) return s;
-  s.report = job.report;
-  s.workers.reserve(job.workers.size());
-  for (const auto& w : job.workers) {
-    bool exited = w.exited_at || (left && !left->processes.contains(w.identity.pid));
-    s.workers.push_back({.pid = seen(w.identity, !exited),
-                         .start_time = w.identity.start_time,
-                         .exited = exited,
-                         .policy = w.policy,
-                         .tracking = job.state == JobState::running && !exited
-                                         ? job_cgroups_.tracking_of(job, w.identity.pid)
-                                         : ""});
-  }
-  // Bounded, as a report is: `counts` has them all.
-  std::size_t listed_bytes = 0;
-  for (const auto& p : job.paths) {
-    listed_bytes += p.path.size();
-    if (listed_bytes > kMaxListedPathBytes) break;
-    s.paths.push_back({.kind = p.kind, .path = p.path, .policy = p.policy});
-  }
-  return s;
 }
 
 }  // namespace warden

@@ -26,6 +26,8 @@
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "edge/subscribers.h"
+#include "world/job_status.h"
+#include "world/named_process.h"
 #include "world/namespaces.h"
 #include "world/node_check.h"
 #include "core/supervisor.h"
@@ -117,14 +119,6 @@ class Service {
   void count_refusal(ErrorCode code) { metrics_.refused(code); }
 
  private:
-  // The process the caller names `pid` (in its own PID namespace), held by the pidfd it passed or
-  // by one wardend opens. Throws Error if it names none, or one outside its namespace.
-  ProcessHandle process_named(const Caller& caller, pid_t pid, UniqueFd passed) const;
-  // Processes no job may hold, since a job's processes are ended at cleanup: wardend itself and
-  // its ancestors (ending one may end wardend), the init of wardend's PID namespace (ending it
-  // ends every process in it) and kernel threads; throws permission_denied saying which.
-  // `named` is the pid as the caller gave it. A container's own init is another process.
-  void refuse_untouchable(const ProcessHandle& process, pid_t named) const;
   // Where the job's paths are resolved and its hooks run (Homes::of).
   std::shared_ptr<const View> home_of(JobId id) const;
   // recover()'s steps. The stored jobs go back into the core: which were running, and which a
@@ -160,8 +154,6 @@ class Service {
   void record_state(const Job& job);
   // Tells systemd the new summary, at most once a second.
   void status_changed();
-  // Pids in it as `viewer` numbers them.
-  JobStatus to_status(const Job& job, bool summary, const Caller& viewer) const;
   // Watches the allowed roots for what jobs make there (service_creations.cc); again after a
   // reload that changed them.
   void watch_creations();
@@ -180,7 +172,7 @@ class Service {
   // Processes' exits and cleanups' steps run here, between requests (background_lane.h).
   BackgroundLane background_{io_};
   const std::string instance_;
-  const std::vector<ProcessIdentity> ancestors_;  // read at start (refuse_untouchable())
+  const ProcessNamer namer_;  // the processes requests name
   Systemd* const systemd_;
   Cgroups* const cgroups_;
   // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
@@ -68,6 +70,19 @@ TEST_F(Dispatch, HelloListsEveryCommandAndRefusesAnotherProtocol) {
         << c.name;
   }
   EXPECT_EQ(code(send(R"({"id": 2, "op": "hello", "protocol": 99})")), "unsupported_protocol");
+}
+
+TEST_F(Dispatch, EveryKindOfPathHasItsOpAndAMissingMemberIsNamed) {
+  for (const auto& kind : path_kinds()) {
+    std::string op = "add_" + std::string(kind.name);
+    EXPECT_TRUE(std::any_of(commands().begin(), commands().end(),
+                            [&](const Command& c) { return c.name == op; }))
+        << op;
+    Reply refused = send(R"({"id": 1, "op": ")" + op + R"(", "job": 1})");
+    EXPECT_EQ(code(refused), "bad_request") << refused.line;
+    EXPECT_NE(message(refused).find("'" + std::string(kind.field) + "'"), std::string::npos)
+        << refused.line;
+  }
 }
 
 TEST_F(Dispatch, ARequestThatChangesStateSaysWhichJournalChangeItStaged) {

@@ -103,6 +103,22 @@ TEST(Messages, BadFieldsAreBadRequestsNamingTheField) {
             std::string::npos);
 }
 
+TEST(Messages, EveryKindOfPathTravelsInItsOwnMemberAndComesBackTheSame) {
+  for (const auto& kind : path_kinds()) {
+    AddPathRequest request{.job = 3, .kind = kind.kind, .path = "x", .policy = Policy::failure};
+    json j = to_json(request);
+    EXPECT_EQ(j.at("op"), "add_" + std::string(kind.name));
+    EXPECT_EQ(j.at(std::string(kind.field)), "x") << kind.name;
+    AddPathRequest back = parse_add_path(j, kind.kind);
+    EXPECT_EQ(back.kind, kind.kind);
+    EXPECT_EQ(back.path, "x");
+    EXPECT_EQ(back.policy, Policy::failure);
+    EXPECT_EQ(path_kind_from_string(kind.name), kind.kind);
+    EXPECT_EQ(&info_of(kind.kind), &kind);
+  }
+  EXPECT_EQ(path_kind_from_string("fifo"), std::nullopt);
+}
+
 TEST(Messages, JobIdsMustBePositiveIntegers) {
   for (const char* text :
        {R"({})", R"({"job":0})", R"({"job":-1})", R"({"job":1.5})", R"({"job":"1"})"}) {
