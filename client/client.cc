@@ -145,7 +145,7 @@ void Client::Connection::connect() {
                 "(another user may have squatted the path); refusing to talk to it");
   }
   hello_ =
-      parse_hello_reply(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
+      from_json<HelloReply>(exchange(to_json(HelloRequest{.client = "libwarden/" WARDEN_VERSION})));
 }
 
 void Client::Connection::disconnect() {
@@ -363,7 +363,8 @@ std::optional<double> Client::heartbeat(JobId job, double unsupervised_s) {
 
 void Client::end_job(JobId job, bool ok) {
   try {
-    connection_->call(to_json(EndJobRequest{.job = job, .ok = ok}));
+    connection_->call(
+        to_json(EndJobRequest{.job = job, .outcome = ok ? JobEnd::ok : JobEnd::failed}));
   } catch (const Error& e) {
     // Sent again after a restart: the first one was recorded, only its reply was lost.
     if (!(connection_->last_call_resent_ && e.code() == ErrorCode::invalid_state)) throw;
@@ -381,7 +382,7 @@ bool Client::follow_events(EventsRequest request, const std::function<bool(const
   std::int64_t last_seq = 0;
   // Events already seen are skipped: the backlog and the live stream may overlap by a batch.
   auto deliver = [&](const json& line) {
-    Event event = parse_event(line);
+    Event event = from_json<Event>(line);
     if (event.seq != 0 && event.seq <= last_seq) return true;
     last_seq = std::max(last_seq, event.seq);
     return on_event(event);
@@ -424,16 +425,16 @@ std::string group_from_environment() {
 std::vector<Event> Client::events(const EventsRequest& request) {
   json reply = connection_->call(to_json(request));
   std::vector<Event> out;
-  for (const auto& e : reply.value("events", json::array())) out.push_back(parse_event(e));
+  for (const auto& e : reply.value("events", json::array())) out.push_back(from_json<Event>(e));
   return out;
 }
 
-GpusReply Client::gpus() { return parse_gpus_reply(connection_->call({{"op", "gpus"}})); }
+GpusReply Client::gpus() { return from_json<GpusReply>(connection_->call({{"op", "gpus"}})); }
 
 CheckReply Client::check(const CheckRequest& request) {
-  json call = to_json_described(request);
+  json call = to_json(request);
   call["op"] = "check";
-  return from_json_described<CheckReply>(connection_->call(std::move(call)));
+  return from_json<CheckReply>(connection_->call(std::move(call)));
 }
 
 std::string Client::metrics() { return connection_->call({{"op", "metrics"}}).value("text", ""); }
@@ -441,7 +442,7 @@ std::string Client::metrics() { return connection_->call({{"op", "metrics"}}).va
 std::vector<JobStatus> Client::status(std::optional<JobId> job, bool summary) {
   json reply = connection_->call(to_json(StatusRequest{.job = job, .summary = summary}));
   std::vector<JobStatus> out;
-  for (const auto& j : reply.value("jobs", json::array())) out.push_back(parse_job_status(j));
+  for (const auto& j : reply.value("jobs", json::array())) out.push_back(from_json<JobStatus>(j));
   return out;
 }
 

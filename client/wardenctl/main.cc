@@ -220,7 +220,7 @@ void add_gpus(Subcommands& table) {
 int run_check(warden::Client& client, const Options& o) {
   warden::CheckReply reply = client.check(o.check);
   if (o.json) {
-    std::cout << warden::to_json_described(reply).dump(2) << "\n";
+    std::cout << warden::to_json(reply).dump(2) << "\n";
     return reply.clean ? warden::kCheckClean : warden::kCheckDirty;
   }
   return warden::print_check(std::cout, reply);

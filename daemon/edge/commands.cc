@@ -1,7 +1,7 @@
 #include "edge/commands.h"
 
-#include <vector>
 #include <chrono>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -24,13 +24,13 @@ UniqueFd passed_pidfd(const RequestContext& c, bool announced) {
 }
 
 json register_job(const RequestContext& c, const json& request) {
-  RegisterJobRequest r = parse_register_job(request);
+  RegisterJobRequest r = from_json<RegisterJobRequest>(request);
   auto job = c.service.register_job(c.caller, r, passed_pidfd(c, r.pidfd));
   return {{"job", job.id}, {"tracking", job.cgroup.empty() ? "scan" : "cgroup"}};
 }
 
 json add_process(const RequestContext& c, const json& request) {
-  AddProcessRequest r = parse_add_process(request);
+  AddProcessRequest r = from_json<AddProcessRequest>(request);
   auto identity = c.service.add_process(c.caller, r, passed_pidfd(c, r.pidfd));
   // The pid as the caller numbers it (the one it named), which in a container is not wardend's.
   return {{"pid", r.pid}, {"start_time", identity.start_time}};
@@ -38,28 +38,29 @@ json add_process(const RequestContext& c, const json& request) {
 
 // add_file, add_dir, add_shm, add_shm_glob: one for each kind of path (path_kinds()).
 json add_path(const RequestContext& c, const json& request, PathKind kind) {
-  std::string added = c.service.add_path(c.caller, parse_add_path(request, kind));
+  std::string added =
+      c.service.add_path(c.caller, from_json(request, AddPathRequest{.kind = kind}));
   return {{info_of(kind).pattern ? "pattern" : "path", std::move(added)}};
 }
 
 json add_hook(const RequestContext& c, const json& request) {
-  c.service.add_hook(c.caller, parse_add_hook(request));
+  c.service.add_hook(c.caller, from_json<AddHookRequest>(request));
   return json::object();
 }
 
 json heartbeat(const RequestContext& c, const json& request) {
-  auto left = c.service.heartbeat(c.caller, parse_heartbeat(request));
+  auto left = c.service.heartbeat(c.caller, from_json<HeartbeatRequest>(request));
   if (!left) return json::object();
   return {{"deadline_in_s", to_seconds(*left)}};
 }
 
 json end_job(const RequestContext& c, const json& request) {
-  c.service.end_job(c.caller, parse_end_job(request));
+  c.service.end_job(c.caller, from_json<EndJobRequest>(request));
   return json::object();
 }
 
 json cleanup(const RequestContext& c, const json& request) {
-  return {{"jobs", c.service.cleanup(c.caller, parse_cleanup(request))}};
+  return {{"jobs", c.service.cleanup(c.caller, from_json<CleanupRequest>(request))}};
 }
 
 // Aggregates only (no user's jobs), so every caller may read them.
@@ -69,7 +70,7 @@ json metrics(const RequestContext& c, const json&) {
 }
 
 json status(const RequestContext& c, const json& request) {
-  StatusRequest r = parse_status(request);
+  StatusRequest r = from_json<StatusRequest>(request);
   json jobs = json::array();
   for (const auto& s : c.service.status(c.caller, r)) jobs.push_back(to_json(s));
   json reply{{"jobs", std::move(jobs)}};
@@ -92,7 +93,7 @@ json gpus(const RequestContext& c, const json&) {
 }
 
 json events(const RequestContext& c, const json& request) {
-  EventsRequest r = parse_events(request);
+  EventsRequest r = from_json<EventsRequest>(request);
   if (r.follow) {
     // Its history is read here, so that nothing written after it comes before it: the stream
     // begins with what is written next. Without a store there is no history, but live events
@@ -113,15 +114,14 @@ json events(const RequestContext& c, const json& request) {
 }
 
 json check(const RequestContext& c, const json& request) {
-  auto look = c.service.check(c.caller, from_json_described<CheckRequest>(request));
-  *c.later = [look = std::move(look)] { return to_json_described(look()); };
+  auto look = c.service.check(c.caller, from_json<CheckRequest>(request));
+  *c.later = [look = std::move(look)] { return to_json(look()); };
   return json::object();
 }
 
 std::vector<Command> make_commands() {
-  std::vector<Command> table{{"hello", hello},
-                             {"register_job", register_job},
-                             {"add_process", add_process}};
+  std::vector<Command> table{
+      {"hello", hello}, {"register_job", register_job}, {"add_process", add_process}};
   for (const auto& info : path_kinds()) {
     table.push_back({"add_" + std::string(info.name),
                      [kind = info.kind](const RequestContext& c, const json& request) {
@@ -143,7 +143,7 @@ std::vector<Command> make_commands() {
 const std::vector<Command> kCommands = make_commands();
 
 json hello(const RequestContext& c, const json& request) {
-  auto r = parse_hello(request);
+  auto r = from_json<HelloRequest>(request);
   if (r.protocol != kProtocolVersion) {
     throw Error(ErrorCode::unsupported_protocol,
                 "this wardend speaks protocol " + std::to_string(kProtocolVersion) + ", not " +

@@ -219,7 +219,7 @@ std::size_t Service::cleanup(const Caller& caller, const CleanupRequest& request
 }
 
 void Service::end_job(const Caller& caller, const EndJobRequest& request) {
-  start_cleanup(core_.end_job(caller, request.job, request.ok));
+  start_cleanup(core_.end_job(caller, request.job, request.outcome == JobEnd::ok));
   rearm_deadline();
 }
 

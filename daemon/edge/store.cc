@@ -258,7 +258,7 @@ std::map<JobId, Job> load_jobs(SQLite::Database& db) {
     if (!rows.getColumn(13).isNull()) {
       // A cleaning job's row holds what its cleanup had done when it was last written.
       (job.state == JobState::cleaning ? job.progress : job.report) =
-          parse_cleanup_report(json::parse(rows.getColumn(13).getString()));
+          from_json<CleanupReport>(json::parse(rows.getColumn(13).getString()));
     }
     job.cgroup = rows.getColumn(15).getString();
     job.more_cgroups = json::parse(rows.getColumn(16).getString()).get<std::vector<std::string>>();
@@ -309,7 +309,7 @@ void load_hooks(SQLite::Database& db, std::map<JobId, Job>& jobs) {
                     .policy = enum_column(hooks.getColumn(2), policy_from_string, "policy")});
     std::string run = hooks.getColumn(3).getString();
     hook.started = !run.empty();
-    if (run.starts_with('{')) hook.finished = parse_command_report(json::parse(run));
+    if (run.starts_with('{')) hook.finished = from_json<CommandReport>(json::parse(run));
   }
 }
 

@@ -27,20 +27,27 @@ void check(const json& request, Parse parse) {
   }
 }
 
+template <class Request>
+Request read(const json& j) {
+  return warden::from_json<Request>(j);
+}
+
 void validate(const json& r) {
-  check(r, warden::parse_hello);
-  check(r, warden::parse_register_job);
-  check(r, warden::parse_add_process);
-  for (auto kind : {warden::PathKind::file, warden::PathKind::dir, warden::PathKind::shm,
-                    warden::PathKind::shm_glob}) {
-    check(r, [kind](const json& j) { return warden::parse_add_path(j, kind); });
+  check(r, read<warden::HelloRequest>);
+  check(r, read<warden::RegisterJobRequest>);
+  check(r, read<warden::AddProcessRequest>);
+  for (const auto& kind : warden::path_kinds()) {
+    check(r, [&kind](const json& j) {
+      return warden::from_json(j, warden::AddPathRequest{.kind = kind.kind});
+    });
   }
-  check(r, warden::parse_add_hook);
-  check(r, warden::parse_heartbeat);
-  check(r, warden::parse_end_job);
-  check(r, warden::parse_status);
-  check(r, warden::parse_cleanup);
-  check(r, warden::parse_events);
+  check(r, read<warden::AddHookRequest>);
+  check(r, read<warden::HeartbeatRequest>);
+  check(r, read<warden::EndJobRequest>);
+  check(r, read<warden::StatusRequest>);
+  check(r, read<warden::CleanupRequest>);
+  check(r, read<warden::EventsRequest>);
+  check(r, read<warden::CheckRequest>);
 }
 
 }  // namespace

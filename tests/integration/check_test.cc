@@ -65,7 +65,7 @@ TEST_F(CheckTest, ANodeWhoseGpuHolderIsARunningJobsWorkerIsClean) {
 
   CheckReply reply = client.check();
   EXPECT_TRUE(reply.clean);
-  EXPECT_TRUE(reply.findings.empty()) << to_json_described(reply).dump();
+  EXPECT_TRUE(reply.findings.empty()) << to_json(reply).dump();
   auto run = wardenctl({"check"});
   EXPECT_EQ(run.status, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("clean"), std::string::npos) << run.out;
@@ -143,7 +143,7 @@ TEST_F(CheckTest, ASegmentTheCleanupRefusedIsALeftoverInTheJson) {
 
   auto run = wardenctl({"check", "--json"});
   EXPECT_EQ(run.status, 1) << run.out << run.err;
-  CheckReply reply = from_json_described<CheckReply>(json::parse(run.out));
+  CheckReply reply = from_json<CheckReply>(json::parse(run.out));
   const Finding* f = find_kind(reply, FindingKind::leftover_path);
   ASSERT_NE(f, nullptr) << run.out;
   EXPECT_EQ(f->path, path);
@@ -207,12 +207,12 @@ TEST_F(CheckNvmlTest, MemoryNoProcessHoldsIsAFindingAndAJobsIsNot) {
     out << "0 GPU-fake-0 " << 80 * GiB << "\n0 " << worker << " " << 30 * GiB << "\n";
   }
   CheckReply held = client.check();
-  EXPECT_TRUE(held.clean) << to_json_described(held).dump();
+  EXPECT_TRUE(held.clean) << to_json(held).dump();
   EXPECT_TRUE(held.note.empty()) << held.note;
   std::ofstream(state(), std::ios::app) << "0 driver " << 12 * GiB << "\n";
   CheckReply unheld = client.check();
   const Finding* f = find_kind(unheld, FindingKind::unheld_gpu_memory);
-  ASSERT_NE(f, nullptr) << to_json_described(unheld).dump();
+  ASSERT_NE(f, nullptr) << to_json(unheld).dump();
   EXPECT_EQ(f->bytes, 12 * GiB);
   EXPECT_EQ(f->path, gpu().node());
   EXPECT_EQ(f->detail, "GPU-fake-0");

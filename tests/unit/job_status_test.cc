@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/pid_namespace.h"
-
 #include "world/namespaces.h"
 
 namespace warden {
@@ -33,8 +32,7 @@ const Caller kRoot{.uid = 0};
 
 TEST(JobStatus, ARunningJobCountsWhatItRegisteredAndSaysHowItsWorkersAreTracked) {
   Job job = running_job();
-  StatusShape shape{.discover = Discover::report,
-                    .tracking_of = [](const Job&, pid_t pid) {
+  StatusShape shape{.discover = Discover::report, .tracking_of = [](const Job&, pid_t pid) {
                       return pid == 4001 ? std::string("cgroup") : std::string("scan");
                     }};
   JobStatus s = status_of(job, kRoot, shape);

@@ -33,10 +33,10 @@ TEST(Described, ACheckReplyRoundTripsWithItsOptionalFieldsAbsentOrSet) {
                                   .what = "pid 7",
                                   .outcome = Outcome::unkillable}},
                    .elapsed_ms = 2.5};
-  json j = to_json_described(reply);
+  json j = to_json(reply);
   EXPECT_FALSE(j["findings"][1].contains("pid")) << "an absent optional is left out";
   EXPECT_FALSE(j.contains("note")) << "so is an empty string";
-  CheckReply back = from_json_described<CheckReply>(j);
+  CheckReply back = from_json<CheckReply>(j);
   ASSERT_EQ(back.findings.size(), 2u);
   EXPECT_FALSE(back.clean);
   EXPECT_EQ(back.findings[0].kind, FindingKind::unkillable);
@@ -49,22 +49,23 @@ TEST(Described, ACheckReplyRoundTripsWithItsOptionalFieldsAbsentOrSet) {
 }
 
 TEST(Described, AWrongTypeOrValueIsABadRequestNamingTheField) {
-  auto parse = [](json j) { return from_json_described<CheckRequest>(j); };
+  auto parse = [](json j) { return from_json<CheckRequest>(j); };
   EXPECT_EQ(parse(json::object()).grace_s, 5) << "a missing field keeps its default";
   EXPECT_EQ(code_of([&] { parse({{"reclaim", "yes"}}); }), ErrorCode::bad_request);
   EXPECT_NE(message_of([&] { parse({{"reclaim", 1}}); }).find("'reclaim'"), std::string::npos);
-  EXPECT_NE(message_of([&] { parse({{"grace_s", 7200}}); }).find("'grace_s' must be between"),
+  EXPECT_NE(message_of([&] {
+              parse({{"grace_s", 7200}});
+            }).find("'grace_s' must be between"),
             std::string::npos);
   EXPECT_EQ(code_of([&] { parse({{"grace_s", -1}}); }), ErrorCode::bad_request);
   EXPECT_EQ(code_of([&] { parse(json::array()); }), ErrorCode::bad_request);
-  EXPECT_EQ(code_of([&] { from_json_described<Finding>({{"kind", "bogus"}}); }),
-            ErrorCode::bad_request);
+  EXPECT_EQ(code_of([&] { from_json<Finding>({{"kind", "bogus"}}); }), ErrorCode::bad_request);
 }
 
 TEST(Messages, RegisterJobRoundTrips) {
   RegisterJobRequest r{
       .name = "train", .pid = 42, .heartbeat_s = 30, .grace_s = 2, .kill_main_on_stall = true};
-  auto parsed = parse_register_job(to_json(r));
+  auto parsed = from_json<RegisterJobRequest>(to_json(r));
   EXPECT_EQ(parsed.name, "train");
   EXPECT_EQ(parsed.pid, 42);
   EXPECT_EQ(parsed.heartbeat_s, 30);
@@ -73,14 +74,16 @@ TEST(Messages, RegisterJobRoundTrips) {
 }
 
 TEST(Messages, RegisterJobDefaults) {
-  auto r = parse_register_job(json::parse(R"({"name":"x","pid":7})"));
+  auto r = from_json<RegisterJobRequest>(json::parse(R"({"name":"x","pid":7})"));
   EXPECT_EQ(r.heartbeat_s, 0);
   EXPECT_EQ(r.grace_s, 5);
   EXPECT_FALSE(r.kill_main_on_stall);
 }
 
 TEST(Messages, BadFieldsAreBadRequestsNamingTheField) {
-  auto parse = [](const char* text) { return [=] { parse_register_job(json::parse(text)); }; };
+  auto parse = [](const char* text) {
+    return [=] { from_json<RegisterJobRequest>(json::parse(text)); };
+  };
   EXPECT_EQ(code_of(parse(R"({"pid":7})")), ErrorCode::bad_request);
   EXPECT_NE(message_of(parse(R"({"pid":7})")).find("'name'"), std::string::npos);
   EXPECT_NE(message_of(parse(R"({"name":"x","pid":"7"})")).find("'pid'"), std::string::npos);
@@ -109,7 +112,7 @@ TEST(Messages, EveryKindOfPathTravelsInItsOwnMemberAndComesBackTheSame) {
     json j = to_json(request);
     EXPECT_EQ(j.at("op"), "add_" + std::string(kind.name));
     EXPECT_EQ(j.at(std::string(kind.field)), "x") << kind.name;
-    AddPathRequest back = parse_add_path(j, kind.kind);
+    AddPathRequest back = from_json(j, AddPathRequest{.kind = kind.kind});
     EXPECT_EQ(back.kind, kind.kind);
     EXPECT_EQ(back.path, "x");
     EXPECT_EQ(back.policy, Policy::failure);
@@ -122,17 +125,21 @@ TEST(Messages, EveryKindOfPathTravelsInItsOwnMemberAndComesBackTheSame) {
 TEST(Messages, JobIdsMustBePositiveIntegers) {
   for (const char* text :
        {R"({})", R"({"job":0})", R"({"job":-1})", R"({"job":1.5})", R"({"job":"1"})"}) {
-    EXPECT_EQ(code_of([&] { parse_heartbeat(json::parse(text)); }), ErrorCode::bad_request) << text;
+    EXPECT_EQ(code_of([&] { from_json<HeartbeatRequest>(json::parse(text)); }),
+              ErrorCode::bad_request)
+        << text;
   }
-  EXPECT_EQ(parse_heartbeat(json::parse(R"({"job":18446744073709551615})")).job,
+  EXPECT_EQ(from_json<HeartbeatRequest>(json::parse(R"({"job":18446744073709551615})")).job,
             18446744073709551615ull);
 }
 
 TEST(Messages, EndJobOutcomeIsOkOrFailed) {
-  EXPECT_TRUE(parse_end_job(json::parse(R"({"job":1})")).ok);
-  EXPECT_TRUE(parse_end_job(json::parse(R"({"job":1,"outcome":"ok"})")).ok);
-  EXPECT_FALSE(parse_end_job(json::parse(R"({"job":1,"outcome":"failed"})")).ok);
-  EXPECT_EQ(code_of([] { parse_end_job(json::parse(R"({"job":1,"outcome":"meh"})")); }),
+  EXPECT_EQ(from_json<EndJobRequest>(json::parse(R"({"job":1})")).outcome, JobEnd::ok);
+  EXPECT_EQ(from_json<EndJobRequest>(json::parse(R"({"job":1,"outcome":"ok"})")).outcome,
+            JobEnd::ok);
+  EXPECT_EQ(from_json<EndJobRequest>(json::parse(R"({"job":1,"outcome":"failed"})")).outcome,
+            JobEnd::failed);
+  EXPECT_EQ(code_of([] { from_json<EndJobRequest>(json::parse(R"({"job":1,"outcome":"meh"})")); }),
             ErrorCode::bad_request);
 }
 
@@ -160,7 +167,7 @@ TEST(Messages, JobStatusRoundTrips) {
                                  .leftover = true,
                                  .detail = "d",
                                  .elapsed_ms = 3});
-  auto back = parse_job_status(to_json(s));
+  auto back = from_json<JobStatus>(to_json(s));
   EXPECT_EQ(to_json(back), to_json(s));
 }
 

@@ -97,13 +97,10 @@ TEST_F(ProcessNamerInContainer, ItsPidsAreItsOwnItsInitIsAJobsAndWardendsAreOutO
   // Its pid 1 is its own init, not wardend's: a job may hold it.
   ProcessHandle init = namer.job_process(in_container, 1, {});
   EXPECT_EQ(init.identity.pid, inner);
-  EXPECT_EQ(code_of([&] { namer.job_process(in_container, 2, {}); }),
-            ErrorCode::no_such_process);
+  EXPECT_EQ(code_of([&] { namer.job_process(in_container, 2, {}); }), ErrorCode::no_such_process);
   // A pidfd of a process outside its namespace names nothing of its own.
   pid_t outside = testing::spawn(testing::Behaviour::sleep);
-  EXPECT_EQ(code_of([&] {
-              namer.job_process(in_container, 1, testing::open_pidfd(outside));
-            }),
+  EXPECT_EQ(code_of([&] { namer.job_process(in_container, 1, testing::open_pidfd(outside)); }),
             ErrorCode::permission_denied);
   testing::kill_and_reap({outside});
 }

@@ -44,7 +44,7 @@ TEST(ReportBound, ThousandsOfLongPathsAreCutToTheBoundWithProblemsFirstAndTheRes
   EXPECT_FALSE(r.omitted.contains("processes"));
   EXPECT_EQ(r.reclaimed.file_bytes, 123u) << "totals still count everything";
 
-  auto back = parse_cleanup_report(to_json(r));
+  auto back = from_json<CleanupReport>(to_json(r));
   EXPECT_EQ(back.omitted.at("paths").count, left.count);
   EXPECT_EQ(back.omitted.at("paths").outcomes, left.outcomes);
 }

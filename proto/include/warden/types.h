@@ -157,9 +157,15 @@ struct HeartbeatRequest {
   double unsupervised_s = 0;
 };
 
+// How a job says it ended: ok (its cleanup sweeps leftovers and reports them) or failed (its
+// cleanup ends and removes everything).
+enum class JobEnd { ok, failed };
+std::string_view to_string(JobEnd e);
+std::optional<JobEnd> job_end_from_string(std::string_view s);
+
 struct EndJobRequest {
   JobId job = 0;
-  bool ok = true;  // wire: "outcome": "ok" | "failed"
+  JobEnd outcome = JobEnd::ok;
 };
 
 // Cleans a job (or every job of a group) now, as if it had failed: its main process is terminated
@@ -361,11 +367,11 @@ struct GpusReply {
 // One reason the node is not clean, with what to do about it.
 struct Finding {
   FindingKind kind = FindingKind::stray_gpu_holder;
-  std::string what;     // the process, path, cgroup or device, for a person
-  std::string action;   // what to do next
-  std::string detail;   // state and wait channel, why a path was kept, the largest owners, ...
+  std::string what;    // the process, path, cgroup or device, for a person
+  std::string action;  // what to do next
+  std::string detail;  // state and wait channel, why a path was kept, the largest owners, ...
   std::optional<std::int64_t> since_unix_ms;  // when it began (a process's start, a cleanup's end)
-  std::optional<JobId> job;  // the job it came from, where known
+  std::optional<JobId> job;                   // the job it came from, where known
   std::string job_name;
   std::optional<pid_t> pid;  // in the asker's numbering
   std::optional<uid_t> uid;
@@ -384,7 +390,7 @@ struct ReclaimAct {
 
 struct CheckReply {
   bool clean = true;
-  std::vector<Finding> findings;    // those the asker may see: all for root, else its own
+  std::vector<Finding> findings;      // those the asker may see: all for root, else its own
   std::vector<ReclaimAct> reclaimed;  // with reclaim
   double elapsed_ms = 0;
   std::string note;  // what the check could not look at (no NVML, no cgroups)
@@ -407,8 +413,8 @@ struct JobStatus {
   std::vector<ProcessStatus> workers;
   std::vector<PathStatus> paths;
   std::size_t hooks = 0;
-  std::string tracking = "scan";  // "cgroup": the kernel keeps its processes in `cgroup`
-  std::string cgroup;             // its tracking cgroup, as /proc/PID/cgroup names it
+  std::string tracking = "scan";          // "cgroup": the kernel keeps its processes in `cgroup`
+  std::string cgroup;                     // its tracking cgroup, as /proc/PID/cgroup names it
   Discover discover = Discover::reclaim;  // what its cleanup does with what it never registered
   std::optional<CleanupReport> report;
   // Always present, also in a summary.
