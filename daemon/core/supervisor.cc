@@ -263,7 +263,14 @@ std::vector<JobId> Supervisor::cleanup_finished(JobId id, CleanupReport report, 
   return retire_finished();
 }
 
-std::vector<JobId> Supervisor::restore(Job job, JobId next_id) {
+std::vector<JobId> Supervisor::restore(Job job, JobId next_id, TimePoint now) {
+  if (job.state == JobState::running) {
+    job.deadline.reset();
+    if (job.spec.heartbeat > Duration::zero()) job.deadline = now + job.spec.heartbeat;
+    job.last_beat.reset();
+  } else if (job.state == JobState::cleaned) {
+    for (auto& w : job.workers) w.exited_at = job.finished;
+  }
   next_id_ = std::max({next_id_, next_id, job.id + 1});
   JobId id = job.id;
   auto [it, inserted] = jobs_.try_emplace(id, std::move(job));

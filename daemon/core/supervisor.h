@@ -251,10 +251,11 @@ class Supervisor {
   void hook_finished(JobId id, std::size_t index, const CommandReport& report);
 
   // --- recovery: putting back what the durable store holds ---
-  // Takes a job as it was recorded (with its deadline, if running, already re-derived). Ids of new
-  // jobs continue after the highest restored one and `next_id`. Returns the cleaned jobs retired
-  // to make room, as cleanup_finished does.
-  std::vector<JobId> restore(Job job, JobId next_id);
+  // Takes a job as it was recorded, restarted at `now`: a restart counts as a heartbeat (a running
+  // job gets one full period to beat again), and a cleaned job's workers count as exited when it
+  // finished. Ids of new jobs continue after the highest restored one and `next_id`. Returns the
+  // cleaned jobs retired to make room, as cleanup_finished does.
+  std::vector<JobId> restore(Job job, JobId next_id, TimePoint now);
   // The plan again for a job whose cleanup a restart interrupted; every step is idempotent.
   CleanupPlan resume_cleanup(JobId id);
 

@@ -445,19 +445,11 @@ Service::Restored Service::restore(StoredState stored, TimePoint now) {
   Restored restored;
   std::vector<Record> forgotten;
   for (Job& job : stored.jobs) {
-    JobId id = job.id;
-    if (job.state == JobState::running) {
-      // A restart counts as a heartbeat: the job gets one full period to beat again.
-      if (job.spec.heartbeat > Duration::zero()) job.deadline = now + job.spec.heartbeat;
-      job.last_beat.reset();
-      restored.running.push_back(id);
-    } else if (job.state == JobState::cleaning) {
-      restored.cleaning.push_back(id);
-    } else {
-      for (auto& w : job.workers) w.exited_at = job.finished;
-    }
-    for (JobId r : core_.restore(std::move(job), stored.next_id))
+    if (job.state == JobState::running) restored.running.push_back(job.id);
+    if (job.state == JobState::cleaning) restored.cleaning.push_back(job.id);
+    for (JobId r : core_.restore(std::move(job), stored.next_id, now)) {
       forgotten.push_back(JobForgotten{r});
+    }
   }
   if (!forgotten.empty()) journal_.stage(std::move(forgotten));
   return restored;

@@ -267,22 +267,39 @@ TEST(Supervisor, CleanupFinishedNamesTheJobsItRetired) {
 
 TEST_F(SupervisorTest, RestoredJobsKeepTheirStateDeadlinesAndIdsContinue) {
   Job running{.id = 5, .uid = 1000, .spec = spec(seconds(10)), .main = proc(10)};
-  running.deadline = t0 + seconds(10);
+  // Its deadline passed while wardend was down: the restart counts as a beat.
+  running.deadline = t0 - seconds(60);
+  running.last_beat = t0 - seconds(70);
   Job cleaning{.id = 9, .uid = 1000, .spec = spec(), .main = proc(20)};
   cleaning.state = JobState::cleaning;
   cleaning.reason = JobState::failed;
   cleaning.cleanup_includes_main = true;
   cleaning.workers.push_back({.identity = proc(21)});
-  core.restore(std::move(running), 7);
-  core.restore(std::move(cleaning), 7);
+  core.restore(std::move(running), 7, t0);
+  core.restore(std::move(cleaning), 7, t0);
 
   EXPECT_EQ(core.next_deadline(), t0 + seconds(10));
+  EXPECT_FALSE(core.find(5)->last_beat) << "no beat since the restart";
   EXPECT_EQ(core.expire(t0 + seconds(10)).size(), 1u) << "the restored deadline is armed";
   CleanupPlan plan = core.resume_cleanup(9);
   EXPECT_EQ(plan.reason, JobState::failed);
   EXPECT_FALSE(plan.main_spared);
   EXPECT_EQ(plan.targets.size(), 2u);
   EXPECT_EQ(core.register_job(kAlice, spec(), proc(30), t0), 10u) << "ids continue after 9";
+}
+
+TEST_F(SupervisorTest, ARestoredCleanedJobsWorkersExitedWhenItFinished) {
+  Job cleaned{.id = 4, .uid = 1000, .spec = spec(), .main = proc(10)};
+  cleaned.state = JobState::cleaned;
+  cleaned.reason = JobState::ended;
+  cleaned.finished = t0 - seconds(5);
+  cleaned.workers.push_back({.identity = proc(11)});
+  core.restore(std::move(cleaned), 5, t0);
+  const Job* back = core.find(4);
+  ASSERT_NE(back, nullptr);
+  ASSERT_EQ(back->workers.size(), 1u);
+  EXPECT_EQ(back->workers[0].exited_at, t0 - seconds(5));
+  EXPECT_FALSE(core.next_deadline());
 }
 
 // Path names cost wardend memory: a user's running jobs register at most so many bytes of them,
