@@ -495,12 +495,13 @@ void Job::beat() {
   wake_.notify_one();
 }
 
+// A beat's `lost_at` while beats get through: the clock's epoch. (Not an optional: g++ 12 with
+// _FORTIFY_SOURCE warns that its value may be read uninitialized.)
+constexpr std::chrono::steady_clock::time_point kGettingThrough{};
+
 void Job::send_beats() {
   using std::chrono::steady_clock;
   std::optional<Client> beater;
-  // When a beat first failed to get through; the clock's epoch while they get through. (Not an
-  // optional: g++ 12 with _FORTIFY_SOURCE warns that its value may be read uninitialized.)
-  constexpr steady_clock::time_point kGettingThrough{};
   steady_clock::time_point lost_at = kGettingThrough;
   std::unique_lock lock(mutex_);
   for (;;) {
@@ -529,32 +530,37 @@ void Job::send_beats() {
     if (!beat_due_) continue;
     beat_due_ = false;
     lock.unlock();
-    try {
-      if (!beater) {
-        beater.emplace(socket_path_, ClientOptions{.reconnect_for = std::chrono::milliseconds(0),
-                                                   .timeout = options_.beat_timeout});
-      }
-      double unsupervised_s =
-          lost_at != kGettingThrough
-              ? std::chrono::duration<double>(steady_clock::now() - lost_at).count()
-              : 0;
-      beater->heartbeat(id_, unsupervised_s);
-      if (lost_at != kGettingThrough) {
-        std::fprintf(stderr, "warden: job %llu is supervised again, after %.1f s without\n",
-                     static_cast<unsigned long long>(id_), unsupervised_s);
-        lost_at = kGettingThrough;
-      }
-    } catch (const Error& e) {
-      beater.reset();  // the next beat connects anew
-      if (lost_at == kGettingThrough) {
-        lost_at = steady_clock::now();
-        std::fprintf(stderr,
-                     "warden: a heartbeat of job %llu did not get through (%s); the job "
-                     "runs on, and beats are tried again\n",
-                     static_cast<unsigned long long>(id_), e.what());
-      }
-    }
+    send_beat(beater, lost_at);
     lock.lock();
+  }
+}
+
+void Job::send_beat(std::optional<Client>& beater, std::chrono::steady_clock::time_point& lost_at) {
+  using std::chrono::steady_clock;
+  try {
+    if (!beater) {
+      beater.emplace(socket_path_, ClientOptions{.reconnect_for = std::chrono::milliseconds(0),
+                                                 .timeout = options_.beat_timeout});
+    }
+    double unsupervised_s =
+        lost_at != kGettingThrough
+            ? std::chrono::duration<double>(steady_clock::now() - lost_at).count()
+            : 0;
+    beater->heartbeat(id_, unsupervised_s);
+    if (lost_at != kGettingThrough) {
+      std::fprintf(stderr, "warden: job %llu is supervised again, after %.1f s without\n",
+                   static_cast<unsigned long long>(id_), unsupervised_s);
+      lost_at = kGettingThrough;
+    }
+  } catch (const Error& e) {
+    beater.reset();  // the next beat connects anew
+    if (lost_at == kGettingThrough) {
+      lost_at = steady_clock::now();
+      std::fprintf(stderr,
+                   "warden: a heartbeat of job %llu did not get through (%s); the job "
+                   "runs on, and beats are tried again\n",
+                   static_cast<unsigned long long>(id_), e.what());
+    }
   }
 }
 

@@ -173,6 +173,76 @@ json write(const T& value) {
 }
 
 template <class T>
+void read(const json& in, std::string_view field, T& out, const Rules& rules);
+
+inline void read_string(const json& in, std::string_view field, std::string& out,
+                        const Rules& rules) {
+  if (!in.is_string()) bad_field(field, "must be a string");
+  const auto& s = in.get_ref<const std::string&>();
+  if (rules.max_bytes != 0) {
+    if (s.empty()) bad_field(field, "must not be empty");
+    if (s.size() > rules.max_bytes) {
+      bad_field(field, "must be at most " + std::to_string(rules.max_bytes) + " bytes");
+    }
+    if (s.find('\0') != std::string::npos) bad_field(field, "must not contain NUL");
+  }
+  out = s;
+}
+
+template <class T>
+void read_integer(const json& in, std::string_view field, T& out, const Rules& rules) {
+  if (!in.is_number_integer()) bad_field(field, "must be an integer");
+  // Held as the widest type of its sign, so that a value beyond T is refused, not wrapped.
+  if (in.is_number_unsigned()) {
+    auto v = in.get<std::uint64_t>();
+    check_bounds(static_cast<double>(v), field, rules);
+    if (v > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
+      bad_field(field, "must be at most " + std::to_string(std::numeric_limits<T>::max()));
+    }
+    out = static_cast<T>(v);
+    return;
+  }
+  auto v = in.get<std::int64_t>();
+  check_bounds(static_cast<double>(v), field, rules);
+  if (v < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
+      (std::is_signed_v<T> && v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))) {
+    bad_field(field, "must be an integer between " +
+                         std::to_string(std::numeric_limits<T>::min()) + " and " +
+                         std::to_string(std::numeric_limits<T>::max()));
+  }
+  out = static_cast<T>(v);
+}
+
+template <class E>
+void read_enum(const json& in, std::string_view field, E& out) {
+  auto value = in.is_string() ? enum_from_string<E>(in.get_ref<const std::string&>()) : std::nullopt;
+  if (!value) {
+    std::string_view known = known_values<E>();
+    bad_field(field,
+              known.empty() ? std::string("names no known value") : "must be " + std::string(known));
+  }
+  out = *value;
+}
+
+template <class M>
+void read_map(const json& in, std::string_view field, M& out, const Rules& rules) {
+  using Key = typename M::key_type;
+  if (!in.is_object()) bad_field(field, "must be an object");
+  out.clear();
+  for (const auto& [name, item] : in.items()) {
+    Key key{};
+    if constexpr (std::is_enum_v<Key>) {
+      auto known = enum_from_string<Key>(name);
+      if (!known) bad_field(field, "has a member '" + name + "' that names no known value");
+      key = *known;
+    } else {
+      key = name;
+    }
+    read(item, field, out[key], rules);
+  }
+}
+
+template <class T>
 void read(const json& in, std::string_view field, T& out, const Rules& rules) {
   if constexpr (Described<T>) {
     if (!in.is_object()) bad_field(field, "must be an object");
@@ -180,49 +250,20 @@ void read(const json& in, std::string_view field, T& out, const Rules& rules) {
   } else if constexpr (HasCustom<T>) {
     out = Custom<T>::read(in, field);
   } else if constexpr (std::is_enum_v<T>) {
-    auto value =
-        in.is_string() ? enum_from_string<T>(in.get_ref<const std::string&>()) : std::nullopt;
-    if (!value) {
-      std::string_view known = known_values<T>();
-      bad_field(field, known.empty() ? std::string("names no known value")
-                                     : "must be " + std::string(known));
-    }
-    out = *value;
+    read_enum(in, field, out);
   } else if constexpr (IsVector<T>::value) {
     if (!in.is_array()) bad_field(field, "must be an array");
     out.clear();
     for (const auto& item : in) read(item, field, out.emplace_back(), rules);
   } else if constexpr (IsMap<T>::value) {
-    using Key = typename T::key_type;
-    if (!in.is_object()) bad_field(field, "must be an object");
-    out.clear();
-    for (const auto& [name, item] : in.items()) {
-      Key key{};
-      if constexpr (std::is_enum_v<Key>) {
-        auto known = enum_from_string<Key>(name);
-        if (!known) bad_field(field, "has a member '" + name + "' that names no known value");
-        key = *known;
-      } else {
-        key = name;
-      }
-      read(item, field, out[key], rules);
-    }
+    read_map(in, field, out, rules);
   } else if constexpr (std::is_same_v<T, char>) {
     if (!in.is_string() || in.get_ref<const std::string&>().size() != 1) {
       bad_field(field, "must be one character");
     }
     out = in.get_ref<const std::string&>()[0];
   } else if constexpr (std::is_same_v<T, std::string>) {
-    if (!in.is_string()) bad_field(field, "must be a string");
-    const auto& s = in.get_ref<const std::string&>();
-    if (rules.max_bytes != 0) {
-      if (s.empty()) bad_field(field, "must not be empty");
-      if (s.size() > rules.max_bytes) {
-        bad_field(field, "must be at most " + std::to_string(rules.max_bytes) + " bytes");
-      }
-      if (s.find('\0') != std::string::npos) bad_field(field, "must not contain NUL");
-    }
-    out = s;
+    read_string(in, field, out, rules);
   } else if constexpr (std::is_same_v<T, bool>) {
     if (!in.is_boolean()) bad_field(field, "must be true or false");
     out = in.get<bool>();
@@ -234,26 +275,7 @@ void read(const json& in, std::string_view field, T& out, const Rules& rules) {
     out = static_cast<T>(d);
   } else {
     static_assert(std::is_integral_v<T>, "a field of a type Fields<> cannot read");
-    if (!in.is_number_integer()) bad_field(field, "must be an integer");
-    // Held as the widest type of its sign, so that a value beyond T is refused, not wrapped.
-    if (in.is_number_unsigned()) {
-      auto v = in.get<std::uint64_t>();
-      check_bounds(static_cast<double>(v), field, rules);
-      if (v > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
-        bad_field(field, "must be at most " + std::to_string(std::numeric_limits<T>::max()));
-      }
-      out = static_cast<T>(v);
-    } else {
-      auto v = in.get<std::int64_t>();
-      check_bounds(static_cast<double>(v), field, rules);
-      if (v < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
-          (std::is_signed_v<T> && v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))) {
-        bad_field(field, "must be an integer between " +
-                             std::to_string(std::numeric_limits<T>::min()) + " and " +
-                             std::to_string(std::numeric_limits<T>::max()));
-      }
-      out = static_cast<T>(v);
-    }
+    read_integer(in, field, out, rules);
   }
 }
 

@@ -162,6 +162,9 @@ class Job {
 
  private:
   void send_beats();  // the background thread
+  // Sends one beat on `beater` (a connection of its own, opened when there is none). `lost_at`:
+  // when beats first failed to get through, the clock's epoch while they get through.
+  void send_beat(std::optional<Client>& beater, std::chrono::steady_clock::time_point& lost_at);
   void stop_beats();
   // Runs a call of an unsupervised-or-not job: nothing without a job, and an unreachable wardend
   // is one warning and `fallback` (strict: rethrown).
