@@ -91,17 +91,8 @@ std::optional<E> value_of(const NameTable<E, N>& table, std::string_view name) {
   return std::nullopt;
 }
 
-[[noreturn]] void bad_field(std::string_view field, std::string_view what) {
-  throw Error(ErrorCode::bad_request, "field '" + std::string(field) + "' " + std::string(what));
-}
-
-void check_string(const json& v, std::string_view field, std::size_t max_len) {
-  if (!v.is_string()) bad_field(field, "must be a string");
-  const auto& s = v.get_ref<const std::string&>();
-  if (s.empty()) bad_field(field, "must not be empty");
-  if (s.size() > max_len) bad_field(field, "must be at most " + std::to_string(max_len) + " bytes");
-  if (s.find('\0') != std::string::npos) bad_field(field, "must not contain NUL");
-}
+using describe_detail::bad_field;
+using describe_detail::read;
 
 }  // namespace
 
@@ -120,21 +111,16 @@ CommandSpec parse_command(const json& v, std::string_view field) {
         if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
           bad_field(prefix + "env", "has an invalid variable name");
         }
-        check_string(val, prefix + "env." + k, kMaxPathBytes);
-        spec.env.emplace_back(k, val.get<std::string>());
+        read(val, prefix + "env." + k, spec.env.emplace_back(k, "").second,
+             Rules{.max_bytes = kMaxPathBytes});
       }
     }
     if (auto cwd = v.find("cwd"); cwd != v.end()) {
-      check_string(*cwd, prefix + "cwd", kMaxPathBytes);
-      spec.cwd = cwd->get<std::string>();
+      read(*cwd, prefix + "cwd", spec.cwd, Rules{.max_bytes = kMaxPathBytes});
       if (spec.cwd[0] != '/') bad_field(prefix + "cwd", "must be an absolute path");
     }
     if (auto timeout = v.find("timeout_s"); timeout != v.end()) {
-      if (!timeout->is_number()) bad_field(prefix + "timeout_s", "must be a number of seconds");
-      spec.timeout_s = timeout->get<double>();
-      if (!std::isfinite(spec.timeout_s) || spec.timeout_s < 0 || spec.timeout_s > kMaxCommandS) {
-        bad_field(prefix + "timeout_s", "must be between 0 and 3600 seconds");
-      }
+      read(*timeout, prefix + "timeout_s", spec.timeout_s, Rules{.min = 0, .max = kMaxCommandS});
     }
   }
   if (!argv->is_array() || argv->empty() || argv->size() > kMaxArgs) {

@@ -122,6 +122,27 @@ TEST(Messages, EveryKindOfPathTravelsInItsOwnMemberAndComesBackTheSame) {
   EXPECT_EQ(path_kind_from_string("fifo"), std::nullopt);
 }
 
+TEST(Messages, ACommandsMembersAreCheckedAsARequestsFieldsAreAndNamedInFull) {
+  auto refusal = [](const char* text) {
+    return message_of([=] { parse_command(json::parse(text), "hook"); });
+  };
+  EXPECT_NE(refusal(R"({"argv":["/bin/true"],"timeout_s":3601})").find("'hook.timeout_s'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"argv":["/bin/true"],"timeout_s":"soon"})").find("'hook.timeout_s'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"argv":["/bin/true"],"cwd":""})").find("'hook.cwd' must not be empty"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"argv":["/bin/true"],"cwd":"tmp"})").find("absolute"), std::string::npos);
+  EXPECT_NE(refusal(R"({"argv":["/bin/true"],"env":{"A":7}})").find("'hook.env.A'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"env":{}})").find("'hook.argv' is required"), std::string::npos);
+  CommandSpec ok = parse_command(
+      json::parse(R"({"argv":["/bin/true"],"env":{"A":"1"},"cwd":"/tmp","timeout_s":5})"), "hook");
+  EXPECT_EQ(ok.env, (std::vector<std::pair<std::string, std::string>>{{"A", "1"}}));
+  EXPECT_EQ(ok.cwd, "/tmp");
+  EXPECT_EQ(ok.timeout_s, 5);
+}
+
 TEST(Messages, JobIdsMustBePositiveIntegers) {
   for (const char* text :
        {R"({})", R"({"job":0})", R"({"job":-1})", R"({"job":1.5})", R"({"job":"1"})"}) {
