@@ -159,7 +159,8 @@ struct HookStep {
 };
 
 // What the service must do to clean a job, then report back through cleanup_finished(). Steps run
-// in this order: diagnostics (a stall), processes with their descendants, hooks, paths.
+// in this order: diagnostics (a stall), processes with their descendants, hooks, paths (without
+// hooks, the paths go once every process has been sent SIGKILL, while the kernel finishes them).
 struct CleanupPlan {
   JobId job = 0;
   JobState reason = JobState::failed;

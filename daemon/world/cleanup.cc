@@ -11,6 +11,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -55,6 +56,9 @@ template <class Fn>
 asio::awaitable<std::invoke_result_t<Fn&>> offload(const asio::any_io_executor& pool, Fn& fn) {
   co_return co_await asio::co_spawn(pool, call(&fn), asio::use_awaitable);
 }
+
+// Work that may go on while the job's killed processes are torn down by the kernel.
+using WhileDying = std::function<asio::awaitable<void>()>;
 
 // The processes being ended. Exit handlers may run after the coroutine has finished (a cancelled
 // wait still delivers its handler), so they share this by shared_ptr.
@@ -374,12 +378,15 @@ asio::awaitable<void> terminate(const std::shared_ptr<Termination>& t, const Cle
 // SIGKILL to what is left: a tracked job's cgroups all at once (frozen first, so that what was
 // forked during the grace period is named in the report), anything outside them through pidfds.
 // Where part of the job outside the cgroups has run since the freeze and still lives
-// (`ran_outside`), it is stopped and rescanned to a fixed point before anything is killed: a child forked during the
-// grace whose parent was killed first would be orphaned before the look, and then only its group,
-// session or cookie could name it. Waits until all are gone or the kill bound passes.
-asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
-                               const CleanupContext& context, Tracking& tracking,
-                               bool ran_outside) {
+// (`ran_outside`), it is stopped and rescanned to a fixed point before anything is killed: a child
+// forked during the grace whose parent was killed first would be orphaned before the look, and
+// then only its group, session or cookie could name it. Waits until all are gone or the kill bound
+// passes; once every process of the job has been sent SIGKILL and none can fork another,
+// `meanwhile` (if any) runs beside that wait. Returns whether it ran.
+asio::awaitable<bool> escalate(const std::shared_ptr<Termination>& t, const CleanupPlan& plan,
+                               const CleanupContext& context, Tracking& tracking, bool ran_outside,
+                               const WhileDying* meanwhile) {
+  using namespace asio::experimental::awaitable_operators;
   tracking.each([](Cgroups& c, const std::string& leaf) { c.freeze(leaf, true); });
   add_members(t, plan, tracking);
   // A stop that did not converge (a fork faster than the scans) still ends in SIGKILL rounds
@@ -392,11 +399,17 @@ asio::awaitable<void> escalate(const std::shared_ptr<Termination>& t, const Clea
     t->signal_all(SIGKILL);
     bool look = forking && (added > 0 || t->runs_outside(bool(tracking)));
     added = look ? co_await find_more(t, plan, context, SIGKILL) : 0;
-    if (t->live == 0 && t->cgroups_busy == 0 && added == 0) break;
-    if (Clock::now() >= kill_deadline || round >= kMaxScanRounds ||
-        (added == 0 && !(forking && t->runs_outside(bool(tracking))))) {
-      co_await t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
-      break;
+    if (t->live == 0 && t->cgroups_busy == 0 && added == 0) co_return false;
+    const bool all_killed = added == 0 && !(forking && t->runs_outside(bool(tracking)));
+    if (all_killed || Clock::now() >= kill_deadline || round >= kMaxScanRounds) {
+      auto exits = t->wait_for_exits(std::max(Duration::zero(), kill_deadline - Clock::now()));
+      if (!all_killed || meanwhile == nullptr) {
+        co_await std::move(exits);
+        co_return false;
+      }
+      auto beside = (*meanwhile)();  // named: see the note on g++ 12 above
+      co_await (std::move(exits) && std::move(beside));
+      co_return true;
     }
     co_await t->wait_for_exits(std::min(kRescanInterval, kill_deadline - Clock::now()));
   }
@@ -481,10 +494,13 @@ asio::awaitable<std::vector<HeldObject>> take_held_objects(const Termination& t,
   co_return co_await offload(context.blocking, read);
 }
 
-// `held`: what discovery found the job's processes holding while they were stopped.
-asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
+// `held`: what discovery found the job's processes holding while they were stopped. `meanwhile`
+// runs beside the wait for the last exits where nothing of the job can run again by then (see
+// escalate); returns whether it ran.
+asio::awaitable<bool> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
                                     const CleanupContext& context, bool discover,
-                                    std::vector<HeldObject>& held, CleanupReport& out) {
+                                    std::vector<HeldObject>& held, CleanupReport& out,
+                                    const WhileDying* meanwhile) {
   auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel,
                                          context.home.get());
   Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups};
@@ -524,7 +540,7 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   }
   const bool ran_outside = !converged || (plan.grace > Duration::zero() && t->live > 0 &&
                                           t->runs_outside(bool(tracking)));
-  co_await escalate(t, plan, context, tracking, ran_outside);
+  const bool ran = co_await escalate(t, plan, context, tracking, ran_outside, meanwhile);
 
   if (!plan.cgroup.empty() && context.cgroups != nullptr) {
     // A member that outlived SIGKILL keeps its leaf; the next start of wardend tries again.
@@ -535,6 +551,7 @@ asio::awaitable<void> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   }
   out.processes = report(*t, std::move(kept));
   co_await report_gpus(gpus, plan, context, out);
+  co_return ran;
 }
 
 Diagnostics capture_diagnostics(const CleanupPlan& plan) {
@@ -711,6 +728,8 @@ struct Steps {
       if (context.claim_made) add_created(held, context.claim_made(identities(report.processes)));
     }
     if (held.empty()) co_return;
+    // What was removed is on record before the look, which may take a while.
+    if (context.progress) context.progress(report);
     DiscoveryRules rules{.mode = mode,
                          .owner = plan.uid,
                          .created_unix_ms = to_unix_ms(plan.created),
@@ -744,13 +763,23 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   if (plan.diagnose) co_await steps.diagnose(report);
   const Discover discover = plan.discover.value_or(context.options.discover);
   std::vector<HeldObject> held;
-  co_await end_processes(plan, pidfds, context, discover != Discover::off && steps.home != nullptr,
-                         held, report);
-  if (context.progress) context.progress(report);
-  co_await steps.run_hooks(report);
+  // The paths go after the hooks, which may want them. Without hooks they go while the kernel
+  // tears the killed processes down: none of them runs again to make or use a file, and removing
+  // a file that a dying process still has open or mapped is what unlink is for.
   auto remove_all = [&steps] { return steps.remove_paths(); };
-  report.paths = co_await offload(context.blocking, remove_all);
-  if (context.progress) context.progress(report);
+  WhileDying remove_paths = [&]() -> asio::awaitable<void> {
+    report.paths = co_await offload(context.blocking, remove_all);
+  };
+  const bool removed =
+      co_await end_processes(plan, pidfds, context,
+                             discover != Discover::off && steps.home != nullptr, held, report,
+                             plan.hooks.empty() ? &remove_paths : nullptr);
+  if (!removed) {
+    // What ended is on record before the hooks and the removal, which may take a while.
+    if (context.progress) context.progress(report);
+    co_await steps.run_hooks(report);
+    report.paths = co_await offload(context.blocking, remove_all);
+  }
   if (discover != Discover::off) co_await steps.settle_discovered(discover, held, report);
 
   if (plan.earlier) keep_earlier_outcomes(report, *plan.earlier);

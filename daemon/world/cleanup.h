@@ -60,13 +60,15 @@ struct CleanupContext {
   // did. Empty: nothing is recorded.
   std::function<boost::asio::awaitable<void>(std::size_t)> hook_started;
   std::function<void(std::size_t, const CommandReport&)> hook_finished;
-  // Called with the report so far as SIGTERM is sent (a grace period), once the processes are
-  // ended and once the paths are removed, to be recorded: a cleanup a restart interrupts resumes
-  // with it (CleanupPlan::earlier).
+  // Called with the report so far before each step that may take long, to be recorded: as
+  // SIGTERM is sent (a grace period), before the hooks (and the removal after them), before
+  // discovery settles what the job held. A cleanup a restart interrupts resumes with it
+  // (CleanupPlan::earlier).
   std::function<void(const CleanupReport& so_far)> progress;
 };
 
-// Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths.
+// Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths (without
+// hooks, the paths go while the killed processes are torn down).
 // `pidfds` is aligned with plan.targets; an empty one means the process is no longer held (it
 // exited and its handle was released). Never throws for a step that fails: the report says so.
 boost::asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,

@@ -45,6 +45,8 @@ class FakeKernel final : public Kernel {
   int scans = 0;
 
   bool alive(pid_t pid) const { return !processes_.at(pid).exited; }
+  // One that survived SIGKILL so far is gone at last (its wait in the driver ended).
+  void finish(pid_t pid) { exit(processes_.at(pid)); }
 
   ProcessHandle open(pid_t pid) override {
     auto it = processes_.find(pid);
@@ -64,12 +66,7 @@ class FakeKernel final : public Kernel {
     signals.push_back(std::string(::sigabbrev_np(sig)) + " " + std::to_string(pid));
     bool ends =
         (sig == SIGTERM && p.fate == Fate::obeys) || (sig == SIGKILL && p.fate != Fate::never_dies);
-    if (ends) {
-      p.exited = true;
-      std::uint64_t one = 1;
-      // An eventfd's counter: a write of 1 cannot fail short of overflow.
-      [[maybe_unused]] ssize_t written = ::write(p.exit_fd, &one, sizeof one);
-    }
+    if (ends) exit(p);
     return 0;
   }
 
@@ -105,6 +102,14 @@ class FakeKernel final : public Kernel {
     int exit_fd = -1;  // readable once exited; the pidfds handed out are dups of it
     bool exited = false;
   };
+  static void exit(Process& p) {
+    if (p.exited) return;
+    p.exited = true;
+    std::uint64_t one = 1;
+    // An eventfd's counter: a write of 1 cannot fail short of overflow.
+    [[maybe_unused]] ssize_t written = ::write(p.exit_fd, &one, sizeof one);
+  }
+
   std::map<pid_t, Process> processes_;
   std::map<int, pid_t> holders_;  // pidfd handed out -> its process
   pid_t next_pid_ = 1001;

@@ -3,13 +3,20 @@
 // middle of a cleanup. What the engine signals, in what order, and what it reports.
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <gtest/gtest.h>
 
 #include "world/cleanup.h"
+#include "world/files.h"
+#include "world/namespaces.h"
 #include "tests/support/fake_kernel.h"
+#include "tests/support/temp_dir.h"
 
 namespace warden {
 namespace {
@@ -20,7 +27,9 @@ using Fate = testing::FakeKernel::Fate;
 class Escalation : public ::testing::Test {
  protected:
   // Ends the plan's targets (a failed job whose main process is long gone) through the fake.
-  CleanupReport clean(Duration grace, Duration kill_timeout = 5s) {
+  // `meanwhile` runs on the same loop as the cleanup, until the cleanup ends.
+  CleanupReport clean(Duration grace, Duration kill_timeout = 5s,
+                      const std::function<void()>& meanwhile = {}) {
     plan.grace = grace;
     plan.main = {.pid = 999, .start_time = 999};
     plan.main_spared = false;
@@ -29,10 +38,22 @@ class Escalation : public ::testing::Test {
     CleanupContext context{.options = {.kill_timeout = kill_timeout},
                            .blocking = blocking.get_executor(),
                            .self = ::getpid(),
-                           .kernel = &kernel};
+                           .kernel = &kernel,
+                           .home = home};
     CleanupReport report;
+    bool done = false;
+    boost::asio::steady_timer tick(io);
+    std::function<void()> again = [&] {
+      if (done) return;
+      meanwhile();
+      tick.expires_after(2ms);
+      tick.async_wait([&](boost::system::error_code) { again(); });
+    };
+    if (meanwhile) again();
     boost::asio::co_spawn(io, run_cleanup(plan, std::move(pidfds), context),
                           [&](std::exception_ptr e, CleanupReport r) {
+                            done = true;
+                            tick.cancel();
                             if (e) std::rethrow_exception(e);
                             report = std::move(r);
                           });
@@ -55,9 +76,20 @@ class Escalation : public ::testing::Test {
     throw std::runtime_error("no report for pid " + std::to_string(pid));
   }
 
+  // A file of the job's, registered.
+  std::string registered_file() {
+    std::string path = dir.path() + "/batch.bin";
+    std::ofstream(path) << "data";
+    plan.paths.push_back({.path = resolve_path(rules, AT_FDCWD, PathKind::file, path)});
+    return path;
+  }
+
   testing::FakeKernel kernel;
   CleanupPlan plan;
   std::vector<UniqueFd> pidfds;
+  std::shared_ptr<const View> home;  // the job's paths' home: none unless a test registers paths
+  testing::TempDir dir;
+  PathRules rules{.allowed_roots = {"/tmp"}};
 };
 
 std::string n(pid_t pid) { return std::to_string(pid); }
@@ -155,6 +187,47 @@ TEST_F(Escalation, WithoutGraceTheFrozenTreeIsKilledAtOnceWithoutARescan) {
   EXPECT_EQ(kernel.signals, (std::vector<std::string>{"STOP " + n(worker), "KILL " + n(worker)}));
   EXPECT_EQ(of(r, worker).outcome, Outcome::killed);
   EXPECT_EQ(kernel.scans, 1) << "nothing ran since the freeze's scan confirmed the tree";
+}
+
+// Once every process has been sent SIGKILL none runs again, so nothing waits for the kernel to
+// finish them: the paths go meanwhile. Here one process takes as long as the removal does to die.
+TEST_F(Escalation, WithoutHooksThePathsGoWhileTheKilledProcessesAreStillDying) {
+  home = View::wardends();
+  std::string file = registered_file();
+  pid_t slow = target(Fate::never_dies);
+  auto r = clean(0ms, /*kill_timeout=*/30s, [&] {
+    if (!std::filesystem::exists(file) && kernel.alive(slow)) kernel.finish(slow);
+  });
+
+  EXPECT_EQ(of(r, slow).outcome, Outcome::killed) << "its file was never removed while it died";
+  ASSERT_EQ(r.paths.size(), 1U);
+  EXPECT_EQ(r.paths[0].outcome, Outcome::removed);
+  EXPECT_LT(r.duration_ms, 10'000);
+}
+
+// A hook may want the job's files (its logs, say): they stay until the processes are gone and the
+// hooks have run.
+TEST_F(Escalation, WithHooksThePathsWaitForTheProcessesAndTheHooks) {
+  home = View::wardends();
+  plan.uid = ::getuid();
+  plan.gid = ::getgid();
+  std::string file = registered_file();
+  plan.hooks.push_back({.command = {.argv = {"/bin/test", "-e", file}}});
+  pid_t slow = target(Fate::never_dies);
+  const auto start = Clock::now();
+  bool removed_while_waiting = false;  // before the kill bound, while `slow` was waited for
+  auto r = clean(0ms, /*kill_timeout=*/200ms, [&] {
+    if (Clock::now() - start < 200ms && !std::filesystem::exists(file)) {
+      removed_while_waiting = true;
+    }
+  });
+
+  EXPECT_FALSE(removed_while_waiting);
+  EXPECT_EQ(of(r, slow).outcome, Outcome::unkillable);
+  ASSERT_EQ(r.hooks.size(), 1U);
+  EXPECT_EQ(r.hooks[0].outcome, Outcome::succeeded) << "the hook did not find the file";
+  ASSERT_EQ(r.paths.size(), 1U);
+  EXPECT_EQ(r.paths[0].outcome, Outcome::removed);
 }
 
 }  // namespace
