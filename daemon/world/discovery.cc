@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -10,9 +11,12 @@
 
 #include <algorithm>
 #include <charconv>
-#include <map>
+#include <cstdint>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -30,22 +34,20 @@ bool beneath(const std::string& path, const std::vector<std::string>& roots) {
   });
 }
 
-// The whole of a /proc file, read in as few read()s as its size needs (the kernel makes the text
-// of maps on every read, so iostreams' small reads cost more than the parsing).
-std::string slurp(const std::string& path) {
+// The rest of a /proc file from `fd`, read in as few read()s as its size needs (the kernel makes
+// the text of maps on every read, so iostreams' small reads cost more than the parsing).
+std::string slurp(int fd) {
   std::string out;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return out;
   char buffer[64 * 1024];
-  for (ssize_t n; (n = ::read(fd.get(), buffer, sizeof buffer)) > 0;) out.append(buffer, n);
+  for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) out.append(buffer, n);
   return out;
 }
 
-// Calls `each(path, dev, ino)` for every mapping of a file in /proc/PID/maps ("addr perms offset
-// MAJ:MIN INODE PATH").
+// Calls `each(path, dev, ino)` for every mapping of a file in the text of /proc/PID/maps ("addr
+// perms offset MAJ:MIN INODE PATH").
 template <class Each>
-void for_each_mapping(pid_t pid, Each each) {
-  const std::string maps = slurp("/proc/" + std::to_string(pid) + "/maps");
+void each_mapping_in_text(int maps_fd, Each each) {
+  const std::string maps = slurp(maps_fd);
   for (std::size_t begin = 0, end; begin < maps.size(); begin = end + 1) {
     end = maps.find('\n', begin);
     if (end == std::string::npos) end = maps.size();
@@ -74,6 +76,63 @@ void for_each_mapping(pid_t pid, Each each) {
     }
     each(line.substr(at), ::makedev(major, minor), ino);
   }
+}
+
+// PROCMAP_QUERY (Linux 6.11, <linux/fs.h>; Debian 12's headers predate it): one file-backed
+// mapping at a time, its identity without the text of all of maps, its path only when asked.
+struct ProcmapQuery {
+  std::uint64_t size = sizeof(ProcmapQuery);
+  std::uint64_t query_flags = 0;
+  std::uint64_t query_addr = 0;
+  std::uint64_t vma_start = 0, vma_end = 0, vma_flags = 0, vma_page_size = 0, vma_offset = 0;
+  std::uint64_t inode = 0;
+  std::uint32_t dev_major = 0, dev_minor = 0;
+  std::uint32_t vma_name_size = 0, build_id_size = 0;
+  std::uint64_t vma_name_addr = 0, build_id_addr = 0;
+};
+constexpr unsigned long kProcmapQuery = _IOWR('f', 17, ProcmapQuery);
+constexpr std::uint64_t kCoveringOrNext = 0x10;
+constexpr std::uint64_t kFileBacked = 0x20;
+
+// Calls `each(path, dev, ino)` for every mapping of a file, through PROCMAP_QUERY: the path only
+// for a file `wants_path(dev, ino)` (else empty), and a file mapped in several pieces once. False
+// where the kernel has no PROCMAP_QUERY.
+template <class WantsPath, class Each>
+bool each_mapping_by_query(int maps_fd, WantsPath wants_path, Each each) {
+  char name[4096];
+  std::optional<std::pair<dev_t, ino_t>> last;
+  for (std::uint64_t addr = 0;;) {
+    ProcmapQuery q{.query_flags = kCoveringOrNext | kFileBacked, .query_addr = addr};
+    if (::ioctl(maps_fd, kProcmapQuery, &q) != 0) {
+      return addr != 0 || (errno != ENOTTY && errno != EINVAL);  // ENOENT: no more; ESRCH: gone
+    }
+    addr = q.vma_end;
+    const dev_t dev = ::makedev(q.dev_major, q.dev_minor);
+    if (last == std::pair{dev, static_cast<ino_t>(q.inode)}) continue;
+    last = {dev, q.inode};
+    std::string_view path;
+    if (wants_path(dev, q.inode)) {
+      ProcmapQuery named{.query_flags = kFileBacked,
+                         .query_addr = q.vma_start,
+                         .vma_name_size = sizeof name,
+                         .vma_name_addr = reinterpret_cast<std::uintptr_t>(name)};
+      if (::ioctl(maps_fd, kProcmapQuery, &named) == 0 && named.vma_name_size > 0) {
+        path = std::string_view(name, named.vma_name_size - 1);  // the size counts the NUL
+      }
+    }
+    each(path, dev, q.inode);
+  }
+}
+
+// Calls `each(path, dev, ino)` for every mapping of a file by `pid`, with its path as the process
+// sees it where `wants_path(dev, ino)` (possibly also where not: an older kernel's maps say it
+// anyway; empty otherwise).
+template <class WantsPath, class Each>
+void for_each_mapping(pid_t pid, MapsReader reader, WantsPath wants_path, Each each) {
+  UniqueFd maps(::open(("/proc/" + std::to_string(pid) + "/maps").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!maps) return;
+  if (reader == MapsReader::best && each_mapping_by_query(maps.get(), wants_path, each)) return;
+  each_mapping_in_text(maps.get(), each);
 }
 
 // Calls `each(path, st)` for every descriptor of `pid` that names a regular file: `st` of the file
@@ -119,7 +178,8 @@ std::map<Identity, pid_t> outside_holders(const std::set<Identity>& wanted, pid_
     for_each_descriptor(pid, no_path, [&](const std::string&, const struct stat& st) {
       if (wanted.contains({st.st_dev, st.st_ino})) holders.emplace(Identity{st.st_dev, st.st_ino}, pid);
     });
-    for_each_mapping(pid, [&](std::string_view, dev_t dev, ino_t ino) {
+    auto no_mapping_path = [](dev_t, ino_t) { return false; };
+    for_each_mapping(pid, MapsReader::best, no_mapping_path, [&](std::string_view, dev_t dev, ino_t ino) {
       if (wanted.contains({dev, ino})) holders.emplace(Identity{dev, ino}, pid);
     });
   }
@@ -157,31 +217,68 @@ bool born_after(const struct statx& stx, std::int64_t created_unix_ms) {
 
 }  // namespace
 
-std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
-                                          const std::vector<std::string>& roots) {
-  std::map<Identity, std::string> found;
-  std::set<Identity> elsewhere;  // seen, and not beneath a root
-  // A worker holds its batches' segment by many descriptors: each file's path is read once.
-  auto unseen = [&](const struct stat& st) {
-    Identity id{st.st_dev, st.st_ino};
-    return !found.contains(id) && !elsewhere.contains(id);
-  };
-  for (pid_t pid : pids) {
-    for_each_descriptor(pid, unseen, [&](const std::string& path, const struct stat& st) {
+namespace {
+
+// What some of a job's processes hold beneath the roots, read one process after another.
+class HeldReader {
+ public:
+  HeldReader(const std::vector<std::string>& roots, MapsReader maps) : roots_(roots), maps_(maps) {}
+
+  void read(pid_t pid) {
+    // A worker holds its batches' segment by many descriptors, and every process maps the same
+    // libraries: each file's path is read once.
+    auto unseen = [this](dev_t dev, ino_t ino) {
+      Identity id{dev, ino};
+      return !found.contains(id) && !elsewhere_.contains(id);
+    };
+    auto sort = [this](std::string_view path, dev_t dev, ino_t ino) {
       if (path.empty()) return;  // seen before
-      Identity id{st.st_dev, st.st_ino};
-      if (!deleted(path) && beneath(path, roots)) {
-        found.emplace(id, path);
+      Identity id{dev, ino};
+      if (!deleted(path) && beneath(std::string(path), roots_)) {
+        found.emplace(id, std::string(path));
       } else {
-        elsewhere.insert(id);
+        elsewhere_.insert(id);
       }
-    });
-    for_each_mapping(pid, [&](std::string_view path, dev_t dev, ino_t ino) {
-      if (!deleted(path) && beneath(std::string(path), roots)) {
-        found.emplace(Identity{dev, ino}, std::string(path));
-      }
-    });
+    };
+    for_each_descriptor(
+        pid, [&](const struct stat& st) { return unseen(st.st_dev, st.st_ino); },
+        [&](const std::string& path, const struct stat& st) { sort(path, st.st_dev, st.st_ino); });
+    for_each_mapping(pid, maps_, unseen, sort);
   }
+
+  std::map<Identity, std::string> found;
+
+ private:
+  const std::vector<std::string>& roots_;
+  const MapsReader maps_;
+  std::set<Identity> elsewhere_;  // seen, and not beneath a root
+};
+
+// Processes a thread of the look takes at least: a thread costs about as much as reading a few.
+constexpr std::size_t kProcessesPerThread = 8;
+constexpr std::size_t kMaxThreads = 4;
+
+}  // namespace
+
+std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
+                                          const std::vector<std::string>& roots,
+                                          MapsReader maps) {
+  // The job is stopped until this is done, and cleaned only after: its processes are read by as
+  // many threads as there are cores for, each taking every n-th.
+  const std::size_t threads = std::clamp<std::size_t>(
+      std::min<std::size_t>(std::thread::hardware_concurrency(), kMaxThreads), 1,
+      std::max<std::size_t>(1, pids.size() / kProcessesPerThread));
+  std::vector<HeldReader> readers(threads, HeldReader(roots, maps));
+  auto read_share = [&](std::size_t share) {
+    for (std::size_t i = share; i < pids.size(); i += threads) readers[share].read(pids[i]);
+  };
+  {
+    std::vector<std::jthread> helpers;
+    for (std::size_t share = 1; share < threads; ++share) helpers.emplace_back(read_share, share);
+    read_share(0);
+  }
+  std::map<Identity, std::string> found;
+  for (auto& reader : readers) found.merge(reader.found);
   std::vector<HeldObject> out;
   out.reserve(found.size());
   for (auto& [id, path] : found) out.push_back({std::move(path), id.first, id.second});

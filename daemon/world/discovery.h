@@ -26,10 +26,17 @@ struct HeldObject {
   ino_t ino = 0;
 };
 
+// How a process's mappings are read: through PROCMAP_QUERY where the kernel has it (Linux 6.11:
+// each mapping's identity, and a path only for a file not seen yet), else from the text of
+// /proc/PID/maps, whose making is most of what a look at a process costs. `text` reads the text
+// everywhere, as older kernels do.
+enum class MapsReader { best, text };
+
 // What `pids` hold open or map beneath `roots` (e.g. /dev/shm, /tmp), each object once. Objects
 // already unlinked ("(deleted)") are not listed: nothing is left to remove.
 std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
-                                          const std::vector<std::string>& roots);
+                                          const std::vector<std::string>& roots,
+                                          MapsReader maps = MapsReader::best);
 
 struct DiscoveryRules {
   Discover mode = Discover::reclaim;
