@@ -1,5 +1,8 @@
 #include "tests/bench/check_bench.h"
 
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -164,6 +167,24 @@ double siblings_trial(const testing::Daemon& daemon, Client& client) {
   return took;
 }
 
+// The floor of that shape: the same 65 processes, SIGKILL through pidfds opened beforehand and a
+// wait until each says it exited.
+double siblings_floor_trial() {
+  std::vector<pid_t> all;
+  for (int i = 0; i <= kWorkers; ++i) all.push_back(testing::spawn(Behaviour::sleep));
+  std::vector<UniqueFd> fds;
+  for (pid_t p : all) fds.push_back(testing::open_pidfd(p));
+  auto start = Clock::now();
+  for (const auto& fd : fds) ::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
+  for (const auto& fd : fds) {
+    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
+    ::poll(&p, 1, -1);
+  }
+  double took = ms(Clock::now() - start);
+  testing::kill_and_reap(all);
+  return took;
+}
+
 void siblings_rows(Report& report) {
   testing::Daemon daemon({"--log-level", "warn"});
   Client client(daemon.socket());
@@ -172,6 +193,9 @@ void siblings_rows(Report& report) {
     for (int trial = 0; trial < kTrials; ++trial) v.push_back(siblings_trial(daemon, client));
     return stats(v);
   };
+  std::vector<double> floors;
+  for (int trial = 0; trial < kTrials; ++trial) floors.push_back(siblings_floor_trial());
+  Stats floor = stats(floors);
   Stats quiet = trials();
   std::vector<pid_t> idle = crowd(3000);
   Stats crowded = trials();
@@ -181,6 +205,9 @@ void siblings_rows(Report& report) {
                          kTrials),
              fmt::format("{:.1f} ms", crowded.p50), fmt::format("{:.1f} ms", quiet.p50),
              ratio(crowded.p50, quiet.p50), "≤ 1.2×");
+  report.row("the same, quiet, vs the floor (the same kills and waits, no daemon)",
+             fmt::format("{:.1f} ms", quiet.p50), fmt::format("{:.1f} ms", floor.p50),
+             ratio(quiet.p50, floor.p50), "≤ 1.3×");
 }
 
 }  // namespace
