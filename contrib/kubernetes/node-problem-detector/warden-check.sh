@@ -12,8 +12,9 @@ case $status in
   0) echo "warden: node clean" ;;
   1)
     n=$(printf '%s\n' "$out" | grep -c ': .*; do: ')
-    first=$(printf '%s\n' "$out" | grep -m1 ': .*; do: ' | cut -d: -f1-2)
-    echo "warden: $n findings: $first"
+    first=$(printf '%s\n' "$out" | grep -m1 ': .*; do: ' | sed 's/; do: .*//')
+    # Within max_output_length (warden-check.json), its newline included: a path can be long.
+    echo "warden: $n findings: $first" | cut -c1-159
     ;;
   *)
     status=2
