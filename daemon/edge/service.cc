@@ -319,6 +319,7 @@ CleanupContext Service::cleanup_context(JobId id) {
   if (creation_watch_) creation_watch_->drain();  // what the job made up to its end
   return {.options = cleanup_options_,
           .blocking = blocking_.get_executor(),
+          .removals = removals_.get_executor(),
           .self = ::getpid(),
           .instance = instance_,
           .kernel = &kernel_,

@@ -175,8 +175,10 @@ class Service {
   const ProcessNamer namer_;  // the processes requests name
   Systemd* const systemd_;
   Cgroups* const cgroups_;
-  // Blocking cleanup work (/proc scans, removing trees) runs here, off the event loop.
+  // Blocking cleanup work (/proc scans, the look at what a job holds) runs here, off the event
+  // loop.
   boost::asio::thread_pool blocking_{1};
+  boost::asio::thread_pool removals_{1};  // registered paths (CleanupContext::removals)
   ScanCache scans_;  // what concurrent cleanups share
   RealKernel kernel_{scans_};
   std::shared_ptr<Gpus> gpus_;  // replaced when a reload changes the GPU settings

@@ -494,31 +494,22 @@ asio::awaitable<std::vector<HeldObject>> take_held_objects(const Termination& t,
   co_return co_await offload(context.blocking, read);
 }
 
-// `held`: what discovery found the job's processes holding while they were stopped. `meanwhile`
-// runs beside the wait for the last exits where nothing of the job can run again by then (see
-// escalate); returns whether it ran.
-asio::awaitable<bool> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
-                                    const CleanupContext& context, bool discover,
-                                    std::vector<HeldObject>& held, CleanupReport& out,
-                                    const WhileDying* meanwhile) {
-  auto t = std::make_shared<Termination>(co_await asio::this_coro::executor, *context.kernel,
-                                         context.home.get());
-  Tracking tracking{.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups};
-  if (!plan.cgroup.empty()) tracking.leaves.push_back(plan.cgroup);
-  tracking.leaves.insert(tracking.leaves.end(), plan.more_cgroups.begin(), plan.more_cgroups.end());
-  // wardend may have been started from inside the job (a test, a user's own wardend): it must
-  // never freeze or kill itself, and the scan knows to leave it alone.
-  tracking.attempt([&](Cgroups& c) {
-    if (tracking.leaf_of(c.cgroup_of(context.self)) != nullptr) tracking.cgroups = nullptr;
-  });
-  std::vector<ProcessReport> kept = classify(plan, pidfds, t, tracking);
-  // Done means the cgroup is empty too: cgroup.events says so, on the event loop.
-  tracking.each([&t](Cgroups& c, const std::string& leaf) {
-    ++t->cgroups_busy;
-    c.when_empty(leaf, [t] { t->on_cgroup_empty(); });
-  });
+// One cleanup's processes being ended: what it knows of them and how they are tracked.
+struct Ending {
+  std::shared_ptr<Termination> t;
+  Tracking tracking;
+  std::vector<ProcessReport> kept;  // spared by policy: not ended, reported as kept
+  bool converged = true;            // the freeze stopped all it found
+};
 
-  const bool converged = co_await freeze(t, plan, context, tracking);
+// The rest of ending a frozen job: the look at what its processes hold (into `held`), the grace
+// period, SIGKILL and the wait for the last exits (`meanwhile` beside that wait where it may run,
+// see escalate), the leaves removed and the report. Returns whether `meanwhile` ran.
+asio::awaitable<bool> finish_processes(Ending& e, const CleanupPlan& plan,
+                                       const CleanupContext& context, bool discover,
+                                       std::vector<HeldObject>& held, CleanupReport& out,
+                                       const WhileDying* meanwhile) {
+  const auto& t = e.t;
   const GpuAccount gpus = co_await take_gpu_account(*t, context);
   if (discover) {
     held = co_await take_held_objects(*t, context);
@@ -533,25 +524,65 @@ asio::awaitable<bool> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   // 10.4 s instead of about 1 s.
   if (plan.grace > Duration::zero()) {
     if (context.progress) {
-      out.processes = signalled(*t, kept);
+      out.processes = signalled(*t, e.kept);
       context.progress(out);
     }
-    co_await terminate(t, plan, tracking);
+    co_await terminate(t, plan, e.tracking);
   }
-  const bool ran_outside = !converged || (plan.grace > Duration::zero() && t->live > 0 &&
-                                          t->runs_outside(bool(tracking)));
-  const bool ran = co_await escalate(t, plan, context, tracking, ran_outside, meanwhile);
+  const bool ran_outside = !e.converged || (plan.grace > Duration::zero() && t->live > 0 &&
+                                            t->runs_outside(bool(e.tracking)));
+  const bool ran = co_await escalate(t, plan, context, e.tracking, ran_outside, meanwhile);
 
   if (!plan.cgroup.empty() && context.cgroups != nullptr) {
     // A member that outlived SIGKILL keeps its leaf; the next start of wardend tries again.
-    for (const auto& leaf : tracking.leaves) {
+    for (const auto& leaf : e.tracking.leaves) {
       context.cgroups->forget_empty(leaf);
       if (t->cgroups_busy == 0 || !context.cgroups->populated(leaf)) context.cgroups->remove(leaf);
     }
   }
-  out.processes = report(*t, std::move(kept));
+  out.processes = report(*t, std::move(e.kept));
   co_await report_gpus(gpus, plan, context, out);
   co_return ran;
+}
+
+// `held`: what discovery found the job's processes holding while they were stopped. `meanwhile`
+// runs once nothing of the job can run again: with no grace period, from the moment the whole
+// job is frozen in its cgroups (it is killed frozen); else beside the wait for the last exits,
+// once every process has been sent SIGKILL. Returns whether it ran.
+asio::awaitable<bool> end_processes(const CleanupPlan& plan, std::vector<UniqueFd>& pidfds,
+                                    const CleanupContext& context, bool discover,
+                                    std::vector<HeldObject>& held, CleanupReport& out,
+                                    const WhileDying* meanwhile) {
+  using namespace asio::experimental::awaitable_operators;
+  // Not in one initializer: g++ 12 mishandles a co_await among temporaries (the note above).
+  const auto executor = co_await asio::this_coro::executor;
+  Ending e{.t = std::make_shared<Termination>(executor, *context.kernel, context.home.get()),
+           .tracking = {.cgroups = plan.cgroup.empty() ? nullptr : context.cgroups}};
+  Tracking& tracking = e.tracking;
+  if (!plan.cgroup.empty()) tracking.leaves.push_back(plan.cgroup);
+  tracking.leaves.insert(tracking.leaves.end(), plan.more_cgroups.begin(), plan.more_cgroups.end());
+  // wardend may have been started from inside the job (a test, a user's own wardend): it must
+  // never freeze or kill itself, and the scan knows to leave it alone.
+  tracking.attempt([&](Cgroups& c) {
+    if (tracking.leaf_of(c.cgroup_of(context.self)) != nullptr) tracking.cgroups = nullptr;
+  });
+  e.kept = classify(plan, pidfds, e.t, tracking);
+  // Done means the cgroup is empty too: cgroup.events says so, on the event loop.
+  tracking.each([t = e.t](Cgroups& c, const std::string& leaf) {
+    ++t->cgroups_busy;
+    c.when_empty(leaf, [t] { t->on_cgroup_empty(); });
+  });
+
+  e.converged = co_await freeze(e.t, plan, context, tracking);
+  const bool frozen_for_good = meanwhile != nullptr && plan.grace == Duration::zero() &&
+                               e.converged && tracking && !e.t->runs_outside(true);
+  // Named, both: see the note on g++ 12 above.
+  auto ending =
+      finish_processes(e, plan, context, discover, held, out, frozen_for_good ? nullptr : meanwhile);
+  if (!frozen_for_good) co_return co_await std::move(ending);
+  auto beside = (*meanwhile)();
+  co_await (std::move(ending) && std::move(beside));
+  co_return true;
 }
 
 Diagnostics capture_diagnostics(const CleanupPlan& plan) {
@@ -768,7 +799,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   // a file that a dying process still has open or mapped is what unlink is for.
   auto remove_all = [&steps] { return steps.remove_paths(); };
   WhileDying remove_paths = [&]() -> asio::awaitable<void> {
-    report.paths = co_await offload(context.blocking, remove_all);
+    report.paths = co_await offload(context.removals, remove_all);
   };
   const bool removed =
       co_await end_processes(plan, pidfds, context,
@@ -778,7 +809,7 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
     // What ended is on record before the hooks and the removal, which may take a while.
     if (context.progress) context.progress(report);
     co_await steps.run_hooks(report);
-    report.paths = co_await offload(context.blocking, remove_all);
+    report.paths = co_await offload(context.removals, remove_all);
   }
   if (discover != Discover::off) co_await steps.settle_discovered(discover, held, report);
 

@@ -33,11 +33,14 @@ struct CleanupOptions {
   std::size_t max_report_bytes = 256 * 1024;
 };
 
-// Where a cleanup runs: the event loop it is spawned on, plus an executor for blocking work
-// (/proc scans, removing large trees) so the loop keeps answering heartbeats meanwhile.
+// Where a cleanup runs: the event loop it is spawned on, plus executors for blocking work (/proc
+// scans, removing large trees) so the loop keeps answering heartbeats meanwhile.
 struct CleanupContext {
   CleanupOptions options;
   boost::asio::any_io_executor blocking;
+  // Registered paths are removed here, a thread of their own: a job's removal may then run while
+  // its processes are looked at, and a long one holds no other cleanup's scans.
+  boost::asio::any_io_executor removals;
   pid_t self = 0;            // wardend, never a candidate
   std::string instance;      // wardend's id, part of the job cookie (process_tree.h)
   Kernel* kernel = nullptr;  // processes: signals, exits, scans (shared by every cleanup); required

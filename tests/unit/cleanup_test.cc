@@ -21,11 +21,13 @@ using testing::Behaviour;
 CleanupReport clean(CleanupPlan plan, std::vector<UniqueFd> pidfds, boost::asio::io_context& io,
                     Cgroups* cgroups = nullptr, Duration kill_timeout = std::chrono::seconds(5)) {
   boost::asio::thread_pool blocking(1);
+  boost::asio::thread_pool removals(1);
   ScanCache scans;
   RealKernel kernel(scans);
   CleanupReport report;
   CleanupContext context{.options = {.kill_timeout = kill_timeout},
                          .blocking = blocking.get_executor(),
+                         .removals = removals.get_executor(),
                          .self = ::getpid(),
                          .kernel = &kernel,
                          .cgroups = cgroups};

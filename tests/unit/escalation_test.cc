@@ -35,8 +35,10 @@ class Escalation : public ::testing::Test {
     plan.main_spared = false;
     boost::asio::io_context io;
     boost::asio::thread_pool blocking(1);
+    boost::asio::thread_pool removals(1);
     CleanupContext context{.options = {.kill_timeout = kill_timeout},
                            .blocking = blocking.get_executor(),
+                           .removals = removals.get_executor(),
                            .self = ::getpid(),
                            .kernel = &kernel,
                            .home = home};
