@@ -160,7 +160,7 @@ struct HookStep {
 
 // What the service must do to clean a job, then report back through cleanup_finished(). Steps run
 // in this order: diagnostics (a stall), processes with their descendants, hooks, paths (without
-// hooks, the paths go once every process has been sent SIGKILL, while the kernel finishes them).
+// hooks, the paths go beside the processes' end, once none of them can run again).
 struct CleanupPlan {
   JobId job = 0;
   JobState reason = JobState::failed;

@@ -57,7 +57,7 @@ asio::awaitable<std::invoke_result_t<Fn&>> offload(const asio::any_io_executor& 
   co_return co_await asio::co_spawn(pool, call(&fn), asio::use_awaitable);
 }
 
-// Work that may go on while the job's killed processes are torn down by the kernel.
+// Work that may go on beside the rest of a job's end, once none of its processes can run again.
 using WhileDying = std::function<asio::awaitable<void>()>;
 
 // The processes being ended. Exit handlers may run after the coroutine has finished (a cancelled
@@ -577,8 +577,8 @@ asio::awaitable<bool> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   const bool frozen_for_good = meanwhile != nullptr && plan.grace == Duration::zero() &&
                                e.converged && tracking && !e.t->runs_outside(true);
   // Named, both: see the note on g++ 12 above.
-  auto ending =
-      finish_processes(e, plan, context, discover, held, out, frozen_for_good ? nullptr : meanwhile);
+  auto ending = finish_processes(e, plan, context, discover, held, out,
+                                 frozen_for_good ? nullptr : meanwhile);
   if (!frozen_for_good) co_return co_await std::move(ending);
   auto beside = (*meanwhile)();
   co_await (std::move(ending) && std::move(beside));
@@ -794,9 +794,10 @@ asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueF
   if (plan.diagnose) co_await steps.diagnose(report);
   const Discover discover = plan.discover.value_or(context.options.discover);
   std::vector<HeldObject> held;
-  // The paths go after the hooks, which may want them. Without hooks they go while the kernel
-  // tears the killed processes down: none of them runs again to make or use a file, and removing
-  // a file that a dying process still has open or mapped is what unlink is for.
+  // The paths go after the hooks, which may want them. Without hooks they go as soon as none of
+  // the job's processes can run again to make or use a file (end_processes says when), beside the
+  // rest of their end: removing a file that a dying process still has open or mapped is what
+  // unlink is for.
   auto remove_all = [&steps] { return steps.remove_paths(); };
   WhileDying remove_paths = [&]() -> asio::awaitable<void> {
     report.paths = co_await offload(context.removals, remove_all);

@@ -71,7 +71,7 @@ struct CleanupContext {
 };
 
 // Runs a whole plan: diagnostics (a stall), processes and their descendants, hooks, paths (without
-// hooks, the paths go while the killed processes are torn down).
+// hooks, the paths go beside the processes' end, once none of them can run again).
 // `pidfds` is aligned with plan.targets; an empty one means the process is no longer held (it
 // exited and its handle was released). Never throws for a step that fails: the report says so.
 boost::asio::awaitable<CleanupReport> run_cleanup(CleanupPlan plan, std::vector<UniqueFd> pidfds,

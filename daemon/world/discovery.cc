@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 
 #include <fmt/format.h>
@@ -179,9 +180,10 @@ std::map<Identity, pid_t> outside_holders(const std::set<Identity>& wanted, pid_
       if (wanted.contains({st.st_dev, st.st_ino})) holders.emplace(Identity{st.st_dev, st.st_ino}, pid);
     });
     auto no_mapping_path = [](dev_t, ino_t) { return false; };
-    for_each_mapping(pid, MapsReader::best, no_mapping_path, [&](std::string_view, dev_t dev, ino_t ino) {
-      if (wanted.contains({dev, ino})) holders.emplace(Identity{dev, ino}, pid);
-    });
+    for_each_mapping(pid, MapsReader::best, no_mapping_path,
+                     [&](std::string_view, dev_t dev, ino_t ino) {
+                       if (wanted.contains({dev, ino})) holders.emplace(Identity{dev, ino}, pid);
+                     });
   }
   ::closedir(proc);
   return holders;
@@ -274,7 +276,13 @@ std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
   };
   {
     std::vector<std::jthread> helpers;
-    for (std::size_t share = 1; share < threads; ++share) helpers.emplace_back(read_share, share);
+    for (std::size_t share = 1; share < threads; ++share) {
+      try {
+        helpers.emplace_back(read_share, share);
+      } catch (const std::system_error&) {
+        read_share(share);  // no thread to be had (a limit): read here, in turn
+      }
+    }
     read_share(0);
   }
   std::map<Identity, std::string> found;

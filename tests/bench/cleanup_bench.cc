@@ -124,7 +124,8 @@ void death_to_clean_rows(Report& report) {
                          kTrials),
              fmt::format("{:.1f} ms", quiet.p50), fmt::format("{:.1f} ms", floor.p50),
              ratio(quiet.p50, floor.p50), "≤ 1.3×");
-  report.row("the same with discover = off (no look at what the stopped processes hold) vs the floor",
+  report.row("the same with discover = off (no look at what the stopped processes hold) vs the "
+             "floor",
              fmt::format("{:.1f} ms", quiet_undiscovering.p50), fmt::format("{:.1f} ms", floor.p50),
              ratio(quiet_undiscovering.p50, floor.p50), "");
   report.row("death to clean p99, tracking cgroup", fmt::format("{:.1f} ms", quiet.p99), "-", "-",

@@ -306,6 +306,37 @@ TEST_F(CleanupEngine, ShmSegmentAndTorchGlobAreUnlinkedAfterSigkill) {
   EXPECT_EQ(done.report->paths[1].removed, 2u);
 }
 
+// With no grace period the job, frozen whole in its cgroup, never runs again: its paths go while
+// it is looked at and killed. The report is whole all the same, and nothing is left.
+TEST_F(CleanupEngine, WithoutGraceAFrozenJobsPathsGoBesideItsEndAndTheReportIsWhole) {
+  auto [t, id] = job({Behaviour::sleep, Behaviour::ignore_term, Behaviour::sleep}, {.grace_s = 0});
+  std::string files = dir + "/batches";
+  fs::create_directory(files);
+  for (int i = 0; i < 200; ++i) std::ofstream(files + "/b" + std::to_string(i)) << i;
+  std::string segment = shm("warden_frozen_" + std::to_string(t.main));
+  client.add_path({.job = id, .kind = PathKind::dir, .path = files});
+  client.add_path({.job = id, .kind = PathKind::shm, .path = segment.substr(9)});
+  ASSERT_EQ(client.status(id).at(0).tracking, "cgroup");
+
+  ::kill(t.main, SIGKILL);
+  auto done = wait_for_state(id, JobState::cleaned);
+  ASSERT_TRUE(done.report.has_value());
+  ASSERT_EQ(done.report->paths.size(), 2u);
+  EXPECT_EQ(done.report->paths[0].outcome, Outcome::removed) << done.report->paths[0].detail;
+  EXPECT_EQ(done.report->paths[0].removed, 201u);
+  EXPECT_EQ(done.report->paths[1].outcome, Outcome::removed) << done.report->paths[1].detail;
+  for (pid_t w : t.workers) {
+    EXPECT_TRUE(testing::is_gone(w)) << w;
+    auto& processes = done.report->processes;
+    auto it = std::find_if(processes.begin(), processes.end(),
+                           [w](const ProcessReport& p) { return p.pid == w; });
+    ASSERT_NE(it, processes.end()) << w;
+    EXPECT_EQ(it->outcome, Outcome::killed) << w;
+  }
+  EXPECT_FALSE(fs::exists(files));
+  EXPECT_FALSE(fs::exists(segment));
+}
+
 // Each removal says what it freed (allocated blocks), the report adds them up by kind, and so do
 // the metrics and `wardenctl status JOB`.
 TEST_F(CleanupEngine, WhatRemovalsFreeIsCountedPerPathPerKindInMetricsAndStatus) {
