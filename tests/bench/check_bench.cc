@@ -1,8 +1,5 @@
 #include "tests/bench/check_bench.h"
 
-#include <poll.h>
-#include <signal.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -175,11 +172,7 @@ double siblings_floor_trial() {
   std::vector<UniqueFd> fds;
   for (pid_t p : all) fds.push_back(testing::open_pidfd(p));
   auto start = Clock::now();
-  for (const auto& fd : fds) ::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
-  for (const auto& fd : fds) {
-    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
-    ::poll(&p, 1, -1);
-  }
+  kill_and_wait(fds);
   double took = ms(Clock::now() - start);
   testing::kill_and_reap(all);
   return took;

@@ -1,10 +1,8 @@
 #include "tests/bench/cleanup_bench.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -70,11 +68,7 @@ double floor_trial(const std::string& base, int trial) {
   fds.push_back(testing::open_pidfd(v.tree.main));
   for (pid_t w : v.tree.workers) fds.push_back(testing::open_pidfd(w));
   auto start = Clock::now();
-  for (const auto& fd : fds) ::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
-  for (const auto& fd : fds) {
-    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
-    ::poll(&p, 1, -1);
-  }
+  kill_and_wait(fds);
   fs::remove_all(v.dir);
   for (const auto& name : v.segments) ::shm_unlink(("/" + name).c_str());
   double took = ms(Clock::now() - start);

@@ -1,9 +1,11 @@
 #include "tests/bench/measure.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -62,6 +64,14 @@ double kill_until_cleaned(const std::string& socket, JobId job, pid_t main) {
   ::kill(main, SIGKILL);
   follower.join();
   return ms(cleaned_at - start);
+}
+
+void kill_and_wait(const std::vector<UniqueFd>& pidfds) {
+  for (const auto& fd : pidfds) ::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
+  for (const auto& fd : pidfds) {
+    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
+    ::poll(&p, 1, -1);
+  }
 }
 
 double us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }

@@ -92,4 +92,8 @@ std::vector<pid_t> crowd(int n);
 // thread more than some of the cleanup being timed.
 double kill_until_cleaned(const std::string& socket, JobId job, pid_t main);
 
+// The floors' kill: SIGKILL through each pidfd (opened beforehand, as wardend holds them from
+// registration on), then a wait until every one says its process exited.
+void kill_and_wait(const std::vector<UniqueFd>& pidfds);
+
 }  // namespace warden::bench
