@@ -209,6 +209,18 @@ TEST_F(TrackedCleanupTest, CgroupThatNeverEmptiesHoldsTheCleanupOnlyUntilTheKill
   EXPECT_FALSE(cgroups.called("remove /job")) << "a populated cgroup is kept for a later start";
 }
 
+TEST_F(TrackedCleanupTest, TheLastExitLooksAtTheCgroupInsteadOfWaitingToBeToldItIsEmpty) {
+  pid_t p = member(Behaviour::ignore_term);
+  cgroups.silent = true;
+  plan.grace = Duration::zero();
+  auto start = Clock::now();
+  auto report = run(std::chrono::seconds(30));
+  ASSERT_NE(report_of(report, p), nullptr);
+  EXPECT_EQ(report_of(report, p)->outcome, Outcome::killed);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10)) << "not held until the kill bound";
+  EXPECT_TRUE(cgroups.called("remove /job"));
+}
+
 TEST_F(TrackedCleanupTest, SparedMainAndKeptWorkerLeaveTheCgroupBeforeItIsKilled) {
   // A clean end: the main process lives on, a failure-only worker is kept, the rest are leftovers.
   pid_t main = member(Behaviour::sleep);
