@@ -8,8 +8,6 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <system_error>
-#include <thread>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -515,40 +513,39 @@ asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& 
 // Reads, off the loop, what the job's stopped processes are: their command lines, for the report
 // (a dead process has none; on the loop, at 18 µs each, they were most of the step that sorts a
 // 64-worker job's targets), and with `discover` what they hold open or map on the allowed roots
-// (discovery.h), the names then on a thread of their own beside discovery's.
+// (discovery.h). With `kill_as_read` (no grace period, and the whole job frozen where only SIGKILL
+// can follow) each is sent SIGKILL as soon as it has been read: its exit overlaps the reading of
+// the rest, which for processes of a large image took as long as all the exits.
 asio::awaitable<std::vector<HeldObject>> look_at_stopped(Termination& t,
                                                          const CleanupContext& context,
-                                                         bool discover) {
-  std::vector<pid_t> alive;
-  std::vector<std::size_t> unnamed;
+                                                         bool discover, bool kill_as_read) {
+  std::vector<std::size_t> alive;  // entries
+  std::vector<pid_t> pids;
+  std::vector<int> pidfds;
+  std::vector<char> unnamed;
   for (std::size_t i = 0; i < t.entries.size(); ++i) {
     const auto& e = t.entries[i];
     if (!e.waiting || e.gone_at) continue;
-    alive.push_back(e.report.pid);
-    if (e.report.command.empty()) unnamed.push_back(i);
+    alive.push_back(i);
+    pids.push_back(e.report.pid);
+    pidfds.push_back(e.pidfd->native_handle());
+    unnamed.push_back(e.report.command.empty());
   }
-  std::vector<pid_t> to_name;
-  for (std::size_t i : unnamed) to_name.push_back(t.entries[i].report.pid);
-  std::vector<std::string> names(to_name.size());
-  auto look = [&, &kernel = t.kernel, &roots = context.options.paths.allowed_roots] {
-    auto name = [&] {
-      for (std::size_t k = 0; k < to_name.size(); ++k) names[k] = kernel.command_line(to_name[k]);
-    };
-    if (!discover || alive.empty()) {
-      name();
-      return std::vector<HeldObject>{};
-    }
-    std::jthread naming;
-    try {
-      naming = std::jthread(name);
-    } catch (const std::system_error&) {
-      name();  // no thread to be had (a limit): in turn
-    }
-    return read_held_objects(alive, roots);
+  std::vector<std::string> names(alive.size());
+  auto read = [&, &kernel = t.kernel](std::size_t k) {
+    if (unnamed[k]) names[k] = kernel.command_line(pids[k]);
+    if (kill_as_read) kernel.signal(pidfds[k], SIGKILL);
+  };
+  auto look = [&, &roots = context.options.paths.allowed_roots] {
+    if (discover && !pids.empty()) return read_held_objects(pids, roots, MapsReader::best, read);
+    for (std::size_t k = 0; k < pids.size(); ++k) read(k);
+    return std::vector<HeldObject>{};
   };
   auto held = co_await offload(context.blocking, look);
-  for (std::size_t k = 0; k < unnamed.size(); ++k) {
-    t.entries[unnamed[k]].report.command = std::move(names[k]);
+  for (std::size_t k = 0; k < alive.size(); ++k) {
+    auto& e = t.entries[alive[k]];
+    if (!names[k].empty()) e.report.command = std::move(names[k]);
+    e.sent_kill = e.sent_kill || kill_as_read;
   }
   t.naming_later = false;
   co_return held;
@@ -571,7 +568,10 @@ asio::awaitable<bool> finish_processes(Ending& e, const CleanupPlan& plan,
                                        const WhileDying* meanwhile) {
   const auto& t = e.t;
   const GpuAccount gpus = co_await take_gpu_account(*t, context);
-  held = co_await look_at_stopped(*t, context, discover);
+  // Without a grace period a job frozen whole in its cgroups has nothing but SIGKILL ahead.
+  const bool kill_as_read = plan.grace == Duration::zero() && e.converged && e.tracking &&
+                            !t->runs_outside(true);
+  held = co_await look_at_stopped(*t, context, discover, kill_as_read);
   if (discover) {
     spdlog::debug("job={} discovery: {} objects held on the allowed roots", plan.job, held.size());
   }

@@ -44,8 +44,8 @@ std::string slurp(int fd) {
   return out;
 }
 
-// Calls `each(path, dev, ino)` for every mapping of a file in the text of /proc/PID/maps ("addr
-// perms offset MAJ:MIN INODE PATH").
+// Calls `each(path, dev, ino)` for every shared mapping of a file in the text of /proc/PID/maps
+// ("addr perms offset MAJ:MIN INODE PATH", perms "rw-s").
 template <class Each>
 void each_mapping_in_text(int maps_fd, Each each) {
   const std::string maps = slurp(maps_fd);
@@ -64,6 +64,8 @@ void each_mapping_in_text(int maps_fd, Each each) {
     }
     while (at < line.size() && line[at] == ' ') ++at;
     if (at >= line.size() || line[at] != '/') continue;  // anonymous, [heap], [stack], ...
+    // A private mapping is a copy (kShared).
+    if (fields[1].size() < 4 || fields[1][3] != 's') continue;
     std::string_view dev = fields[3], inode = fields[4];
     auto colon = dev.find(':');
     unsigned major = 0, minor = 0;
@@ -92,18 +94,22 @@ struct ProcmapQuery {
   std::uint64_t vma_name_addr = 0, build_id_addr = 0;
 };
 constexpr unsigned long kProcmapQuery = _IOWR('f', 17, ProcmapQuery);
+// Shared mappings only. A private one is a copy of its file (the program and libraries every
+// process maps, a copy-on-write view) that keeps nothing of the job's in it; asking the kernel to
+// skip those makes a process of a large image one query instead of one per mapping.
+constexpr std::uint64_t kShared = 0x08;
 constexpr std::uint64_t kCoveringOrNext = 0x10;
 constexpr std::uint64_t kFileBacked = 0x20;
 
-// Calls `each(path, dev, ino)` for every mapping of a file, through PROCMAP_QUERY: the path only
-// for a file `wants_path(dev, ino)` (else empty), and a file mapped in several pieces once. False
-// where the kernel has no PROCMAP_QUERY.
+// Calls `each(path, dev, ino)` for every shared mapping of a file, through PROCMAP_QUERY: the path
+// only for a file `wants_path(dev, ino)` (else empty), and a file mapped in several pieces once.
+// False where the kernel has no PROCMAP_QUERY.
 template <class WantsPath, class Each>
 bool each_mapping_by_query(int maps_fd, WantsPath wants_path, Each each) {
   char name[4096];
   std::optional<std::pair<dev_t, ino_t>> last;
   for (std::uint64_t addr = 0;;) {
-    ProcmapQuery q{.query_flags = kCoveringOrNext | kFileBacked, .query_addr = addr};
+    ProcmapQuery q{.query_flags = kCoveringOrNext | kFileBacked | kShared, .query_addr = addr};
     if (::ioctl(maps_fd, kProcmapQuery, &q) != 0) {
       return addr != 0 || (errno != ENOTTY && errno != EINVAL);  // ENOENT: no more; ESRCH: gone
     }
@@ -113,7 +119,7 @@ bool each_mapping_by_query(int maps_fd, WantsPath wants_path, Each each) {
     last = {dev, q.inode};
     std::string_view path;
     if (wants_path(dev, q.inode)) {
-      ProcmapQuery named{.query_flags = kFileBacked,
+      ProcmapQuery named{.query_flags = kFileBacked | kShared,
                          .query_addr = q.vma_start,
                          .vma_name_size = sizeof name,
                          .vma_name_addr = reinterpret_cast<std::uintptr_t>(name)};
@@ -125,9 +131,9 @@ bool each_mapping_by_query(int maps_fd, WantsPath wants_path, Each each) {
   }
 }
 
-// Calls `each(path, dev, ino)` for every mapping of a file by `pid`, with its path as the process
-// sees it where `wants_path(dev, ino)` (possibly also where not: an older kernel's maps say it
-// anyway; empty otherwise).
+// Calls `each(path, dev, ino)` for every shared mapping of a file by `pid`, with its path as the
+// process sees it where `wants_path(dev, ino)` (possibly also where not: an older kernel's maps say
+// it anyway; empty otherwise).
 template <class WantsPath, class Each>
 void for_each_mapping(pid_t pid, MapsReader reader, WantsPath wants_path, Each each) {
   UniqueFd maps(::open(("/proc/" + std::to_string(pid) + "/maps").c_str(), O_RDONLY | O_CLOEXEC));
@@ -263,8 +269,8 @@ constexpr std::size_t kMaxThreads = 4;
 }  // namespace
 
 std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
-                                          const std::vector<std::string>& roots,
-                                          MapsReader maps) {
+                                          const std::vector<std::string>& roots, MapsReader maps,
+                                          const std::function<void(std::size_t)>& read) {
   // The job is stopped until this is done, and cleaned only after: its processes are read by as
   // many threads as there are cores for, each taking every n-th.
   const std::size_t threads = std::clamp<std::size_t>(
@@ -272,7 +278,10 @@ std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
       std::max<std::size_t>(1, pids.size() / kProcessesPerThread));
   std::vector<HeldReader> readers(threads, HeldReader(roots, maps));
   auto read_share = [&](std::size_t share) {
-    for (std::size_t i = share; i < pids.size(); i += threads) readers[share].read(pids[i]);
+    for (std::size_t i = share; i < pids.size(); i += threads) {
+      readers[share].read(pids[i]);
+      if (read) read(i);
+    }
   };
   {
     std::vector<std::jthread> helpers;

@@ -20,7 +20,7 @@ namespace warden {
 namespace {
 
 // A child that holds one segment open and maps another whose descriptor it closed, as a
-// DataLoader worker does with its batches.
+// DataLoader worker does with its batches, and maps a third privately (a copy).
 class Holder {
  public:
   Holder() {
@@ -31,9 +31,17 @@ class Holder {
       ::close(ready[0]);
       int held = ::shm_open(name("held").c_str(), O_CREAT | O_RDWR, 0600);
       int mapped = ::shm_open(name("mapped").c_str(), O_CREAT | O_RDWR, 0600);
-      if (held < 0 || mapped < 0 || ::ftruncate(mapped, 4096) != 0) ::_exit(1);
-      if (::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, mapped, 0) == MAP_FAILED) ::_exit(1);
+      int copied = ::shm_open(name("copied").c_str(), O_CREAT | O_RDWR, 0600);
+      if (held < 0 || mapped < 0 || copied < 0 || ::ftruncate(mapped, 4096) != 0 ||
+          ::ftruncate(copied, 4096) != 0) {
+        ::_exit(1);
+      }
+      if (::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, mapped, 0) == MAP_FAILED ||
+          ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE, copied, 0) == MAP_FAILED) {
+        ::_exit(1);
+      }
       ::close(mapped);
+      ::close(copied);
       char one = 1;
       if (::write(ready[1], &one, 1) != 1) ::_exit(1);
       for (;;) ::pause();
@@ -49,6 +57,7 @@ class Holder {
     ::waitpid(pid_, nullptr, 0);
     ::shm_unlink(name("held").c_str());
     ::shm_unlink(name("mapped").c_str());
+    ::shm_unlink(name("copied").c_str());
   }
   pid_t pid() const { return pid_; }
   // The segment's shm_open name; its path is /dev/shm + that.
@@ -67,9 +76,10 @@ std::vector<std::string> paths(const std::vector<HeldObject>& held) {
   return out;
 }
 
-TEST(ReadHeldObjects, FindsWhatIsHeldOpenAndWhatIsOnlyMappedBeneathTheRoots) {
+TEST(ReadHeldObjects, FindsWhatIsHeldOpenAndWhatIsOnlyMappedSharedBeneathTheRoots) {
   Holder holder;
   auto held = read_held_objects({holder.pid()}, {"/dev/shm"});
+  // Not the copy.
   EXPECT_EQ(paths(held), (std::vector<std::string>{"/dev/shm" + holder.name("held"),
                                                    "/dev/shm" + holder.name("mapped")}));
   for (const auto& h : held) {
@@ -82,7 +92,7 @@ TEST(ReadHeldObjects, FindsWhatIsHeldOpenAndWhatIsOnlyMappedBeneathTheRoots) {
 
 TEST(ReadHeldObjects, TheTextOfMapsGivesWhatTheQueryGives) {
   Holder holder;
-  // Libraries too: every file the process maps, beneath "/".
+  // And every file beneath "/" (what the test itself holds too).
   for (const auto& roots : {std::vector<std::string>{"/dev/shm"}, std::vector<std::string>{""}}) {
     auto best = read_held_objects({holder.pid(), ::getpid()}, roots);
     auto text = read_held_objects({holder.pid(), ::getpid()}, roots, MapsReader::text);
