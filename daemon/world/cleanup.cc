@@ -84,7 +84,7 @@ struct Termination {
   std::vector<Entry> entries;
   std::size_t live = 0;
   std::set<std::string> busy_cgroups;  // the job's leaves still holding a process
-  Cgroups* cgroups = nullptr;          // theirs
+  Cgroups* cgroups = nullptr;          // where they are; nullptr: none
   CookieMemo cookie_memo;  // touched only by the scans, one at a time on the blocking executor
   // The processes added while the job is stopped are named (their command lines read) off the
   // loop, all at once, before any is signalled (look_at_stopped); those found later at once.
@@ -154,12 +154,7 @@ struct Termination {
   void look_at_cgroups() {
     if (cgroups == nullptr) return;
     for (auto it = busy_cgroups.begin(); it != busy_cgroups.end();) {
-      bool populated = true;
-      try {
-        populated = cgroups->populated(*it);
-      } catch (const std::exception&) {
-      }
-      if (populated) {
+      if (cgroups->populated(*it)) {
         ++it;
         continue;
       }
@@ -557,6 +552,8 @@ struct Ending {
   Tracking tracking;
   std::vector<ProcessReport> kept;  // spared by policy: not ended, reported as kept
   bool converged = true;            // the freeze stopped all it found
+  // No grace period, and the whole job frozen in its cgroups: nothing but SIGKILL lies ahead.
+  bool frozen_for_good = false;
 };
 
 // The rest of ending a frozen job: the look at what its processes hold (into `held`), the grace
@@ -568,10 +565,7 @@ asio::awaitable<bool> finish_processes(Ending& e, const CleanupPlan& plan,
                                        const WhileDying* meanwhile) {
   const auto& t = e.t;
   const GpuAccount gpus = co_await take_gpu_account(*t, context);
-  // Without a grace period a job frozen whole in its cgroups has nothing but SIGKILL ahead.
-  const bool kill_as_read = plan.grace == Duration::zero() && e.converged && e.tracking &&
-                            !t->runs_outside(true);
-  held = co_await look_at_stopped(*t, context, discover, kill_as_read);
+  held = co_await look_at_stopped(*t, context, discover, /*kill_as_read=*/e.frozen_for_good);
   if (discover) {
     spdlog::debug("job={} discovery: {} objects held on the allowed roots", plan.job, held.size());
   }
@@ -638,12 +632,13 @@ asio::awaitable<bool> end_processes(const CleanupPlan& plan, std::vector<UniqueF
   });
 
   e.converged = co_await freeze(e.t, plan, context, tracking);
-  const bool frozen_for_good = meanwhile != nullptr && plan.grace == Duration::zero() &&
-                               e.converged && tracking && !e.t->runs_outside(true);
+  e.frozen_for_good = plan.grace == Duration::zero() && e.converged && tracking &&
+                      !e.t->runs_outside(true);
+  const bool beside_the_end = meanwhile != nullptr && e.frozen_for_good;
   // Named, both: see the note on g++ 12 above.
   auto ending = finish_processes(e, plan, context, discover, held, out,
-                                 frozen_for_good ? nullptr : meanwhile);
-  if (!frozen_for_good) co_return co_await std::move(ending);
+                                 beside_the_end ? nullptr : meanwhile);
+  if (!beside_the_end) co_return co_await std::move(ending);
   auto beside = (*meanwhile)();
   co_await (std::move(ending) && std::move(beside));
   co_return true;

@@ -36,10 +36,9 @@ enum class MapsReader { best, text };
 // What `pids` hold open or map shared beneath `roots` (e.g. /dev/shm, /tmp), each object once.
 // A private mapping is a copy of its file that keeps nothing of the job's (libraries, programs,
 // copy-on-write views), and is not looked at. Objects already unlinked ("(deleted)") are not
-// listed: nothing is left to remove. The processes are read
-// by as many threads as there are cores for; `read(i)`, where given, runs on the reading thread
-// once pids[i] has been read (a cleanup ends each there, so that its exit overlaps the reading of
-// the rest).
+// listed: nothing is left to remove. The processes are read by as many threads as there are cores
+// for; `read(i)`, where given, runs on the reading thread once pids[i] has been read (a cleanup
+// ends each there, so that its exit overlaps the reading of the rest).
 std::vector<HeldObject> read_held_objects(const std::vector<pid_t>& pids,
                                           const std::vector<std::string>& roots,
                                           MapsReader maps = MapsReader::best,

@@ -180,6 +180,7 @@ TEST_F(TrackedCleanupTest, ZeroGraceKillsTheCgroupWithoutThawingIt) {
   auto report = run();
   ASSERT_NE(report_of(report, p), nullptr);
   EXPECT_EQ(report_of(report, p)->outcome, Outcome::killed);
+  EXPECT_FALSE(report_of(report, p)->command.empty()) << "named while it was still stopped";
   EXPECT_FALSE(cgroups.called("freeze /job 0"));
   EXPECT_TRUE(cgroups.called("kill /job"));
 }

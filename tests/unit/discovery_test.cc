@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -99,6 +100,20 @@ TEST(ReadHeldObjects, TheTextOfMapsGivesWhatTheQueryGives) {
     EXPECT_EQ(paths(best), paths(text));
     EXPECT_GE(best.size(), 2U);
   }
+}
+
+TEST(ReadHeldObjects, EachProcessIsHandedOnOnceItHasBeenRead) {
+  Holder first, second;
+  std::mutex lock;
+  std::vector<std::size_t> handed;
+  auto held = read_held_objects({first.pid(), second.pid()}, {"/dev/shm"}, MapsReader::best,
+                                [&](std::size_t i) {
+                                  std::lock_guard hold(lock);
+                                  handed.push_back(i);
+                                });
+  std::sort(handed.begin(), handed.end());
+  EXPECT_EQ(handed, (std::vector<std::size_t>{0, 1}));
+  EXPECT_EQ(held.size(), 4U);
 }
 
 TEST(ReadHeldObjects, AnUnlinkedSegmentIsNotListed) {
