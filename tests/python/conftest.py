@@ -204,14 +204,18 @@ def run_job(script, *args, env=None, **kwargs):
                             env=full_env, start_new_session=True, **kwargs)
 
 
-def alive(pid):
-    """True while the process exists and is not a zombie."""
+def process_state(pid):
+    """The process's state letter in /proc/PID/stat ("S", "Z", ...); None once it is gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
+            return f.read().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
-        return False
+        return None
+
+
+def alive(pid):
+    """True while the process exists and is not a zombie."""
+    return process_state(pid) not in (None, "Z", "X")
 
 
 def wait_gone(pids, timeout):
