@@ -144,6 +144,21 @@ class TrackedCleanupTest : public CleanupTest {
   CleanupReport run(Duration kill_timeout = std::chrono::seconds(5)) {
     return clean(std::move(plan), std::move(pidfds), io, &cgroups, kill_timeout);
   }
+  // Ends a member that ignores SIGTERM with no grace period and `kill_timeout`, checks that it is
+  // reported killed, and returns how long the cleanup took.
+  Duration kill_a_member_ignoring_term(Duration kill_timeout) {
+    pid_t p = member(Behaviour::ignore_term);
+    plan.grace = Duration::zero();
+    auto start = Clock::now();
+    auto report = run(kill_timeout);
+    auto took = Clock::now() - start;
+    const ProcessReport* ended = report_of(report, p);
+    EXPECT_NE(ended, nullptr);
+    if (ended != nullptr) {
+      EXPECT_EQ(ended->outcome, Outcome::killed);
+    }
+    return took;
+  }
   const ProcessReport* report_of(const CleanupReport& r, pid_t pid) {
     for (const auto& p : r.processes) {
       if (p.pid == pid) return &p;
@@ -197,28 +212,17 @@ TEST_F(TrackedCleanupTest, MemberForkedDuringTheGraceIsNamedAndKilled) {
 }
 
 TEST_F(TrackedCleanupTest, CgroupThatNeverEmptiesHoldsTheCleanupOnlyUntilTheKillBoundAndIsKept) {
-  pid_t p = member(Behaviour::ignore_term);
   cgroups.never_empties = true;
-  plan.grace = Duration::zero();
-  auto start = Clock::now();
-  auto report = run(std::chrono::milliseconds(300));
-  auto took = Clock::now() - start;
-  ASSERT_NE(report_of(report, p), nullptr);
-  EXPECT_EQ(report_of(report, p)->outcome, Outcome::killed);
+  auto took = kill_a_member_ignoring_term(std::chrono::milliseconds(300));
   EXPECT_GE(took, std::chrono::milliseconds(300)) << "waited for cgroup.events to say empty";
   EXPECT_LT(took, std::chrono::seconds(3)) << "but no longer than the kill bound";
   EXPECT_FALSE(cgroups.called("remove /job")) << "a populated cgroup is kept for a later start";
 }
 
 TEST_F(TrackedCleanupTest, TheLastExitLooksAtTheCgroupInsteadOfWaitingToBeToldItIsEmpty) {
-  pid_t p = member(Behaviour::ignore_term);
   cgroups.silent = true;
-  plan.grace = Duration::zero();
-  auto start = Clock::now();
-  auto report = run(std::chrono::seconds(30));
-  ASSERT_NE(report_of(report, p), nullptr);
-  EXPECT_EQ(report_of(report, p)->outcome, Outcome::killed);
-  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10)) << "not held until the kill bound";
+  auto took = kill_a_member_ignoring_term(std::chrono::seconds(30));
+  EXPECT_LT(took, std::chrono::seconds(10)) << "not held until the kill bound";
   EXPECT_TRUE(cgroups.called("remove /job"));
 }
 
