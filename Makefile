@@ -29,10 +29,10 @@ run: deps build
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer (but the container
-# and SDK tests: what they install is the plain build's business). Line tables are all the
-# sanitizers' reports need of the debug information (-g1), and the benchmark is not built: CI
-# builds this tree after the plain one, within its 30 minutes.
+# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer (but the container,
+# SDK and installed-package tests: what they install is the plain build's business). Line tables
+# are all the sanitizers' reports need of the debug information (-g1), and the benchmark is not
+# built: CI builds this tree after the plain one, within its 30 minutes.
 test-asan: test-deps
 	cmake -S . -B build-asan -G Ninja -DWARDEN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
 	  -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DWARDEN_BUILD_BENCH=OFF
