@@ -122,7 +122,9 @@ Daemon::~Daemon() {
     // it waits, rather than hanging it until ctest's timeout says nothing.
     ::kill(pid_, SIGTERM);
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (::waitpid(pid_, nullptr, WNOHANG) == 0) {
+    int status = 0;
+    pid_t reaped;
+    while ((reaped = ::waitpid(pid_, &status, WNOHANG)) == 0) {
       if (std::chrono::steady_clock::now() > until) {
         ADD_FAILURE() << "wardend (pid " << pid_ << ") did not stop within 20 s of SIGTERM:\n"
                       << where_threads_wait(pid_) << "---- wardend log ----\n" << log();
@@ -131,6 +133,15 @@ Daemon::~Daemon() {
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    // SIGTERM ends wardend with status 0; a test that killed it (SIGKILL) meant to. Anything else
+    // is a crash, however well the test went until then.
+    const bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    if (reaped == pid_ && !killed && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      ADD_FAILURE() << "wardend (pid " << pid_ << ") did not end cleanly at SIGTERM: "
+                    << (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                            : "status " + std::to_string(WEXITSTATUS(status)))
+                    << "\n---- wardend log ----\n" << log();
     }
   }
   release_cgroups(state_dir_);
