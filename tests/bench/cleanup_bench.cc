@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -161,13 +163,20 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
 
   std::atomic<bool> done = false;
   std::vector<double> beats, echoes;
+  // Both clients at the servers' niceness too: a round trip then measures the server, not the
+  // client's own wait for a core among the 1,600 workers exiting at nice 0.
+  auto at_servers_niceness = [] {
+    if (::setpriority(PRIO_PROCESS, ::gettid(), kNice) != 0) std::perror("setpriority");
+  };
   std::thread beater([&] {
+    at_servers_niceness();
     UniqueFd fd = connect_to(daemon.socket());
     beats = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
   });
   std::string echo_path = daemon.dir() + "/echo.sock";
   std::optional<EchoServer> echo_server(std::in_place, echo_path, kNice);
   std::thread echoer([&] {
+    at_servers_niceness();
     UniqueFd fd = connect_to(echo_path);
     echoes = round_trips(fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); });
   });
