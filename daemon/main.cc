@@ -129,6 +129,16 @@ std::unique_ptr<warden::KernelCgroups> open_cgroups(const warden::Config& config
   return cgroups;
 }
 
+// The event loop, which can destroy the handlers still waiting on it (the coroutines of connections
+// and cleanups) while what they refer to still exists: ~io_context would do it only after the
+// service, the journal and the server were gone, and a connection following events then
+// unsubscribed from a destroyed service (a crash at SIGTERM).
+class EventLoop : public boost::asio::io_context {
+ public:
+  using io_context::io_context;
+  void abandon_pending() { shutdown(); }
+};
+
 // Runs `reload` at each SIGHUP.
 void reload_on(boost::asio::signal_set& signal, std::function<void()> reload) {
   signal.async_wait([&signal, reload](boost::system::error_code ec, int) {
@@ -149,7 +159,7 @@ int main(int argc, char** argv) {
     raise_fd_limit();
     auto lock = lock_state_dir(config->state_dir);
 
-    boost::asio::io_context io(1);
+    EventLoop io(1);
     warden::Systemd systemd;
     std::optional<warden::StoredState> stored;
     warden::Journal journal(io, open_store(*config, stored));
@@ -199,6 +209,8 @@ int main(int argc, char** argv) {
                  config->socket, config->state_dir, ::getpid(),
                  systemd.supervised() ? " (systemd)" : "");
     io.run();
+    service.stop_threads();
+    io.abandon_pending();
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "wardend: " << e.what() << "\n";

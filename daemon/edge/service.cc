@@ -62,6 +62,13 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
   watch_creations();
 }
 
+void Service::stop_threads() {
+  for (auto* pool : {&views_, &removals_, &blocking_}) {
+    pool->stop();
+    pool->join();
+  }
+}
+
 void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup,
                           const NodeCheckOptions& check) {
   core_.set_limits(limits);

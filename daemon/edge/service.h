@@ -58,6 +58,11 @@ class Service {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
+  // Ends the work off the event loop, once it has stopped: what waits in the pools is dropped,
+  // what runs is waited for. Afterwards the loop's pending handlers may be destroyed: no thread
+  // still reads what they hold.
+  void stop_threads();
+
   // The new job's id and its tracking cgroup ("" where it is tracked by scanning).
   struct Registered {
     JobId id = 0;
