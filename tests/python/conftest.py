@@ -39,11 +39,29 @@ class Detached:
     process as a job). Has the parts of Popen the tests use."""
 
     def __init__(self, argv, log_path, env):
+        # A subshell (its parent, once the shell has gone) waits for it and writes to its log how
+        # it ended: no test reaps wardend, and a crash must not go unseen.
         launch = subprocess.run(
-            ["/bin/sh", "-c", 'log=$1; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!', "sh",
-             log_path, *argv], env=env, stdout=subprocess.PIPE, text=True, check=True)
+            ["/bin/sh", "-c",
+             'log=$1; shift; ("$@" >>"$log" 2>&1 </dev/null & w=$!; echo $w; exec >/dev/null; '
+             'wait $w; echo "---- wardend $w ended with status $? ----" >>"$log") &',
+             "sh", log_path, *argv], env=env, stdout=subprocess.PIPE, text=True, check=True)
         self.pid = int(launch.stdout)
         self._pidfd = os.pidfd_open(self.pid)
+        self._log_path = log_path
+
+    def status(self, timeout=5):
+        """How it ended, as the shell says it (128 + N: signal N); None if that is not known."""
+        mark = "---- wardend %d ended with status " % self.pid
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self._log_path, errors="replace") as f:
+                for line in f:
+                    if line.startswith(mark):
+                        return int(line[len(mark):].split()[0])
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
 
     def poll(self):
         """None while it runs, else 0 (its status went to whoever reaped it)."""
@@ -127,6 +145,11 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)
+        # SIGTERM ends wardend with status 0; a test that killed it (SIGKILL) meant to.
+        status = self.proc.status()
+        if status not in (0, 128 + signal.SIGKILL):
+            raise AssertionError("wardend did not end cleanly (shell status %s; 128 + N is signal "
+                                 "N):\n%s" % (status, self.log()))
 
     def wait_for_state(self, job, state, timeout=30):
         """Asks until the job is in `state` (or the timeout passes)."""
