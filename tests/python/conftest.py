@@ -64,7 +64,7 @@ class Detached:
             time.sleep(0.01)
 
     def poll(self):
-        """None while it runs, else 0 (its status went to whoever reaped it)."""
+        """None while it runs, else 0 (how it ended: status())."""
         ready, _, _ = select.select([self._pidfd], [], [], 0)
         return 0 if ready else None
 
