@@ -179,11 +179,13 @@ def serve(request, monkeypatch, *args):
     monkeypatch.setenv("WARDEN_SOCKET", daemon.socket)
     monkeypatch.delenv("WARDEN_JOB", raising=False)
     yield daemon
-    daemon.stop()
-    daemon.release_cgroups()
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        print("---- wardend log ----\n" + daemon.log())
-    subprocess.run(["rm", "-rf", directory])
+    try:
+        daemon.stop()  # fails the test where wardend did not end cleanly
+    finally:
+        daemon.release_cgroups()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print("---- wardend log ----\n" + daemon.log())
+        subprocess.run(["rm", "-rf", directory])
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
