@@ -209,8 +209,11 @@ int main(int argc, char** argv) {
                  config->socket, config->state_dir, ::getpid(),
                  systemd.supervised() ? " (systemd)" : "");
     io.run();
+    // What still waits is destroyed while what it refers to exists: the work off the loop ends
+    // first, then the loop's handlers go, then what their destruction queued in the lane.
     service.stop_threads();
     io.abandon_pending();
+    service.drop_background();
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "wardend: " << e.what() << "\n";

@@ -7,10 +7,20 @@ namespace warden {
 BackgroundLane::BackgroundLane(boost::asio::io_context& io, std::chrono::microseconds slice)
     : state_(std::make_shared<State>(io, slice)) {}
 
-BackgroundLane::~BackgroundLane() {
-  std::deque<std::unique_ptr<Task>> dropped;
-  std::lock_guard lock(state_->mutex);
-  dropped.swap(state_->queue);
+BackgroundLane::~BackgroundLane() { drop_queued(); }
+
+void BackgroundLane::drop_queued() {
+  // Dropping a task may queue another (a coroutine abandoned there posts the destruction of its
+  // frames to its executor): drop until none is left, or the tasks and the state they share keep
+  // each other alive.
+  for (;;) {
+    std::deque<std::unique_ptr<Task>> dropped;
+    {
+      std::lock_guard lock(state_->mutex);
+      if (state_->queue.empty()) return;
+      dropped.swap(state_->queue);
+    }
+  }  // each round's tasks go without the lock: their destruction may queue more
 }
 
 std::size_t BackgroundLane::queued() const {

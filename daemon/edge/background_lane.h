@@ -58,6 +58,9 @@ class BackgroundLane {
 
   ~BackgroundLane();
   Executor get_executor() noexcept { return Executor(state_); }
+  // Destroys the work queued and not run, and what destroying it queues (at shutdown, once the
+  // loop has stopped).
+  void drop_queued();
   // Work queued and not yet run.
   std::size_t queued() const;
 

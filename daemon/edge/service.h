@@ -62,6 +62,9 @@ class Service {
   // what runs is waited for. Afterwards the loop's pending handlers may be destroyed: no thread
   // still reads what they hold.
   void stop_threads();
+  // Once the loop's pending handlers are destroyed: destroys what that queued in the background
+  // lane (the frames of abandoned cleanups), while everything they refer to still exists.
+  void drop_background() { background_.drop_queued(); }
 
   // The new job's id and its tracking cgroup ("" where it is tracked by scanning).
   struct Registered {
