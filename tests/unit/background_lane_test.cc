@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -135,6 +136,31 @@ TEST(BackgroundLane, WorkLeftWhenItGoesIsDroppedNotRun) {
   }
   io.run();
   EXPECT_FALSE(ran);
+}
+
+// What a dropped task holds may queue more work as it goes (a coroutine abandoned at shutdown posts
+// the destruction of its frames to its executor): that is dropped too, not left in a queue which
+// the work itself keeps alive.
+TEST(BackgroundLane, WhatDroppingWorkQueuesIsDroppedToo) {
+  asio::io_context io;
+  auto payload = std::make_shared<int>(0);
+  std::weak_ptr<int> left = payload;
+  // Queues `then` on the lane when it is destroyed.
+  struct QueuesOnDestruction {
+    BackgroundLane::Executor lane;
+    std::shared_ptr<int> then;
+    ~QueuesOnDestruction() {
+      if (then) asio::post(lane, [held = std::move(then)] {});
+    }
+  };
+  {
+    BackgroundLane lane(io);
+    auto queues = std::make_shared<QueuesOnDestruction>(lane.get_executor(), std::move(payload));
+    asio::post(lane.get_executor(), [queues = std::move(queues)] {});
+    lane.drop_queued();
+    EXPECT_TRUE(left.expired());
+    EXPECT_EQ(lane.queued(), 0u);
+  }
 }
 
 }  // namespace
