@@ -63,10 +63,7 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
 }
 
 void Service::stop_threads() {
-  for (auto* pool : {&views_, &removals_, &blocking_}) {
-    pool->stop();
-    pool->join();
-  }
+  for (auto* pool : {&views_, &removals_, &blocking_}) pool->stop_and_drop();
 }
 
 void Service::reconfigure(const SupervisorLimits& limits, const CleanupOptions& cleanup,

@@ -14,7 +14,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 
 #include "world/cleanup.h"
 #include "world/creations.h"
@@ -26,6 +25,7 @@
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "edge/subscribers.h"
+#include "edge/worker_pool.h"
 #include "world/job_status.h"
 #include "world/named_process.h"
 #include "world/namespaces.h"
@@ -185,14 +185,14 @@ class Service {
   Cgroups* const cgroups_;
   // Blocking cleanup work (/proc scans, the look at what a job holds) runs here, off the event
   // loop.
-  boost::asio::thread_pool blocking_{1};
-  boost::asio::thread_pool removals_{1};  // registered paths (CleanupContext::removals)
+  WorkerPool blocking_{1};
+  WorkerPool removals_{1};  // registered paths (CleanupContext::removals)
   ScanCache scans_;  // what concurrent cleanups share
   RealKernel kernel_{scans_};
   std::shared_ptr<Gpus> gpus_;  // replaced when a reload changes the GPU settings
   // Views of the node (the node check) run here: a slow look never delays a cleanup. Declared
   // after what its work uses, so that it is joined before they go.
-  boost::asio::thread_pool views_{1};
+  WorkerPool views_{1};
 
   // Mutable state.
   CleanupOptions cleanup_options_;
