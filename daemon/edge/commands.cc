@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "edge/plain_heartbeat.h"
+
 namespace warden {
 namespace {
 
@@ -201,6 +203,9 @@ Reply run_handler(std::string_view op, uid_t uid, const json& id,
 
 // The reply to one request line, without its change (dispatch() adds that).
 Reply answer(const RequestContext& context, std::string_view line) {
+  if (auto beat = plain_heartbeat(line)) {
+    if (auto reply = answer_plain(context, *beat)) return std::move(*reply);
+  }
   json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (request.is_discarded()) {
     return {error_reply(nullptr, ErrorCode::bad_request, "request is not valid JSON")};

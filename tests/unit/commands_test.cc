@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <regex>
 
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
+#include "edge/plain_heartbeat.h"
 #include "tests/support/processes.h"
 #include "tests/support/temp_dir.h"
 
@@ -100,6 +102,51 @@ TEST_F(Dispatch, ARequestThatChangesStateSaysWhichJournalChangeItStaged) {
   Reply refused = send(R"({"id": 3, "op": "heartbeat", "job": 999})");
   EXPECT_EQ(code(refused), "not_found");
   EXPECT_FALSE(refused.change);
+}
+
+// A heartbeat in its plain form is answered without a JSON document (edge/plain_heartbeat.h): its
+// reply is the full path's, byte for byte but the deadline's own figure, and so is a refusal.
+TEST_F(Dispatch, APlainHeartbeatGetsTheFullPathsReply) {
+  auto register_job = [&](const std::string& heartbeat) {
+    pid_t main = children.emplace_back(testing::spawn(testing::Behaviour::sleep));
+    Reply r = send(R"({"op": "register_job", "name": "t", "pid": )" + std::to_string(main) +
+                   heartbeat + "}");
+    EXPECT_TRUE(r.ok) << r.line;
+    return std::to_string(parsed(r).at("job").get<JobId>());
+  };
+  const std::string beating = register_job(R"(, "heartbeat_s": 30)");
+  const std::string unbeating = register_job("");
+  auto masked = [](const std::string& line) {
+    static const std::regex deadline(R"("deadline_in_s":[-+.0-9eE]+)");
+    return std::regex_replace(line, deadline, R"("deadline_in_s":N)");
+  };
+  for (const std::string& job : {beating, unbeating, std::string("999")}) {
+    for (const std::string id : {R"("id":7,)", ""}) {
+      const std::string plain = "{" + id + R"("op":"heartbeat","job":)" + job + "}";
+      // An escaped key is beyond the plain form, so this one goes the full way.
+      const std::string full = "{" + id + R"("op":"heartbeat","\u006aob":)" + job + "}";
+      auto beat = plain_heartbeat(plain);
+      ASSERT_TRUE(beat);
+      ASSERT_FALSE(plain_heartbeat(full));
+      RequestContext context{.service = service, .caller = caller, .journal = &journal};
+      const bool refused = job == "999";
+      EXPECT_EQ(bool(answer_plain(context, *beat)), !refused) << "only a refusal goes the full way";
+      Reply fast = send(plain);
+      Reply slow = send(full);
+      EXPECT_EQ(masked(fast.line), masked(slow.line));
+      EXPECT_EQ(fast.ok, !refused) << fast.line;
+      EXPECT_EQ(fast.ok, slow.ok) << fast.line;
+      EXPECT_EQ(fast.id, slow.id) << fast.line;
+      EXPECT_EQ(fast.refused, slow.refused) << fast.line;
+      EXPECT_FALSE(fast.change) << "a heartbeat is not written";
+      if (job == beating) {
+        const double left = parsed(fast).at("deadline_in_s").get<double>();
+        EXPECT_GT(left, 29);
+        EXPECT_LE(left, 30);
+      }
+    }
+  }
+  EXPECT_EQ(code(send(R"({"op":"heartbeat","job":999})")), "not_found");
 }
 
 TEST_F(Dispatch, AMissingOrMistypedFieldIsNamed) {

@@ -9,7 +9,7 @@ namespace {
 
 constexpr uid_t kUser = 1000;
 
-ProcEntry proc(pid_t pid, pid_t ppid, pid_t pgrp = 0, pid_t session = 0, uid_t uid = kUser,
+ProcEntry proc_entry(pid_t pid, pid_t ppid, pid_t pgrp = 0, pid_t session = 0, uid_t uid = kUser,
                std::uint64_t start_time = 0) {
   return {
       .pid = pid,
@@ -41,7 +41,7 @@ DiscoveryQuery query(std::initializer_list<pid_t> members) {
 }
 
 TEST(Discover, FindsDescendantsAtAnyDepth) {
-  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1), proc(11, 10), proc(12, 11), proc(13, 1)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(10, 1), proc_entry(11, 10), proc_entry(12, 11), proc_entry(13, 1)};
   auto f = found(scan, query({10}));
   EXPECT_EQ(f.size(), 2u);
   EXPECT_EQ(f.at(11), "child of 10");
@@ -50,8 +50,8 @@ TEST(Discover, FindsDescendantsAtAnyDepth) {
 
 TEST(Discover, FindsMembersOfGroupsAndSessionsAMemberLeads) {
   // 20 called setsid (session 20); its child 21 double-forked 22, now reparented to init.
-  std::vector<ProcEntry> scan{proc(1, 0), proc(20, 1, 20, 20), proc(22, 1, 21, 20),
-                              proc(30, 1, 20, 600), proc(40, 1, 40, 600)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(20, 1, 20, 20), proc_entry(22, 1, 21, 20),
+                              proc_entry(30, 1, 20, 600), proc_entry(40, 1, 40, 600)};
   auto f = found(scan, query({20}));
   EXPECT_EQ(f.at(22), "in session of 20");
   EXPECT_EQ(f.at(30), "in process group of 20");
@@ -59,7 +59,7 @@ TEST(Discover, FindsMembersOfGroupsAndSessionsAMemberLeads) {
 }
 
 TEST(Discover, FindsCookieCarriersOfTheOwnerOnly) {
-  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1), proc(50, 1), proc(60, 1, 0, 0, 1001)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(10, 1), proc_entry(50, 1), proc_entry(60, 1, 0, 0, 1001)};
   auto f = found(scan, query({10}),
                  {{50, std::string("A=1\0WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 36)},
                   {60, std::string("WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 32)}});
@@ -68,7 +68,7 @@ TEST(Discover, FindsCookieCarriersOfTheOwnerOnly) {
 }
 
 TEST(Discover, CookieMustMatchExactlyAndNameThisDaemon) {
-  std::vector<ProcEntry> scan{proc(1, 0), proc(50, 1), proc(51, 1), proc(52, 1)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(50, 1), proc_entry(51, 1), proc_entry(52, 1)};
   auto f = found(scan, query({}),
                  {{50, std::string("WARDEN_JOB=70\0WARDEN_INSTANCE=/s\0", 33)},
                   {51, std::string("XWARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 33)},
@@ -78,14 +78,14 @@ TEST(Discover, CookieMustMatchExactlyAndNameThisDaemon) {
 
 TEST(Discover, ARecycledPidIsNeitherParentNorLeader) {
   // Member 10 started at 100; the process now holding pid 10 started later: another process.
-  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1, 10, 10, kUser, 999), proc(11, 10, 10, 10)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(10, 1, 10, 10, kUser, 999), proc_entry(11, 10, 10, 10)};
   auto f = found(scan, query({10}));
   EXPECT_TRUE(f.empty());
 }
 
 TEST(Discover, AnExitedLeaderStillNamesItsGroup) {
   // 20 led a session and exited; the kernel keeps its id while 22 remains in that session.
-  std::vector<ProcEntry> scan{proc(1, 0), proc(22, 1, 22, 20)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(22, 1, 22, 20)};
   DiscoveryQuery q = query({});
   q.leaders[20] = 200;
   EXPECT_EQ(found(scan, q).at(22), "in session of 20");
@@ -93,8 +93,8 @@ TEST(Discover, AnExitedLeaderStillNamesItsGroup) {
 
 TEST(Discover, NeverTakesInitWardendOrTheSparedMainProcess) {
   // Main 5 is alive and spared (a clean end); 6 is its other child carrying the cookie.
-  std::vector<ProcEntry> scan{proc(1, 0), proc(99, 1), proc(5, 1),
-                              proc(6, 5), proc(10, 5), proc(11, 10)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(99, 1), proc_entry(5, 1),
+                              proc_entry(6, 5), proc_entry(10, 5), proc_entry(11, 10)};
   DiscoveryQuery q = query({10});
   q.spared = 5;
   std::string cookie("WARDEN_JOB=7\0WARDEN_INSTANCE=/s\0", 30);
@@ -104,7 +104,7 @@ TEST(Discover, NeverTakesInitWardendOrTheSparedMainProcess) {
 }
 
 TEST(Discover, RootJobsMayTakeAnyUsersDescendants) {
-  std::vector<ProcEntry> scan{proc(1, 0), proc(10, 1, 0, 0, 0), proc(11, 10, 0, 0, 65534)};
+  std::vector<ProcEntry> scan{proc_entry(1, 0), proc_entry(10, 1, 0, 0, 0), proc_entry(11, 10, 0, 0, 65534)};
   DiscoveryQuery q = query({10});
   q.owner = 0;
   EXPECT_TRUE(found(scan, q).contains(11));
@@ -113,7 +113,7 @@ TEST(Discover, RootJobsMayTakeAnyUsersDescendants) {
 }
 
 TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
-  std::vector<ProcEntry> scan{proc(10, 1), proc(11, 1), proc(12, 1)};
+  std::vector<ProcEntry> scan{proc_entry(10, 1), proc_entry(11, 1), proc_entry(12, 1)};
   DiscoveryQuery q = query({10});
   std::map<pid_t, int> reads;
   auto env = [&](pid_t pid) -> std::optional<std::string> {
@@ -126,7 +126,7 @@ TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
   EXPECT_EQ(discover(scan, q, env, memo).size(), 1u);
   EXPECT_EQ(reads[11], 1);
   // A recycled pid (another start time) is read again.
-  scan[1] = proc(11, 1, 0, 0, kUser, 777);
+  scan[1] = proc_entry(11, 1, 0, 0, kUser, 777);
   discover(scan, q, env, memo);
   EXPECT_EQ(reads[11], 2);
 }
@@ -134,7 +134,7 @@ TEST(Discover, EachProcessesEnvironmentIsReadOnceAcrossTheScansOfACleanup) {
 TEST(Discover, AProcessThatExecsIsAskedAgainForItsNewEnvironment) {
   // Read between its fork and its exec, an escapee's environment is its parent's original one,
   // without the cookie; its exec (a new environment block) brings the cookie.
-  std::vector<ProcEntry> scan{proc(10, 1), proc(12, 1)};
+  std::vector<ProcEntry> scan{proc_entry(10, 1), proc_entry(12, 1)};
   scan[1].stat.env_start = 0x7ffc1000;
   DiscoveryQuery q = query({10});
   bool execd = false;
@@ -156,7 +156,7 @@ TEST(ProcStatParse, ReadsTheEnvironmentBlocksAddress) {
 }
 
 TEST(Discover, AnEnvironmentThatCouldNotBeReadIsAskedAgainInTheNextScan) {
-  std::vector<ProcEntry> scan{proc(10, 1), proc(12, 1)};
+  std::vector<ProcEntry> scan{proc_entry(10, 1), proc_entry(12, 1)};
   DiscoveryQuery q = query({10});
   bool readable = false;
   auto env = [&](pid_t) -> std::optional<std::string> {
