@@ -1,10 +1,10 @@
-// Heartbeats read without a JSON document.
+// Heartbeats read and answered without a JSON document.
 //
 // A heartbeat is nearly every request wardend answers, and reading it into a JSON document (a map
-// node and a string per member), then writing the reply through another, was over a third of
+// node and a string per member), then writing the reply through another, took about a third of
 // the CPU its answer cost (BENCHMARKS.md). The plain form every client sends is recognised here
 // and answered directly; anything else (another key, an escape, a string id, a fraction, a
-// refusal) goes the full way, so what is answered and how is decided in one place.
+// refusal) goes the full way, which alone decides what a request means and how it is refused.
 #pragma once
 
 #include <cstdint>
