@@ -5,8 +5,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "edge/plain_heartbeat.h"
-
 namespace warden {
 namespace {
 
@@ -248,6 +246,25 @@ Reply answer(const RequestContext& context, std::string_view line) {
 }
 
 }  // namespace
+
+std::optional<Reply> answer_plain(const RequestContext& context, const PlainHeartbeat& beat) {
+  std::optional<Duration> left;
+  try {
+    left = context.service.heartbeat(context.caller, HeartbeatRequest{.job = beat.job});
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  std::string line = "{";
+  if (left) {
+    line += R"("deadline_in_s":)";
+    line += json(to_seconds(*left)).dump();
+    line += ',';
+  }
+  line += R"("id":)";
+  line += beat.id ? std::to_string(*beat.id) : "null";
+  line += R"(,"ok":true})";
+  return Reply{std::move(line), beat.id ? json(*beat.id) : json(nullptr), true};
+}
 
 Reply dispatch(const RequestContext& context, std::string_view line) {
   const std::uint64_t staged = context.journal ? context.journal->last_staged() : 0;

@@ -10,7 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
-#include "edge/plain_heartbeat.h"
+#include "proto/plain_heartbeat.h"
 #include "tests/support/processes.h"
 #include "tests/support/temp_dir.h"
 
@@ -104,7 +104,7 @@ TEST_F(Dispatch, ARequestThatChangesStateSaysWhichJournalChangeItStaged) {
   EXPECT_FALSE(refused.change);
 }
 
-// A heartbeat in its plain form is answered without a JSON document (edge/plain_heartbeat.h): its
+// A heartbeat in its plain form is answered without a JSON document (proto/plain_heartbeat.h): its
 // reply is the full path's, byte for byte but the deadline's own figure, and so is a refusal.
 TEST_F(Dispatch, APlainHeartbeatGetsTheFullPathsReply) {
   auto register_job = [&](const std::string& heartbeat) {

@@ -1,6 +1,6 @@
-// Heartbeats read without a JSON document (edge/plain_heartbeat.h): the plain form is recognised
+// Heartbeats read without a JSON document (proto/plain_heartbeat.h): the plain form is recognised
 // however a client writes it, and anything else is left to the full parser.
-#include "edge/plain_heartbeat.h"
+#include "proto/plain_heartbeat.h"
 
 #include <string>
 
@@ -34,6 +34,7 @@ TEST(PlainHeartbeat, LeavesEverythingElseToTheFullParser) {
            R"({"op":"heartbeat","job":1,"job":2})",             // one given twice
            R"({"op":"heartbeat","op":"heartbeat","job":1})",
            R"({"op":"heartbeat","job":1,"id":"a"})",            // a string id
+           R"({"op":"heartbeat","job":0})",                      // no job's id
            R"({"op":"heartbeat","job":-1})",                     // not an unsigned integer
            R"({"op":"heartbeat","job":1.5})",
            R"({"op":"heartbeat","job":1e3})",

@@ -1,8 +1,6 @@
-#include "edge/plain_heartbeat.h"
+#include "proto/plain_heartbeat.h"
 
 #include <charconv>
-#include <exception>
-#include <string>
 
 namespace warden {
 namespace {
@@ -90,27 +88,9 @@ std::optional<PlainHeartbeat> plain_heartbeat(std::string_view line) {
   if (!scan.take('}') || !scan.at_end() || !op || !job) return std::nullopt;
   PlainHeartbeat beat;
   std::from_chars(job->data(), job->data() + job->size(), beat.job);
+  if (beat.job == 0) return std::nullopt;  // no job's id: the full way says so
   if (id) std::from_chars(id->data(), id->data() + id->size(), beat.id.emplace());
   return beat;
-}
-
-std::optional<Reply> answer_plain(const RequestContext& context, const PlainHeartbeat& beat) {
-  std::optional<Duration> left;
-  try {
-    left = context.service.heartbeat(context.caller, HeartbeatRequest{.job = beat.job});
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  std::string line = "{";
-  if (left) {
-    line += R"("deadline_in_s":)";
-    line += json(to_seconds(*left)).dump();
-    line += ',';
-  }
-  line += R"("id":)";
-  line += beat.id ? std::to_string(*beat.id) : "null";
-  line += R"(,"ok":true})";
-  return Reply{std::move(line), beat.id ? json(*beat.id) : json(nullptr), true};
 }
 
 }  // namespace warden
