@@ -61,11 +61,11 @@ struct Reply {
 // with its code, anything unexpected becomes `internal` and is logged.
 Reply dispatch(const RequestContext& context, std::string_view line);
 
-
 // The reply to a heartbeat in its plain form (proto/plain_heartbeat.h), written as dispatch()
 // writes it (the members in its order, the number as json prints it), without a JSON document;
 // nullopt where the beat is refused, so that dispatch() says why, with its code, and counts it.
 std::optional<Reply> answer_plain(const RequestContext& context, const PlainHeartbeat& beat);
+
 // An error reply for a request that could not be dispatched at all (framing errors).
 std::string error_reply(const json& id, ErrorCode code, std::string_view message);
 
