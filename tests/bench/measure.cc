@@ -98,7 +98,8 @@ UniqueFd connect_to(const std::string& path) {
 
 // Round trips of `request` (one line) against a line-answering server, each timed.
 std::vector<double> round_trips(int fd, const std::string& request, int count,
-                                const std::function<bool()>& keep_going) {
+                                const std::function<bool()>& keep_going,
+                                std::chrono::microseconds every) {
   std::vector<double> out;
   out.reserve(count);
   char buf[4096];
@@ -112,6 +113,7 @@ std::vector<double> round_trips(int fd, const std::string& request, int count,
       got += n;
     }
     out.push_back(us(Clock::now() - start));
+    if (every > std::chrono::microseconds::zero()) std::this_thread::sleep_until(start + every);
   }
   return out;
 }

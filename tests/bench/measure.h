@@ -76,10 +76,12 @@ class EpollLineServer {
 };
 
 UniqueFd connect_to(const std::string& path);
-// Round trips of `request` (one line) against a line-answering server, each timed in µs.
+// Round trips of `request` (one line) against a line-answering server, each timed in µs; each
+// begins `every` after the one before began (zero: back to back).
 std::vector<double> round_trips(
     int fd, const std::string& request, int count,
-    const std::function<bool()>& keep_going = [] { return true; });
+    const std::function<bool()>& keep_going = [] { return true; },
+    std::chrono::microseconds every = {});
 std::string heartbeat_line(JobId job);
 // A process's resident set (VmRSS), KiB.
 using testing::rss_kib;
