@@ -20,6 +20,7 @@
 
 #include "world/cgroup.h"
 #include "edge/config.h"
+#include "edge/execution_contexts.h"
 #include "edge/metrics_http.h"
 #include "edge/server.h"
 #include "edge/service.h"
@@ -129,16 +130,6 @@ std::unique_ptr<warden::KernelCgroups> open_cgroups(const warden::Config& config
   return cgroups;
 }
 
-// The event loop, which can destroy the handlers still waiting on it (the coroutines of connections
-// and cleanups) while what they refer to still exists: ~io_context would do it only after the
-// service, the journal and the server were gone, and a connection following events then
-// unsubscribed from a destroyed service (a crash at SIGTERM).
-class EventLoop : public boost::asio::io_context {
- public:
-  using io_context::io_context;
-  void abandon_pending() { shutdown(); }
-};
-
 // Runs `reload` at each SIGHUP.
 void reload_on(boost::asio::signal_set& signal, std::function<void()> reload) {
   signal.async_wait([&signal, reload](boost::system::error_code ec, int) {
@@ -159,7 +150,7 @@ int main(int argc, char** argv) {
     raise_fd_limit();
     auto lock = lock_state_dir(config->state_dir);
 
-    EventLoop io(1);
+    warden::EventLoop io(1);
     warden::Systemd systemd;
     std::optional<warden::StoredState> stored;
     warden::Journal journal(io, open_store(*config, stored));
@@ -212,7 +203,7 @@ int main(int argc, char** argv) {
     // What still waits is destroyed while what it refers to exists: the work off the loop ends
     // first, then the loop's handlers go, then what their destruction queued in the lane.
     service.stop_threads();
-    io.abandon_pending();
+    io.drop_pending();
     service.drop_background();
     return 0;
   } catch (const std::exception& e) {

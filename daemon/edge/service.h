@@ -25,7 +25,7 @@
 #include "edge/journal.h"
 #include "edge/metrics.h"
 #include "edge/subscribers.h"
-#include "edge/worker_pool.h"
+#include "edge/execution_contexts.h"
 #include "world/job_status.h"
 #include "world/named_process.h"
 #include "world/namespaces.h"

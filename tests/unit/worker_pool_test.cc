@@ -1,6 +1,6 @@
-// The service's worker pools (edge/worker_pool.h): at shutdown the work that never ran is
+// The service's worker pools (edge/execution_contexts.h): at shutdown the work that never ran is
 // destroyed when asked, not when the pool goes.
-#include "edge/worker_pool.h"
+#include "edge/execution_contexts.h"
 
 #include <memory>
 
