@@ -40,7 +40,7 @@ Journal::~Journal() {
 std::uint64_t Journal::stage(std::vector<Record> records, std::function<void()> undo) {
   if (!store_) {
     for (const auto& r : records) {
-      if (const auto* e = std::get_if<Event>(&r); e != nullptr && on_event_) on_event_(*e);
+      if (const auto* e = std::get_if<Event>(&r); e != nullptr && on_event_) on_event_(*e, nullptr);
     }
     return 0;
   }
@@ -74,6 +74,16 @@ void Journal::start_write() {
       } catch (const std::exception& e) {
         error = e.what();
       }
+      // The followers' lines of a batch's events (a mass death's hundreds of reports) are made
+      // here, not on the loop, which then only sends them.
+      std::vector<std::shared_ptr<const std::string>> lines;
+      if (error.empty() && make_line_) {
+        try {
+          for (const auto& e : events) lines.push_back(make_line_(e));
+        } catch (const std::exception&) {
+          lines.clear();  // the loop makes them
+        }
+      }
       // Records that were not written go back with their change, for a retry.
       if (!error.empty()) {
         auto it = records.begin();
@@ -82,18 +92,21 @@ void Journal::start_write() {
         }
       }
       asio::post(io_, [this, batch = std::move(batch), error = std::move(error),
-                       events = std::move(events)]() mutable {
-        write_finished(std::move(batch), std::move(error), std::move(events));
+                       events = std::move(events), lines = std::move(lines)]() mutable {
+        write_finished(std::move(batch), std::move(error), std::move(events), std::move(lines));
       });
     });
   });
 }
 
 void Journal::write_finished(std::vector<Change> batch, std::string error,
-                             std::vector<Event> events) {
+                             std::vector<Event> events,
+                             std::vector<std::shared_ptr<const std::string>> lines) {
   writing_ = false;
   if (on_event_) {
-    for (const auto& e : events) on_event_(e);
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      on_event_(events[i], i < lines.size() ? lines[i] : nullptr);
+    }
   }
   const std::uint64_t last = batch.empty() ? 0 : batch.back().seq;
   std::set<std::uint64_t> undone;

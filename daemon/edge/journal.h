@@ -47,9 +47,16 @@ class Journal {
   void when_written(std::uint64_t seq, std::function<void(const Written&)> done);
 
   Store* store() { return store_.get(); }
-  // Called on the loop with each event once it is written (at once, without a store).
-  void on_event_written(std::function<void(const Event&)> handler) {
+  // What an event's followers are sent, made of it off the loop; null: nothing to make now.
+  using LineMaker = std::function<std::shared_ptr<const std::string>(const Event&)>;
+  using EventHandler =
+      std::function<void(const Event&, const std::shared_ptr<const std::string>& line)>;
+  // `handler` is called on the loop with each event once it is written (at once, without a
+  // store), and with the line `make_line` made of it on the writer thread beside the write (null
+  // where it made none). Set once, before the first change is staged.
+  void on_event_written(EventHandler handler, LineMaker make_line) {
     on_event_ = std::move(handler);
+    make_line_ = std::move(make_line);
   }
   std::uint64_t failed_writes() const { return failed_writes_; }
 
@@ -65,7 +72,8 @@ class Journal {
   };
 
   void start_write();
-  void write_finished(std::vector<Change> batch, std::string error, std::vector<Event> events);
+  void write_finished(std::vector<Change> batch, std::string error, std::vector<Event> events,
+                      std::vector<std::shared_ptr<const std::string>> lines);
   void answer_waiters(std::uint64_t last, const std::string& error,
                       const std::set<std::uint64_t>& undone);
 
@@ -83,7 +91,8 @@ class Journal {
   std::uint64_t failed_writes_ = 0;
   boost::asio::steady_timer retry_;  // rewrites kept changes after a failure
   Duration retry_after_;
-  std::function<void(const Event&)> on_event_;
+  EventHandler on_event_;
+  LineMaker make_line_;  // called on the writer thread
 };
 
 }  // namespace warden

@@ -57,7 +57,11 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
                       [this](TimePoint now, Duration late_by) { deadlines_due(now, late_by); }),
       cleanups_(io, [this](CleanupPlan plan) { launch_cleanup(std::move(plan)); }),
       status_timer_(io) {
-  journal_.on_event_written([this](const Event& event) { subscribers_.publish(event); });
+  journal_.on_event_written(
+      [this](const Event& event, const std::shared_ptr<const std::string>& line) {
+        subscribers_.publish(event, line);
+      },
+      [this](const Event& event) { return subscribers_.followed() ? event_line(event) : nullptr; });
   schedule_check(Duration::zero());
   watch_creations();
 }

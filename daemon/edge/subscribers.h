@@ -3,6 +3,7 @@
 // only what its caller may see.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -15,6 +16,9 @@
 
 namespace warden {
 
+// The line a follower is sent for `event`: {"event": ...} and a newline.
+std::shared_ptr<const std::string> event_line(const Event& event);
+
 class Subscribers {
  public:
   // Gets each line ({"event": ...} and a newline) as it is published; it must only queue it (not
@@ -25,9 +29,12 @@ class Subscribers {
   std::uint64_t subscribe(const Caller& caller, std::optional<JobId> job, Sink push);
   void unsubscribe(std::uint64_t id);
   // Sends the event to each follower whose caller may see it: root every job's, another user
-  // its own jobs'.
-  void publish(const Event& event);
+  // its own jobs'. `line`: event_line(event), where it was made already.
+  void publish(const Event& event, std::shared_ptr<const std::string> line = nullptr);
   std::size_t size() const { return followers_.size(); }
+  // Whether anyone follows; callable from any thread (the journal's writer asks before it makes
+  // the lines of what it wrote).
+  bool followed() const { return followed_.load(std::memory_order_relaxed); }
 
  private:
   struct Follower {
@@ -37,6 +44,7 @@ class Subscribers {
   };
   std::map<std::uint64_t, Follower> followers_;
   std::uint64_t next_ = 1;
+  std::atomic<bool> followed_ = false;  // !followers_.empty(), for other threads
 };
 
 }  // namespace warden

@@ -54,5 +54,27 @@ TEST(Subscribers, AnUnsubscribedFollowerGetsNothingMore) {
   EXPECT_EQ(subscribers.size(), 1u);
 }
 
+TEST(Subscribers, SaysToOtherThreadsWhetherAnyoneFollows) {
+  Subscribers subscribers;
+  Follower a;
+  EXPECT_FALSE(subscribers.followed());
+  std::uint64_t id = subscribers.subscribe({.uid = 0}, std::nullopt, a.sink());
+  EXPECT_TRUE(subscribers.followed());
+  subscribers.unsubscribe(id);
+  EXPECT_FALSE(subscribers.followed());
+}
+
+TEST(Subscribers, ALineMadeAlreadyIsSentAsItIs) {
+  Subscribers subscribers;
+  Follower a;
+  subscribers.subscribe({.uid = 0}, std::nullopt, a.sink());
+  Line made = event_line(event_of(1, 0));
+  subscribers.publish(event_of(1, 0), made);
+  subscribers.publish(event_of(2, 0));
+  ASSERT_EQ(a.lines.size(), 2u);
+  EXPECT_EQ(a.lines[0], made) << "not made again";
+  EXPECT_EQ(*a.lines[1], *event_line(event_of(2, 0))) << "made here where none was given";
+}
+
 }  // namespace
 }  // namespace warden
