@@ -53,7 +53,8 @@ class Journal {
       std::function<void(const Event&, const std::shared_ptr<const std::string>& line)>;
   // `handler` is called on the loop with each event once it is written (at once, without a
   // store), and with the line `make_line` made of it on the writer thread beside the write (null
-  // where it made none). Set once, before the first change is staged.
+  // where it made none). Set once, before the first change is staged. `make_line` may run while
+  // the journal's owner is being destroyed (a write in flight at shutdown): it holds what it uses.
   void on_event_written(EventHandler handler, LineMaker make_line) {
     on_event_ = std::move(handler);
     make_line_ = std::move(make_line);

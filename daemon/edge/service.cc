@@ -61,7 +61,9 @@ Service::Service(boost::asio::io_context& io, ServiceOptions options, Journal& j
       [this](const Event& event, const std::shared_ptr<const std::string>& line) {
         subscribers_.publish(event, line);
       },
-      [this](const Event& event) { return subscribers_.followed() ? event_line(event) : nullptr; });
+      [followed = subscribers_.followed()](const Event& event) {
+        return followed->load(std::memory_order_relaxed) ? event_line(event) : nullptr;
+      });
   schedule_check(Duration::zero());
   watch_creations();
 }

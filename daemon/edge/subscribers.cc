@@ -5,13 +5,13 @@ namespace warden {
 std::uint64_t Subscribers::subscribe(const Caller& caller, std::optional<JobId> job, Sink push) {
   std::uint64_t id = next_++;
   followers_.emplace(id, Follower{caller, job, std::move(push)});
-  followed_ = true;
+  *followed_ = true;
   return id;
 }
 
 void Subscribers::unsubscribe(std::uint64_t id) {
   followers_.erase(id);
-  followed_ = !followers_.empty();
+  *followed_ = !followers_.empty();
 }
 
 std::shared_ptr<const std::string> event_line(const Event& event) {

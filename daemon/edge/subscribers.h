@@ -32,9 +32,9 @@ class Subscribers {
   // its own jobs'. `line`: event_line(event), where it was made already.
   void publish(const Event& event, std::shared_ptr<const std::string> line = nullptr);
   std::size_t size() const { return followers_.size(); }
-  // Whether anyone follows; callable from any thread (the journal's writer asks before it makes
-  // the lines of what it wrote).
-  bool followed() const { return followed_.load(std::memory_order_relaxed); }
+  // Whether anyone follows, for other threads: the journal's writer asks before it makes the
+  // lines of what it wrote, and may still be writing when these Subscribers are gone.
+  std::shared_ptr<const std::atomic<bool>> followed() const { return followed_; }
 
  private:
   struct Follower {
@@ -44,7 +44,8 @@ class Subscribers {
   };
   std::map<std::uint64_t, Follower> followers_;
   std::uint64_t next_ = 1;
-  std::atomic<bool> followed_ = false;  // !followers_.empty(), for other threads
+  // !followers_.empty()
+  const std::shared_ptr<std::atomic<bool>> followed_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace warden
