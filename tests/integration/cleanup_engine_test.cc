@@ -215,8 +215,15 @@ TEST_F(ScanningCleanupEngine, AMainThatDiesFirstTakesItsSessionAndItsCookiesCarr
   ::setenv("WARDEN_INSTANCE", client.server().instance.c_str(), 1);
   pid_t launcher = track(testing::spawn_exec({"/bin/sh", "-c", "setsid sleep 6002 &"}));
   ASSERT_TRUE(testing::wait_exited(launcher, 10s));
-  ASSERT_TRUE(eventually([&] { return carriers(id).size() == 1; }));
-  pid_t carrier = track(carriers(id).front());
+  // The carrier execs twice (sh, setsid, sleep); mid-exec its environment reads empty, so it is
+  // taken once it is the sleep, from the same look that found it.
+  pid_t carrier = 0;
+  ASSERT_TRUE(eventually([&] {
+    auto found = carriers(id);
+    if (found.size() == 1 && read_command_line(found[0]) == "sleep 6002") carrier = found[0];
+    return carrier != 0;
+  }));
+  track(carrier);
 
   ::kill(main, SIGKILL);
   auto done = wait_for_state(id, JobState::cleaned);

@@ -19,6 +19,17 @@
 namespace warden::testing {
 namespace {
 
+// A spawned process writes nowhere the test runner reads. One left alive by a test that crashed
+// would hold ctest's pipe open until the test's timeout: the crash would read as a hang, minutes
+// later, with its output lost.
+void leave_the_runners_output() {
+  int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null < 0) return;
+  ::dup2(null, STDOUT_FILENO);
+  ::dup2(null, STDERR_FILENO);
+  ::close(null);
+}
+
 // Sets up the behaviour, then tells `ready` (if any) so that the parent never signals a child
 // that has not yet started ignoring SIGTERM.
 // A segment in use (written, so not sparse), open 1,000 times.
@@ -56,6 +67,7 @@ pid_t fork_ready(Body body) {
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     ::close(fds[0]);
+    leave_the_runners_output();
     body(fds[1]);
   }
   ::close(fds[1]);
@@ -86,7 +98,10 @@ void exec_argv(const std::vector<std::string>& argv) {
 pid_t spawn_exec(const std::vector<std::string>& argv) {
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) exec_argv(argv);
+  if (pid == 0) {
+    leave_the_runners_output();
+    exec_argv(argv);
+  }
   return pid;
 }
 
@@ -96,6 +111,7 @@ Escape spawn_escape() {
   pid_t worker = ::fork();
   if (worker == 0) {
     ::close(fds[0]);
+    leave_the_runners_output();
     pid_t middle = ::fork();
     if (middle == 0) {
       ::setsid();
@@ -131,6 +147,7 @@ ProcessTree spawn_tree(const std::vector<Behaviour>& workers) {
   if (main < 0) throw std::runtime_error("fork failed");
   if (main == 0) {
     ::close(fds[0]);
+    leave_the_runners_output();
     for (auto b : workers) {
       pid_t w = fork_ready([&](int ready) { behave(b, ready); });
       if (::write(fds[1], &w, sizeof(w)) != sizeof(w)) ::_exit(1);
