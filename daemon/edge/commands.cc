@@ -1,6 +1,8 @@
 #include "edge/commands.h"
 
+#include <charconv>
 #include <chrono>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -256,8 +258,14 @@ std::optional<Reply> answer_plain(const RequestContext& context, const PlainHear
   }
   std::string line = "{";
   if (left) {
+    // The shortest figure that reads back the same, as the full path's JSON writes it, without
+    // building a document for it.
+    char figure[32];
+    auto written = std::to_chars(figure, figure + sizeof(figure), to_seconds(*left));
+    const std::string_view seconds(figure, written.ptr - figure);
     line += R"("deadline_in_s":)";
-    line += json(to_seconds(*left)).dump();
+    line += seconds;
+    if (seconds.find_first_of(".e") == std::string_view::npos) line += ".0";
     line += ',';
   }
   line += R"("id":)";

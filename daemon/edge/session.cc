@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <span>
+#include <string_view>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -30,6 +32,9 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxPassedFds = 64;
 // A request line this long took memory that malloc would otherwise keep for good.
 constexpr std::size_t kLargeLine = 1 << 20;
+// A connection keeps its reply buffer between batches up to this size (a status reply may be
+// megabytes: it goes once sent).
+constexpr std::size_t kKeptReplyBuffer = 64 * 1024;
 
 Caller peer_credentials(Socket& socket) {
   ucred cred{};
@@ -233,7 +238,10 @@ class Session {
       if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
 
       deadline_->answering();
-      bool answered = co_await answer_lines();
+      bool answered = true;
+      for (Answering now; answered && (now = answer_now()) != Answering::done;) {
+        answered = now == Answering::waits && co_await finish_batch();
+      }
       deadline_->answered();
       if (!answered) co_return false;
       // Blank lines are no request: they do not keep an idle connection open.
@@ -242,7 +250,10 @@ class Session {
       }
       note_partial_line();
       bool close = false;
-      if (!co_await say_framing_error(ec, close) || ec || close) co_return false;
+      if (std::string said = framing_error(ec, close); !said.empty() && !co_await write_all(said)) {
+        co_return false;
+      }
+      if (ec || close) co_return false;
       if (follow_) co_return true;
     }
   }
@@ -273,9 +284,9 @@ class Session {
     }
   }
 
-  // A line over the frame limit (then `close`), or one cut off by the client's shutdown, gets an
-  // error line. False if the client is gone.
-  asio::awaitable<bool> say_framing_error(boost::system::error_code ec, bool& close) {
+  // The error line for a line over the frame limit (then `close`), or for one cut off by the
+  // client's shutdown; empty for none.
+  std::string framing_error(boost::system::error_code ec, bool& close) const {
     std::string out;
     if (decoder_.overflowed()) {
       out = error_reply(nullptr, ErrorCode::frame_too_large,
@@ -290,55 +301,86 @@ class Session {
                             std::to_string(decoder_.pending()) + " bytes without a newline)") +
             "\n";
     }
-    co_return out.empty() || co_await write_all(out);
+    return out;
   }
 
-  // Answers every complete line the decoder holds; false if the client is gone or stopped reading.
-  // Replies go out in groups of at most max_pending_output bytes, so a client that pipelines many
-  // large requests without reading cannot make wardend buffer without bound.
-  asio::awaitable<bool> answer_lines() {
-    RequestContext context{.service = settings_.service,
-                           .caller = caller_,
-                           .max_frame = settings_.max_frame,
-                           .follow = &follow_,
-                           .passed_fds = &passed_fds_,
-                           .journal = &settings_.journal};
-    std::vector<Reply> replies;
-    std::string out;
-    for (bool lines_left = true; lines_left;) {
-      replies.clear();
+  enum class Answering { done, gone, waits };
+
+  // Answers the complete lines the decoder holds, in batches of at most max_pending_output bytes
+  // of replies, so that a client pipelining large requests without reading cannot make wardend
+  // buffer without bound. Most batches (heartbeats) are answered here and now, without a coroutine
+  // frame or a timer; one that must wait (for a reply computed on the views thread, a durable
+  // write, or a client slow to read) is left to finish_batch(): `waits`. `gone`: the client is.
+  Answering answer_now() {
+    const RequestContext context{.service = settings_.service,
+                                 .caller = caller_,
+                                 .max_frame = settings_.max_frame,
+                                 .follow = &follow_,
+                                 .passed_fds = &passed_fds_,
+                                 .journal = &settings_.journal};
+    for (;;) {
+      batch_.clear();
+      batch_large_ = false;
       std::size_t bytes = 0;
-      bool large = false;
       while (bytes < settings_.limits.max_pending_output) {
         auto line = decoder_.next();
-        if (!line) {
-          lines_left = false;
-          break;
-        }
-        large = large || line->size() > kLargeLine;
+        if (!line) break;
+        batch_large_ = batch_large_ || line->size() > kLargeLine;
         ++requests_;
-        replies.push_back(dispatch(context, *line));
-        bytes += replies.back().line.size();
+        batch_.push_back(dispatch(context, *line));
+        bytes += batch_.back().line.size();
       }
-      // Most batches (heartbeats) need neither: no coroutine or timer is made for them.
-      if (std::any_of(replies.begin(), replies.end(),
-                      [](const Reply& r) { return bool(r.later); })) {
-        co_await computed(replies);
-      }
+      if (batch_.empty()) return Answering::done;
       // Nothing is acknowledged before it is on disk.
-      if (std::any_of(replies.begin(), replies.end(),
-                      [](const Reply& r) { return r.change.has_value(); })) {
-        co_await written(replies);
+      if (std::any_of(batch_.begin(), batch_.end(),
+                      [](const Reply& r) { return r.later || r.change; })) {
+        return Answering::waits;
       }
-      out.clear();
-      for (const auto& r : replies) {
-        out += r.line;
-        out += '\n';
+      join_batch();
+      std::optional<std::size_t> sent = send_now(out_);
+      if (!sent) return Answering::gone;
+      if (*sent < out_.size()) {
+        out_sent_ = *sent;
+        return Answering::waits;
       }
-      if (!out.empty() && !co_await write_all(out)) co_return false;
-      if (large) ::malloc_trim(0);
+      end_batch();
     }
+  }
+
+  // Answers the batch answer_now() left: computes its replies, waits for its changes to be
+  // written, sends it; false if the client is gone or stopped reading.
+  asio::awaitable<bool> finish_batch() {
+    if (!out_sent_) {
+      if (std::any_of(batch_.begin(), batch_.end(), [](const Reply& r) { return bool(r.later); })) {
+        co_await computed(batch_);
+      }
+      if (std::any_of(batch_.begin(), batch_.end(),
+                      [](const Reply& r) { return r.change.has_value(); })) {
+        co_await written(batch_);
+      }
+      join_batch();
+    }
+    const std::size_t sent = out_sent_.value_or(0);
+    out_sent_.reset();
+    if (!co_await write_all(out_, sent)) co_return false;
+    end_batch();
     co_return true;
+  }
+
+  // The batch's reply lines, as sent.
+  void join_batch() {
+    out_.clear();
+    for (const auto& r : batch_) {
+      out_ += r.line;
+      out_ += '\n';
+    }
+  }
+
+  // A sent batch's memory goes back where it was large.
+  void end_batch() {
+    batch_.clear();
+    if (out_.capacity() > kKeptReplyBuffer) out_ = std::string();
+    if (batch_large_) ::malloc_trim(0);
   }
 
   // Computes, on the service's views thread, each reply whose answer is made there (Reply::later),
@@ -442,22 +484,31 @@ class Session {
     co_await (push() || until_closed());
   }
 
-  // Writes all of `data`; false if the peer is gone, or read nothing for the request timeout
-  // (logged).
-  asio::awaitable<bool> write_all(const std::string& data) {
-    using namespace asio::experimental::awaitable_operators;
-    // Almost always the socket takes it all at once; only a client that does not read needs the
-    // timer (and its cost).
+  // Writes `data` (from `from` on); false if the peer is gone, or read nothing for the request
+  // timeout (logged).
+  asio::awaitable<bool> write_all(const std::string& data, std::size_t from = 0) {
+    std::optional<std::size_t> sent = send_now(std::string_view(data).substr(from));
+    co_return sent && (from + *sent == data.size() || co_await write_rest(data, from + *sent));
+  }
+
+  // Sends what the socket takes of `data` now: how many bytes, or none if the peer is gone.
+  std::optional<std::size_t> send_now(std::string_view data) {
     std::size_t sent = 0;
     while (sent < data.size()) {
       ssize_t n = ::send(socket_.native_handle(), data.data() + sent, data.size() - sent,
                          MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno != EAGAIN) co_return false;
+      if (n < 0 && errno != EAGAIN) return std::nullopt;
       if (n < 0) break;
       sent += static_cast<std::size_t>(n);
     }
-    if (sent == data.size()) co_return true;
+    return sent;
+  }
+
+  // Writes the rest of `data`, from `sent` on, for a client slow to read (only it needs the timer,
+  // and its cost); false as write_all.
+  asio::awaitable<bool> write_rest(const std::string& data, std::size_t sent) {
+    using namespace asio::experimental::awaitable_operators;
     asio::steady_timer timeout(socket_.get_executor(), settings_.limits.request_timeout);
     auto result =
         co_await (asio::async_write(socket_, asio::buffer(data.data() + sent, data.size() - sent),
@@ -485,6 +536,11 @@ class Session {
   std::deque<UniqueFd> passed_fds_;
   std::optional<Follow> follow_;
   std::size_t requests_ = 0;  // lines answered, blank ones not counted
+  // The batch being answered (answer_now), kept so that its buffers serve the next.
+  std::vector<Reply> batch_;
+  bool batch_large_ = false;  // with a line over kLargeLine: memory goes back after it
+  std::string out_;
+  std::optional<std::size_t> out_sent_;  // of out_, once a slow reader took part of it
   std::shared_ptr<ReadDeadline> deadline_;
 };
 

@@ -1,5 +1,5 @@
 // Bad input against a real wardend: every kind gets an error reply or a closed connection, and the
-// daemon goes on serving the next client.
+// daemon goes on serving the next client. And a client that asks much before reading anything.
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -8,11 +8,13 @@
 #include <iostream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "proto/unique_fd.h"
 #include "tests/support/daemon_test.h"
+#include "tests/support/temp_dir.h"
 #include "warden/client.h"
 
 namespace warden {
@@ -271,6 +273,43 @@ TEST_F(BadInput, ResourceRequestsAreValidatedWithClearCodes) {
     EXPECT_EQ(code(*r), expected[i]) << r->dump();
   }
   EXPECT_TRUE(client.status(id).at(0).paths.empty());
+}
+
+// A client that sends 30,000 requests before it reads a reply: heartbeats answered at once, changes
+// acknowledged once written, and replies that fill the socket while nobody reads them. Every
+// request gets its reply, once, in order.
+class DemandingClient : public testing::DaemonTest {};
+
+TEST_F(DemandingClient, PipelinedRequestsReadLateAreEachAnsweredOnceInOrder) {
+  pid_t main = track(testing::spawn(testing::Behaviour::sleep));
+  const JobId job = client.register_job({.name = "pipelined", .pid = main, .heartbeat_s = 3600});
+  testing::TempDir files{"warden-pipelined"};
+  constexpr int kRequests = 30'000;
+  for (int id = 999; id < kRequests; id += 1000) {
+    std::ofstream(files.path() + "/f" + std::to_string(id));
+  }
+  RawConnection c(daemon.socket());
+  // Joined however the test ends: wardend drops a connection that reads nothing, so it ends.
+  std::jthread sender([&] {
+    std::string burst;
+    for (int id = 0; id < kRequests; ++id) {
+      burst += id % 1000 == 999
+                   ? fmt::format(R"({{"id":{},"op":"add_file","job":{},"path":"{}/f{}"}})", id, job,
+                                 files.path(), id)
+                   : fmt::format(R"({{"id":{},"op":"heartbeat","job":{}}})", id, job);
+      burst += '\n';
+    }
+    c.send(burst);
+  });
+  // wardend's replies fill the socket meanwhile.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (int id = 0; id < kRequests; ++id) {
+    auto r = c.reply();
+    ASSERT_TRUE(r) << "no reply to request " << id;
+    ASSERT_EQ(r->at("id"), id) << r->dump();
+    ASSERT_TRUE(r->at("ok").get<bool>()) << r->dump();
+  }
+  EXPECT_EQ(client.status(job).at(0).paths.size(), kRequests / 1000u);
 }
 
 }  // namespace
