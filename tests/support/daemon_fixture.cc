@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,8 +68,12 @@ void Daemon::restart() {
 
 void Daemon::start(bool append_log) {
   std::string log = dir_ + "/wardend.log";
+  const pid_t test = ::getpid();
   pid_ = ::fork();
   if (pid_ == 0) {
+    // A test that crashes takes its wardend with it, rather than leave it serving for good.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != test) ::_exit(1);
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | (append_log ? O_APPEND : O_TRUNC), 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
