@@ -32,9 +32,10 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxPassedFds = 64;
 // A request line this long took memory that malloc would otherwise keep for good.
 constexpr std::size_t kLargeLine = 1 << 20;
-// A connection keeps its reply buffer between batches up to this size (a status reply may be
-// megabytes: it goes once sent).
+// A connection keeps its batch's buffers between reads up to these sizes: a status reply may be
+// megabytes, a pipelining client's batch tens of thousands of replies; they go once sent.
 constexpr std::size_t kKeptReplyBuffer = 64 * 1024;
+constexpr std::size_t kKeptReplies = 64;
 
 Caller peer_credentials(Socket& socket) {
   ucred cred{};
@@ -379,6 +380,7 @@ class Session {
   // A sent batch's memory goes back where it was large.
   void end_batch() {
     batch_.clear();
+    if (batch_.capacity() > kKeptReplies) batch_ = std::vector<Reply>();
     if (out_.capacity() > kKeptReplyBuffer) out_ = std::string();
     if (batch_large_) ::malloc_trim(0);
   }
