@@ -341,7 +341,7 @@ class Session {
       std::optional<std::size_t> sent = send_now(out_);
       if (!sent) return Answering::gone;
       if (*sent < out_.size()) {
-        out_sent_ = *sent;
+        out_.erase(0, *sent);
         return Answering::waits;
       }
       end_batch();
@@ -349,9 +349,10 @@ class Session {
   }
 
   // Answers the batch answer_now() left: computes its replies, waits for its changes to be
-  // written, sends it; false if the client is gone or stopped reading.
+  // written, sends it (or, where a slow reader took part of it, what out_ holds of it still);
+  // false if the client is gone or stopped reading.
   asio::awaitable<bool> finish_batch() {
-    if (!out_sent_) {
+    if (out_.empty()) {
       if (std::any_of(batch_.begin(), batch_.end(), [](const Reply& r) { return bool(r.later); })) {
         co_await computed(batch_);
       }
@@ -361,9 +362,7 @@ class Session {
       }
       join_batch();
     }
-    const std::size_t sent = out_sent_.value_or(0);
-    out_sent_.reset();
-    if (!co_await write_all(out_, sent)) co_return false;
+    if (!co_await write_all(out_)) co_return false;
     end_batch();
     co_return true;
   }
@@ -377,9 +376,10 @@ class Session {
     }
   }
 
-  // A sent batch's memory goes back where it was large.
+  // After a batch is sent; its memory goes back where it was large.
   void end_batch() {
     batch_.clear();
+    out_.clear();
     if (batch_.capacity() > kKeptReplies) batch_ = std::vector<Reply>();
     if (out_.capacity() > kKeptReplyBuffer) out_ = std::string();
     if (batch_large_) ::malloc_trim(0);
@@ -486,11 +486,11 @@ class Session {
     co_await (push() || until_closed());
   }
 
-  // Writes `data` (from `from` on); false if the peer is gone, or read nothing for the request
-  // timeout (logged).
-  asio::awaitable<bool> write_all(const std::string& data, std::size_t from = 0) {
-    std::optional<std::size_t> sent = send_now(std::string_view(data).substr(from));
-    co_return sent && (from + *sent == data.size() || co_await write_rest(data, from + *sent));
+  // Writes all of `data`; false if the peer is gone, or read nothing for the request timeout
+  // (logged).
+  asio::awaitable<bool> write_all(const std::string& data) {
+    std::optional<std::size_t> sent = send_now(data);
+    co_return sent && (*sent == data.size() || co_await write_rest(data, *sent));
   }
 
   // Sends what the socket takes of `data` now: how many bytes, or none if the peer is gone.
@@ -541,8 +541,7 @@ class Session {
   // The batch being answered (answer_now), kept so that its buffers serve the next.
   std::vector<Reply> batch_;
   bool batch_large_ = false;  // with a line over kLargeLine: memory goes back after it
-  std::string out_;
-  std::optional<std::size_t> out_sent_;  // of out_, once a slow reader took part of it
+  std::string out_;  // its lines; between batches, only the rest of one a slow reader delays
   std::shared_ptr<ReadDeadline> deadline_;
 };
 
