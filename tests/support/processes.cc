@@ -30,8 +30,6 @@ void leave_the_runners_output() {
   ::close(null);
 }
 
-// Sets up the behaviour, then tells `ready` (if any) so that the parent never signals a child
-// that has not yet started ignoring SIGTERM.
 // A segment in use (written, so not sparse), open 1,000 times.
 void hold_segment() {
   constexpr std::size_t kBytes = 64 * 1024;
@@ -46,6 +44,8 @@ void hold_segment() {
   }
 }
 
+// Sets up the behaviour, then tells `ready` (if any) so that the parent never signals a child
+// that has not yet started ignoring SIGTERM.
 [[noreturn]] void behave(Behaviour behaviour, int ready = -1) {
   if (behaviour == Behaviour::ignore_term) ::signal(SIGTERM, SIG_IGN);
   if (behaviour == Behaviour::hold_segment) hold_segment();
