@@ -1,8 +1,10 @@
 // The job lifecycle against a real wardend: real process trees killed, stalled and ended.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -219,6 +221,20 @@ TEST_F(Lifecycle, StoppingWardendLeavesRunningJobsAlone) {
   ASSERT_TRUE(testing::wait_exited(daemon.pid(), 10000ms));
   EXPECT_FALSE(testing::is_gone(t.main));
   EXPECT_FALSE(testing::is_gone(t.workers[0]));
+}
+
+// Grown later, with the loop's threads running, the kernel's descriptor table makes each doubling
+// wait for an RCU grace period on the event loop (6-11 ms at a mass death, BENCHMARKS.md).
+TEST_F(Lifecycle, TheDescriptorTableIsGrownOnceAtStart) {
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);  // wardend raises its own to this hard limit
+  const long wanted = static_cast<long>(std::min<rlim_t>(lim.rlim_max, 65536));
+  std::ifstream status("/proc/" + std::to_string(daemon.pid()) + "/status");
+  long table = 0;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("FDSize:", 0) == 0) table = std::stol(line.substr(7));
+  }
+  EXPECT_GE(table, wanted) << "no job has been registered, so only a reservation explains it";
 }
 
 }  // namespace
