@@ -48,6 +48,11 @@ std::optional<std::string> read_file(const std::string& path) {
 // The cgroups directly beneath `dir` (a directory of cgroupfs).
 std::vector<std::string> child_cgroups(const std::string& dir) {
   std::vector<std::string> out;
+  // cgroupfs counts a directory's links as 2 plus its subdirectories: a job's leaf nearly always
+  // has none, and one stat is cheaper than opening and reading the directory (on the event loop,
+  // several times per cleanup, kernfs's readdir was 5 % of its time at a mass death).
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0 && st.st_nlink == 2) return out;
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return out;
   while (dirent* e = ::readdir(d)) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -113,6 +114,28 @@ TEST_F(KernelCgroupsTest, APopulatedCgroupIsNotRemoved) {
   EXPECT_EQ(cgroups->remove(made), EBUSY);
   cgroups->move(p, parent_cgroup(made));
   EXPECT_EQ(cgroups->remove(made), 0);
+  made.clear();
+}
+
+// A job inside the job: its cgroups beneath the leaf are listed and removed with it (the leaf
+// itself takes the shortcut of a directory without subdirectories, child_cgroups).
+TEST_F(KernelCgroupsTest, MembersAndRemovalReachTheCgroupsNestedBeneath) {
+  pid_t outer = spawn(Behaviour::sleep);
+  pid_t inner = spawn(Behaviour::sleep);
+  made = cgroups->create(*cgroups->cgroup_of(outer),
+                         "warden-unittest-nested-" + std::to_string(::getpid()));
+  std::string deeper = cgroups->create(cgroups->create(made, "inner"), "deeper");
+  cgroups->move(outer, made);
+  cgroups->move(inner, deeper);
+  auto all = cgroups->members(made);
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, (std::vector<pid_t>{std::min(outer, inner), std::max(outer, inner)}));
+  EXPECT_EQ(cgroups->members(deeper), std::vector<pid_t>{inner});
+  cgroups->kill(made);
+  EXPECT_TRUE(testing::wait_exited(outer, std::chrono::seconds(5)));
+  EXPECT_TRUE(testing::wait_exited(inner, std::chrono::seconds(5)));
+  EXPECT_EQ(cgroups->remove(made), 0);
+  EXPECT_FALSE(std::filesystem::exists(cgroups->mount() + made));
   made.clear();
 }
 
