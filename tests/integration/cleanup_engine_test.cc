@@ -560,17 +560,38 @@ class NicedCleanupEngine : public CleanupEngine {
   NicedCleanupEngine() : CleanupEngine({}, {"/usr/bin/nice", "-n", "-10"}) {}
 };
 
+// The nice value of one thread of a process (field 19 of /proc/PID/task/TID/stat).
+int nice_of(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i <= 19; ++i) fields >> field;
+  return std::stoi(field);
+}
+
+std::vector<pid_t> threads_of(pid_t pid) {
+  std::vector<pid_t> tids;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    tids.push_back(std::stoi(task.path().filename()));
+  }
+  return tids;
+}
+
+// The event loop's thread (wardend's main thread) runs ten levels ahead of the others, which keep
+// the priority wardend was started at (main.cc, run_loop_ahead).
+TEST_F(NicedCleanupEngine, TheLoopRunsTenNiceLevelsAheadOfWardendsOtherThreads) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to raise wardend's priority";
+  std::vector<pid_t> tids = threads_of(daemon.pid());
+  ASSERT_GT(tids.size(), 1u);
+  for (pid_t tid : tids) {
+    EXPECT_EQ(nice_of(daemon.pid(), tid), tid == daemon.pid() ? -20 : -10) << "thread " << tid;
+  }
+}
+
 TEST_F(NicedCleanupEngine, HooksRunAtTheDefaultPriorityNotWardends) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to raise wardend's priority";
-  auto read_nice = [](pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 19; ++i) fields >> field;  // 19: nice
-    return std::stoi(field);
-  };
-  ASSERT_EQ(read_nice(daemon.pid()), -10) << "the launcher did not raise it";
+  ASSERT_EQ(nice_of(daemon.pid(), daemon.pid()), -20) << "the loop was not raised";
   auto [t, id] = job({}, {.grace_s = 0});
   client.add_hook({.job = id,
                    .hook = {.argv = {"/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat"}}});
