@@ -149,8 +149,10 @@ struct MassDeath {
 // until `status` shows every one cleaned.
 MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   // As its unit runs it (systemd/warden.service: Nice=-10), ahead of the processes it cleans;
-  // the echo server it is compared with runs at the same niceness.
+  // its loop raises itself ten levels further (daemon/main.cc), and the echo server it is
+  // compared with runs where the loop does.
   constexpr int kNice = -10;
+  constexpr int kLoopNiceHere = kNice + kLoopNice;
   testing::Daemon daemon(args, {"/usr/bin/nice", "-n", std::to_string(kNice)});
   Client client(daemon.socket());
   pid_t beating_main = testing::spawn(Behaviour::sleep);
@@ -189,7 +191,7 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   // What a job's own thread sees, at the default priority: the server's time and its own wait.
   std::thread job_thread([&] { beat(job_beats); });
   std::string echo_path = daemon.dir() + "/echo.sock";
-  std::optional<EchoServer> echo_server(std::in_place, echo_path, kNice);
+  std::optional<EchoServer> echo_server(std::in_place, echo_path, kLoopNiceHere);
   std::thread echoer([&] {
     measuring();
     UniqueFd fd = connect_to(echo_path);

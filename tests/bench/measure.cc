@@ -14,7 +14,9 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <atomic>
 #include <fstream>
 #include <sstream>
@@ -118,6 +120,17 @@ std::vector<double> round_trips(int fd, const std::string& request, int count,
   return out;
 }
 
+namespace {
+
+// Puts the calling thread at `nice`, as a baseline server's.
+void run_at(int nice, const char* server) {
+  if (nice != 0 && ::setpriority(PRIO_PROCESS, ::gettid(), nice) != 0) {
+    std::fprintf(stderr, "%s: setpriority %d: %s\n", server, nice, std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 EchoServer::EchoServer(const std::string& path, int nice) : path_(path) {
   listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{.sun_family = AF_UNIX};
@@ -127,9 +140,7 @@ EchoServer::EchoServer(const std::string& path, int nice) : path_(path) {
     throw std::runtime_error("echo server: bind " + path);
   }
   thread_ = std::thread([this, nice] {
-    if (nice != 0 && ::setpriority(PRIO_PROCESS, ::gettid(), nice) != 0) {
-      std::perror("echo server: setpriority");
-    }
+    run_at(nice, "echo server");
     UniqueFd conn(::accept(listen_.get(), nullptr, nullptr));
     char buf[4096];
     ssize_t n;
@@ -144,7 +155,7 @@ EchoServer::~EchoServer() {
   ::unlink(path_.c_str());
 }
 
-EpollLineServer::EpollLineServer(const std::string& path, std::string reply)
+EpollLineServer::EpollLineServer(const std::string& path, std::string reply, int nice)
     : path_(path), reply_(std::move(reply)) {
   listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   sockaddr_un addr{.sun_family = AF_UNIX};
@@ -159,7 +170,10 @@ EpollLineServer::EpollLineServer(const std::string& path, std::string reply)
     epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
   }
-  thread_ = std::thread([this] { serve(); });
+  thread_ = std::thread([this, nice] {
+    run_at(nice, "epoll server");
+    serve();
+  });
 }
 
 void EpollLineServer::serve() {
