@@ -105,7 +105,7 @@ void run_loop_ahead() {
   if (::setpriority(PRIO_PROCESS, loop, wanted) == 0) {
     spdlog::info("event loop at nice {}, wardend's other threads at {}", wanted, nice);
   } else {
-    spdlog::info("event loop at nice {}: {} was refused ({}); LimitNICE=-20 allows it", nice,
+    spdlog::info("event loop at nice {}: {} was refused ({}); CAP_SYS_NICE allows it", nice,
                  wanted, std::strerror(errno));
   }
 }
