@@ -476,17 +476,6 @@ std::vector<ProcessReport> report(Termination& t, std::vector<ProcessReport> kep
   return reports;
 }
 
-// Which GPUs the job's processes hold, read while they are stopped and before any is ended.
-asio::awaitable<GpuAccount> take_gpu_account(const Termination& t, const CleanupContext& context) {
-  if (context.gpus == nullptr || !context.gpus->any()) co_return GpuAccount{};
-  std::vector<pid_t> pids;
-  for (const auto& e : t.entries) {
-    if (e.waiting && !e.gone_at) pids.push_back(e.report.pid);
-  }
-  auto look = [&pids, gpus = context.gpus.get()] { return account_gpus(*gpus, pids); };
-  co_return co_await offload(context.blocking, look);
-}
-
 // The report's GPU part, once the processes are gone: what each held, what was released and
 // who else still holds those GPUs.
 asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& plan,
@@ -505,15 +494,22 @@ asio::awaitable<void> report_gpus(const GpuAccount& account, const CleanupPlan& 
   out.gpu_note = account.before.note;
 }
 
-// Reads, off the loop, what the job's stopped processes are: their command lines, for the report
-// (a dead process has none; on the loop, at 18 µs each, they were most of the step that sorts a
-// 64-worker job's targets), and with `discover` what they hold open or map on the allowed roots
-// (discovery.h). With `kill_as_read` (no grace period, and the whole job frozen where only SIGKILL
-// can follow) each is sent SIGKILL as soon as it has been read: its exit overlaps the reading of
-// the rest, which for processes of a large image took as long as all the exits.
-asio::awaitable<std::vector<HeldObject>> look_at_stopped(Termination& t,
-                                                         const CleanupContext& context,
-                                                         bool discover, bool kill_as_read) {
+// What the look at the job's stopped processes found.
+struct Looked {
+  std::vector<HeldObject> held;  // on the allowed roots, with `discover`
+  GpuAccount gpus;               // which GPUs each held (none on a node without GPUs)
+};
+
+// Reads, off the loop, what the job's stopped processes are: the GPUs they hold, first, before any
+// is ended; their command lines, for the report (a dead process has none; on the loop, at 18 µs
+// each, they were most of the step that sorts a 64-worker job's targets); and with `discover` what
+// they hold open or map on the allowed roots (discovery.h). Even the look for GPU device nodes
+// stays off the loop: a glob per cleanup was up to 8 % of the loop's work at a mass death. With
+// `kill_as_read` (no grace period, and the whole job frozen where only SIGKILL can follow) each is
+// sent SIGKILL as soon as it has been read: its exit overlaps the reading of the rest, which for
+// processes of a large image took as long as all the exits.
+asio::awaitable<Looked> look_at_stopped(Termination& t, const CleanupContext& context,
+                                        bool discover, bool kill_as_read) {
   std::vector<std::size_t> alive;  // entries
   std::vector<pid_t> pids;
   std::vector<int> pidfds;
@@ -531,19 +527,24 @@ asio::awaitable<std::vector<HeldObject>> look_at_stopped(Termination& t,
     if (unnamed[k]) names[k] = kernel.command_line(pids[k]);
     if (kill_as_read) kernel.signal(pidfds[k], SIGKILL);
   };
-  auto look = [&, &roots = context.options.paths.allowed_roots] {
-    if (discover && !pids.empty()) return read_held_objects(pids, roots, MapsReader::best, read);
-    for (std::size_t k = 0; k < pids.size(); ++k) read(k);
-    return std::vector<HeldObject>{};
+  auto look = [&, &roots = context.options.paths.allowed_roots, gpus = context.gpus.get()] {
+    Looked out;
+    if (gpus != nullptr) out.gpus = account_gpus(*gpus, pids);
+    if (discover && !pids.empty()) {
+      out.held = read_held_objects(pids, roots, MapsReader::best, read);
+    } else {
+      for (std::size_t k = 0; k < pids.size(); ++k) read(k);
+    }
+    return out;
   };
-  auto held = co_await offload(context.blocking, look);
+  Looked looked = co_await offload(context.blocking, look);
   for (std::size_t k = 0; k < alive.size(); ++k) {
     auto& e = t.entries[alive[k]];
     if (!names[k].empty()) e.report.command = std::move(names[k]);
     e.sent_kill = e.sent_kill || kill_as_read;
   }
   t.naming_later = false;
-  co_return held;
+  co_return looked;
 }
 
 // One cleanup's processes being ended: what it knows of them and how they are tracked.
@@ -564,8 +565,9 @@ asio::awaitable<bool> finish_processes(Ending& e, const CleanupPlan& plan,
                                        std::vector<HeldObject>& held, CleanupReport& out,
                                        const WhileDying* meanwhile) {
   const auto& t = e.t;
-  const GpuAccount gpus = co_await take_gpu_account(*t, context);
-  held = co_await look_at_stopped(*t, context, discover, /*kill_as_read=*/e.frozen_for_good);
+  Looked looked = co_await look_at_stopped(*t, context, discover, e.frozen_for_good);
+  held = std::move(looked.held);
+  const GpuAccount gpus = std::move(looked.gpus);
   if (discover) {
     spdlog::debug("job={} discovery: {} objects held on the allowed roots", plan.job, held.size());
   }
