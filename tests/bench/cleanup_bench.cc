@@ -146,7 +146,7 @@ struct MassDeath {
 };
 
 // `jobs` jobs of 8 workers and 100 files each, whose mains are SIGKILLed all at once; the time
-// until `status` shows every one cleaned.
+// until the event stream has said every one cleaned.
 MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   // As its unit runs it (systemd/warden.service: Nice=-10), ahead of the processes it cleans;
   // its loop raises itself ten levels further (daemon/main.cc), and the echo server it is
@@ -179,24 +179,23 @@ MassDeath mass_death(const std::vector<std::string>& args, int jobs) {
   // meets one. Back to back, the two clients took a third of a core each at the servers'
   // niceness, from the very loop they measure (BENCHMARKS.md).
   constexpr auto kEvery = std::chrono::milliseconds(1);
-  auto beat = [&](std::vector<double>& into) {
-    UniqueFd fd = connect_to(daemon.socket());
+  // The same heartbeat line, a beat a millisecond, to `server` (wardend or the echo) until done.
+  auto beat = [&](const std::string& server, std::vector<double>& into) {
+    UniqueFd fd = connect_to(server);
     into = round_trips(
         fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); }, kEvery);
   };
   std::thread beater([&] {
     measuring();
-    beat(beats);
+    beat(daemon.socket(), beats);
   });
   // What a job's own thread sees, at the default priority: the server's time and its own wait.
-  std::thread job_thread([&] { beat(job_beats); });
+  std::thread job_thread([&] { beat(daemon.socket(), job_beats); });
   std::string echo_path = daemon.dir() + "/echo.sock";
   std::optional<EchoServer> echo_server(std::in_place, echo_path, kLoopNiceHere);
   std::thread echoer([&] {
     measuring();
-    UniqueFd fd = connect_to(echo_path);
-    echoes = round_trips(
-        fd.get(), heartbeat_line(beating), 1 << 30, [&] { return !done.load(); }, kEvery);
+    beat(echo_path, echoes);
   });
   // Completion from the event stream: asking `status` of every job over and over would cost
   // wardend more the more jobs there are, and bend the very growth being measured.
